@@ -1,0 +1,192 @@
+"""Target descriptions: the TOML files in targets/ turned into validated Target objects."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import ConfigError, did_you_mean
+
+LAYOUTS = ("NCHW", "NHWC", "NCHWc")
+ARCHES = ("x86_64", "aarch64")
+# Accepted keys per table; anything else in a file is a typo we refuse to ignore.
+_SCHEMA: dict[str, set[str]] = {
+    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc"},
+    "tvm": {"kind", "mtriple", "mcpu", "mattr", "num-cores"},
+    "cpu": {"vector_bits", "features"},
+    "build": {"cross_compiler", "sysroot"},
+    "layout": {"default"},
+    "rpc": {"key"},
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """One machine edgec compiles for, as read from a targets/*.toml file."""
+
+    name: str
+    description: str
+    arch: str
+    tvm: dict[str, Any]
+    vector_bits: int
+    features: tuple[str, ...]
+    default_layout: str
+    rpc_key: str
+    cross_compiler: str | None = None
+    sysroot: str | None = None
+    source: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def num_cores(self) -> int:
+        return int(self.tvm.get("num-cores", os.cpu_count() or 1))
+
+    @property
+    def nchwc_block(self) -> int:
+        """Channels per packed block: one float32 SIMD register (8 on AVX2, 16 on AVX-512)."""
+        return max(4, self.vector_bits // 32)
+
+    @property
+    def is_native(self) -> bool:
+        """True when code built for this target runs on this machine."""
+        return self.arch == platform.machine() and not self.cross_compiler
+
+    def tvm_target(self):
+        """The tvm.target.Target built from the [tvm] table, unchanged."""
+        import tvm
+
+        return tvm.target.Target(dict(self.tvm))
+
+    def summary(self) -> str:
+        tvm_desc = ", ".join(f"{k}={v}" for k, v in self.tvm.items() if k != "kind")
+        return f"{self.name}: {self.description} [{tvm_desc}]"
+
+
+def targets_dir() -> Path:
+    """The folder of shipped target files: targets/ in a source checkout, else the copy
+    installed as edgec._targets (see pyproject.toml)."""
+    checkout = Path(__file__).resolve().parent.parent / "targets"
+    if checkout.is_dir():
+        return checkout
+    return Path(str(resources.files("edgec._targets")))
+
+
+def names() -> list[str]:
+    return sorted(p.stem for p in targets_dir().glob("*.toml"))
+
+
+def load(name_or_path: str) -> Target:
+    """Load a shipped target by name, or a user's own TOML file by path.
+
+    Raises:
+        ConfigError: unknown name, unreadable file, or a bad key/value (naming file and key).
+    """
+    path = Path(name_or_path)
+    if name_or_path.endswith(".toml") or path.is_file():
+        if not path.is_file():
+            raise ConfigError(f"target file {name_or_path} does not exist")
+        return _parse(path, path.stem)
+    shipped = targets_dir() / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise ConfigError(
+            f'unknown target "{name_or_path}"{did_you_mean(name_or_path, names())}; '
+            f"choose one of {', '.join(names())} or pass a path to a .toml file"
+        )
+    return _parse(shipped, name_or_path)
+
+
+def _parse(path: Path, name: str) -> Target:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as err:
+        raise ConfigError(f"target file {path}: cannot parse TOML: {err}") from err
+    _check_keys(path, data)
+    if data.get("detect"):
+        data = _detect_host(data)
+
+    def need(table: str, key: str, kind: type):
+        value = data.get(table, {}).get(key) if table else data.get(key)
+        if value is None or not isinstance(value, kind):
+            where = f"{table}.{key}" if table else key
+            raise ConfigError(
+                f"target file {path}: field {where} is missing or not a {kind.__name__}"
+            )
+        return value
+
+    arch = need("", "arch", str)
+    if arch not in ARCHES:
+        raise ConfigError(f"target file {path}: field arch is {arch!r}; use one of {ARCHES}")
+    layout = need("layout", "default", str)
+    if layout not in LAYOUTS:
+        raise ConfigError(f"target file {path}: field layout.default is {layout!r}; use {LAYOUTS}")
+    vector_bits = need("cpu", "vector_bits", int)
+    if vector_bits not in (128, 256, 512):
+        raise ConfigError(f"target file {path}: field cpu.vector_bits must be 128, 256 or 512")
+    tvm_table = dict(need("", "tvm", dict))
+    if tvm_table.get("kind") != "llvm":
+        raise ConfigError(f"target file {path}: field tvm.kind must be \"llvm\" (CPU targets only)")
+    build = data.get("build", {})
+    return Target(
+        name=name,
+        description=data.get("description", name),
+        arch=arch,
+        tvm=tvm_table,
+        vector_bits=vector_bits,
+        features=tuple(need("cpu", "features", list)),
+        default_layout=layout,
+        rpc_key=need("rpc", "key", str),
+        cross_compiler=build.get("cross_compiler"),
+        sysroot=build.get("sysroot"),
+        source=str(path),
+    )
+
+
+def _check_keys(path: Path, data: dict[str, Any]) -> None:
+    for key, value in data.items():
+        if key not in _SCHEMA[""]:
+            hint = did_you_mean(key, _SCHEMA[""])
+            raise ConfigError(f"target file {path}: unknown field {key!r}{hint}")
+        if key in _SCHEMA and key != "" and isinstance(value, dict):
+            for sub in value:
+                if sub not in _SCHEMA[key]:
+                    hint = did_you_mean(sub, _SCHEMA[key])
+                    raise ConfigError(f"target file {path}: unknown field {key}.{sub}{hint}")
+
+
+def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
+    """Fill a 'detect = true' description from this machine's CPU."""
+    from tvm.target import codegen
+
+    flags = _cpu_flags()
+    arch = platform.machine()
+    data = {**data, "arch": arch}
+    tvm_table = {**data["tvm"], "mcpu": codegen.llvm_get_system_cpu()}
+    tvm_table["mtriple"] = f"{arch}-linux-gnu"
+    tvm_table["num-cores"] = os.cpu_count() or 1
+    if arch == "aarch64":
+        feats = ["neon"] + [f for f in ("dotprod", "fp16") if f in flags or f"asimd{f}" in flags]
+        tvm_table["mattr"] = [f"+{f}" if f != "fp16" else "+fullfp16" for f in feats]
+        vector_bits = 128
+    else:
+        feats = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")
+                 if f in flags]
+        vector_bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
+    data["tvm"] = tvm_table
+    data["cpu"] = {"vector_bits": vector_bits, "features": feats}
+    return data
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            return set(line.split(":", 1)[1].split())
+    return set()
