@@ -1,0 +1,53 @@
+"""The artifact that flows between pipeline stages: a Relax module plus what is known about it."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """Name, static shape and dtype of one model input or output."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str = "float32"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
+        return cls(data["name"], tuple(int(d) for d in data["shape"]), data["dtype"])
+
+    def __str__(self) -> str:
+        return f"{self.name}:{'x'.join(map(str, self.shape))}:{self.dtype}"
+
+
+@dataclass(frozen=True)
+class Model:
+    """A model on its way through edgec.
+
+    Attributes:
+        name: short name used for files and reports.
+        onnx: the ONNX model as read, before any fix-up: the independent reference that
+            compiled code is checked against (with ONNX Runtime).
+        ir: the tvm.IRModule (Relax) with weights bound as constants.
+        inputs / outputs: names, static shapes and dtypes, in call order.
+        layout: data layout of the conv layers ("NCHW", "NHWC", "NCHW8c", ...).
+        applied: the steps applied so far, in order ("simplified", "layout:NCHW8c", ...).
+    """
+
+    name: str
+    onnx: Any
+    ir: Any
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    layout: str = "NCHW"
+    applied: tuple[str, ...] = ()
+
+    def evolve(self, step: str, **changes: Any) -> Model:
+        """A copy with `changes` applied and `step` recorded in `applied`."""
+        return dataclasses.replace(self, applied=(*self.applied, step), **changes)
