@@ -1,0 +1,120 @@
+"""Build stage: compile a Model for a Target and write OUT.so + OUT.so.json atomically."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edgec import __version__
+from edgec.errors import BuildError, MissingDependencyError
+from edgec.model import Model
+from edgec.package import PackageInfo, file_sha256, metadata_path
+from edgec.targets import Target
+from edgec.tvm_log import quiet_scope_warnings
+
+_CROSS_PACKAGES = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu"}
+
+
+def check_toolchain(target: Target) -> None:
+    """Fail early, before minutes of compilation, when the cross compiler is missing.
+
+    Raises:
+        MissingDependencyError: with the command that installs it.
+    """
+    compiler = target.cross_compiler
+    if compiler and not shutil.which(compiler):
+        package = _CROSS_PACKAGES.get(compiler, compiler)
+        raise MissingDependencyError(
+            f"cross compiler {compiler} for target {target.name} is not installed; "
+            f"install it with: sudo apt-get install {package}"
+        )
+
+
+def lower(model: Model, target: Target, schedule: Callable[[Any], Any] | None = None):
+    """Legalize and schedule the model's Relax module; returns the module relax.build takes.
+
+    Args:
+        schedule: applied to the legalized module under the target (e.g. tuning records).
+    """
+    import tvm
+    from tvm import relax
+
+    from edgec.kernels import legalize_map
+
+    with tvm.target.Target(target.tvm_target()):
+        ir = relax.transform.LegalizeOps(customize_legalize_map=legalize_map())(model.ir)
+        ir = relax.transform.LegalizeOps()(ir)
+        ir = relax.transform.AnnotateTIROpPattern()(ir)
+        ir = relax.transform.FoldConstant()(ir)
+        ir = relax.transform.FuseOps()(ir)
+        ir = relax.transform.FuseTIR()(ir)
+        if schedule is not None:
+            ir = schedule(ir)
+    return ir
+
+
+def compile_to_executable(model: Model, target: Target, schedule=None):
+    """Compile to an in-memory tvm Executable (no files written).
+
+    Raises:
+        BuildError: TVM failed; the message names the stage and TVM's last error line.
+    """
+    import tvm
+    from tvm import relax
+
+    try:
+        ir = lower(model, target, schedule)
+        with tvm.transform.PassContext(opt_level=3):
+            return relax.build(ir, target=target.tvm_target())
+    except Exception as err:  # TVM raises many error types from C++
+        text = str(err).strip().splitlines()
+        raise BuildError(
+            f"TVM failed to compile {model.name} for {target.name}: {text[-1] if text else err}"
+        ) from err
+
+
+def export(
+    executable: Any, model: Model, target: Target, out: str | Path, tuning: dict | None = None
+) -> PackageInfo:
+    """Write OUT.so and OUT.so.json; both appear together or not at all.
+
+    Raises:
+        BuildError: linking failed (e.g. the cross compiler rejected the object files).
+    """
+    import tvm
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fcompile = None
+    if target.cross_compiler:
+        options = [f"--sysroot={target.sysroot}"] if target.sysroot else None
+        fcompile = tvm.support.cc.cross_compiler(target.cross_compiler, options=options)
+    with tempfile.TemporaryDirectory(dir=out.parent, prefix=".edgec-") as tmp:
+        library = Path(tmp) / out.name
+        try:
+            with quiet_scope_warnings():
+                executable.export_library(str(library), fcompile=fcompile)
+        except Exception as err:
+            raise BuildError(f"linking {out.name} for {target.name} failed: {err}") from err
+        info = PackageInfo(
+            model=model.name,
+            inputs=[s.to_dict() for s in model.inputs],
+            outputs=[s.to_dict() for s in model.outputs],
+            layout=model.layout,
+            target={"name": target.name, "tvm": target.tvm, "source": target.source},
+            arch=target.arch,
+            tvm_version=tvm.__version__,
+            sha256=file_sha256(library),
+            edgec_version=__version__,
+            applied=list(model.applied),
+            tuning=tuning or {},
+        )
+        meta = Path(tmp) / metadata_path(out.name).name
+        meta.write_text(info.to_json())
+        os.replace(meta, metadata_path(out))
+        os.replace(library, out)
+    return info

@@ -1,0 +1,100 @@
+"""Compute definitions edgec adds to TVM: conv2d on packed NCHW{b}c activations.
+
+TVM 0.27 cannot legalize a Relax conv2d whose layouts carry a channel block, so the packed
+layout chosen by edgec.layout is lowered here to TE compute that MetaSchedule then schedules.
+Weights use "OIHW{b}o": the output channel block is innermost, which is the vector that
+the inner FMA loop broadcasts an input value against.
+"""
+
+from __future__ import annotations
+
+import re
+
+from tvm import relax, te, topi
+
+_PACKED = re.compile(r"^NCHW(\d+)c$")
+_PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
+
+
+def legalize_map() -> dict:
+    """Ops edgec legalizes itself; pass to relax.transform.LegalizeOps(customize_legalize_map)."""
+    return {"relax.nn.conv2d": _legalize_conv2d}
+
+
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    attrs = call.attrs
+    data_match = _PACKED.match(attrs.data_layout)
+    kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
+    if not (data_match and kernel_match and attrs.out_layout == attrs.data_layout):
+        return call  # plain layouts: TVM's own legalization handles them later
+    out_dtype = str(call.ty.dtype)
+    return bb.call_te(
+        conv2d_nchwc,
+        call.args[0],
+        call.args[1],
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
+        int(attrs.groups),
+        out_dtype,
+        primfunc_name_hint="conv2d_nchwc",
+    )
+
+
+def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype):
+    """conv2d with data (N, C/b, H, W, b) and kernel (O/b, C/groups, KH, KW, b).
+
+    Args:
+        padding: [top, left, bottom, right] as in Relax.
+    Returns:
+        te.Tensor (N, O/b, OH, OW, b).
+    """
+    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    o_chunks, in_per_group, kh_size, kw_size, _ = (int(d) for d in kernel.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    top, left, bottom, right = padding
+    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+    out_shape = (n, o_chunks, out_h, out_w, block)
+
+    def window(b, chunk, y, x, lane):
+        return padded[b, chunk, y * sh + kh * dh, x * sw + kw * dw, lane].astype(out_dtype)
+
+    if groups == 1 and in_per_group % block == 0:
+        icc = te.reduce_axis((0, in_per_group // block), name="icc")
+        icb = te.reduce_axis((0, block), name="icb")
+        return te.compute(
+            out_shape,
+            lambda b, oc, y, x, ob: te.sum(
+                window(b, icc, y, x, icb)
+                * kernel[oc, icc * block + icb, kh, kw, ob].astype(out_dtype),
+                axis=[icc, icb, kh, kw],
+            ),
+            name="conv2d_nchwc",
+        )
+    if groups == c_chunks * block and in_per_group == 1 and o_chunks == c_chunks:
+        # Depthwise: lane ob of output chunk oc reads the same lane of input chunk oc.
+        return te.compute(
+            out_shape,
+            lambda b, oc, y, x, ob: te.sum(
+                window(b, oc, y, x, ob) * kernel[oc, 0, kh, kw, ob].astype(out_dtype),
+                axis=[kh, kw],
+            ),
+            name="depthwise_conv2d_nchwc",
+        )
+    # Any other grouping: find each output channel's group, then its input channels.
+    out_per_group = o_chunks * block // groups
+    ic = te.reduce_axis((0, in_per_group), name="ic")
+
+    def grouped(b, oc, y, x, ob):
+        channel = (oc * block + ob) // out_per_group * in_per_group + ic
+        return te.sum(
+            window(b, channel // block, y, x, channel % block)
+            * kernel[oc, ic, kh, kw, ob].astype(out_dtype),
+            axis=[ic, kh, kw],
+        )
+
+    return te.compute(out_shape, grouped, name="group_conv2d_nchwc")

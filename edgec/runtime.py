@@ -1,0 +1,119 @@
+"""The loader that runs a compiled model: needs only numpy and the TVM runtime (boards too).
+
+    m = edgec.runtime.load("model.so")
+    outputs = m.run({"input": array})      # {"logits": ndarray, ...}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgec.errors import ArtifactError, ConfigError
+from edgec.package import PackageInfo, check_library, read_info
+from edgec.tvm_log import quiet_scope_warnings
+
+
+class CompiledModel:
+    """A compiled edgec model loaded into a Relax VM, locally or on an RPC session."""
+
+    def __init__(self, vm: Any, device: Any, info: PackageInfo, path: Path):
+        self._vm = vm
+        self.device = device
+        self.info = info
+        self.path = path
+
+    @property
+    def input_names(self) -> list[str]:
+        return [spec["name"] for spec in self.info.inputs]
+
+    @property
+    def output_names(self) -> list[str]:
+        return [spec["name"] for spec in self.info.outputs]
+
+    def _device_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[Any]:
+        import tvm.runtime
+
+        unknown = set(inputs) - set(self.input_names)
+        missing = [n for n in self.input_names if n not in inputs]
+        if unknown or missing:
+            raise ConfigError(
+                f"{self.path.name} takes inputs {self.input_names}; "
+                f"missing {missing or 'none'}, unknown {sorted(unknown) or 'none'}"
+            )
+        arrays = []
+        for spec in self.info.inputs:
+            value = np.asarray(inputs[spec["name"]])
+            if tuple(value.shape) != tuple(spec["shape"]):
+                raise ConfigError(
+                    f"input {spec['name']}: shape {tuple(value.shape)} given, "
+                    f"{tuple(spec['shape'])} expected"
+                )
+            value = np.ascontiguousarray(value, dtype=spec["dtype"])
+            arrays.append(tvm.runtime.tensor(value, self.device))
+        return arrays
+
+    def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run one inference. Returns outputs by name, as numpy arrays.
+
+        Raises:
+            ConfigError: missing/unknown input names or wrong shapes.
+        """
+        result = self._vm["main"](*self._device_inputs(inputs))
+        values = list(result) if len(self.output_names) > 1 else [result]
+        return {name: v.numpy() for name, v in zip(self.output_names, values, strict=True)}
+
+    def time_evaluator(self, inputs: Mapping[str, np.ndarray], number: int, repeat: int):
+        """Per-run latencies in seconds measured on the device (no host round trips)."""
+        self._vm.set_input("main", *self._device_inputs(inputs))
+        timer = self._vm.time_evaluator("invoke_stateful", self.device, number=number,
+                                        repeat=repeat)
+        return list(timer("main").results)
+
+
+def load(path: str | Path, *, check: bool = True) -> CompiledModel:
+    """Load OUT.so (with its OUT.so.json) on this machine's CPU.
+
+    Args:
+        check: verify the sha256 and that the library was built for this architecture.
+
+    Raises:
+        ArtifactError: missing files, hash mismatch, or a library for another architecture.
+    """
+    import tvm.runtime
+    from tvm.runtime.vm import VirtualMachine
+
+    path = Path(path)
+    info = read_info(path)
+    if check:
+        check_library(path, info)
+    try:
+        with quiet_scope_warnings():
+            library = tvm.runtime.load_module(str(path))
+            device = tvm.runtime.cpu()
+            vm = VirtualMachine(library, device)
+    except Exception as err:  # tvm raises its own error types from C++
+        raise ArtifactError(f"{path}: the TVM runtime cannot load it: {err}") from err
+    return CompiledModel(vm, device, info, path)
+
+
+def load_remote(session: Any, path: str | Path, *, check: bool = True) -> CompiledModel:
+    """Upload OUT.so to an RPC session (a board's TVM RPC server) and load it there.
+
+    Raises:
+        ArtifactError: as `load`, with the board's architecture taken from the library target.
+    """
+    from tvm.runtime.vm import VirtualMachine
+
+    path = Path(path)
+    info = read_info(path)
+    if check:
+        check_library(path, info, machine=info.arch)
+    remote_name = f"edgec_{info.sha256[:16]}.so"
+    session.upload(str(path), remote_name)
+    library = session.load_module(remote_name)
+    device = session.cpu()
+    return CompiledModel(VirtualMachine(library, device), device, info, path)
