@@ -1,0 +1,66 @@
+"""Every zoo model compiles for x86_64 in every layout and matches ONNX Runtime."""
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from edgec import package, pipeline, runtime, zoo
+from edgec.errors import BuildError
+
+# Models with symbolic H/W need their shape fixed, as a user would with --input-shape.
+SHAPES = {"pp_lcnet": {"input": (1, 3, 224, 224)}, "unet": {"input": (1, 3, 128, 128)}}
+LAYOUTS = ("NCHW", "NHWC", "NCHWc")
+
+
+def onnxruntime_reference(name: str, inputs: dict) -> dict:
+    model = zoo.build(name)
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    return dict(zip(names, session.run(names, inputs), strict=True))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("name", zoo.names())
+def test_zoo_model_compiles_for_x86_and_matches_onnxruntime(name, layout, tmp_path):
+    out = tmp_path / f"{name}.so"
+    # The built-in check runs once per model; the test's own comparison covers every layout.
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=f"zoo:{name}", output=out, target="x86_64", layout=layout,
+        input_shapes=SHAPES.get(name, {}), check=layout == "NCHWc"))
+    assert package.elf_arch(out) == "x86_64"
+    compiled = runtime.load(out)
+    rng = np.random.default_rng(11)
+    inputs = {s["name"]: rng.uniform(-1, 1, s["shape"]).astype(np.float32)
+              for s in compiled.info.inputs}
+    got = compiled.run(inputs)
+    want = onnxruntime_reference(name, inputs)
+    assert set(got) == set(want)
+    for key, ref in want.items():
+        scale = max(1.0, float(np.abs(ref).max()))
+        np.testing.assert_allclose(got[key], ref, atol=1e-3 * scale, rtol=0, err_msg=key)
+    if layout == "NCHWc":
+        assert compiled.info.layout == "NCHW8c"
+        assert result.layout_transforms <= 12, result.layout_transforms
+
+
+def test_compile_refuses_to_write_an_artifact_that_differs_from_onnxruntime(tmp_path,
+                                                                            monkeypatch):
+    """Compile the graph of other weights than the reference: the built-in check must refuse."""
+    import dataclasses
+
+    from edgec import frontend
+
+    other_weights = tmp_path / "seed7.onnx"
+    zoo.save("squeezenet1_1", other_weights, seed=7)
+    real_import = frontend.import_model
+
+    def swapped_import(source, input_shapes=None):
+        model = real_import(source, input_shapes)
+        return dataclasses.replace(model, ir=real_import(str(other_weights)).ir)
+
+    monkeypatch.setattr(frontend, "import_model", swapped_import)
+    out = tmp_path / "out" / "bad.so"
+    with pytest.raises(BuildError, match="differs from ONNX Runtime on output logits"):
+        pipeline.compile_model(pipeline.CompileOptions(model="zoo:squeezenet1_1", output=out))
+    assert not out.parent.exists() or list(out.parent.iterdir()) == []
