@@ -27,11 +27,14 @@ def resolve(layout: str, target: Target) -> str:
 
 
 def _desired_layouts(layout: str) -> dict[str, list[str]]:
+    # TOPI lowers transposed convs only in NCHW/IOHW, and left alone ConvertLayout crashes
+    # trying to give them the 5-D packed layout of their producer.
+    keep = {"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
     if layout == "NHWC":
-        return {"relax.nn.conv2d": ["NHWC", "OHWI"]}
+        return {"relax.nn.conv2d": ["NHWC", "OHWI"], **keep}
     block = layout[len("NCHW"):-1]
     # OIHW{b}o works for regular and depthwise convs alike (edgec.kernels lowers it).
-    return {"relax.nn.conv2d": [layout, f"OIHW{block}o"]}
+    return {"relax.nn.conv2d": [layout, f"OIHW{block}o"], **keep}
 
 
 def apply_layout(model: Model, layout: str, target: Target) -> Model:

@@ -10,6 +10,9 @@ from edgec.errors import BuildError
 # Models with symbolic H/W need their shape fixed, as a user would with --input-shape.
 SHAPES = {"pp_lcnet": {"input": (1, 3, 224, 224)}, "unet": {"input": (1, 3, 128, 128)}}
 LAYOUTS = ("NCHW", "NHWC", "NCHWc")
+# Packed layouts need transforms only at the graph's borders (input stem, flatten), plus where
+# a model permutes channels itself: channel shuffles, detector heads, transposed convs.
+MAX_TRANSFORMS = {"shufflenet_v2": 16, "ssd_lite": 8, "unet": 12}
 
 
 def onnxruntime_reference(name: str, inputs: dict) -> dict:
@@ -41,7 +44,7 @@ def test_zoo_model_compiles_for_x86_and_matches_onnxruntime(name, layout, tmp_pa
         np.testing.assert_allclose(got[key], ref, atol=1e-3 * scale, rtol=0, err_msg=key)
     if layout == "NCHWc":
         assert compiled.info.layout == "NCHW8c"
-        assert result.layout_transforms <= 12, result.layout_transforms
+        assert result.layout_transforms <= MAX_TRANSFORMS.get(name, 3), result.layout_transforms
 
 
 def test_compile_refuses_to_write_an_artifact_that_differs_from_onnxruntime(tmp_path,

@@ -1,0 +1,142 @@
+"""Default CPU schedules for tasks the tuning logs do not cover.
+
+Untuned TVM code is naive (one thread, no vectors: ~50x slower than ONNX Runtime), so every
+function gets a rule-based schedule here. Packed convolutions get a register-blocked
+micro-kernel: a row of `reg_n` output pixels times one channel block (one SIMD register each)
+stays in registers across the whole reduction, the block lanes are vectorized and the rows
+unrolled, and the bias/activation epilogue runs on the tile while it is still in registers.
+Everything else is parallelized over its outer loops and vectorized on its innermost loop.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir import dlight
+from tvm.s_tir.dlight.base import ScheduleRule
+
+_CONV_BLOCKS = (
+    "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out"
+)
+_MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
+
+
+def default_schedule():
+    """A module pass that schedules every PrimFunc not yet marked as scheduled."""
+    return dlight.ApplyDefaultSchedule(PackedConv(), ParallelVectorize())
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int | None:
+    extent = sch.get(loop).extent
+    return int(extent) if isinstance(extent, tirx.IntImm) else None
+
+
+def _row_length(width: int) -> int:
+    """The largest divisor of the output width that is at most _MAX_ROW."""
+    return max(d for d in range(1, min(width, _MAX_ROW) + 1) if width % d == 0)
+
+
+def _same_shape(a, b) -> bool:
+    return [int(d) for d in a.shape] == [int(d) for d in b.shape]
+
+
+def _root_blocks(sch: s_tir.Schedule) -> list:
+    return list(sch.get_child_blocks(sch.get_sblock("root")))
+
+
+class PackedConv(ScheduleRule):
+    """Register-blocked schedule for edgec.kernels' NCHW{b}c convolutions and their epilogue."""
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = _root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        conv_names = [n for n in names if n in _CONV_BLOCKS]
+        if len(conv_names) != 1:
+            return None
+        index = names.index(conv_names[0])
+        try:
+            self._schedule(sch, blocks, index)
+        except Exception:  # an unexpected loop nest: let the generic rule handle it
+            return None
+        return sch
+
+    def _schedule(self, sch: s_tir.Schedule, blocks: list, index: int) -> None:
+        conv = blocks[index]
+        epilogue = blocks[index + 1:]
+        for block in epilogue[:-1]:
+            sch.compute_inline(block)
+        for block in blocks[:index]:
+            self._schedule_producer(sch, block)
+        loops = sch.get_loops(conv)
+        batch, chunk, row, col, lane, *reduction = loops
+        width = _extent(sch, col) or 1
+        col_outer, col_inner = sch.split(col, [None, _row_length(width)])
+        if len(reduction) == 4:  # icc, icb, kh, kw: keep the lane reduction innermost
+            icc, icb, kh, kw = reduction
+            sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
+        else:  # depthwise (kh, kw) or grouped (ic, kh, kw)
+            sch.reorder(col_outer, *reduction, col_inner, lane)
+        sch.parallel(sch.fuse(batch, chunk, row))
+        if epilogue:
+            sch.reverse_compute_at(epilogue[-1], col_outer)
+            out_lane = sch.get_loops(epilogue[-1])[-1]
+            sch.vectorize(out_lane)
+        sch.unroll(col_inner)
+        sch.vectorize(lane)
+        # Zeroing the accumulators goes before the reduction, on the same register tile.
+        init = sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _schedule_producer(sch: s_tir.Schedule, block) -> None:
+        """Weight packing and no-op padding are inlined; real padding is filled in parallel."""
+        stmt = sch.get(block)
+        no_op_pad = stmt.reads and _same_shape(stmt.writes[0].source, stmt.reads[0].source)
+        if stmt.name_hint == "kernel_pack" or no_op_pad:
+            sch.compute_inline(block)
+            return
+        loops = sch.get_loops(block)
+        sch.parallel(sch.fuse(*loops[:2]))
+        sch.vectorize(loops[-1])
+
+
+class ParallelVectorize(ScheduleRule):
+    """Fallback: inline elementwise chains, then per block parallel outer loops and vectorize
+    the innermost spatial loop."""
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = _root_blocks(sch)
+        for block in blocks[:-1]:
+            try:
+                sch.compute_inline(block)
+            except Exception:  # not inlinable (reduction, several consumers): schedule it alone
+                continue
+        for block in _root_blocks(sch):
+            self._schedule_block(sch, block)
+        return sch
+
+    @staticmethod
+    def _schedule_block(sch: s_tir.Schedule, block) -> None:
+        stmt = sch.get(block)
+        kinds = [iv.iter_type for iv in stmt.iter_vars]
+        loops = sch.get_loops(block)
+        if len(loops) != len(kinds) or not loops:
+            return
+        spatial = 0
+        while spatial < len(kinds) and kinds[spatial] == tirx.IterVar.DataPar:
+            spatial += 1
+        if spatial == 0:
+            return
+        if spatial == len(kinds):  # purely spatial: vectorize a short innermost loop
+            inner = _extent(sch, loops[-1])
+            if inner and inner <= 64 and len(loops) > 1:
+                sch.vectorize(loops[-1])
+                loops = loops[:-1]
+                spatial -= 1
+        if spatial:
+            sch.parallel(sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0])
