@@ -34,19 +34,30 @@ def check_toolchain(target: Target) -> None:
         )
 
 
-def lower(model: Model, target: Target, schedule: Callable[[Any], Any] | None = None):
+def lower(
+    model: Model,
+    target: Target,
+    schedule: Callable[[Any], Any] | None = None,
+    *,
+    default_schedules: bool = True,
+):
     """Legalize and schedule the model's Relax module; returns the module relax.build takes.
 
     Args:
-        schedule: applied to the legalized module under the target (e.g. tuning records).
+        schedule: applied to the legalized module under the target (e.g. tuning records);
+            whatever it leaves unscheduled gets edgec's default CPU schedules.
+        default_schedules: False gives the unscheduled module, the one tuning works on.
     """
     import tvm
     from tvm import relax
 
     from edgec.kernels import legalize_map
+    from edgec.schedules import default_schedule
 
     with tvm.target.Target(target.tvm_target()):
-        ir = relax.transform.LegalizeOps(customize_legalize_map=legalize_map())(model.ir)
+        ir = relax.transform.LegalizeOps(
+            customize_legalize_map=legalize_map(target.nchwc_block)
+        )(model.ir)
         ir = relax.transform.LegalizeOps()(ir)
         ir = relax.transform.AnnotateTIROpPattern()(ir)
         ir = relax.transform.FoldConstant()(ir)
@@ -54,6 +65,8 @@ def lower(model: Model, target: Target, schedule: Callable[[Any], Any] | None = 
         ir = relax.transform.FuseTIR()(ir)
         if schedule is not None:
             ir = schedule(ir)
+        if default_schedules:
+            ir = default_schedule()(ir)
     return ir
 
 

@@ -80,7 +80,9 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
               type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]))
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare with ONNX Runtime on random inputs before writing.")
-def compile_cmd(model, target, output, input_shapes, layout, check) -> None:
+@click.option("--tuning-logs", type=click.Path(file_okay=False),
+              help="Tuning database folder (default: tuning_logs/<target> when present).")
+def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs) -> None:
     """Compile MODEL (an .onnx file or zoo:NAME; default zoo:mobilenet_v2) to a .so."""
     from edgec import pipeline
 
@@ -93,10 +95,79 @@ def compile_cmd(model, target, output, input_shapes, layout, check) -> None:
         input_shapes=_input_shapes(input_shapes),
         layout=layout,
         check=check,
+        tuning_logs=Path(tuning_logs) if tuning_logs else None,
     )
     _say("compile with:\n" + options.display())
     result = pipeline.compile_model(options, progress=_say)
     click.echo(result.summary())
+
+
+@cli.command("tune")
+@click.argument("model", default=DEFAULT_MODEL)
+@click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True)
+@click.option("--trials", "trials_per_task", default=64, show_default=True,
+              help="Measured trials per task (tasks that have them are skipped).")
+@click.option("--total-trials", type=int, help="Cap on trials over all tasks in this run.")
+@click.option("--budget", help="Stop after this long, e.g. 20m (the batch in flight is kept).")
+@click.option("--rpc", metavar="HOST:PORT", help="Measure on a board's TVM RPC server.")
+@click.option("--tracker", metavar="HOST:PORT", help="Measure through a TVM RPC tracker.")
+@click.option("--key", help="The board's key at the tracker.")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...")
+@click.option("--layout", default="auto", show_default=True,
+              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]))
+@click.option("--tuning-logs", type=click.Path(file_okay=False),
+              help="Database folder (default: tuning_logs/<target>).")
+@click.option("--status", is_flag=True, help="Show what the database covers for MODEL; no tuning.")
+def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker, key,
+             input_shapes, layout, tuning_logs, status) -> None:
+    """Autotune MODEL's tasks for TARGET with MetaSchedule (XGBoost cost model)."""
+    from edgec import pipeline, tune
+
+    options = tune.TuneOptions(
+        trials_per_task=trials_per_task,
+        total_trials=total_trials,
+        budget_seconds=tune.parse_budget(budget) if budget else None,
+        rpc=tune.parse_endpoint(rpc, "--rpc") if rpc else None,
+        tracker=tune.parse_endpoint(tracker, "--tracker") if tracker else None,
+        key=key,
+        logs=Path(tuning_logs) if tuning_logs else None,
+        dry_run=status,
+    )
+    _say(f"tune {model} for {target}: {trials_per_task} trials per task, layout {layout}")
+    with _TuneBar() as bar:
+        report = pipeline.tune_model(model, target, options, layout_choice=layout,
+                                     input_shapes=_input_shapes(input_shapes),
+                                     progress=bar.update)
+    click.echo(report.summary())
+
+
+class _TuneBar:
+    """A live bar: trials done, elapsed, ETA and the estimated end-to-end latency."""
+
+    def __enter__(self):
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
+            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
+        )
+        self._progress.__enter__()
+        self._task = self._progress.add_task("tune", total=None, note="")
+        return self
+
+    def update(self, report, total: int) -> None:
+        est = report.estimated_ms
+        note = f"est. {est:.2f} ms" if est else f"{report.trials_per_minute:.0f} trials/min"
+        self._progress.update(self._task, completed=report.trials_run, total=total, note=note)
+
+    def __exit__(self, *exc):
+        return self._progress.__exit__(*exc)
 
 
 @cli.command("run")

@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgec import build, frontend, layout, targets
-from edgec.errors import BuildError
+from edgec import build, frontend, layout, targets, tune
+from edgec.errors import BuildError, ConfigError
 from edgec.model import Model
 from edgec.package import PackageInfo
 from edgec.targets import Target
@@ -30,6 +30,7 @@ class CompileOptions:
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
     layout: str = "auto"
     check: bool = True
+    tuning_logs: Path | None = None
     rtol: float = DEFAULT_RTOL
     min_cosine: float = DEFAULT_MIN_COSINE
 
@@ -38,6 +39,7 @@ class CompileOptions:
         rows = [
             ("model", self.model), ("target", self.target), ("layout", self.layout),
             ("input shapes", shapes or "from the model"), ("output", str(self.output)),
+            ("tuning logs", str(self.tuning_logs or "tuning_logs/<target> if present")),
             ("check vs ONNX Runtime", "yes" if self.check else "no (--no-check)"),
         ]
         return "\n".join(f"  {k:<22} {v}" for k, v in rows)
@@ -52,17 +54,27 @@ class CompileResult:
     layout_transforms: int
     verify: VerifyReport | None
     seconds: dict[str, float]
+    tuning: dict[str, int]
 
     def summary(self) -> str:
         lines = [
             f"wrote {self.path} (+ {self.path.name}.json), {self.info.arch}, "
             f"layout {self.info.layout}, {self.layout_transforms} layout transforms in the graph",
             "steps: " + ", ".join(self.info.applied),
+            _tuning_line(self.tuning),
             "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()),
         ]
         if self.verify is not None:
             lines += ["check against ONNX Runtime:", self.verify.summary()]
         return "\n".join(lines)
+
+
+def _tuning_line(stats: dict[str, int]) -> str:
+    if not stats:
+        return "schedules: no tuning logs for this target; every task uses edgec's defaults"
+    tuned, functions = stats["tuned"], stats["functions"]
+    return (f"schedules: {tuned} of {functions} functions from tuning logs, "
+            f"{functions - tuned} on edgec's default schedules")
 
 
 def prepare(model: str, target: Target, input_shapes: Mapping | None, layout_choice: str) -> Model:
@@ -93,7 +105,9 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     seconds["import"] = time.perf_counter() - start
     start = time.perf_counter()
     say(f"compiling for {target.name}")
-    executable = build.compile_to_executable(model, target)
+    stats: dict[str, int] = {}
+    schedule = tune.database_schedule(target, options.tuning_logs, stats)
+    executable = build.compile_to_executable(model, target, schedule)
     seconds["compile"] = time.perf_counter() - start
     report = None
     if options.check:
@@ -109,8 +123,8 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
                 "no artifact written (--no-check skips this check)"
             )
     say(f"writing {options.output}")
-    info = build.export(executable, model, target, options.output)
-    return CompileResult(Path(options.output), info, max(transforms, 0), report, seconds)
+    info = build.export(executable, model, target, options.output, tuning=stats)
+    return CompileResult(Path(options.output), info, max(transforms, 0), report, seconds, stats)
 
 
 def _check(model: Model, target: Target, executable: Any, options: CompileOptions) -> VerifyReport:
@@ -136,3 +150,26 @@ def _check(model: Model, target: Target, executable: Any, options: CompileOption
     expected = verify.onnxruntime_outputs(model.onnx, inputs)
     report = verify.compare(actual, expected, options.rtol, options.min_cosine)
     return dataclasses.replace(report, note=note)
+
+
+def tune_model(
+    model: str,
+    target_name: str,
+    options: tune.TuneOptions,
+    *,
+    input_shapes: Mapping | None = None,
+    layout_choice: str = "auto",
+    progress: tune.Progress | None = None,
+) -> tune.TuneReport:
+    """Tune the exact tasks `compile_model` builds for this model, target and layout."""
+    target = targets.load(target_name)
+    if options.rpc or options.tracker:
+        build.check_toolchain(target)
+    elif not target.is_native:
+        raise ConfigError(
+            f"target {target.name} is {target.arch}: its code cannot be measured here; "
+            "tune on the board with --rpc HOST:PORT or --tracker HOST:PORT --key KEY"
+        )
+    prepared = prepare(model, target, input_shapes, layout_choice)
+    ir = build.lower(prepared, target, default_schedules=False)
+    return tune.tune(ir, target, options, progress)

@@ -43,10 +43,6 @@ class Target:
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def num_cores(self) -> int:
-        return int(self.tvm.get("num-cores", os.cpu_count() or 1))
-
-    @property
     def nchwc_block(self) -> int:
         """Channels per packed block: one float32 SIMD register (8 on AVX2, 16 on AVX-512)."""
         return max(4, self.vector_bits // 32)
@@ -128,6 +124,8 @@ def _parse(path: Path, name: str) -> Target:
     if vector_bits not in (128, 256, 512):
         raise ConfigError(f"target file {path}: field cpu.vector_bits must be 128, 256 or 512")
     tvm_table = dict(need("", "tvm", dict))
+    # MetaSchedule needs a core count; x86 files leave it to the machine that runs the code.
+    tvm_table.setdefault("num-cores", os.cpu_count() or 1)
     if tvm_table.get("kind") != "llvm":
         raise ConfigError(f"target file {path}: field tvm.kind must be \"llvm\" (CPU targets only)")
     build = data.get("build", {})

@@ -1,0 +1,177 @@
+"""The only module that touches MetaSchedule's internals (tvm.s_tir.meta_schedule, 0.27).
+
+A TVM upgrade that moves these APIs should be this file's work alone.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tempfile
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.runner.config import RPCConfig
+
+# Importing tvm.s_tir.tensor_intrin pulls these GPU intrinsic tables in: ~12 s of its ~14 s.
+# MetaSchedule imports it in every LocalBuilder worker, whose pool restarts per batch and
+# times out after 30 s, so on small machines every build "timed out" and nothing was tuned.
+_GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
+
+
+def load_cpu_intrinsics_only() -> None:
+    """Make `import tvm.s_tir.tensor_intrin` load only the CPU tensor intrinsics."""
+    for name in _GPU_INTRINSICS:
+        full = f"tvm.s_tir.tensor_intrin.{name}"
+        sys.modules.setdefault(full, types.ModuleType(full))
+    import tvm.s_tir.tensor_intrin  # noqa: F401  (registers x86/arm intrinsics)
+
+
+def _connect_direct(rpc_config: RPCConfig):
+    """Session factory for a runner that talks to one RPC server, no tracker: the config's
+    tracker fields carry that server's host and port."""
+    from tvm import rpc
+
+    return rpc.connect(rpc_config.tracker_host, rpc_config.tracker_port,
+                       session_timeout=rpc_config.session_timeout_sec)
+
+
+def _export_with(compiler: str, mod: Any) -> str:
+    """Export a candidate as a shared library linked by a cross compiler (boards have none)."""
+    from tvm.support import cc
+
+    path = os.path.join(tempfile.mkdtemp(), "candidate.so")
+    mod.export_library(path, fcompile=cc.cross_compiler(compiler))
+    return path
+
+
+def make_builder(cross_compiler: str | None, workers: int | None = None):
+    export = functools.partial(_export_with, cross_compiler) if cross_compiler else None
+    return ms.builder.LocalBuilder(
+        max_workers=workers or os.cpu_count() or 1,
+        timeout_sec=120.0,
+        initializer=load_cpu_intrinsics_only,
+        **({"f_export": export} if export else {}),
+    )
+
+
+def make_runner(rpc: tuple[str, int] | None = None, tracker: tuple[str, int] | None = None,
+                key: str | None = None, timeout: float = 120.0):
+    """A synchronous LocalRunner, or RPCRunner against one server or through a tracker."""
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40,
+                                          enable_cpu_cache_flush=False)
+    if rpc is not None:
+        config = RPCConfig(rpc[0], rpc[1], "direct", 1, int(timeout))
+        return _Synchronous(ms.runner.RPCRunner(config, evaluator, max_workers=1,
+                                                f_create_session=_connect_direct))
+    if tracker is not None:
+        config = RPCConfig(tracker[0], tracker[1], key, 1, int(timeout))
+        return _Synchronous(ms.runner.RPCRunner(config, evaluator))
+    return _Synchronous(ms.runner.LocalRunner(timeout_sec=timeout, evaluator_config=evaluator))
+
+
+@derived_object
+class _Synchronous(ms.runner.PyRunner):
+    """Waits for each batch's measurements before MetaSchedule builds the next one.
+
+    MetaSchedule overlaps building batch N+1 with measuring batch N; on a 2-core machine the
+    compiler then steals the cores being timed. Finished batches also get committed to the
+    database at the next task switch, so a killed tune loses at most the batch in flight.
+    """
+
+    def __init__(self, inner) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def run(self, runner_inputs):
+        futures = self.inner.run(runner_inputs)
+        for future in futures:
+            future.result()
+        return futures
+
+
+def open_database(work_dir: Path):
+    work_dir.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
+
+
+def extract_tasks(ir, target) -> list:
+    return list(ms.relax_integration.extract_tasks(ir, target))
+
+
+def task_mod(task):
+    return task.dispatched[0]
+
+
+def measured(database, mod) -> list:
+    """Valid measured records of a workload, best first."""
+    if not database.has_workload(mod):
+        return []
+    return list(database.get_top_k(database.commit_workload(mod), 1 << 20))
+
+
+def record_seconds(record) -> float:
+    return sum(float(s) for s in record.run_secs) / len(record.run_secs)
+
+
+def estimate_flops(mod) -> float:
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    return float(estimate_tir_flops(mod))
+
+
+def make_progress_callback(on_batch: Callable[[int, int, list[float]], None]):
+    """A measure callback that reports (task index, trials in batch, latencies) per batch."""
+
+    @derived_object
+    class Progress(ms.measure_callback.PyMeasureCallback):
+        def apply(self, task_scheduler, task_id, measure_candidates, builder_results,
+                  runner_results) -> None:
+            seconds = [sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                       for r in runner_results if r.run_secs]
+            on_batch(int(task_id), len(measure_candidates), seconds)
+
+    return Progress()
+
+
+def run_tuning(tasks, weights, work_dir: Path, database, *, total_trials: int,
+               trials_per_task: int, builder, runner, on_batch) -> None:
+    """Tune ExtractedTasks with the XGBoost cost model, committing each batch to `database`."""
+    load_cpu_intrinsics_only()
+    contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply",
+        strategy="evolutionary", num_threads=os.cpu_count() or 1,
+    )
+    callbacks = [*ms.measure_callback.MeasureCallback.create("default"),
+                 make_progress_callback(on_batch)]
+    ms.tune_tasks(
+        tasks=contexts, task_weights=weights, work_dir=str(work_dir),
+        max_trials_global=total_trials, max_trials_per_task=trials_per_task,
+        num_trials_per_iter=min(32, trials_per_task), builder=builder, runner=runner,
+        database=database, cost_model="xgb", measure_callbacks=callbacks,
+        # Round-robin touches every task on each pick, committing finished batches at once;
+        # the gradient scheduler holds a whole first round of batches uncommitted.
+        task_scheduler="round-robin",
+    )
+
+
+def apply_database(ir, database, target):
+    """Replace every function the database has a record for by its best schedule."""
+    from tvm import relax
+
+    with target, database:
+        return relax.transform.MetaScheduleApplyDatabase(enable_warning=False)(ir)
+
+
+def is_scheduled(func) -> bool:
+    """True for a PrimFunc a schedule (tuned or default) has been applied to."""
+    from tvm import tirx
+
+    if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
+        return False
+    return "tirx.is_scheduled" in func.attrs and int(func.attrs["tirx.is_scheduled"]) == 1

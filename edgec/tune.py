@@ -1,0 +1,216 @@
+"""Tune stage: MetaSchedule search over a model's tasks, recorded in resumable tuning logs.
+
+Logs live in tuning_logs/<target>/ as a MetaSchedule JSON database: each measured batch is
+appended as it finishes, so an interrupted tune loses at most the batch in flight. Records
+are keyed by workload (the TIR function), so a conv shape tuned for one model serves every
+model that has it. Tasks that already have their trials are skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgec.errors import ConfigError, TuneError
+from edgec.targets import Target
+
+
+def logs_root() -> Path:
+    """tuning_logs/ of a source checkout, else $EDGEC_TUNING_LOGS or ~/.cache/edgec/tuning_logs."""
+    if "EDGEC_TUNING_LOGS" in os.environ:
+        return Path(os.environ["EDGEC_TUNING_LOGS"])
+    checkout = Path(__file__).resolve().parent.parent / "tuning_logs"
+    if checkout.is_dir():
+        return checkout
+    return Path("~/.cache/edgec/tuning_logs").expanduser()
+
+
+def logs_dir(target: Target, override: str | Path | None = None) -> Path:
+    return Path(override) if override else logs_root() / target.name
+
+
+def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
+    """A schedule callback for build.lower that applies the target's tuning logs, counting
+    into `stats` how many functions there were ("functions") and how many were tuned
+    ("tuned"); None when there are no logs for the target."""
+    path = logs_dir(target, logs)
+    if not (path / "database_tuning_record.json").is_file():
+        if logs:
+            raise ConfigError(f"--tuning-logs {path} holds no MetaSchedule database")
+        return None
+    from edgec import metaschedule as ms
+
+    database = ms.open_database(path)
+
+    def schedule(ir):
+        functions = [f for _, f in ir.functions_items() if type(f).__name__ == "PrimFunc"]
+        ir = ms.apply_database(ir, database, target.tvm_target())
+        stats["functions"] = len(functions)
+        stats["tuned"] = sum(ms.is_scheduled(f) for _, f in ir.functions_items())
+        return ir
+
+    return schedule
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How much to tune and where to measure."""
+
+    trials_per_task: int = 64
+    total_trials: int | None = None  # default: trials_per_task x tasks left
+    budget_seconds: float | None = None
+    rpc: tuple[str, int] | None = None
+    tracker: tuple[str, int] | None = None
+    key: str | None = None
+    logs: Path | None = None
+    dry_run: bool = False  # report what the logs cover, measure nothing
+
+    def __post_init__(self) -> None:
+        if self.trials_per_task < 1:
+            raise ConfigError(f"--trials-per-task must be >= 1, got {self.trials_per_task}")
+        if self.rpc and self.tracker:
+            raise ConfigError("give --rpc or --tracker, not both")
+        if self.tracker and not self.key:
+            raise ConfigError("--tracker needs --key (the board's RPC key)")
+
+
+@dataclass
+class TaskRow:
+    name: str
+    weight: int
+    flops: float
+    trials: int = 0
+    best_seconds: float | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        return self.flops / self.best_seconds / 1e9 if self.best_seconds else None
+
+
+@dataclass
+class TuneReport:
+    """Per-task results of a tuning run, and the database they went to."""
+
+    target: str
+    logs: Path
+    rows: list[TaskRow]
+    trials_run: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+    @property
+    def estimated_ms(self) -> float | None:
+        if any(r.best_seconds is None for r in self.rows):
+            return None
+        return 1000.0 * sum(r.weight * r.best_seconds for r in self.rows)
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60.0 * self.trials_run / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>8} {'trials':>6} {'best ms':>9} {'GFLOP/s':>8}"]
+        for r in sorted(self.rows, key=lambda r: -(r.best_seconds or 0) * r.weight):
+            best = f"{r.best_seconds * 1000:.3f}" if r.best_seconds else "-"
+            rate = f"{r.gflops:.1f}" if r.gflops else "-"
+            lines.append(f"{r.name[:44]:<44} {r.weight:>2} {r.flops / 1e6:>8.1f} "
+                         f"{r.trials:>6} {best:>9} {rate:>8}")
+        est = self.estimated_ms
+        lines.append(
+            f"{self.trials_run} trials in {self.seconds / 60:.1f} min "
+            f"({self.trials_per_minute:.0f}/min); sum of tuned tasks: "
+            f"{f'{est:.2f} ms' if est else 'n/a (some tasks untuned)'}; logs: {self.logs}"
+        )
+        return "\n".join(lines)
+
+
+Progress = Callable[[TuneReport, int], None]  # report so far, trials planned in total
+
+
+def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = None) -> TuneReport:
+    """Tune every task of a lowered (legalized, fused, unscheduled) Relax module.
+
+    Raises:
+        TuneError: MetaSchedule failed; what was measured until then stays in the logs.
+    """
+    from edgec import metaschedule as ms
+
+    tvm_target = target.tvm_target()
+    work_dir = logs_dir(target, options.logs)
+    database = ms.open_database(work_dir)
+    tasks = ms.extract_tasks(ir, tvm_target)
+    report = TuneReport(target.name, work_dir, [])
+    pending, pending_rows = [], []
+    for task in tasks:
+        mod = ms.task_mod(task)
+        records = ms.measured(database, mod)
+        row = TaskRow(task.task_name, int(task.weight), ms.estimate_flops(mod), len(records),
+                      ms.record_seconds(records[0]) if records else None)
+        report.rows.append(row)
+        if row.trials >= options.trials_per_task:
+            report.skipped.append(row.name)
+        else:
+            pending.append(task)
+            pending_rows.append(row)
+    if not pending or options.dry_run:
+        return report
+    total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
+    start = time.perf_counter()
+
+    def on_batch(task_id: int, count: int, seconds: list[float]) -> None:
+        row = pending_rows[task_id]
+        row.trials += count
+        report.trials_run += count
+        if seconds:
+            best = min(seconds)
+            row.best_seconds = best if row.best_seconds is None else min(row.best_seconds, best)
+        report.seconds = time.perf_counter() - start
+        if progress:
+            progress(report, total)
+        if options.budget_seconds and report.seconds > options.budget_seconds:
+            raise _BudgetSpent()
+
+    try:
+        ms.run_tuning(
+            pending, [float(t.weight) for t in pending], work_dir, database,
+            total_trials=total, trials_per_task=options.trials_per_task,
+            builder=ms.make_builder(target.cross_compiler if options.rpc or options.tracker
+                                    else None),
+            runner=ms.make_runner(options.rpc, options.tracker, options.key),
+            on_batch=on_batch,
+        )
+    except Exception as err:  # MetaSchedule raises TVMError and friends from C++
+        if isinstance(err, _BudgetSpent) or _BudgetSpent.__name__ in str(err):
+            report.seconds = time.perf_counter() - start
+            return report  # the batch that crossed the budget is already in the database
+        raise TuneError(f"tuning for {target.name} failed: {str(err).strip().splitlines()[-1]}; "
+                        f"records measured so far are kept in {work_dir}") from err
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+class _BudgetSpent(Exception):
+    """Raised from the measure callback to stop MetaSchedule when --budget is spent."""
+
+
+def parse_budget(text: str) -> float:
+    """'20m', '90s', '1.5h' or plain seconds → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise ConfigError(f'--budget "{text}" is not a duration like 20m, 90s or 1h')
+    return seconds
+
+
+def parse_endpoint(text: str, option: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ConfigError(f'{option} "{text}" is not HOST:PORT')
+    return host, int(port)

@@ -1,0 +1,116 @@
+"""Tuning: MetaSchedule records land in a resumable database that compile then applies.
+
+Checks read MetaSchedule's own JSON files and compare outputs with ONNX Runtime.
+"""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import REPO, run_cli
+from edgec import emulator, pipeline, runtime, tune, verify
+
+SMALL = {"image": (1, 3, 16, 16)}
+
+
+def record_lines(logs: Path) -> list[dict]:
+    """MetaSchedule's tuning records, one JSON document per line."""
+    path = logs / "database_tuning_record.json"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.slow
+def test_tune_then_compile_uses_the_records_and_still_matches_onnxruntime(
+        dynamic_conv_model, tmp_path):
+    logs = tmp_path / "logs"
+    result = run_cli("tune", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+                     "--trials", "4", "--tuning-logs", str(logs))
+    assert result.returncode == 0, result.stderr
+    assert len(record_lines(logs)) >= 4
+    assert "trials in" in result.stdout
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(dynamic_conv_model), output=tmp_path / "m.so", input_shapes=SMALL,
+        tuning_logs=logs))
+    assert compiled.tuning["tuned"] >= 1
+    assert compiled.verify.ok
+    model = runtime.load(tmp_path / "m.so")
+    inputs = verify.random_inputs(model.info.inputs, seed=4)
+    report = verify.compare(model.run(inputs),
+                            verify.onnxruntime_outputs(str(dynamic_conv_model), inputs))
+    assert report.ok, report.summary()
+
+
+@pytest.mark.slow
+def test_a_killed_tune_keeps_its_records_and_the_rerun_continues(dynamic_conv_model, tmp_path):
+    logs = tmp_path / "logs"
+    args = [sys.executable, "-m", "edgec", "tune", str(dynamic_conv_model), "--input-shape",
+            "image:1,3,16,16", "--trials", "16", "--tuning-logs", str(logs)]
+    proc = subprocess.Popen(args, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and not record_lines(logs) and proc.poll() is None:
+        time.sleep(1)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = record_lines(logs)  # every line parses: at most the batch in flight was lost
+    assert kept, "no records were written before the kill"
+    rerun = run_cli(*args[3:])
+    assert rerun.returncode == 0, rerun.stderr
+    after = record_lines(logs)
+    assert after[: len(kept)] == kept
+    # The rerun tops tasks up to 16 trials instead of starting each from zero.
+    status = pipeline.tune_model(str(dynamic_conv_model), "x86_64", tune.TuneOptions(
+        trials_per_task=16, logs=logs, dry_run=True), input_shapes=SMALL)
+    assert all(row.trials >= 16 for row in status.rows if row.flops > 0)
+    again = run_cli(*args[3:])
+    assert "0 trials in" in again.stdout
+
+
+@pytest.mark.slow
+def test_remote_tuning_on_the_emulated_board_is_applied_by_a_later_compile(
+        dynamic_conv_model, tmp_path):
+    logs = tmp_path / "rpi4-logs"
+    with emulator.EmulatedBoard() as board:
+        report = pipeline.tune_model(
+            str(dynamic_conv_model), "rpi4",
+            tune.TuneOptions(trials_per_task=2, rpc=(board.host, board.port), logs=logs),
+            input_shapes=SMALL)
+        assert report.trials_run >= 2
+        assert any(r.best_seconds for r in report.rows)
+        out = tmp_path / "m-rpi4.so"
+        compiled = pipeline.compile_model(pipeline.CompileOptions(
+            model=str(dynamic_conv_model), output=out, target="rpi4", input_shapes=SMALL,
+            tuning_logs=logs))
+        assert compiled.tuning["tuned"] >= 1
+        session = board.connect(session_timeout=300)
+        on_board = runtime.load_remote(session, out)
+        inputs = verify.random_inputs(on_board.info.inputs, seed=8)
+        expected = verify.onnxruntime_outputs(str(dynamic_conv_model), inputs)
+        got = on_board.run(inputs)
+    np.testing.assert_allclose(got["out"], expected["out"], atol=1e-4, rtol=1e-4)
+    assert record_lines(logs)
+
+
+def test_tuning_a_board_target_without_a_board_is_refused(tmp_path):
+    result = run_cli("tune", "zoo:squeezenet1_1", "--target", "rpi4",
+                     "--tuning-logs", str(tmp_path))
+    assert result.returncode == 1 and "--rpc HOST:PORT" in result.stderr
+
+
+@pytest.mark.parametrize("text,seconds", [("20m", 1200), ("90s", 90), ("1.5h", 5400), ("30", 30)])
+def test_budget_durations_parse(text, seconds):
+    assert tune.parse_budget(text) == seconds
+
+
+def test_a_bad_budget_is_refused():
+    from edgec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="20m"):
+        tune.parse_budget("soon")
