@@ -160,6 +160,39 @@ def run_tuning(tasks, weights, work_dir: Path, database, *, total_trials: int,
     )
 
 
+def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
+    """Measure schedule_fn's schedule of every task and commit it as a tuning record.
+
+    The tuned result is then never worse than the default schedule: ApplyDatabase takes
+    the fastest record, and the search starts from a measured baseline. Returns how many
+    records were committed.
+    """
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
+    candidates = []
+    for task in tasks:
+        mod = task_mod(task)
+        sch = schedule_fn(mod["main"], target)
+        if sch is not None:
+            candidates.append((mod, sch))
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
+    runs = []
+    for (mod, sch), result in zip(candidates, built, strict=True):
+        if result.error_msg is None:
+            args = ArgInfo.from_prim_func(sch.mod["main"])
+            runs.append((mod, sch, args, ms.runner.RunnerInput(
+                result.artifact_path, "cpu", args)))  # CPU targets only
+    futures = runner.run([entry[-1] for entry in runs])
+    committed = 0
+    for (mod, sch, args, _), future in zip(runs, futures, strict=True):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(mod), result.run_secs, target, args))
+            committed += 1
+    return committed
+
+
 def apply_database(ir, database, target):
     """Replace every function the database has a record for by its best schedule."""
     from tvm import relax

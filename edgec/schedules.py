@@ -25,6 +25,15 @@ def default_schedule():
     return dlight.ApplyDefaultSchedule(PackedConv(), ParallelVectorize())
 
 
+def schedule_function(func: tirx.PrimFunc, target) -> s_tir.Schedule | None:
+    """edgec's default schedule of one PrimFunc, as a traced Schedule (None: no rule fits)."""
+    for rule in (PackedConv(), ParallelVectorize()):
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return sch
+    return None
+
+
 def _extent(sch: s_tir.Schedule, loop) -> int | None:
     extent = sch.get(loop).extent
     return int(extent) if isinstance(extent, tirx.IntImm) else None

@@ -137,6 +137,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         TuneError: MetaSchedule failed; what was measured until then stays in the logs.
     """
     from edgec import metaschedule as ms
+    from edgec.schedules import schedule_function
 
     tvm_target = target.tvm_target()
     work_dir = logs_dir(target, options.logs)
@@ -173,14 +174,16 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         if options.budget_seconds and report.seconds > options.budget_seconds:
             raise _BudgetSpent()
 
+    remote = options.rpc or options.tracker
+    builder = ms.make_builder(target.cross_compiler if remote else None)
+    runner = ms.make_runner(options.rpc, options.tracker, options.key)
     try:
+        fresh = [t for t, row in zip(pending, pending_rows, strict=True) if row.trials == 0]
+        ms.seed_database(database, fresh, tvm_target, schedule_function, builder, runner)
         ms.run_tuning(
             pending, [float(t.weight) for t in pending], work_dir, database,
             total_trials=total, trials_per_task=options.trials_per_task,
-            builder=ms.make_builder(target.cross_compiler if options.rpc or options.tracker
-                                    else None),
-            runner=ms.make_runner(options.rpc, options.tracker, options.key),
-            on_batch=on_batch,
+            builder=builder, runner=runner, on_batch=on_batch,
         )
     except Exception as err:  # MetaSchedule raises TVMError and friends from C++
         if isinstance(err, _BudgetSpent) or _BudgetSpent.__name__ in str(err):
