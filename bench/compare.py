@@ -1,0 +1,307 @@
+"""edgec (untuned, tuned, INT8) against ONNX Runtime and OpenVINO (FP32, INT8), per zoo model.
+
+    python bench/compare.py [--models ...] [--runs N] [--json FILE] [--plot FILE.png]
+                            [--markdown FILE] [--readme] [--quick]
+
+Every number comes from this one run, on the same threads (TVM_NUM_THREADS, ONNX Runtime's
+intra_op_num_threads and OpenVINO's INFERENCE_NUM_THREADS all get --threads): one runtime at
+a time, warm-up, then the median of --runs single inferences of batch 1 on a real photo.
+Each latency also shows the fraction of the machine's peak it reaches: 2 x MACs / latency
+over numpy's best SGEMM rate, measured at the start of the run. INT8 models are calibrated
+on photos bundled with scikit-image. README.md's "## Performance" section explains the columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from datetime import date
+from pathlib import Path
+
+import measures
+import numpy as np
+import onnx
+import runtimes
+
+from edgec import tune, verify, zoo
+from edgec.errors import did_you_mean
+
+MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "resnet50",
+          "shufflenet_v2", "pp_lcnet")
+QUICK_MODELS = ("mobilenet_v2",)
+DEFAULT_SIZE = 224  # for zoo models whose height and width are symbolic (pp_lcnet)
+COLUMNS = {  # JSON key: table header
+    "edgec_untuned": "edgec untuned", "edgec_tuned": "edgec tuned", "edgec_int8": "edgec INT8",
+    "ort_fp32": "ORT FP32", "ort_int8": "ORT INT8",
+    "openvino_fp32": "OpenVINO FP32", "openvino_int8": "OpenVINO INT8",
+}
+README = Path(__file__).resolve().parent.parent / "README.md"
+BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", help=f"zoo models (default: {' '.join(MODELS)})")
+    parser.add_argument("--runs", type=int, help="timed runs per row (default 50, --quick 10)")
+    parser.add_argument("--warmup", type=int, help="untimed runs first (default 10, --quick 3)")
+    parser.add_argument("--threads", type=int,
+                        default=int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)),
+                        help="threads of every runtime (default: $TVM_NUM_THREADS or all cores)")
+    parser.add_argument("--target", default="x86_64", help="edgec target of this machine")
+    parser.add_argument("--calibration", type=int, help="calibration photos (default 8, quick 4)")
+    parser.add_argument("--json", type=Path, help="write every number as JSON")
+    parser.add_argument("--plot", type=Path, help="write a grouped bar chart (PNG)")
+    parser.add_argument("--markdown", type=Path, help="write the table as markdown")
+    parser.add_argument("--readme", action="store_true",
+                        help="rewrite the table between the compare markers in README.md")
+    parser.add_argument("--quick", action="store_true",
+                        help=f"smoke run: {', '.join(QUICK_MODELS)}, 10 runs, smaller peak GEMM")
+    args = parser.parse_args(argv)
+    args.models = args.models or list(QUICK_MODELS if args.quick else MODELS)
+    args.runs = args.runs or (10 if args.quick else 50)
+    args.warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
+    args.calibration = args.calibration or (4 if args.quick else 8)
+    if args.runs < 1 or args.warmup < 0 or args.threads < 1:
+        parser.error("--runs and --threads must be >= 1, --warmup >= 0")
+    for name in args.models:
+        if name not in zoo.names():
+            parser.error(f'unknown zoo model "{name}"{did_you_mean(name, zoo.names())}')
+    if not 1 <= args.calibration <= len(measures.CALIBRATION_IMAGES):
+        parser.error(f"--calibration takes 1 to {len(measures.CALIBRATION_IMAGES)} photos")
+    if args.readme and (BEGIN not in README.read_text() or END not in README.read_text()):
+        parser.error(f"README.md has no {BEGIN} ... {END} block to rewrite")
+    return args
+
+
+def static_model(name: str, workdir: Path) -> tuple[Path, tuple[int, ...]]:
+    """Write zoo model `name` at batch 1 with static H/W; returns its path and input shape."""
+    model = zoo.build(name)
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    if not all(d.HasField("dim_value") for d in dims):
+        model = zoo.build(name, image_size=DEFAULT_SIZE)
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+    path = workdir / f"{name}.onnx"
+    onnx.save(model, str(path))
+    return path, tuple(d.dim_value for d in dims)
+
+
+def make_runtimes(args: argparse.Namespace, databases: dict[str, Path], workdir: Path,
+                  photos: list[np.ndarray]) -> dict:
+    """One runtime per column, in the order they run."""
+    return {
+        "edgec_untuned": runtimes.Edgec(databases["empty"], workdir, target=args.target),
+        "edgec_tuned": runtimes.Edgec(databases["shipped"], workdir, target=args.target),
+        "edgec_int8": runtimes.Edgec(databases["shipped"], workdir, target=args.target,
+                                     quantize="int8", calibration=photos),
+        "ort_fp32": runtimes.OnnxRuntime(args.threads),
+        "ort_int8": runtimes.OnnxRuntime(args.threads, photos),
+        "openvino_fp32": runtimes.OpenVino(args.threads),
+        "openvino_int8": runtimes.OpenVino(args.threads, photos),
+    }
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def run_one(rt, onnx_path: Path, inputs: dict, reference: np.ndarray,
+            args: argparse.Namespace) -> dict:
+    """Prepare, time and check one runtime on one model; n/a (None) with a note if it fails."""
+    try:
+        rt.prepare(onnx_path)
+        ms = rt.median_ms(inputs, args.runs, args.warmup)
+        return {"ms": ms, "cosine": cosine(rt.outputs(inputs), reference), "info": rt.info}
+    except runtimes.Unavailable as err:
+        return {"ms": None, "note": str(err)}
+    except Exception as err:  # a failing runtime must not end the suite: report it instead
+        traceback.print_exc()
+        return {"ms": None, "note": f"{type(err).__name__}: {str(err).strip()[:300]}"}
+    finally:
+        rt.close()
+        gc.collect()  # free the model and its thread pool before the next runtime is timed
+
+
+def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path],
+                  workdir: Path, peak: float) -> dict:
+    """Every column for one model, plus its MACs and the edgec checks."""
+    onnx_path, shape = static_model(name, workdir)
+    photos = measures.calibration_images(shape, args.calibration)
+    input_name = onnx.load(str(onnx_path)).graph.input[0].name
+    inputs = {input_name: photos[0]}
+    reference = next(iter(verify.onnxruntime_outputs(onnx_path, inputs).values()))
+    macs = measures.macs(onnx.load(str(onnx_path)))
+    row = {"input_shape": list(shape), "macs": macs, "latency_ms": {}, "peak_fraction": {},
+           "cosine_vs_ort_fp32": {}, "details": {}, "notes": {}}
+    for key, rt in make_runtimes(args, databases, workdir, photos).items():
+        result = run_one(rt, onnx_path, inputs, reference, args)
+        ms = result["ms"]
+        row["latency_ms"][key] = ms
+        row["peak_fraction"][key] = 2.0 * macs / (ms / 1e3) / (peak * 1e9) if ms else None
+        row["cosine_vs_ort_fp32"][key] = result.get("cosine")
+        row["details"][key] = result.get("info", {})
+        if "note" in result:
+            row["notes"][key] = result["note"]
+        shown = f"{ms:9.2f} ms" if ms else f"      n/a  ({result['note']})"
+        print(f"  {name:<20} {COLUMNS[key]:<15} {shown}", flush=True)
+    return row
+
+
+def _cell(row: dict, key: str) -> str:
+    ms = row["latency_ms"][key]
+    return "n/a" if ms is None else f"{ms:.1f} ({100 * row['peak_fraction'][key]:.0f}%)"
+
+
+def _edgec_cells(row: dict, tuning: dict, name: str) -> list[str]:
+    details = row["details"]
+    compile_s = [details.get(k, {}).get("compile_seconds")
+                 for k in ("edgec_untuned", "edgec_tuned", "edgec_int8")]
+    tuned = details.get("edgec_tuned", {})
+    minutes = tuning["models"].get(name)
+    return [" / ".join("n/a" if s is None else f"{s:.0f}" for s in compile_s),
+            f"{tuned.get('tuned_functions', 0)}/{tuned.get('functions', 0)}"
+            if tuned else "n/a",
+            f"{minutes / 60:.0f}" if minutes is not None else "†"]
+
+
+def markdown(result: dict) -> str:
+    """The table and the lines that say how it was measured."""
+    s = result["settings"]
+    heads = ["model", "GMACs", *COLUMNS.values(), "edgec compile s (untuned / tuned / INT8)",
+             "tuned functions", "tuning min"]
+    lines = [
+        f"Measured {s['date']} on {s['cpu']}, {s['threads']} threads, batch 1; median of "
+        f"{s['runs']} runs after {s['warmup']} warm-up. Each cell: latency in ms "
+        f"(fraction of peak). Peak: numpy SGEMM {s['peak_gemm']}, "
+        f"{result['peak_gflops']:.1f} GFLOP/s (OpenBLAS kernels: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in result["peak_gemm_gflops"].items()) + ").", "",
+        "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads),
+    ]
+    for name, row in result["models"].items():
+        cells = [name, f"{row['macs'] / 1e9:.2f}", *(_cell(row, k) for k in COLUMNS),
+                 *_edgec_cells(row, result["tuning"], name)]
+        lines.append("| " + " | ".join(cells) + " |")
+    tuning = result["tuning"]
+    total = (f"{tuning['seconds'] / 60:.0f} min, {tuning['trials']} trials ({tuning['source']})"
+             if tuning["seconds"] is not None else tuning["source"])
+    lines += ["", f"† Tuning is stored per workload, shared by models: the {s['target']} "
+                  f"database took {total}."]
+    notes: dict[tuple[str, str], list[str]] = {}
+    for name, row in result["models"].items():
+        for key, note in row["notes"].items():
+            notes.setdefault((key, note), []).append(name)
+    lines += [f"- {COLUMNS[key]} n/a ({', '.join(names)}): {note}"
+              for (key, note), names in notes.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(result: dict, path: Path) -> None:
+    """Grouped bars: latency per model (groups) and runtime (bars), log scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+    from matplotlib.patches import Patch
+
+    names = list(result["models"])
+    width = 0.8 / len(COLUMNS)
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+    legend = []
+    for i, (key, label) in enumerate(COLUMNS.items()):
+        values = [result["models"][n]["latency_ms"][key] for n in names]
+        xs = [j + (i - (len(COLUMNS) - 1) / 2) * width for j in range(len(names))]
+        ax.bar([x for x, v in zip(xs, values, strict=True) if v],
+               [v for v in values if v], width, color=f"C{i}")
+        legend.append(Patch(color=f"C{i}", label=label if any(values) else f"{label} (n/a)"))
+    ax.set_xticks(range(len(names)), names, rotation=20)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency, ms (log scale; lower is better)")
+    s = result["settings"]
+    ax.set_title(f"batch 1, {s['threads']} threads, median of {s['runs']}, {s['cpu']}",
+                 fontsize=9)
+    ax.legend(handles=legend, fontsize=8, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def update_readme(table: str, readme: Path = README) -> None:
+    """Replace what lies between the compare markers in README.md with `table`."""
+    text = readme.read_text()
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    readme.write_text(f"{head}{BEGIN}\n{table}{END}{tail}")
+
+
+def settings(args: argparse.Namespace, peak_size: int) -> dict:
+    import onnxruntime
+    import tvm
+
+    info = Path("/proc/cpuinfo")
+    lines = info.read_text().splitlines() if info.is_file() else []
+    cpu = next((line.split(":", 1)[1].strip() for line in lines
+                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    versions = {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__}
+    for package in ("openvino", "nncf"):
+        try:
+            versions[package] = __import__(package).__version__
+        except ImportError:
+            versions[package] = None
+    return {"date": date.today().isoformat(), "cpu": cpu, "threads": args.threads,
+            "runs": args.runs, "warmup": args.warmup, "target": args.target,
+            "calibration_images": args.calibration, "quick": args.quick,
+            "peak_gemm": f"{peak_size}x{peak_size}x{peak_size}, best of 5", "versions": versions}
+
+
+def databases(target: str, root: Path) -> dict[str, Path]:
+    """An empty database (edgec's default schedules) and a snapshot of the shipped one."""
+    empty = root / "empty"
+    measures.snapshot_database(root / "none", empty)  # two empty files
+    shipped = tune.logs_root() / target
+    return {"empty": empty, "shipped": measures.snapshot_database(shipped, root / target)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ["TVM_NUM_THREADS"] = str(args.threads)  # before TVM starts its thread pool
+    started = time.perf_counter()
+    peak_size = 1024 if args.quick else 2048
+    rates = measures.peak_gflops(args.threads, peak_size)
+    peak = max(rates.values())
+    result = {"settings": settings(args, peak_size), "peak_gflops": peak,
+              "peak_gemm_gflops": rates,
+              "tuning": measures.tuning_time(tune.logs_root() / args.target), "models": {}}
+    print(f"peak: {peak:.1f} GFLOP/s (numpy SGEMM by OpenBLAS kernels: "
+          + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
+          + f"), {args.threads} threads, median of {args.runs} runs", flush=True)
+    with tempfile.TemporaryDirectory(prefix="edgec-compare-") as tmp:
+        dbs = databases(args.target, Path(tmp))
+        for name in args.models:
+            result["models"][name] = measure_model(name, args, dbs, Path(tmp), peak)
+    result["seconds"] = time.perf_counter() - started
+    table = markdown(result)
+    print("\n" + table + f"\nsuite took {result['seconds'] / 60:.1f} min")
+    if args.markdown:
+        args.markdown.write_text(table)
+    if args.readme:
+        update_readme(table)
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+    if args.plot:
+        write_plot(result, args.plot)
+    failed = [n for n, row in result["models"].items()
+              if any(row["latency_ms"][k] is None for k in ("edgec_untuned", "edgec_tuned"))]
+    if failed:
+        print(f"error: edgec FP32 failed on {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

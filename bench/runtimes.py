@@ -1,0 +1,202 @@
+"""The runtimes bench/compare.py puts side by side, one small class each.
+
+Every class takes the thread count (and calibration images, for INT8) when built, then:
+    prepare(onnx_path)        compile / quantize / load; whatever is worth reporting goes
+                              into `self.info` (compile seconds, checks)
+    median_ms(inputs, ...)    median latency of single inferences after warm-up
+    outputs(inputs)           the first output, to compare with ONNX Runtime FP32
+    close()                   free the model and its threads before the next runtime runs
+A runtime that cannot run here raises `Unavailable` from prepare, with the reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from edgec import bench, pipeline, runtime
+
+
+class Unavailable(Exception):
+    """This runtime has no such mode here; the message says why (printed as n/a)."""
+
+
+def _median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+class Edgec:
+    """edgec's compile_model with a given tuning database (empty: edgec's default schedules).
+
+    Latency comes from the VM's time_evaluator, as `edgec bench` measures it. Its threads
+    are TVM_NUM_THREADS, set by the caller before TVM starts its thread pool.
+    """
+
+    def __init__(self, logs: Path, workdir: Path, *, target: str = "x86_64",
+                 quantize: str | None = None, calibration: list[np.ndarray] | None = None):
+        self.logs, self.workdir, self.target = logs, workdir, target
+        self.quantize, self.calibration = quantize, calibration
+        self.model: runtime.CompiledModel | None = None
+        self.info: dict = {}
+
+    def _quantize_options(self, onnx_path: Path) -> dict:
+        """CompileOptions fields for INT8: `quantize`, and `calib` (a .npy file, like
+        `edgec compile --calib`) holding the calibration photos as one stack."""
+        fields = {f.name for f in dataclasses.fields(pipeline.CompileOptions)}
+        if "quantize" not in fields:
+            raise Unavailable("edgec has no INT8 yet (CompileOptions has no `quantize`)")
+        extra: dict = {"quantize": self.quantize}
+        if "calib" in fields and self.calibration:
+            photos = self.workdir / f"{onnx_path.stem}-calibration.npy"
+            np.save(photos, np.stack(self.calibration))
+            extra["calib"] = str(photos)
+        return extra
+
+    def prepare(self, onnx_path: Path) -> None:
+        extra = self._quantize_options(onnx_path) if self.quantize else {}
+        out = self.workdir / f"{onnx_path.stem}-{self.quantize or 'fp32'}-{self.logs.name}.so"
+        result = pipeline.compile_model(pipeline.CompileOptions(
+            model=str(onnx_path), output=out, target=self.target, tuning_logs=self.logs,
+            check=True, **extra))
+        seconds = result.seconds
+        self.info = {
+            "compile_seconds": sum(v for k, v in seconds.items() if k != "check"),
+            "check_seconds": seconds.get("check"),
+            "sha256": result.info.sha256,  # equal for tuned and untuned: no record applied
+            "tuned_functions": result.tuning.get("tuned", 0),
+            "functions": result.tuning.get("functions", 0),
+            "check": None if result.verify is None else {
+                "ok": result.verify.ok,
+                "max_abs_error": max(o.max_abs_error for o in result.verify.outputs),
+                "min_cosine": min(o.cosine for o in result.verify.outputs),
+            },
+        }
+        self.model = runtime.load(out)
+
+    def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        report = bench.benchmark(self.model, inputs, runs=runs, warmup=warmup)
+        return report.stats()["median"]
+
+    def outputs(self, inputs: dict) -> np.ndarray:
+        return next(iter(self.model.run(inputs).values()))
+
+    def close(self) -> None:
+        self.model = None
+
+
+class OnnxRuntime:
+    """ONNX Runtime's CPU provider, all graph optimizations; INT8 = static QDQ quantization."""
+
+    def __init__(self, threads: int, calibration: list[np.ndarray] | None = None):
+        self.threads, self.calibration = threads, calibration
+        self.session = None
+        self.info: dict = {}
+
+    def _quantize(self, onnx_path: Path) -> Path:
+        from onnxruntime import quantization as q
+
+        pre = onnx_path.with_suffix(".pre.onnx")
+        out = onnx_path.with_suffix(".ort-int8.onnx")
+        # Fold BatchNorm into convs and infer shapes; the inputs are static, so ONNX's own
+        # shape inference is enough (the symbolic one needs sympy).
+        q.quant_pre_process(str(onnx_path), str(pre), skip_symbolic_shape=True)
+        reader = _Reader(self.session_input(onnx_path), self.calibration)
+        q.quantize_static(str(pre), str(out), reader, quant_format=q.QuantFormat.QDQ,
+                          per_channel=True, activation_type=q.QuantType.QUInt8,
+                          weight_type=q.QuantType.QInt8)
+        return out
+
+    @staticmethod
+    def session_input(onnx_path: Path) -> str:
+        import onnx
+
+        return onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
+
+    def prepare(self, onnx_path: Path) -> None:
+        import onnxruntime as ort
+
+        start = time.perf_counter()
+        path = self._quantize(onnx_path) if self.calibration else onnx_path
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.session = ort.InferenceSession(str(path), options,
+                                            providers=["CPUExecutionProvider"])
+        self.info = {"prepare_seconds": time.perf_counter() - start}
+
+    def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        return _median_ms(lambda: self.session.run(None, inputs), runs, warmup)
+
+    def outputs(self, inputs: dict) -> np.ndarray:
+        return self.session.run(None, inputs)[0]
+
+    def close(self) -> None:
+        self.session = None
+
+
+class _Reader:
+    """onnxruntime.quantization's CalibrationDataReader over a list of input arrays."""
+
+    def __init__(self, name: str, images: list[np.ndarray]):
+        self._batches = iter([{name: image} for image in images])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+class OpenVino:
+    """OpenVINO's CPU plugin, latency hint; INT8 = NNCF post-training quantization."""
+
+    def __init__(self, threads: int, calibration: list[np.ndarray] | None = None):
+        self.threads, self.calibration = threads, calibration
+        self.request = None
+        self.info: dict = {}
+
+    def prepare(self, onnx_path: Path) -> None:
+        try:
+            import openvino as ov
+        except ImportError as err:
+            raise Unavailable("openvino is not installed (pip install -e .[bench])") from err
+        start = time.perf_counter()
+        core = ov.Core()
+        model = core.read_model(str(onnx_path))
+        if self.calibration:
+            model = self._quantize(model)
+        # OpenVINO runs FP32 layers in bf16 on CPUs with AVX512_BF16 or AMX unless told
+        # otherwise: without the hint the FP32 column would not be FP32.
+        compiled = core.compile_model(model, "CPU", {
+            "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32"})
+        self.info = {"precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+        self.request = compiled.create_infer_request()
+        self.info["prepare_seconds"] = time.perf_counter() - start
+
+    def _quantize(self, model):
+        try:
+            import nncf
+        except ImportError as err:
+            raise Unavailable("nncf is not installed (pip install -e .[bench])") from err
+        dataset = nncf.Dataset(self.calibration)
+        return nncf.quantize(model, dataset, subset_size=len(self.calibration))
+
+    def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        return _median_ms(lambda: self.request.infer(inputs), runs, warmup)
+
+    def outputs(self, inputs: dict) -> np.ndarray:
+        return np.asarray(self.request.infer(inputs)[0])
+
+    def close(self) -> None:
+        self.request = None
