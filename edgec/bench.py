@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import numpy as np
 
-from edgec.errors import ConfigError
+from edgec.errors import ConfigError, MissingDependencyError
 
 
 @dataclass(frozen=True)
@@ -19,6 +20,10 @@ class BenchReport:
     runs: int
     warmup: int
     latencies_ms: list[float]
+    profile_ms: dict[str, float] = field(default_factory=dict)  # per function, slowest first
+
+    def with_profile(self, profile_ms: dict[str, float]) -> BenchReport:
+        return replace(self, profile_ms=dict(profile_ms))
 
     def stats(self) -> dict[str, float]:
         values = np.asarray(self.latencies_ms)
@@ -37,7 +42,23 @@ class BenchReport:
         stats = self.stats()
         head = f"{self.model} on {self.where}: {self.runs} runs after {self.warmup} warm-up"
         cells = "  ".join(f"{k} {v:.3f}" for k, v in stats.items() if k != "throughput_per_s")
-        return f"{head}\n  ms: {cells}\n  throughput: {stats['throughput_per_s']:.1f} inferences/s"
+        text = f"{head}\n  ms: {cells}\n  throughput: {stats['throughput_per_s']:.1f} inferences/s"
+        return text + ("\n" + self.profile_table() if self.profile_ms else "")
+
+    def profile_table(self, top: int = 25) -> str:
+        """The slowest compiled functions: mean ms per inference and share of the total."""
+        total = sum(self.profile_ms.values()) or 1.0
+        rows = sorted(self.profile_ms.items(), key=lambda kv: -kv[1])
+        width = max(len(name) for name, _ in rows[:top])
+        lines = [f"  per operator ({len(rows)} functions, {total:.2f} ms in all):",
+                 f"    {'function':<{width}}  {'ms':>8}  {'share':>6}"]
+        lines += [f"    {name:<{width}}  {ms:>8.3f}  {100 * ms / total:>5.1f}%"
+                  for name, ms in rows[:top]]
+        if len(rows) > top:
+            rest = sum(ms for _, ms in rows[top:])
+            lines.append(f"    {f'({len(rows) - top} more)':<{width}}  {rest:>8.3f}  "
+                         f"{100 * rest / total:>5.1f}%")
+        return "\n".join(lines)
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "stats_ms": self.stats()}, indent=2)
@@ -57,3 +78,33 @@ def benchmark(
         model.time_evaluator(inputs, number=1, repeat=warmup)
     seconds = model.time_evaluator(inputs, number=1, repeat=runs)
     return BenchReport(model.info.model, where, runs, warmup, [s * 1000.0 for s in seconds])
+
+
+def plot_latencies(report: BenchReport, path: str | Path) -> Path:
+    """Write a PNG: a histogram of the latencies with median/p90/p99 marked, and a violin.
+
+    Raises:
+        MissingDependencyError: matplotlib is not installed.
+    """
+    try:
+        from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+    except ImportError as err:
+        raise MissingDependencyError("--plot needs matplotlib: pip install matplotlib") from err
+    values, stats = np.asarray(report.latencies_ms), report.stats()
+    figure = Figure(figsize=(9, 4), layout="constrained")
+    hist, violin = figure.subplots(1, 2, width_ratios=[3, 1])
+    hist.hist(values, bins=min(50, max(10, len(values) // 4)), color="tab:blue", alpha=0.8)
+    for name, style in (("median", "-"), ("p90", "--"), ("p99", ":")):
+        hist.axvline(stats[name], color="black", linestyle=style,
+                     label=f"{name} {stats[name]:.2f} ms")
+    hist.set_xlabel("latency (ms)")
+    hist.set_ylabel("runs")
+    hist.legend()
+    violin.violinplot(values, showmedians=True)
+    violin.set_xticks([])
+    violin.set_ylabel("latency (ms)")
+    figure.suptitle(f"{report.model} on {report.where}: {report.runs} runs, "
+                    f"{stats['throughput_per_s']:.1f} inferences/s")
+    path = Path(path)
+    figure.savefig(path, dpi=100)
+    return path

@@ -254,10 +254,12 @@ class EmulatedBoard:
     """The stock TVM RPC server on an emulated aarch64 Python, listening on loopback only.
 
     `with EmulatedBoard() as board: remote = board.connect()`. start() runs `prepare(cache)`
-    first, which returns at once when the cache is ready.
+    first, which returns at once when the cache is ready. With `tracker=(host, port)` and
+    `key`, the server registers with that TVM RPC tracker and is reached only through it.
     """
 
-    def __init__(self, port: int = 0, host: str = "127.0.0.1", cache: Path = DEFAULT_CACHE):
+    def __init__(self, port: int = 0, host: str = "127.0.0.1", cache: Path = DEFAULT_CACHE,
+                 tracker: tuple[str, int] | None = None, key: str = ""):
         # TVM RPC runs whatever a peer sends, unauthenticated: never offer it beyond this host.
         try:
             loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
@@ -265,7 +267,10 @@ class EmulatedBoard:
             loopback = False
         if not loopback:
             raise ConfigError(f"EmulatedBoard host {host!r} is not a loopback address")
+        if tracker and not key:
+            raise ConfigError("an EmulatedBoard registered with a tracker needs a key")
         self.host, self.port, self.cache = host, port, Path(cache).expanduser()
+        self.tracker, self.key = tracker, key
         self.log_path = self.cache / "logs" / "rpc-server.log"
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -273,6 +278,10 @@ class EmulatedBoard:
     def pid(self) -> int | None:
         """Process id (and process group id) of the running server, None when stopped."""
         return None if self._proc is None else self._proc.pid
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
 
     def start(self, timeout: float = 180.0) -> Self:
         """Launch the RPC server and wait until a real RPC session to it works.
@@ -293,6 +302,8 @@ class EmulatedBoard:
         self.log_path = self.cache / "logs" / f"rpc-server-{self.port}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         args = ["--host", self.host, "--port", str(self.port), "--port-end", str(self.port + 1)]
+        if self.tracker:
+            args += ["--tracker", f"{self.tracker[0]}:{self.tracker[1]}", "--key", self.key]
         cmd = _board_command(self.cache, "-m", "tvm.exec.rpc_server", *args)
         with open(self.log_path, "wb") as log:
             # A session of its own, so that stop() ends the server, its worker and its forks.
@@ -309,15 +320,13 @@ class EmulatedBoard:
         return self
 
     def _wait_ready(self, timeout: float) -> None:
-        import tvm.rpc  # heavy, and only needed once a board runs
-
         deadline, last_err = time.monotonic() + timeout, ""
         while time.monotonic() < deadline:
             if self._proc is None or self._proc.poll() is not None:
                 code = self._proc.returncode if self._proc else None
                 self._fail(f"the emulated board's RPC server exited with code {code}")
             try:
-                session = tvm.rpc.connect(self.host, self.port, session_timeout=60)
+                session = self._open(60)
                 # Asking the board about its CPU round-trips through the session process.
                 alive = session.cpu(0).exist
                 # The server serves one session at a time: close this one now. (Keeping only
@@ -338,17 +347,27 @@ class EmulatedBoard:
             tail = "(no log)"
         raise RemoteError(f"{what}; last lines of {self.log_path}:\n{tail}")
 
+    def _open(self, session_timeout: float) -> Any:
+        import tvm.rpc
+
+        if not self.tracker:
+            return tvm.rpc.connect(self.host, self.port, session_timeout=session_timeout)
+        tracker = tvm.rpc.connect_tracker(*self.tracker)
+        # A request for a key nobody serves yet waits forever: ask only once it is registered.
+        if not tracker.summary()["queue_info"].get(self.key, {}).get("free"):
+            raise RuntimeError(f"key {self.key} not (yet) free at the tracker")
+        return tracker.request(self.key, session_timeout=session_timeout, max_retry=1)
+
     def connect(self, session_timeout: float = 0) -> Any:
-        """Open a `tvm.rpc.RPCSession` to the board; a session_timeout of 0 means no limit.
+        """Open a `tvm.rpc.RPCSession` to the board (through the tracker if it has one); a
+        session_timeout of 0 means no limit.
 
         Raises:
             RemoteError: the board is not running.
         """
-        import tvm.rpc
-
         if self._proc is None or self._proc.poll() is not None:
             raise RemoteError("the emulated board is not running; call start() first")
-        return tvm.rpc.connect(self.host, self.port, session_timeout=session_timeout)
+        return self._open(session_timeout)
 
     def stop(self) -> None:
         """End the server and every process it started (its process group); idempotent."""

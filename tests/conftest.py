@@ -62,3 +62,116 @@ def leftovers(directory: Path) -> list[str]:
     """Files a failed command must not leave behind (artifacts and temp dirs)."""
     return sorted(p.name for p in directory.iterdir()
                   if p.suffix in (".so", ".json") or p.name.startswith(".edgec-"))
+
+
+# --- A real OpenSSH server on loopback, standing in for a board reached over SSH -------------
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 20.0) -> None:
+    """Wait until something accepts on 127.0.0.1:port; fail (never skip) with the log if not."""
+    import socket
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"{proc.args[0]} exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    pytest.fail(f"{proc.args[0]} did not listen on {port} within {timeout:g}s:\n{log.read_text()}")
+
+
+class SshBoard:
+    """Debian's sshd on 127.0.0.1 with its own host key, client key and known_hosts.
+
+    Every process started through it carries EDGEC_TEST_BOARD=<marker> in its environment
+    (sshd's SetEnv), so `processes()` finds exactly what a test left running "on the board".
+    """
+
+    def __init__(self, directory: Path):
+        import getpass
+        import shutil
+        import uuid
+
+        self.dir, self.port, self.marker = directory, free_port(), uuid.uuid4().hex
+        self.user = getpass.getuser()
+        sshd = shutil.which("sshd") or "/usr/sbin/sshd"
+        if os.geteuid() != 0 or not Path(sshd).exists():
+            pytest.fail(f"the SSH board needs root and openssh-server (sshd at {sshd})")
+        for name in ("host_key", "client_key", "other_key"):
+            subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f",
+                            str(directory / name)], check=True)
+        self.host_key, self.key = directory / "host_key", directory / "client_key"
+        (directory / "authorized_keys").write_text((directory / "client_key.pub").read_text())
+        public = " ".join((directory / "host_key.pub").read_text().split()[:2])
+        self.known_hosts = directory / "known_hosts"
+        self.known_hosts.write_text(f"[127.0.0.1]:{self.port} {public}\n")
+        config = directory / "sshd_config"
+        config.write_text("\n".join([
+            f"Port {self.port}", "ListenAddress 127.0.0.1", f"HostKey {self.host_key}",
+            f"AuthorizedKeysFile {directory / 'authorized_keys'}", "UsePAM no",
+            "StrictModes no", f"PidFile {directory / 'sshd.pid'}", "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no", "PermitRootLogin prohibit-password",
+            "AllowTcpForwarding yes", "Subsystem sftp internal-sftp",
+            f"SetEnv EDGEC_TEST_BOARD={self.marker}", "",
+        ]))
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # sshd's privilege-separation dir
+        self.log = directory / "sshd.log"
+        with open(self.log, "wb") as log:
+            self.proc = subprocess.Popen([sshd, "-D", "-e", "-f", str(config)], stdout=log,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        wait_for_port(self.port, self.proc, self.log)
+
+    @property
+    def target(self) -> str:
+        return f"{self.user}@127.0.0.1:{self.port}"
+
+    def args(self, **overrides: str) -> list[str]:
+        """--ssh and login options for the CLI; overrides replace identity/known_hosts."""
+        identity = overrides.get("identity", str(self.key))
+        known = overrides.get("known_hosts", str(self.known_hosts))
+        return ["--ssh", self.target, "--identity", identity, "--known-hosts", known]
+
+    def processes(self) -> list[str]:
+        """Live processes started through this sshd: pid and command line of each."""
+        found = []
+        needle = f"EDGEC_TEST_BOARD={self.marker}".encode()
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if needle not in (entry / "environ").read_bytes().split(b"\0"):
+                    continue
+                state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                found.append(f"{entry.name}: {cmdline[:120]}")
+        return found
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def ssh_board(tmp_path_factory):
+    board = SshBoard(tmp_path_factory.mktemp("sshd"))
+    yield board
+    board.stop()
