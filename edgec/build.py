@@ -55,8 +55,9 @@ def lower(
     from edgec.schedules import default_schedule
 
     with tvm.target.Target(target.tvm_target()):
+        int8_dot = target.arch == "x86_64" and "avx2" in target.features
         ir = relax.transform.LegalizeOps(
-            customize_legalize_map=legalize_map(target.nchwc_block)
+            customize_legalize_map=legalize_map(target.nchwc_block, int8_dot)
         )(model.ir)
         ir = relax.transform.LegalizeOps()(ir)
         ir = relax.transform.AnnotateTIROpPattern()(ir)
@@ -131,3 +132,12 @@ def export(
         os.replace(meta, metadata_path(out))
         os.replace(library, out)
     return info
+
+
+def assembly(executable: Any) -> str:
+    """The target assembly of the compiled kernels (LLVM modules imported by the VM)."""
+    listings = []
+    for module in executable.mod.imports:
+        if module.kind == "llvm":
+            listings.append(module.inspect_source("asm"))
+    return "\n".join(listings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import onnx
@@ -158,15 +159,25 @@ def _output_specs(model: onnx.ModelProto, ir) -> tuple[TensorSpec, ...]:
     return tuple(specs)
 
 
-def import_model(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Model:
-    """Read, fix shapes, simplify and convert a model to Relax.
+@dataclass(frozen=True)
+class PreparedOnnx:
+    """An ONNX model with static input shapes, simplified and fixed up, not yet in Relax.
 
-    Args:
-        source: path to an .onnx file, or "zoo:NAME".
-        input_shapes: static shapes for inputs with dynamic dims, by input name.
+    Stages that work on the ONNX side (quantization) take this and hand it on with a new
+    `graph`; `reference` is what ONNX Runtime runs to check the compiled code.
+    """
 
-    Returns:
-        A Model with applied = ("imported", "simplified", ...fixes).
+    name: str
+    source: str
+    graph: onnx.ModelProto
+    reference: onnx.ModelProto
+    shapes: dict[str, tuple[int, ...]]
+    applied: tuple[str, ...]
+
+
+def prepare_onnx(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None
+                 ) -> PreparedOnnx:
+    """Read, fix shapes and simplify a model; the ONNX half of import_model.
 
     Raises:
         ModelImportError, ConfigError: see the message; nothing is written.
@@ -183,6 +194,16 @@ def import_model(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None
     if n := onnx_fixes.make_expand_shapes_explicit(model):
         applied.append(f"fix:expand x{n}")
     _check_supported(model, original, source)
+    return PreparedOnnx(name, source, model, original, shapes, tuple(applied))
+
+
+def convert(prepared: PreparedOnnx) -> Model:
+    """Convert a prepared ONNX model to Relax; the Relax half of import_model.
+
+    Raises:
+        ModelImportError: TVM's frontend failed or produced inconsistent shapes.
+    """
+    model, shapes, source = prepared.graph, prepared.shapes, prepared.source
     dtypes = {v.name: _dtype(v) for v in graph_inputs(model)}
     try:
         from tvm.relax.frontend.onnx import from_onnx
@@ -196,9 +217,25 @@ def import_model(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None
         raise ModelImportError(f"{source}: TVM's Relax frontend failed: {first}") from err
     inputs = tuple(TensorSpec(n, shapes[n], dtypes[n]) for n in shapes)
     return Model(
-        name=name, onnx=original, ir=ir, inputs=inputs, outputs=_output_specs(model, ir),
-        applied=tuple(applied),
+        name=prepared.name, onnx=prepared.reference, ir=ir, inputs=inputs,
+        outputs=_output_specs(model, ir), applied=prepared.applied,
     )
+
+
+def import_model(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Model:
+    """Read, fix shapes, simplify and convert a model to Relax.
+
+    Args:
+        source: path to an .onnx file, or "zoo:NAME".
+        input_shapes: static shapes for inputs with dynamic dims, by input name.
+
+    Returns:
+        A Model with applied = ("imported", "simplified", ...fixes).
+
+    Raises:
+        ModelImportError, ConfigError: see the message; nothing is written.
+    """
+    return convert(prepare_onnx(source, input_shapes))
 
 
 def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:

@@ -10,22 +10,47 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
+import tvm
 from tvm import relax, te, topi
 
 _PACKED = re.compile(r"^NCHW(\d+)c$")
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
 
 
-def legalize_map(block: int) -> dict:
+def legalize_map(block: int, int8_dot: bool = False) -> dict:
     """Ops edgec legalizes itself; pass to relax.transform.LegalizeOps(customize_legalize_map).
 
     Args:
         block: the target's channel block (floats per SIMD register).
+        int8_dot: the target has AVX2: uint8 x int8 packed convs use edgec.intrinsics' kernel.
     """
-    return {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, block)}
+    return {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, block, int8_dot)}
 
 
-def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int) -> relax.Expr:
+def _int8_dot_applies(call: relax.Call, block: int) -> bool:
+    """A dense packed uint8 x int8 -> int32 conv with constant weights small enough that
+    vpmaddubsw cannot saturate (see edgec.intrinsics)."""
+    from edgec import intrinsics
+
+    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
+            "uint8", "int8", "int32"):
+        return False
+    if not isinstance(weight, tvm.ir.Constant) or int(attrs.groups) != 1:
+        return False
+    data_match = _PACKED.match(attrs.data_layout)
+    kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
+    if not (data_match and kernel_match and attrs.out_layout == attrs.data_layout):
+        return False
+    if int(data_match.group(1)) != block or block % intrinsics.LANES:
+        return False
+    values = weight.value.numpy()
+    return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
+
+
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
+                     int8_dot: bool = False) -> relax.Expr:
     attrs = call.attrs
     args = (
         [int(s) for s in attrs.strides],
@@ -34,6 +59,11 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int) -> re
         int(attrs.groups),
         str(call.ty.dtype),
     )
+    if int8_dot and _int8_dot_applies(call, block):
+        # Packing a constant weight is folded at compile time by FoldConstant.
+        packed = bb.emit_te(pack_int8_kernel, call.args[1], primfunc_name_hint="pack_int8_kernel")
+        return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args,
+                          primfunc_name_hint="conv2d_nchwc_int8")
     data_match = _PACKED.match(attrs.data_layout)
     kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
     if data_match and kernel_match and attrs.out_layout == attrs.data_layout:
@@ -140,3 +170,43 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype):
         )
 
     return te.compute(out_shape, grouped, name="group_conv2d_nchwc")
+
+
+def pack_int8_kernel(kernel):
+    """OIHW{b}o int8 weights as (O/b, I/4, KH, KW, b, 4): each output lane's 4 consecutive
+    input channels side by side, the 32 bytes one vpmaddubsw multiplies."""
+    o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
+    return te.compute(
+        (o_chunks, i_channels // 4, kh_size, kw_size, block, 4),
+        lambda oc, ic4, kh, kw, ob, ici: kernel[oc, ic4 * 4 + ici, kh, kw, ob],
+        name="int8_kernel_pack",
+    )
+
+
+def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype):
+    """uint8 NCHW{b}c data x int8 packed kernel (see pack_int8_kernel) -> int32 NCHW{b}c.
+
+    The innermost reduction runs over 4 consecutive input channels, which edgec.schedules
+    tensorizes with the AVX2 8x4 dot intrinsic.
+    """
+    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    o_chunks, _, kh_size, kw_size, _, _ = (int(d) for d in kernel.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    top, left, bottom, right = padding
+    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
+    icc = te.reduce_axis((0, c_chunks), name="icc")
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+    ic4 = te.reduce_axis((0, block // 4), name="ic4")
+    ici = te.reduce_axis((0, 4), name="ici")
+    return te.compute(
+        (n, o_chunks, out_h, out_w, block),
+        lambda b, oc, y, x, ob: te.sum(
+            padded[b, icc, y * sh + kh * dh, x * sw + kw * dw, ic4 * 4 + ici].astype(out_dtype)
+            * kernel[oc, icc * (block // 4) + ic4, kh, kw, ob, ici].astype(out_dtype),
+            axis=[icc, kh, kw, ic4, ici],
+        ),
+        name="conv2d_nchwc_int8",
+    )

@@ -15,7 +15,8 @@ from tvm.s_tir import dlight
 from tvm.s_tir.dlight.base import ScheduleRule
 
 _CONV_BLOCKS = (
-    "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out"
+    "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
+    "conv2d_nchwc_int8",
 )
 _MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
 
@@ -82,6 +83,10 @@ class PackedConv(ScheduleRule):
         batch, chunk, row, col, lane, *reduction = loops
         width = _extent(sch, col) or 1
         col_outer, col_inner = sch.split(col, [None, _row_length(width)])
+        if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
+            self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
+                                lane, reduction)
+            return
         if len(reduction) == 4:  # icc, icb, kh, kw: keep the lane reduction innermost
             icc, icb, kh, kw = reduction
             sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
@@ -97,6 +102,25 @@ class PackedConv(ScheduleRule):
         # Zeroing the accumulators goes before the reduction, on the same register tile.
         init = sch.decompose_reduction(conv, sch.get_loops(conv)[2])
         sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _schedule_int8(sch: s_tir.Schedule, conv, epilogue: list, outer: tuple, lane,
+                       reduction: list) -> None:
+        """The same register tile, with 8 lanes x 4 input channels per AVX2 dot intrinsic."""
+        from edgec import intrinsics
+
+        batch, chunk, row, col_outer, col_inner = outer
+        icc, kh, kw, ic4, ici = reduction
+        lane_outer, lane_inner = sch.split(lane, [None, intrinsics.LANES])
+        sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
+        sch.parallel(sch.fuse(batch, chunk, row))
+        if epilogue:
+            sch.reverse_compute_at(epilogue[-1], col_outer)
+            sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+        init = sch.decompose_reduction(conv, icc)
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(lane_inner, intrinsics.dot_8x4_avx2())
+        sch.unroll(col_inner)
 
     @staticmethod
     def _schedule_producer(sch: s_tir.Schedule, block) -> None:

@@ -211,9 +211,3 @@ def parse_budget(text: str) -> float:
         raise ConfigError(f'--budget "{text}" is not a duration like 20m, 90s or 1h')
     return seconds
 
-
-def parse_endpoint(text: str, option: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        raise ConfigError(f'{option} "{text}" is not HOST:PORT')
-    return host, int(port)

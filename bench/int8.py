@@ -1,0 +1,124 @@
+"""INT8 against FP32, in edgec and in ONNX Runtime, on the same machine and threads.
+
+    python bench/int8.py [--models mobilenet_v2 resnet18] [--runs 50] [--json FILE]
+
+For each model: edgec FP32, edgec INT8 (calibrated on scikit-image's bundled photos),
+ONNX Runtime FP32 and ONNX Runtime INT8 running the very QDQ model edgec compiled; median
+ms of --runs single inferences after warm-up, and the cosine of the INT8 logits vs FP32
+over the photos. Not a test: the numbers depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edgec import bench, pipeline, quantize, runtime, zoo
+from edgec.model import TensorSpec
+
+MODELS = ("mobilenet_v2", "resnet18")
+PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg",
+          "ihc.png", "color.png", "motorcycle_left.png", "retina.jpg", "camera.png",
+          "coins.png", "moon.png")
+
+
+def photo_folder(where: Path) -> Path:
+    import skimage.data
+
+    source = Path(skimage.data.__file__).parent
+    folder = where / "photos"
+    folder.mkdir()
+    for name in PHOTOS:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def ort_median_ms(model, inputs: dict, threads: int, runs: int, warmup: int) -> float:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    session = ort.InferenceSession(model.SerializeToString(), options,
+                                   providers=["CPUExecutionProvider"])
+    for _ in range(warmup):
+        session.run(None, inputs)
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        session.run(None, inputs)
+        times.append(time.perf_counter() - start)
+    return 1000.0 * statistics.median(times)
+
+
+def ort_logits(model, samples: list[dict]) -> np.ndarray:
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, s)[0] for s in samples])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def measure(name: str, photos: Path, out: Path, threads: int, runs: int, warmup: int) -> dict:
+    fp32_lib, int8_lib = out / f"{name}-fp32.so", out / f"{name}-int8.so"
+    pipeline.compile_model(pipeline.CompileOptions(model=f"zoo:{name}", output=fp32_lib))
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=f"zoo:{name}", output=int8_lib, quantize="int8", calib=str(photos)))
+    samples = quantize.load_calibration(str(photos), quantize.CalibOptions(),
+                                        [TensorSpec("input", (1, 3, 224, 224))])
+    fp32_model, int8_model = runtime.load(fp32_lib), runtime.load(int8_lib)
+    timed = {}
+    for key, model in (("fp32_ms", fp32_model), ("int8_ms", int8_model)):
+        report = bench.benchmark(model, samples[0], runs=runs, warmup=warmup)
+        timed[key] = report.stats()["median"]
+    float_onnx, qdq = zoo.build(name), result.model.onnx
+    timed["ort_fp32_ms"] = ort_median_ms(float_onnx, samples[0], threads, runs, warmup)
+    timed["ort_int8_ms"] = ort_median_ms(qdq, samples[0], threads, runs, warmup)
+    reference = ort_logits(float_onnx, samples)
+    ours = np.concatenate([int8_model.run(s)["logits"] for s in samples])
+    theirs = ort_logits(qdq, samples)
+    return {**timed, "cosine": cosine(ours, reference),
+            "ort_int8_cosine": cosine(theirs, reference),
+            "top1_agreement": float(np.mean(ours.argmax(1) == reference.argmax(1))),
+            "samples": len(samples)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--runs", type=int, default=50)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    os.environ["TVM_NUM_THREADS"] = str(threads)  # the same thread count for both runtimes
+    rows = {}
+    print(f"{'model':<14} {'edgec fp32':>10} {'edgec int8':>10} {'ORT fp32':>9} {'ORT int8':>9} "
+          f"{'cosine':>8} {'top-1':>6}   (ms, median of {args.runs}, {threads} threads)")
+    with tempfile.TemporaryDirectory() as tmp:
+        photos = photo_folder(Path(tmp))
+        for name in args.models:
+            row = rows[name] = measure(name, photos, Path(tmp), threads, args.runs, args.warmup)
+            print(f"{name:<14} {row['fp32_ms']:>10.2f} {row['int8_ms']:>10.2f} "
+                  f"{row['ort_fp32_ms']:>9.2f} {row['ort_int8_ms']:>9.2f} {row['cosine']:>8.5f} "
+                  f"{100 * row['top1_agreement']:>5.0f}%")
+    if args.json:
+        args.json.write_text(json.dumps({"threads": threads, "runs": args.runs,
+                                         "models": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,238 @@
+"""INT8 and FP16: the artifacts agree with FP32 and with ONNX Runtime's own run of the same
+QDQ model, the INT8 graph really computes conv2d in integers, and bad calibration data gets
+one clear error and no artifact.
+
+Evaluation images are scikit-image's bundled photos, preprocessed here with numpy and
+scikit-image (not edgec's reader), so the references share no code with edgec.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import assert_clean_failure, leftovers, run_cli, save_model
+from edgec import pipeline, runtime, zoo
+
+SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                  "hubble_deep_field.jpg", "ihc.png", "color.png", "motorcycle_left.png",
+                  "retina.jpg", "camera.png", "coins.png", "moon.png")
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+# INT8 vs ORT running the same QDQ model: both round each requantization independently and a
+# one-step difference propagates, so outputs differ by a few steps of the output scale.
+QDQ_MIN_COSINE, QDQ_RTOL, QDQ_MIN_TOP1 = 0.995, 0.05, 0.9
+# INT8 vs FP32: a cosine floor, and top-1 agreement at least ONNX Runtime's own INT8 run of
+# the QDQ model less one image. The zoo's weights are seeded-random: their logits have small
+# margins, so 8-bit rounding flips top-1 on some photos in ORT as well (MobileNetV3-Small:
+# about half of them), and the QDQ model, not edgec's lowering, sets that level.
+FP32_MIN_COSINE = 0.97
+
+
+@pytest.fixture(scope="module")
+def photo_folder(tmp_path_factory) -> Path:
+    """Real photos as files, exactly as a user would point --calib at them."""
+    import skimage.data
+
+    source = Path(skimage.data.__file__).parent
+    folder = tmp_path_factory.mktemp("photos")
+    for name in SKIMAGE_PHOTOS:
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def photo_inputs(folder: Path, size: int = 224) -> list[np.ndarray]:
+    """The same photos preprocessed independently: RGB, resized, ImageNet mean/std, NCHW."""
+    from skimage import color, io, transform
+
+    batches = []
+    for path in sorted(folder.iterdir()):
+        image = io.imread(path)
+        image = color.gray2rgb(image) if image.ndim == 2 else image[..., :3]
+        image = transform.resize(image, (size, size), preserve_range=True, anti_aliasing=False)
+        image = ((image / 255.0).astype(np.float32) - MEAN) / STD
+        batches.append(image.transpose(2, 0, 1)[None].astype(np.float32))
+    return batches
+
+
+def ort_outputs(model, inputs: list[np.ndarray]) -> np.ndarray:
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.concatenate([session.run(None, {"input": x})[0] for x in inputs])
+
+
+def cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
+
+
+def integer_convs(ir, op: str = "relax.nn.conv2d") -> list[tuple[str, str, str]]:
+    """(data, weight, accumulator) dtypes of every conv2d (or `op`) in the Relax graph."""
+    from tvm import relax
+
+    found = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == op:
+            found.append((str(expr.args[0].ty.dtype), str(expr.args[1].ty.dtype),
+                          str(expr.ty.dtype)))
+
+    relax.analysis.post_order_visit(ir["main"], visit)
+    return found
+
+
+def disassembly(library: Path) -> str:
+    """The library's machine code as binutils' objdump reads it (CI installs binutils)."""
+    assert shutil.which("objdump"), "objdump (binutils) is needed to inspect the code"
+    return subprocess.run(["objdump", "-d", str(library)], capture_output=True, text=True,
+                          check=True).stdout
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2", "mobilenet_v3_small"])
+def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_model(
+        name, photo_folder, tmp_path):
+    out = tmp_path / f"{name}-int8.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=f"zoo:{name}", output=out, quantize="int8", calib=str(photo_folder)))
+    assert "quantize:int8" in result.info.applied
+    convs = integer_convs(result.model.ir)
+    assert convs and all(c[0] in ("uint8", "int8") and c[1] == "int8" and c[2] == "int32"
+                         for c in convs), convs
+
+    inputs = photo_inputs(photo_folder)
+    compiled = runtime.load(out)
+    got = np.concatenate([compiled.run({"input": x})["logits"] for x in inputs])
+    fp32 = ort_outputs(zoo.build(name), inputs)
+    qdq = ort_outputs(result.model.onnx, inputs)
+    assert result.model.onnx.graph.node[0].op_type in ("QuantizeLinear", "DequantizeLinear")
+
+    assert cosine(got, qdq) >= QDQ_MIN_COSINE
+    assert np.abs(got - qdq).max() <= QDQ_RTOL * max(1.0, float(np.abs(qdq).max()))
+    assert np.mean(got.argmax(1) == qdq.argmax(1)) >= QDQ_MIN_TOP1
+    assert cosine(got, fp32) >= FP32_MIN_COSINE
+    ort_agreement = np.mean(qdq.argmax(1) == fp32.argmax(1))
+    assert np.mean(got.argmax(1) == fp32.argmax(1)) >= ort_agreement - 1 / len(inputs)
+
+
+@pytest.mark.slow
+def test_fp16_stays_close_to_fp32(photo_folder, tmp_path):
+    out = tmp_path / "mobilenet_v2-fp16.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model="zoo:mobilenet_v2", output=out, quantize="fp16", calib=str(photo_folder)))
+    assert "quantize:fp16" in result.info.applied
+    assert {c[0] for c in integer_convs(result.model.ir)} == {"float16"}
+    inputs = photo_inputs(photo_folder)
+    compiled = runtime.load(out)
+    got = np.concatenate([compiled.run({"input": x})["logits"] for x in inputs])
+    fp32 = ort_outputs(zoo.build("mobilenet_v2"), inputs)
+    assert cosine(got, fp32) >= 0.999
+    assert np.abs(got - fp32).max() <= 0.02 * max(1.0, float(np.abs(fp32).max()))
+    assert np.mean(got.argmax(1) == fp32.argmax(1)) >= 0.9
+
+
+@pytest.fixture
+def small_net(tmp_path: Path) -> Path:
+    """conv3x3 (padded) + ReLU, conv1x1, residual add, global pool, Gemm: every INT8 path."""
+    rng = np.random.default_rng(3)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Add", ["c2", "r1"], ["sum"]),
+        helper.make_node("GlobalAveragePool", ["sum"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
+    ]
+    inits = [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 8, 1, 1),
+             weight("b2", 8), weight("w3", 10, 8), weight("b3", 10)]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+        tmp_path / "small.onnx")
+
+
+@pytest.mark.parametrize(("method", "per_channel", "layout"), [
+    ("minmax", True, "NCHWc"), ("entropy", False, "NCHW"), ("percentile", True, "NHWC")])
+def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
+        small_net, tmp_path, method, per_channel, layout):
+    rng = np.random.default_rng(5)
+    samples = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "out" / "small.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
+        calib_method=method, per_channel=per_channel, layout=layout))
+    convs = integer_convs(result.model.ir)
+    assert len(convs) == 2 and all(c[1:] == ("int8", "int32") for c in convs), convs
+    # The classifier's logits stay float, but its sum is still computed in integers.
+    assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
+    if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
+        assert disassembly(out).count("vpmaddubsw") > 0
+    compiled = runtime.load(out)
+    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for x in samples[:4]:
+        got = compiled.run({"input": x})["logits"]
+        want = session.run(None, {"input": x})[0]
+        assert cosine(got, want) >= QDQ_MIN_COSINE
+        assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+
+
+def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, tmp_path):
+    import json
+
+    out, report = tmp_path / "small.so", tmp_path / "report.json"
+    result = run_cli("compile", str(small_net), "-o", str(out), "--quantize", "int8",
+                     "--calib", "random", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "accuracy numbers mean nothing" in result.stderr
+    assert "warning: calibrating on random data" in result.stdout
+    quantization = json.loads(report.read_text())["quantization"]
+    assert quantization["mode"] == "int8" and quantization["outputs"][0]["name"] == "logits"
+    assert quantization["integer_layers"]
+
+
+def test_int8_without_calibration_data_is_refused(small_net, tmp_path):
+    result = run_cli("compile", str(small_net), "-o", str(tmp_path / "m.so"),
+                     "--quantize", "int8")
+    assert_clean_failure(result, "--calib")
+    assert leftovers(tmp_path) == []
+
+
+def test_empty_calibration_folder_is_refused(small_net, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = run_cli("compile", str(small_net), "-o", str(tmp_path / "m.so"),
+                     "--quantize", "int8", "--calib", str(empty))
+    assert_clean_failure(result, str(empty), "no images")
+    assert leftovers(tmp_path) == []
+
+
+def test_calibration_array_of_the_wrong_shape_is_refused(small_net, tmp_path):
+    bad = tmp_path / "bad.npy"
+    np.save(bad, np.zeros((1, 3, 32, 32), np.float32))
+    result = run_cli("compile", str(small_net), "-o", str(tmp_path / "m.so"),
+                     "--quantize", "int8", "--calib", str(bad))
+    assert_clean_failure(result, "bad.npy", "[1, 3, 32, 32]", "[1, 3, 16, 16]")
+    assert leftovers(tmp_path) == []
+
+
+def test_unreadable_calibration_image_is_refused(small_net, tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really a png")
+    result = run_cli("compile", str(small_net), "-o", str(tmp_path / "m.so"),
+                     "--quantize", "int8", "--calib", str(folder))
+    assert_clean_failure(result, "broken.png", "cannot be read")
+    assert leftovers(tmp_path) == []
