@@ -14,13 +14,12 @@ import argparse
 import json
 import os
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
+from runtimes import median_ms  # bench/ is on sys.path when run as a script
 
 from edgec import bench, pipeline, quantize, runtime, zoo
 from edgec.model import TensorSpec
@@ -49,14 +48,7 @@ def ort_median_ms(model, inputs: dict, threads: int, runs: int, warmup: int) -> 
     options.intra_op_num_threads = threads
     session = ort.InferenceSession(model.SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    for _ in range(warmup):
-        session.run(None, inputs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return median_ms(lambda: session.run(None, inputs), runs, warmup)
 
 
 def ort_logits(model, samples: list[dict]) -> np.ndarray:

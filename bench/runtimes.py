@@ -26,7 +26,8 @@ class Unavailable(Exception):
     """This runtime has no such mode here; the message says why (printed as n/a)."""
 
 
-def _median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:
+def median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:
+    """Median wall-clock milliseconds of `runs` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         run()
     times = []
@@ -138,7 +139,7 @@ class OnnxRuntime:
         self.info = {"prepare_seconds": time.perf_counter() - start}
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
-        return _median_ms(lambda: self.session.run(None, inputs), runs, warmup)
+        return median_ms(lambda: self.session.run(None, inputs), runs, warmup)
 
     def outputs(self, inputs: dict) -> np.ndarray:
         return self.session.run(None, inputs)[0]
@@ -193,7 +194,7 @@ class OpenVino:
         return nncf.quantize(model, dataset, subset_size=len(self.calibration))
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
-        return _median_ms(lambda: self.request.infer(inputs), runs, warmup)
+        return median_ms(lambda: self.request.infer(inputs), runs, warmup)
 
     def outputs(self, inputs: dict) -> np.ndarray:
         return np.asarray(self.request.infer(inputs)[0])

@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from runtimes import median_ms  # bench/ is on sys.path when run as a script
 
 from edgec import bench, pipeline, runtime, tune, verify, zoo
 
@@ -30,14 +30,7 @@ def ort_median_ms(name: str, inputs: dict, threads: int, runs: int, warmup: int)
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     session = ort.InferenceSession(zoo.build(name).SerializeToString(), options,
                                    providers=["CPUExecutionProvider"])
-    for _ in range(warmup):
-        session.run(None, inputs)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        session.run(None, inputs)
-        times.append(time.perf_counter() - start)
-    return 1000.0 * statistics.median(times)
+    return median_ms(lambda: session.run(None, inputs), runs, warmup)
 
 
 def edgec_median_ms(name: str, target: str, logs: Path | None, out: Path, runs: int,
