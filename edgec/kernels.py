@@ -80,6 +80,14 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
     return call  # plain layouts: TVM's own legalization handles them later
 
 
+def _output_size(size, kernel, strides, padding, dilation) -> tuple[int, int]:
+    """Output height and width of a conv; padding is [top, left, bottom, right] as in Relax."""
+    (height, width), (kh, kw), (sh, sw), (dh, dw) = size, kernel, strides, dilation
+    top, left, bottom, right = padding
+    return ((height + top + bottom - (kh - 1) * dh - 1) // sh + 1,
+            (width + left + right - (kw - 1) * dw - 1) // sw + 1)
+
+
 def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype, block):
     """NCHW conv computed on output channel blocks (vectorizable) and unpacked to NCHW."""
     o_channels, i_channels, kh_size, kw_size = (int(d) for d in kernel.shape)
@@ -91,8 +99,7 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
     n, _, height, width = (int(d) for d in data.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
     padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
     ic = te.reduce_axis((0, i_channels), name="ic")
     kh = te.reduce_axis((0, kh_size), name="kh")
@@ -125,8 +132,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype):
     o_chunks, in_per_group, kh_size, kw_size, _ = (int(d) for d in kernel.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
     padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
@@ -193,8 +199,7 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
     o_chunks, _, kh_size, kw_size, _, _ = (int(d) for d in kernel.shape)
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
     padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
     icc = te.reduce_axis((0, c_chunks), name="icc")
     kh = te.reduce_axis((0, kh_size), name="kh")
