@@ -59,9 +59,13 @@ probe = socket.socket()
 probe.bind(("127.0.0.1", 0))
 port = probe.getsockname()[1]
 probe.close()
+# TVM halves the core count on x86 (it assumes SMT siblings): use them all unless told.
+env = dict(os.environ)
+if not env.get("TVM_NUM_THREADS") and hasattr(os, "sched_getaffinity"):
+    env["TVM_NUM_THREADS"] = str(len(os.sched_getaffinity(0)))
 server = subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                            "--port", str(port), "--port-end", str(port + 1)],
-                          stdin=subprocess.DEVNULL)
+                          stdin=subprocess.DEVNULL, env=env)
 print("edgec-rpc serving", group, port, flush=True)
 while server.poll() is None:  # until edgec closes our stdin, the connection drops, or it dies
     if select.select([0], [], [], 0.5)[0] and not os.read(0, 4096):

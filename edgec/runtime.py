@@ -6,6 +6,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from edgec.errors import ArtifactError, ConfigError
-from edgec.package import PackageInfo, check_library, read_info
+from edgec.package import PackageInfo, check_library, file_sha256, read_info
 from edgec.tvm_log import quiet_scope_warnings
 
 
@@ -108,6 +111,41 @@ class CompiledModel:
                 if not name.startswith(skip)}
 
 
+def use_all_cores() -> int:
+    """Make TVM's thread pool use every core this process may run on; returns the count.
+
+    On x86 TVM halves the core count by default, assuming SMT siblings, so a 2-vCPU VM
+    without SMT runs every model on one thread at half speed. TVM_NUM_THREADS or
+    OMP_NUM_THREADS set by the user win. The pool reads this once, when it starts (at the
+    first parallel call), so call this before running anything.
+    """
+    for name in ("TVM_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    os.environ["TVM_NUM_THREADS"] = str(cores or 1)
+    return cores or 1
+
+
+_LOADED: dict[str, str] = {}  # resolved path -> sha256 of the library dlopen'ed from it
+
+
+def _dlopen_path(path: Path) -> tuple[Path, bool]:
+    """The path to load `path`'s library from, and whether it is a private copy.
+
+    dlopen hands back the library already loaded from a path even when the file has been
+    replaced since: a second model compiled to the same OUT.so would silently run the first
+    one's code. A changed file is therefore loaded from a copy named by its hash.
+    """
+    sha = file_sha256(path)
+    if _LOADED.setdefault(str(path.resolve()), sha) == sha:
+        return path, False
+    fd, copy = tempfile.mkstemp(prefix=f"edgec-{sha[:16]}-", suffix=".so")
+    os.close(fd)
+    shutil.copyfile(path, copy)
+    return Path(copy), True
+
+
 def load(path: str | Path, *, check: bool = True) -> CompiledModel:
     """Load OUT.so (with its OUT.so.json) on this machine's CPU.
 
@@ -120,17 +158,22 @@ def load(path: str | Path, *, check: bool = True) -> CompiledModel:
     import tvm.runtime
     from tvm.runtime.vm import VirtualMachine
 
+    use_all_cores()
     path = Path(path)
     info = read_info(path)
     if check:
         check_library(path, info)
+    source, private = _dlopen_path(path)
     try:
         with quiet_scope_warnings():
-            library = tvm.runtime.load_module(str(path))
+            library = tvm.runtime.load_module(str(source))
             device = tvm.runtime.cpu()
             vm = VirtualMachine(library, device)
     except Exception as err:  # tvm raises its own error types from C++
         raise ArtifactError(f"{path}: the TVM runtime cannot load it: {err}") from err
+    finally:
+        if private:
+            source.unlink()  # the mapping outlives the file
     return CompiledModel(vm, device, info, path)
 
 
