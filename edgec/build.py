@@ -52,12 +52,14 @@ def lower(
     from tvm import relax
 
     from edgec.kernels import legalize_map
+    from edgec.layout import block_of
     from edgec.schedules import default_schedule
 
     with tvm.target.Target(target.tvm_target()):
-        int8_dot = target.arch == "x86_64" and "avx2" in target.features
+        int8_dot = target.int8_dot
+        block = block_of(model.layout) or target.nchwc_block
         ir = relax.transform.LegalizeOps(
-            customize_legalize_map=legalize_map(target.nchwc_block, int8_dot)
+            customize_legalize_map=legalize_map(block, int8_dot)
         )(model.ir)
         ir = relax.transform.LegalizeOps()(ir)
         ir = relax.transform.AnnotateTIROpPattern()(ir)
