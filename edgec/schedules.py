@@ -106,12 +106,15 @@ class PackedConv(ScheduleRule):
     @staticmethod
     def _schedule_int8(sch: s_tir.Schedule, conv, epilogue: list, outer: tuple, lane,
                        reduction: list) -> None:
-        """The same register tile, with 8 lanes x 4 input channels per AVX2 dot intrinsic."""
+        """The same register tile, lanes x 4 input channels per dot intrinsic (the kind the
+        kernel recorded, for the block it was computed with)."""
         from edgec import intrinsics
 
         batch, chunk, row, col_outer, col_inner = outer
         icc, kh, kw, ic4, ici = reduction
-        lane_outer, lane_inner = sch.split(lane, [None, intrinsics.LANES])
+        kind = str(sch.get(conv).annotations.get("edgec_dot", "avx2"))
+        width = intrinsics.lanes(kind, _extent(sch, lane))
+        lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
         sch.parallel(sch.fuse(batch, chunk, row))
         if epilogue:
@@ -119,7 +122,7 @@ class PackedConv(ScheduleRule):
             sch.vectorize(sch.get_loops(epilogue[-1])[-1])
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
-        sch.tensorize(lane_inner, intrinsics.dot_8x4_avx2())
+        sch.tensorize(lane_inner, intrinsics.dot(kind, width))
         sch.unroll(col_inner)
 
     @staticmethod
@@ -165,6 +168,9 @@ class ParallelVectorize(ScheduleRule):
             spatial += 1
         if spatial == 0:
             return
+        if spatial < len(kinds) and _contiguous_lanes(stmt, spatial):
+            _vectorize_across_reduction(sch, block, loops, spatial)
+            return
         if spatial == len(kinds):  # purely spatial: vectorize a short innermost loop
             inner = _extent(sch, loops[-1])
             if inner and inner <= 64 and len(loops) > 1:
@@ -173,3 +179,36 @@ class ParallelVectorize(ScheduleRule):
                 spatial -= 1
         if spatial:
             sch.parallel(sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0])
+
+
+def _contiguous_lanes(stmt, spatial: int) -> bool:
+    """True when the reduction's last spatial axis is the innermost index of every buffer
+    that uses it (the weight of a batch-1 matmul, the channel lanes of a packed pool)."""
+    from tvm.tirx.analysis import undefined_vars
+
+    lane_var = stmt.iter_vars[spatial - 1].var
+    uses = False
+    for region in stmt.reads:
+        indices = [r.min for r in region.region]
+        if any(lane_var.same_as(v) for i in indices[:-1] for v in undefined_vars(i)):
+            return False
+        if indices and indices[-1].same_as(lane_var):
+            uses = True
+        elif indices and any(lane_var.same_as(v) for v in undefined_vars(indices[-1])):
+            return False
+    return uses
+
+
+def _vectorize_across_reduction(sch: s_tir.Schedule, block, loops: list, spatial: int) -> None:
+    """Reduce into a vector of lanes: the lane loop goes inside the reduction, so each step
+    reads one contiguous vector instead of striding through the weight row by row."""
+    extent = _extent(sch, loops[spatial - 1]) or 1
+    lanes = max(d for d in (16, 8, 4, 2, 1) if extent % d == 0)
+    if lanes == 1:
+        return
+    outer, lane = sch.split(loops[spatial - 1], [None, lanes])
+    sch.reorder(*loops[:spatial - 1], outer, *loops[spatial:], lane)
+    sch.parallel(sch.fuse(*loops[:spatial - 1], outer))
+    sch.vectorize(lane)  # before decompose_reduction: afterwards TVM refuses it
+    init = sch.decompose_reduction(block, loops[spatial])
+    sch.vectorize(sch.get_loops(init)[-1])
