@@ -1,14 +1,15 @@
 """edgec's tensor intrinsics: the one place that touches TVM's TensorIntrin registry.
 
-TVM 0.27 registers x86 int8 dot products only for AVX-512 and VNNI. On AVX2 the int8
-convolutions would otherwise compile to widened int32 multiplies (8 multiply-accumulates per
-instruction, no better than FP32). This adds the AVX2 micro-kernel: 8 output lanes times 4
-input channels, u8 x s8 pairs summed by vpmaddubsw into int16, then by vpmaddwd into int32
-(32 multiply-accumulates in two instructions).
+Each is a uint8 x int8 -> int32 dot product of LANES output channels times 4 input channels:
+C[i] += sum_k A[k] * B[i, k], the 4 activations broadcast to every lane.
 
-vpmaddubsw saturates a pair sum beyond int16, so the kernel is exact only when every
-|weight| <= MAX_WEIGHT (255 * 64 * 2 = 32640 fits); edgec.kernels checks that before using
-it, and the quantize stage asks for 7-bit weights on x86 so that it applies.
+- "avx2": vpmaddubsw sums u8 x s8 pairs into int16, vpmaddwd sums those into int32 (32
+  multiply-accumulates in two instructions, 8 lanes). TVM 0.27 registers x86 int8 dot
+  products only for AVX-512 and VNNI; without this, AVX2 int8 convs compile to widened
+  int32 multiplies, no faster than FP32. vpmaddubsw saturates a pair sum beyond int16, so it
+  is exact only when every |weight| <= MAX_WEIGHT (255 * 64 * 2 = 32640 fits): edgec.kernels
+  checks that before using it, and the quantize stage asks for 7-bit weights on AVX2.
+- "vnni": one vpdpbusd per 8 or 16 lanes (the ymm or zmm form), exact for all int8 weights.
 """
 
 from __future__ import annotations
@@ -16,29 +17,39 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-DOT_8X4_AVX2 = "edgec_dot_8x4_u8i8i32_avx2"
-LANES, DEPTH = 8, 4
-MAX_WEIGHT = 64
+KINDS = ("avx2", "vnni")
+DEPTH = 4
+MAX_WEIGHT = 64  # "avx2" only
+
+
+def lanes(kind: str, block: int) -> int | None:
+    """Output lanes per instruction of `kind` for channel block `block`; None: no fit."""
+    if kind == "avx2":
+        return 8 if block % 8 == 0 else None
+    return block if block in (8, 16) else None
+
+
+def _description(width: int):
+    @T.prim_func(s_tir=True)
+    def description(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((width, 4), "int8", offset_factor=1),
+        C: T.Buffer((width,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:width], A[0:4], B[0:width, 0:4])
+            T.writes(C[0:width])
+            for i in T.serial(0, width):
+                for k in T.serial(0, 4):
+                    with T.sblock("update"):
+                        vi, vk = T.axis.remap("SR", [i, k])
+                        C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
+
+    return description
 
 
 @T.prim_func(s_tir=True)
-def _dot_8x4_desc(
-    A: T.Buffer((4,), "uint8", offset_factor=1),
-    B: T.Buffer((8, 4), "int8", offset_factor=1),
-    C: T.Buffer((8,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:8], A[0:4], B[0:8, 0:4])
-        T.writes(C[0:8])
-        for i in T.serial(0, 8):
-            for k in T.serial(0, 4):
-                with T.sblock("update"):
-                    vi, vk = T.axis.remap("SR", [i, k])
-                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
-
-
-@T.prim_func(s_tir=True)
-def _dot_8x4_avx2(
+def _avx2_8x4(
     A: T.Buffer((4,), "uint8", offset_factor=1),
     B: T.Buffer((8, 4), "int8", offset_factor=1),
     C: T.Buffer((8,), "int32", offset_factor=1),
@@ -58,8 +69,34 @@ def _dot_8x4_avx2(
             dtype="int32x8")
 
 
-def dot_8x4_avx2() -> str:
-    """Register (once) and return the name of the AVX2 u8 x s8 -> s32 8x4 dot intrinsic."""
-    if TensorIntrin.get(DOT_8X4_AVX2, allow_missing=True) is None:
-        TensorIntrin.register(DOT_8X4_AVX2, _dot_8x4_desc, _dot_8x4_avx2)
-    return DOT_8X4_AVX2
+def _vnni(width: int):
+    bits = 32 * width
+
+    @T.prim_func(s_tir=True)
+    def implementation(
+        A: T.Buffer((4,), "uint8", offset_factor=1),
+        B: T.Buffer((width, 4), "int8", offset_factor=1),
+        C: T.Buffer((width,), "int32", offset_factor=1),
+    ) -> None:
+        with T.sblock("root"):
+            T.reads(C[0:width], A[0:4], B[0:width, 0:4])
+            T.writes(C[0:width])
+            # LLVM 20+ types the two multiplicands as byte vectors (TVM's own VNNI
+            # intrinsic still passes int32 vectors, which this LLVM rejects).
+            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+            a_u8 = T.reinterpret(T.broadcast(a_i32, width), dtype=f"uint8x{4 * width}")
+            C[T.ramp(T.int32(0), 1, width)] = T.call_llvm_pure_intrin(
+                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{bits}"),
+                C.vload([0], dtype=f"int32x{width}"), a_u8,
+                B.vload([0, 0], dtype=f"int8x{4 * width}"), dtype=f"int32x{width}")
+
+    return implementation
+
+
+def dot(kind: str, width: int) -> str:
+    """Register (once) and return the name of the `kind` dot intrinsic with `width` lanes."""
+    name = f"edgec_dot_{width}x4_u8i8i32_{kind}"
+    if TensorIntrin.get(name, allow_missing=True) is None:
+        implementation = _avx2_8x4 if kind == "avx2" else _vnni(width)
+        TensorIntrin.register(name, _description(width), implementation)
+    return name

@@ -18,19 +18,20 @@ _PACKED = re.compile(r"^NCHW(\d+)c$")
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
 
 
-def legalize_map(block: int, int8_dot: bool = False) -> dict:
+def legalize_map(block: int, int8_dot: str | None = None) -> dict:
     """Ops edgec legalizes itself; pass to relax.transform.LegalizeOps(customize_legalize_map).
 
     Args:
-        block: the target's channel block (floats per SIMD register).
-        int8_dot: the target has AVX2: uint8 x int8 packed convs use edgec.intrinsics' kernel.
+        block: the model's channel block (see edgec.layout.choose_block).
+        int8_dot: an edgec.intrinsics kind ("avx2", "vnni") the target has: uint8 x int8
+            packed convs are computed for that dot-product micro-kernel.
     """
     return {"relax.nn.conv2d": lambda bb, call: _legalize_conv2d(bb, call, block, int8_dot)}
 
 
-def _int8_dot_applies(call: relax.Call, block: int) -> bool:
-    """A dense packed uint8 x int8 -> int32 conv with constant weights small enough that
-    vpmaddubsw cannot saturate (see edgec.intrinsics)."""
+def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
+    """A dense packed uint8 x int8 -> int32 conv whose block fits the `kind` intrinsic, with
+    constant weights (for "avx2": small enough that vpmaddubsw cannot saturate)."""
     from edgec import intrinsics
 
     attrs, data, weight = call.attrs, call.args[0], call.args[1]
@@ -43,14 +44,16 @@ def _int8_dot_applies(call: relax.Call, block: int) -> bool:
     kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
     if not (data_match and kernel_match and attrs.out_layout == attrs.data_layout):
         return False
-    if int(data_match.group(1)) != block or block % intrinsics.LANES:
+    if int(data_match.group(1)) != block or not intrinsics.lanes(kind, block):
         return False
+    if kind != "avx2":
+        return True
     values = weight.value.numpy()
     return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
 
 
 def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
-                     int8_dot: bool = False) -> relax.Expr:
+                     int8_dot: str | None = None) -> relax.Expr:
     attrs = call.attrs
     args = (
         [int(s) for s in attrs.strides],
@@ -59,10 +62,10 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
         int(attrs.groups),
         str(call.ty.dtype),
     )
-    if int8_dot and _int8_dot_applies(call, block):
+    if int8_dot and _int8_dot_applies(call, block, int8_dot):
         # Packing a constant weight is folded at compile time by FoldConstant.
         packed = bb.emit_te(pack_int8_kernel, call.args[1], primfunc_name_hint="pack_int8_kernel")
-        return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args,
+        return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
                           primfunc_name_hint="conv2d_nchwc_int8")
     data_match = _PACKED.match(attrs.data_layout)
     kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
@@ -189,11 +192,11 @@ def pack_int8_kernel(kernel):
     )
 
 
-def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype):
+def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot):
     """uint8 NCHW{b}c data x int8 packed kernel (see pack_int8_kernel) -> int32 NCHW{b}c.
 
     The innermost reduction runs over 4 consecutive input channels, which edgec.schedules
-    tensorizes with the AVX2 8x4 dot intrinsic.
+    tensorizes with the edgec.intrinsics kind `dot` (recorded on the block for it).
     """
     n, c_chunks, height, width, block = (int(d) for d in data.shape)
     o_chunks, _, kh_size, kw_size, _, _ = (int(d) for d in kernel.shape)
@@ -214,4 +217,5 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
             axis=[icc, kh, kw, ic4, ici],
         ),
         name="conv2d_nchwc_int8",
+        attrs={"edgec_dot": dot},
     )

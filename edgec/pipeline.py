@@ -201,7 +201,7 @@ def _import_quantized(options: CompileOptions, target: Target, say: Progress
     say(f"calibrating on {len(samples)} samples ({options.calib_method}) with ONNX Runtime")
     # x86's fast int8 kernel (vpmaddubsw) is exact only with 7-bit weights.
     qdq = quantize.quantize_onnx(prepared.graph, samples, options.calib_method,
-                                 options.per_channel, reduce_range=target.arch == "x86_64")
+                                 options.per_channel, reduce_range=target.int8_dot == "avx2")
     model, counts = quantize.lower_int8(
         frontend.convert(dataclasses.replace(prepared, graph=qdq, reference=qdq)))
     return model, _Quantized(fp32, prepared.graph, qdq, samples, source, counts)
@@ -314,4 +314,4 @@ def tune_model(
         )
     prepared = prepare(model, target, input_shapes, layout_choice)
     ir = build.lower(prepared, target, default_schedules=False)
-    return tune.tune(ir, target, options, progress)
+    return tune.tune(ir, target, options, progress, name=prepared.name)

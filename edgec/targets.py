@@ -48,6 +48,15 @@ class Target:
         return max(4, self.vector_bits // 32)
 
     @property
+    def int8_dot(self) -> str | None:
+        """The edgec.intrinsics kind of int8 dot product this target has, if any."""
+        if self.arch != "x86_64":
+            return None
+        if "avx512_vnni" in self.features and "avx512vl" in self.features:
+            return "vnni"
+        return "avx2" if "avx2" in self.features else None
+
+    @property
     def is_native(self) -> bool:
         """True when code built for this target runs on this machine."""
         return self.arch == platform.machine() and not self.cross_compiler
@@ -74,6 +83,28 @@ def targets_dir() -> Path:
 
 def names() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
+
+
+_CPUINFO_NAMES = {"neon": "asimd", "dotprod": "asimddp", "fp16": "fphp"}  # aarch64 names
+
+
+def closest_to_host() -> str:
+    """The widest shipped target this machine runs (x86_64-avx512 on AVX-512 machines,
+    x86_64 on AVX2 ones): shipped tuning logs are per shipped target, not per host."""
+    flags, arch = cpu_flags(), platform.machine()
+    fits = []
+    for name in names():
+        if name == "host":
+            continue
+        target = load(name)
+        if target.arch != arch:
+            continue
+        needed = {_CPUINFO_NAMES.get(f, f) for f in target.features}
+        if needed <= flags:
+            fits.append((target.vector_bits, len(needed), name))
+    if not fits:
+        raise ConfigError(f"no shipped target runs on this {arch} machine; use --target host")
+    return max(fits)[2]
 
 
 def load(name_or_path: str) -> Target:
@@ -160,7 +191,7 @@ def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
     """Fill a 'detect = true' description from this machine's CPU."""
     from tvm.target import codegen
 
-    flags = _cpu_flags()
+    flags = cpu_flags()
     arch = platform.machine()
     data = {**data, "arch": arch}
     tvm_table = {**data["tvm"], "mcpu": codegen.llvm_get_system_cpu()}
@@ -179,7 +210,7 @@ def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def _cpu_flags() -> set[str]:
+def cpu_flags() -> set[str]:
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:

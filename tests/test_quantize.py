@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_clean_failure, leftovers, run_cli, save_model
-from edgec import pipeline, runtime, zoo
+from edgec import pipeline, runtime, targets, zoo
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
                   "hubble_deep_field.jpg", "ihc.png", "color.png", "motorcycle_left.png",
@@ -179,6 +179,30 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
     if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
         assert disassembly(out).count("vpmaddubsw") > 0
+    compiled = runtime.load(out)
+    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for x in samples[:4]:
+        got = compiled.run({"input": x})["logits"]
+        want = session.run(None, {"input": x})[0]
+        assert cosine(got, want) >= QDQ_MIN_COSINE
+        assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+
+
+def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, tmp_path):
+    rng = np.random.default_rng(6)
+    samples = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "small.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
+        target="x86_64-avx512-vnni", check=False))
+    code = disassembly(out)
+    assert code.count("vpdpbusd") > 0 and code.count("vpmaddubsw") == 0
+    weights = [v for v in result.model.onnx.graph.initializer if v.data_type == TensorProto.INT8]
+    assert max(int(np.abs(numpy_helper.to_array(w).astype(int)).max()) for w in weights) > 64
+    if "avx512_vnni" not in targets.cpu_flags():
+        pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
     compiled = runtime.load(out)
     session = ort.InferenceSession(result.model.onnx.SerializeToString(),
                                    providers=["CPUExecutionProvider"])
