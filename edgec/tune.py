@@ -8,6 +8,7 @@ model that has it. Tasks that already have their trials are skipped on the next 
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable
@@ -130,15 +131,21 @@ class TuneReport:
 Progress = Callable[[TuneReport, int], None]  # report so far, trials planned in total
 
 
-def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = None) -> TuneReport:
+def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = None,
+         name: str | None = None) -> TuneReport:
     """Tune every task of a lowered (legalized, fused, unscheduled) Relax module.
+
+    The time and trials spent are added up in the database's metadata.json, for the model
+    `name` too when given, after every batch (so a killed tune still counts what it did).
 
     Raises:
         TuneError: MetaSchedule failed; what was measured until then stays in the logs.
     """
     from edgec import metaschedule as ms
+    from edgec.runtime import use_all_cores
     from edgec.schedules import schedule_function
 
+    use_all_cores()  # local runner workers inherit it: measure on the threads we deploy with
     tvm_target = target.tvm_target()
     work_dir = logs_dir(target, options.logs)
     database = ms.open_database(work_dir)
@@ -160,6 +167,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         return report
     total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
     start = time.perf_counter()
+    spent_before = read_metadata(work_dir)
 
     def on_batch(task_id: int, count: int, seconds: list[float]) -> None:
         row = pending_rows[task_id]
@@ -169,6 +177,8 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             best = min(seconds)
             row.best_seconds = best if row.best_seconds is None else min(row.best_seconds, best)
         report.seconds = time.perf_counter() - start
+        write_metadata(work_dir, _add_spent(spent_before, name, report.seconds,
+                                            report.trials_run))
         if progress:
             progress(report, total)
         if options.budget_seconds and report.seconds > options.budget_seconds:
@@ -193,6 +203,35 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
                         f"records measured so far are kept in {work_dir}") from err
     report.seconds = time.perf_counter() - start
     return report
+
+
+def read_metadata(work_dir: Path) -> dict:
+    """The database's metadata.json: {"tuning_seconds", "trials", "models": {name: {...}}}."""
+    path = work_dir / "metadata.json"
+    if not path.is_file():
+        return {"tuning_seconds": 0.0, "trials": 0, "models": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it") from err
+
+
+def write_metadata(work_dir: Path, metadata: dict) -> None:
+    path = work_dir / "metadata.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    partial.replace(path)  # atomic: a kill mid-write leaves the previous file
+
+
+def _add_spent(before: dict, name: str | None, seconds: float, trials: int) -> dict:
+    after = json.loads(json.dumps(before))  # deep copy
+    after["tuning_seconds"] = round(before.get("tuning_seconds", 0.0) + seconds, 1)
+    after["trials"] = before.get("trials", 0) + trials
+    if name:
+        model = after.setdefault("models", {}).setdefault(name, {})
+        model["tuning_seconds"] = round(model.get("tuning_seconds", 0.0) + seconds, 1)
+        model["trials"] = model.get("trials", 0) + trials
+    return after
 
 
 class _BudgetSpent(Exception):
