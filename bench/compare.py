@@ -14,14 +14,12 @@ on photos bundled with scikit-image. README.md's "## Performance" section explai
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
 import sys
 import tempfile
 import time
-import traceback
 from datetime import date
 from pathlib import Path
 
@@ -30,7 +28,7 @@ import numpy as np
 import onnx
 import runtimes
 
-from edgec import tune, verify, zoo
+from edgec import targets, tune, verify, zoo
 from edgec.errors import did_you_mean
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "resnet50",
@@ -54,13 +52,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int,
                         default=int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)),
                         help="threads of every runtime (default: $TVM_NUM_THREADS or all cores)")
-    parser.add_argument("--target", default="x86_64", help="edgec target of this machine")
+    parser.add_argument("--target", default=targets.closest_to_host(),
+                        help="edgec target (default: the widest shipped one this CPU runs)")
     parser.add_argument("--calibration", type=int, help="calibration photos (default 8, quick 4)")
     parser.add_argument("--json", type=Path, help="write every number as JSON")
     parser.add_argument("--plot", type=Path, help="write a grouped bar chart (PNG)")
     parser.add_argument("--markdown", type=Path, help="write the table as markdown")
     parser.add_argument("--readme", action="store_true",
                         help="rewrite the table between the compare markers in README.md")
+    parser.add_argument("--against", type=Path,
+                        help="the --json of an earlier run: show how far each latency moved")
     parser.add_argument("--quick", action="store_true",
                         help=f"smoke run: {', '.join(QUICK_MODELS)}, 10 runs, smaller peak GEMM")
     args = parser.parse_args(argv)
@@ -75,6 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f'unknown zoo model "{name}"{did_you_mean(name, zoo.names())}')
     if not 1 <= args.calibration <= len(measures.CALIBRATION_IMAGES):
         parser.error(f"--calibration takes 1 to {len(measures.CALIBRATION_IMAGES)} photos")
+    if args.against and not args.against.is_file():
+        parser.error(f"--against {args.against}: no such file (give an earlier --json output)")
     if args.readme and (BEGIN not in README.read_text() or END not in README.read_text()):
         parser.error(f"README.md has no {BEGIN} ... {END} block to rewrite")
     return args
@@ -114,19 +117,12 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
 
 def run_one(rt, onnx_path: Path, inputs: dict, reference: np.ndarray,
             args: argparse.Namespace) -> dict:
-    """Prepare, time and check one runtime on one model; n/a (None) with a note if it fails."""
-    try:
-        rt.prepare(onnx_path)
-        ms = rt.median_ms(inputs, args.runs, args.warmup)
-        return {"ms": ms, "cosine": cosine(rt.outputs(inputs), reference), "info": rt.info}
-    except runtimes.Unavailable as err:
-        return {"ms": None, "note": str(err)}
-    except Exception as err:  # a failing runtime must not end the suite: report it instead
-        traceback.print_exc()
-        return {"ms": None, "note": f"{type(err).__name__}: {str(err).strip()[:300]}"}
-    finally:
-        rt.close()
-        gc.collect()  # free the model and its thread pool before the next runtime is timed
+    """Prepare, time and check one runtime on one model, alone in a child process; n/a
+    (None) with a note if it fails."""
+    result = runtimes.measure(rt, onnx_path, inputs, args.runs, args.warmup)
+    if result["ms"] is not None:
+        result["cosine"] = cosine(result.pop("outputs"), reference)
+    return result
 
 
 def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path],
@@ -232,6 +228,31 @@ def write_plot(result: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def reproducibility(result: dict, earlier: dict) -> dict:
+    """How each latency of this run moved from an earlier run of the suite, in percent."""
+    changes = {}
+    for name, row in result["models"].items():
+        before = earlier.get("models", {}).get(name, {}).get("latency_ms", {})
+        for key, ms in row["latency_ms"].items():
+            if ms and before.get(key):
+                changes[f"{name} / {COLUMNS[key]}"] = round(100.0 * (ms / before[key] - 1.0), 2)
+    sizes = sorted(abs(v) for v in changes.values())
+    worst = max(changes, key=lambda k: abs(changes[k])) if changes else None
+    return {"earlier_date": earlier.get("settings", {}).get("date"), "changes_percent": changes,
+            "median_abs_percent": float(np.median(sizes)) if sizes else None,
+            "within_10_percent": sum(v <= 10.0 for v in sizes), "cells": len(sizes),
+            "largest": worst and {"cell": worst, "percent": changes[worst]}}
+
+
+def reproducibility_line(rep: dict) -> str:
+    if not rep["cells"]:
+        return "No cell in common with the earlier run."
+    largest = rep["largest"]
+    return (f"Against an earlier run ({rep['earlier_date']}): median change "
+            f"{rep['median_abs_percent']:.1f}%, {rep['within_10_percent']} of {rep['cells']} "
+            f"cells within 10%, largest {largest['percent']:+.1f}% ({largest['cell']}).")
+
+
 def update_readme(table: str, readme: Path = README) -> None:
     """Replace what lies between the compare markers in README.md with `table`."""
     text = readme.read_text()
@@ -287,6 +308,11 @@ def main(argv: list[str] | None = None) -> int:
             result["models"][name] = measure_model(name, args, dbs, Path(tmp), peak)
     result["seconds"] = time.perf_counter() - started
     table = markdown(result)
+    if args.against:
+        result["reproducibility"] = reproducibility(result, json.loads(args.against.read_text()))
+        for cell, change in result["reproducibility"]["changes_percent"].items():
+            print(f"  {cell:<40} {change:+6.1f}%")
+        table += "\n" + reproducibility_line(result["reproducibility"]) + "\n"
     print("\n" + table + f"\nsuite took {result['seconds'] / 60:.1f} min")
     if args.markdown:
         args.markdown.write_text(table)

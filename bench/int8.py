@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from runtimes import median_ms  # bench/ is on sys.path when run as a script
 
-from edgec import bench, pipeline, quantize, runtime, zoo
+from edgec import bench, pipeline, quantize, runtime, targets, zoo
 from edgec.model import TensorSpec
 
 MODELS = ("mobilenet_v2", "resnet18")
@@ -63,11 +63,14 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def measure(name: str, photos: Path, out: Path, threads: int, runs: int, warmup: int) -> dict:
+def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs: int,
+            warmup: int) -> dict:
     fp32_lib, int8_lib = out / f"{name}-fp32.so", out / f"{name}-int8.so"
-    pipeline.compile_model(pipeline.CompileOptions(model=f"zoo:{name}", output=fp32_lib))
+    pipeline.compile_model(pipeline.CompileOptions(model=f"zoo:{name}", output=fp32_lib,
+                                                   target=target))
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=f"zoo:{name}", output=int8_lib, quantize="int8", calib=str(photos)))
+        model=f"zoo:{name}", output=int8_lib, target=target, quantize="int8",
+        calib=str(photos)))
     samples = quantize.load_calibration(str(photos), quantize.CalibOptions(),
                                         [TensorSpec("input", (1, 3, 224, 224))])
     fp32_model, int8_model = runtime.load(fp32_lib), runtime.load(int8_lib)
@@ -90,6 +93,8 @@ def measure(name: str, photos: Path, out: Path, threads: int, runs: int, warmup:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=list(MODELS))
+    parser.add_argument("--target", default=targets.closest_to_host(),
+                        help="edgec target (default: the widest shipped one this CPU runs)")
     parser.add_argument("--runs", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--json", type=Path)
@@ -102,12 +107,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         photos = photo_folder(Path(tmp))
         for name in args.models:
-            row = rows[name] = measure(name, photos, Path(tmp), threads, args.runs, args.warmup)
+            row = rows[name] = measure(name, args.target, photos, Path(tmp), threads, args.runs,
+                                       args.warmup)
             print(f"{name:<14} {row['fp32_ms']:>10.2f} {row['int8_ms']:>10.2f} "
                   f"{row['ort_fp32_ms']:>9.2f} {row['ort_int8_ms']:>9.2f} {row['cosine']:>8.5f} "
                   f"{100 * row['top1_agreement']:>5.0f}%")
+    print(f"target {args.target}")
     if args.json:
-        args.json.write_text(json.dumps({"threads": threads, "runs": args.runs,
+        args.json.write_text(json.dumps({"target": args.target, "threads": threads,
+                                         "runs": args.runs,
                                          "models": rows}, indent=2))
     return 0
 

@@ -7,13 +7,20 @@ Every class takes the thread count (and calibration images, for INT8) when built
     outputs(inputs)           the first output, to compare with ONNX Runtime FP32
     close()                   free the model and its threads before the next runtime runs
 A runtime that cannot run here raises `Unavailable` from prepare, with the reason.
+
+`measure` runs one runtime on one model in a child process of its own (`isolated`): in one
+shared process, the thread pools, loaded libraries and allocator state that earlier runtimes
+leave behind moved later timings by 10-40% on a 2-core VM.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
+import multiprocessing
 import statistics
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +31,43 @@ from edgec import bench, pipeline, runtime
 
 class Unavailable(Exception):
     """This runtime has no such mode here; the message says why (printed as n/a)."""
+
+
+def isolated(function: Callable, *args):
+    """function(*args) in a fresh child process (spawned: no state of this one carried over).
+
+    Raises:
+        Unavailable: the child died (a crash in a runtime's native code).
+    """
+    context = multiprocessing.get_context("spawn")
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+        try:
+            return pool.submit(function, *args).result()
+        except concurrent.futures.process.BrokenProcessPool as err:
+            raise Unavailable(f"its process died ({err})") from err
+
+
+def measure(runtime, onnx_path: Path, inputs: dict, runs: int, warmup: int) -> dict:
+    """Prepare, time and run one runtime in a child process: {"ms", "outputs", "info"}, or
+    {"ms": None, "note": why} when it cannot run or fails."""
+    try:
+        return isolated(_measure_here, runtime, onnx_path, inputs, runs, warmup)
+    except Unavailable as err:
+        return {"ms": None, "note": str(err)}
+
+
+def _measure_here(runtime, onnx_path: Path, inputs: dict, runs: int, warmup: int) -> dict:
+    try:
+        runtime.prepare(onnx_path)
+        ms = runtime.median_ms(inputs, runs, warmup)
+        return {"ms": ms, "outputs": runtime.outputs(inputs), "info": runtime.info}
+    except Unavailable as err:
+        return {"ms": None, "note": str(err)}
+    except Exception as err:  # a failing runtime must not end the suite: report it instead
+        traceback.print_exc()
+        return {"ms": None, "note": f"{type(err).__name__}: {str(err).strip()[:300]}"}
+    finally:
+        runtime.close()
 
 
 def median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:

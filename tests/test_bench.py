@@ -64,3 +64,21 @@ def test_compare_writes_a_real_png_chart(quick_run):
     _, png = quick_run
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+def test_against_reports_how_far_each_latency_moved_between_two_runs():
+    sys.path.insert(0, str(REPO / "bench"))
+    import compare
+
+    def run(date, latencies):
+        return {"settings": {"date": date},
+                "models": {"m": {"latency_ms": dict(zip(COLUMNS, latencies, strict=False))}}}
+
+    earlier = run("2026-01-01", [10.0, 8.0, 4.0, None])
+    now = run("2026-01-02", [11.0, 8.0, 3.0, 5.0])  # +10%, 0%, -25%, and one cell new
+    rep = compare.reproducibility(now, earlier)
+    assert rep["cells"] == 3 and rep["within_10_percent"] == 2
+    assert rep["median_abs_percent"] == pytest.approx(10.0)
+    assert rep["largest"]["percent"] == pytest.approx(-25.0)
+    assert "edgec INT8" in rep["largest"]["cell"]
+    assert "2 of 3 cells within 10%" in compare.reproducibility_line(rep)
