@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from runtimes import median_ms  # bench/ is on sys.path when run as a script
+from runtimes import isolated, median_ms  # bench/ is on sys.path when run as a script
 
 from edgec import bench, pipeline, quantize, runtime, targets, zoo
 from edgec.model import TensorSpec
@@ -39,6 +39,11 @@ def photo_folder(where: Path) -> Path:
     for name in PHOTOS:
         shutil.copy(source / name, folder / name)
     return folder
+
+
+def edgec_median_ms(library: Path, inputs: dict, runs: int, warmup: int) -> float:
+    report = bench.benchmark(runtime.load(library), inputs, runs=runs, warmup=warmup)
+    return report.stats()["median"]
 
 
 def ort_median_ms(model, inputs: dict, threads: int, runs: int, warmup: int) -> float:
@@ -73,15 +78,14 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
         calib=str(photos)))
     samples = quantize.load_calibration(str(photos), quantize.CalibOptions(),
                                         [TensorSpec("input", (1, 3, 224, 224))])
-    fp32_model, int8_model = runtime.load(fp32_lib), runtime.load(int8_lib)
-    timed = {}
-    for key, model in (("fp32_ms", fp32_model), ("int8_ms", int8_model)):
-        report = bench.benchmark(model, samples[0], runs=runs, warmup=warmup)
-        timed[key] = report.stats()["median"]
+    # Each timing runs alone in a fresh process (see bench/runtimes.py for why).
+    timed = {key: isolated(edgec_median_ms, lib, samples[0], runs, warmup)
+             for key, lib in (("fp32_ms", fp32_lib), ("int8_ms", int8_lib))}
     float_onnx, qdq = zoo.build(name), result.model.onnx
-    timed["ort_fp32_ms"] = ort_median_ms(float_onnx, samples[0], threads, runs, warmup)
-    timed["ort_int8_ms"] = ort_median_ms(qdq, samples[0], threads, runs, warmup)
+    timed["ort_fp32_ms"] = isolated(ort_median_ms, float_onnx, samples[0], threads, runs, warmup)
+    timed["ort_int8_ms"] = isolated(ort_median_ms, qdq, samples[0], threads, runs, warmup)
     reference = ort_logits(float_onnx, samples)
+    int8_model = runtime.load(int8_lib)
     ours = np.concatenate([int8_model.run(s)["logits"] for s in samples])
     theirs = ort_logits(qdq, samples)
     return {**timed, "cosine": cosine(ours, reference),
