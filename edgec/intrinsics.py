@@ -1,7 +1,7 @@
 """edgec's tensor intrinsics: the one place that touches TVM's TensorIntrin registry.
 
-Each is a uint8 x int8 -> int32 dot product of LANES output channels times 4 input channels:
-C[i] += sum_k A[k] * B[i, k], the 4 activations broadcast to every lane.
+Each is an 8-bit x int8 -> int32 dot product of a vector of output lanes times 4 input
+channels: C[i] += sum_k A[k] * B[i, k], the 4 activations broadcast to every lane.
 
 - "avx2": vpmaddubsw sums u8 x s8 pairs into int16, vpmaddwd sums those into int32 (32
   multiply-accumulates in two instructions, 8 lanes). TVM 0.27 registers x86 int8 dot
@@ -10,6 +10,8 @@ C[i] += sum_k A[k] * B[i, k], the 4 activations broadcast to every lane.
   is exact only when every |weight| <= MAX_WEIGHT (255 * 64 * 2 = 32640 fits): edgec.kernels
   checks that before using it, and the quantize stage asks for 7-bit weights on AVX2.
 - "vnni": one vpdpbusd per 8 or 16 lanes (the ymm or zmm form), exact for all int8 weights.
+- "sdot": AArch64's sdot (Armv8.2 dotprod), 4 lanes, int8 x int8: activations are
+  quantized to int8 for it (edgec.pipeline asks ONNX Runtime for QInt8 activations).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from __future__ import annotations
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
-KINDS = ("avx2", "vnni")
+KINDS = ("avx2", "vnni", "sdot")
 DEPTH = 4
 MAX_WEIGHT = 64  # "avx2" only
 
@@ -26,13 +28,20 @@ def lanes(kind: str, block: int) -> int | None:
     """Output lanes per instruction of `kind` for channel block `block`; None: no fit."""
     if kind == "avx2":
         return 8 if block % 8 == 0 else None
+    if kind == "sdot":
+        return 4 if block % 4 == 0 else None
     return block if block in (8, 16) else None
 
 
-def _description(width: int):
+def activation_dtype(kind: str) -> str:
+    """The activation type the `kind` dot product multiplies (weights are always int8)."""
+    return "int8" if kind == "sdot" else "uint8"
+
+
+def _description(width: int, a_dtype: str):
     @T.prim_func(s_tir=True)
     def description(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
         B: T.Buffer((width, 4), "int8", offset_factor=1),
         C: T.Buffer((width,), "int32", offset_factor=1),
     ) -> None:
@@ -93,10 +102,30 @@ def _vnni(width: int):
     return implementation
 
 
+@T.prim_func(s_tir=True)
+def _sdot_4x4(
+    A: T.Buffer((4,), "int8", offset_factor=1),
+    B: T.Buffer((4, 4), "int8", offset_factor=1),
+    C: T.Buffer((4,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
+        T.writes(C[0:4])
+        # Lane i of sdot sums bytes 4i..4i+3 of both operands: the 4 activations repeated
+        # in every lane against row i of B.
+        a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
+        a_i8 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
+        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
+            C.vload([0], dtype="int32x4"), a_i8, B.vload([0, 0], dtype="int8x16"),
+            dtype="int32x4")
+
+
 def dot(kind: str, width: int) -> str:
     """Register (once) and return the name of the `kind` dot intrinsic with `width` lanes."""
-    name = f"edgec_dot_{width}x4_u8i8i32_{kind}"
+    a_dtype = activation_dtype(kind)
+    name = f"edgec_dot_{width}x4_{a_dtype[0]}8i8i32_{kind}"
     if TensorIntrin.get(name, allow_missing=True) is None:
-        implementation = _avx2_8x4 if kind == "avx2" else _vnni(width)
-        TensorIntrin.register(name, _description(width), implementation)
+        implementation = {"avx2": _avx2_8x4, "sdot": _sdot_4x4}.get(kind) or _vnni(width)
+        TensorIntrin.register(name, _description(width, a_dtype), implementation)
     return name

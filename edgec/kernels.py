@@ -30,13 +30,13 @@ def legalize_map(block: int, int8_dot: str | None = None) -> dict:
 
 
 def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
-    """A dense packed uint8 x int8 -> int32 conv whose block fits the `kind` intrinsic, with
+    """A dense packed 8-bit x int8 -> int32 conv whose block fits the `kind` intrinsic, with
     constant weights (for "avx2": small enough that vpmaddubsw cannot saturate)."""
     from edgec import intrinsics
 
     attrs, data, weight = call.attrs, call.args[0], call.args[1]
     if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
-            "uint8", "int8", "int32"):
+            intrinsics.activation_dtype(kind), "int8", "int32"):
         return False
     if not isinstance(weight, tvm.ir.Constant) or int(attrs.groups) != 1:
         return False
@@ -193,7 +193,7 @@ def pack_int8_kernel(kernel):
 
 
 def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot):
-    """uint8 NCHW{b}c data x int8 packed kernel (see pack_int8_kernel) -> int32 NCHW{b}c.
+    """8-bit NCHW{b}c data x int8 packed kernel (see pack_int8_kernel) -> int32 NCHW{b}c.
 
     The innermost reduction runs over 4 consecutive input channels, which edgec.schedules
     tensorizes with the edgec.intrinsics kind `dot` (recorded on the block for it).

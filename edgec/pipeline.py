@@ -199,9 +199,11 @@ def _import_quantized(options: CompileOptions, target: Target, say: Progress
     if options.quantize == "fp16":
         return quantize.to_fp16(fp32), _Quantized(fp32, prepared.graph, None, samples, source, {})
     say(f"calibrating on {len(samples)} samples ({options.calib_method}) with ONNX Runtime")
-    # x86's fast int8 kernel (vpmaddubsw) is exact only with 7-bit weights.
+    # AVX2's int8 kernel (vpmaddubsw) is exact only with 7-bit weights; sdot multiplies
+    # int8 activations, the x86 kernels uint8 ones.
     qdq = quantize.quantize_onnx(prepared.graph, samples, options.calib_method,
-                                 options.per_channel, reduce_range=target.int8_dot == "avx2")
+                                 options.per_channel, reduce_range=target.int8_dot == "avx2",
+                                 activations="int8" if target.int8_dot == "sdot" else "uint8")
     model, counts = quantize.lower_int8(
         frontend.convert(dataclasses.replace(prepared, graph=qdq, reference=qdq)))
     return model, _Quantized(fp32, prepared.graph, qdq, samples, source, counts)

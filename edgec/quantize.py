@@ -147,13 +147,14 @@ def _quiet_onnxruntime() -> Iterator[None]:
 
 def quantize_onnx(model: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray]],
                   method: str = "minmax", per_channel: bool = True,
-                  reduce_range: bool = False) -> onnx.ModelProto:
+                  reduce_range: bool = False, activations: str = "uint8") -> onnx.ModelProto:
     """Calibrate and quantize a float ONNX model to QDQ form with ONNX Runtime.
 
     Activations become uint8 with a zero point, weights symmetric int8 (per output channel
     unless per_channel is False), biases int32: the u8 x s8 form integer SIMD works on.
     reduce_range keeps weights within 7 bits (|w| <= 64), which x86's vpmaddubsw needs to
-    sum pairs without saturating (see edgec.intrinsics).
+    sum pairs without saturating (see edgec.intrinsics). activations="int8" quantizes
+    activations to int8 (with a zero point) for AArch64's int8 x int8 sdot.
 
     Raises:
         QuantizeError: no samples, or ONNX Runtime failed to calibrate the model.
@@ -187,7 +188,8 @@ def quantize_onnx(model: onnx.ModelProto, samples: Sequence[dict[str, np.ndarray
             quantize_static(
                 source, out, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=reduce_range,
-                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                activation_type=QuantType.QInt8 if activations == "int8" else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
                 calibrate_method=methods[method],
                 extra_options={"WeightSymmetric": True, "ActivationSymmetric": False},
             )

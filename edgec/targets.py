@@ -50,6 +50,8 @@ class Target:
     @property
     def int8_dot(self) -> str | None:
         """The edgec.intrinsics kind of int8 dot product this target has, if any."""
+        if self.arch == "aarch64":
+            return "sdot" if "dotprod" in self.features else None
         if self.arch != "x86_64":
             return None
         if "avx512_vnni" in self.features and "avx512vl" in self.features:

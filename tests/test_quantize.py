@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_clean_failure, leftovers, run_cli, save_model
-from edgec import pipeline, runtime, targets, zoo
+from edgec import emulator, pipeline, runtime, targets, zoo
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
                   "hubble_deep_field.jpg", "ihc.png", "color.png", "motorcycle_left.png",
@@ -211,6 +211,36 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
         want = session.run(None, {"input": x})[0]
         assert cosine(got, want) >= QDQ_MIN_COSINE
         assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+
+
+@pytest.mark.slow
+def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(small_net, tmp_path):
+    rng = np.random.default_rng(8)
+    samples = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "small-rpi5.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
+        target="rpi5"))
+    assert shutil.which("aarch64-linux-gnu-objdump"), "binutils-aarch64-linux-gnu is needed"
+    code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out)], capture_output=True,
+                          text=True, check=True).stdout
+    assert code.count("sdot") > 0
+    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    graph = result.model.onnx.graph
+    zero_points = {i.name: i.data_type for i in graph.initializer}
+    activation_types = {zero_points[n.input[2]] for n in graph.node
+                        if n.op_type == "QuantizeLinear"}
+    assert activation_types == {TensorProto.INT8}  # sdot multiplies int8 by int8
+    with emulator.EmulatedBoard() as board:  # qemu's default CPU has dotprod
+        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
+        for x in samples[:3]:
+            got = on_board.run({"input": x})["logits"]
+            want = session.run(None, {"input": x})[0]
+            assert cosine(got, want) >= QDQ_MIN_COSINE
+            assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+        del on_board
 
 
 def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, tmp_path):
