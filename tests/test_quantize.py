@@ -136,6 +136,17 @@ def test_fp16_stays_close_to_fp32(photo_folder, tmp_path):
     assert np.mean(got.argmax(1) == fp32.argmax(1)) >= 0.9
 
 
+def assert_agrees_with_qdq(compiled, qdq_model, samples) -> None:
+    """edgec's INT8 logits against ONNX Runtime running the same QDQ model, sample by sample."""
+    session = ort.InferenceSession(qdq_model.SerializeToString(),
+                                   providers=["CPUExecutionProvider"])
+    for x in samples:
+        got = compiled.run({"input": x})["logits"]
+        want = session.run(None, {"input": x})[0]
+        assert cosine(got, want) >= QDQ_MIN_COSINE
+        assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+
+
 @pytest.fixture
 def small_net(tmp_path: Path) -> Path:
     """conv3x3 (padded) + ReLU, conv1x1, residual add, global pool, Gemm: every INT8 path."""
@@ -179,14 +190,7 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
     if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
         assert disassembly(out).count("vpmaddubsw") > 0
-    compiled = runtime.load(out)
-    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    for x in samples[:4]:
-        got = compiled.run({"input": x})["logits"]
-        want = session.run(None, {"input": x})[0]
-        assert cosine(got, want) >= QDQ_MIN_COSINE
-        assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+    assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
 
 
 def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, tmp_path):
@@ -203,14 +207,7 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
     assert max(int(np.abs(numpy_helper.to_array(w).astype(int)).max()) for w in weights) > 64
     if "avx512_vnni" not in targets.cpu_flags():
         pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
-    compiled = runtime.load(out)
-    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
-    for x in samples[:4]:
-        got = compiled.run({"input": x})["logits"]
-        want = session.run(None, {"input": x})[0]
-        assert cosine(got, want) >= QDQ_MIN_COSINE
-        assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+    assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
 
 
 @pytest.mark.slow
@@ -226,8 +223,6 @@ def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(sma
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out)], capture_output=True,
                           text=True, check=True).stdout
     assert code.count("sdot") > 0
-    session = ort.InferenceSession(result.model.onnx.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
     graph = result.model.onnx.graph
     zero_points = {i.name: i.data_type for i in graph.initializer}
     activation_types = {zero_points[n.input[2]] for n in graph.node
@@ -235,11 +230,7 @@ def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(sma
     assert activation_types == {TensorProto.INT8}  # sdot multiplies int8 by int8
     with emulator.EmulatedBoard() as board:  # qemu's default CPU has dotprod
         on_board = runtime.load_remote(board.connect(session_timeout=300), out)
-        for x in samples[:3]:
-            got = on_board.run({"input": x})["logits"]
-            want = session.run(None, {"input": x})[0]
-            assert cosine(got, want) >= QDQ_MIN_COSINE
-            assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
+        assert_agrees_with_qdq(on_board, result.model.onnx, samples[:3])
         del on_board
 
 
