@@ -304,8 +304,14 @@ def tune_model(
     input_shapes: Mapping | None = None,
     layout_choice: str = "auto",
     progress: tune.Progress | None = None,
+    quantization: CompileOptions | None = None,
 ) -> tune.TuneReport:
-    """Tune the exact tasks `compile_model` builds for this model, target and layout."""
+    """Tune the exact tasks `compile_model` builds for this model, target and layout.
+
+    Args:
+        quantization: compile options with `quantize` (and `calib`) set: tune the quantized
+            model's tasks, which land in the same database as the float ones.
+    """
     target = targets.load(target_name)
     if options.rpc or options.tracker:
         build.check_toolchain(target)
@@ -314,6 +320,14 @@ def tune_model(
             f"target {target.name} is {target.arch}: its code cannot be measured here; "
             "tune on the board with --rpc HOST:PORT or --tracker HOST:PORT --key KEY"
         )
-    prepared = prepare(model, target, input_shapes, layout_choice)
+    if quantization is not None and quantization.quantize:
+        quantize.check_settings(quantization.quantize, quantization.calib,
+                                quantization.calib_method)
+        imported, _ = _import_quantized(quantization, target, lambda _msg: None)
+        prepared = layout.apply_layout(imported, layout_choice, target)
+        name = f"{prepared.name}-{quantization.quantize}"
+    else:
+        prepared = prepare(model, target, input_shapes, layout_choice)
+        name = prepared.name
     ir = build.lower(prepared, target, default_schedules=False)
-    return tune.tune(ir, target, options, progress, name=prepared.name)
+    return tune.tune(ir, target, options, progress, name=name)

@@ -49,6 +49,24 @@ def test_tune_then_compile_uses_the_records_and_still_matches_onnxruntime(
 
 
 @pytest.mark.slow
+def test_int8_tasks_tune_into_the_database_and_compile_applies_them(dynamic_conv_model,
+                                                                    tmp_path):
+    logs = tmp_path / "logs"
+    quantized = ["--input-shape", "image:1,3,16,16", "--quantize", "int8", "--calib", "random"]
+    result = run_cli("tune", str(dynamic_conv_model), *quantized, "--trials", "2",
+                     "--tuning-logs", str(logs))
+    assert result.returncode == 0, result.stderr
+    assert len(record_lines(logs)) >= 2
+    assert "int8" in (logs / "database_workload.json").read_text()  # the integer conv's TIR
+    assert json.loads((logs / "metadata.json").read_text())["models"]["dynamic-int8"]["trials"]
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(dynamic_conv_model), output=tmp_path / "q.so", input_shapes=SMALL,
+        quantize="int8", calib="random", tuning_logs=logs))
+    assert compiled.tuning["tuned"] >= 1
+    assert compiled.verify.ok
+
+
+@pytest.mark.slow
 def test_a_killed_tune_keeps_its_records_and_the_rerun_continues(dynamic_conv_model, tmp_path):
     logs = tmp_path / "logs"
     args = [sys.executable, "-m", "edgec", "tune", str(dynamic_conv_model), "--input-shape",

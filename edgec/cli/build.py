@@ -122,8 +122,15 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
               help="Database folder (default: tuning_logs/<target>).")
 @click.option("--status", is_flag=True, help="Show what the database covers for MODEL; no tuning.")
+@click.option("--quantize", type=click.Choice(["int8", "fp16"]),
+              help="Tune the quantized model's tasks (as compile --quantize builds them).")
+@click.option("--calib", metavar="PATH|random", help="Calibration data, as for compile.")
+@click.option("--calib-method", default="minmax", show_default=True,
+              type=click.Choice(["minmax", "entropy", "percentile"]))
+@click.option("--per-channel/--per-tensor", default=True, show_default=True)
 def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker, key,
-             input_shapes, layout, tuning_logs, status) -> None:
+             input_shapes, layout, tuning_logs, status, quantize, calib, calib_method,
+             per_channel) -> None:
     """Autotune MODEL's tasks for TARGET with MetaSchedule (XGBoost cost model)."""
     from edgec import pipeline, remote, tune
 
@@ -137,11 +144,17 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
         logs=Path(tuning_logs) if tuning_logs else None,
         dry_run=status,
     )
-    say(f"tune {model} for {target}: {trials_per_task} trials per task, layout {layout}")
+    shapes = parse_input_shapes(input_shapes)
+    quantization = pipeline.CompileOptions(
+        model=model, output=Path("unused.so"), target=target, input_shapes=shapes,
+        layout=layout, quantize=quantize, calib=calib, calib_method=calib_method,
+        per_channel=per_channel) if quantize else None
+    say(f"tune {model}{f' ({quantize})' if quantize else ''} for {target}: "
+        f"{trials_per_task} trials per task, layout {layout}")
     with _TuneBar() as bar:
         report = pipeline.tune_model(model, target, options, layout_choice=layout,
-                                     input_shapes=parse_input_shapes(input_shapes),
-                                     progress=bar.update)
+                                     input_shapes=shapes, progress=bar.update,
+                                     quantization=quantization)
     click.echo(report.summary())
 
 
