@@ -115,16 +115,6 @@ def cosine(a: np.ndarray, b: np.ndarray) -> float:
     return float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
 
 
-def run_one(rt, onnx_path: Path, inputs: dict, reference: np.ndarray,
-            args: argparse.Namespace) -> dict:
-    """Prepare, time and check one runtime on one model, alone in a child process; n/a
-    (None) with a note if it fails."""
-    result = runtimes.measure(rt, onnx_path, inputs, args.runs, args.warmup)
-    if result["ms"] is not None:
-        result["cosine"] = cosine(result.pop("outputs"), reference)
-    return result
-
-
 def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path],
                   workdir: Path, peak: float) -> dict:
     """Every column for one model, plus its MACs and the edgec checks."""
@@ -136,8 +126,11 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
     macs = measures.macs(onnx.load(str(onnx_path)))
     row = {"input_shape": list(shape), "macs": macs, "latency_ms": {}, "peak_fraction": {},
            "cosine_vs_ort_fp32": {}, "details": {}, "notes": {}}
-    for key, rt in make_runtimes(args, databases, workdir, photos).items():
-        result = run_one(rt, onnx_path, inputs, reference, args)
+    measured = runtimes.measure(make_runtimes(args, databases, workdir, photos), onnx_path,
+                                inputs, args.runs, args.warmup)
+    for key, result in measured.items():
+        if result["ms"] is not None:
+            result["cosine"] = cosine(result.pop("outputs"), reference)
         ms = result["ms"]
         row["latency_ms"][key] = ms
         row["peak_fraction"][key] = 2.0 * macs / (ms / 1e3) / (peak * 1e9) if ms else None

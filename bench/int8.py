@@ -14,12 +14,14 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from runtimes import isolated, median_ms  # bench/ is on sys.path when run as a script
+from runtimes import ROUNDS, isolated, median_ms  # bench/ is on sys.path as a script
 
 from edgec import bench, pipeline, quantize, runtime, targets, zoo
 from edgec.model import TensorSpec
@@ -46,7 +48,7 @@ def edgec_median_ms(library: Path, inputs: dict, runs: int, warmup: int) -> floa
     return report.stats()["median"]
 
 
-def ort_median_ms(model, inputs: dict, threads: int, runs: int, warmup: int) -> float:
+def ort_median_ms(model, threads: int, inputs: dict, runs: int, warmup: int) -> float:
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -78,12 +80,17 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
         calib=str(photos)))
     samples = quantize.load_calibration(str(photos), quantize.CalibOptions(),
                                         [TensorSpec("input", (1, 3, 224, 224))])
-    # Each timing runs alone in a fresh process (see bench/runtimes.py for why).
-    timed = {key: isolated(edgec_median_ms, lib, samples[0], runs, warmup)
-             for key, lib in (("fp32_ms", fp32_lib), ("int8_ms", int8_lib))}
     float_onnx, qdq = zoo.build(name), result.model.onnx
-    timed["ort_fp32_ms"] = isolated(ort_median_ms, float_onnx, samples[0], threads, runs, warmup)
-    timed["ort_int8_ms"] = isolated(ort_median_ms, qdq, samples[0], threads, runs, warmup)
+    timers = {"fp32_ms": partial(edgec_median_ms, fp32_lib),
+              "int8_ms": partial(edgec_median_ms, int8_lib),
+              "ort_fp32_ms": partial(ort_median_ms, float_onnx, threads),
+              "ort_int8_ms": partial(ort_median_ms, qdq, threads)}
+    # Each timing runs alone in a fresh process, in interleaved rounds (bench/runtimes.py).
+    rounds: dict[str, list[float]] = {key: [] for key in timers}
+    for _ in range(ROUNDS):
+        for key, timer in timers.items():
+            rounds[key].append(isolated(timer, samples[0], runs, warmup))
+    timed = {key: statistics.median(values) for key, values in rounds.items()}
     reference = ort_logits(float_onnx, samples)
     int8_model = runtime.load(int8_lib)
     ours = np.concatenate([int8_model.run(s)["logits"] for s in samples])

@@ -1,16 +1,18 @@
 """The runtimes bench/compare.py puts side by side, one small class each.
 
 Every class takes the thread count (and calibration images, for INT8) when built, then:
-    prepare(onnx_path)        compile / quantize / load; whatever is worth reporting goes
-                              into `self.info` (compile seconds, checks)
+    prepare(onnx_path)        compile / quantize to files on disk; whatever is worth
+                              reporting goes into `self.info` (compile seconds, checks)
+    load()                    load what prepare wrote, ready to run
     median_ms(inputs, ...)    median latency of single inferences after warm-up
     outputs(inputs)           the first output, to compare with ONNX Runtime FP32
-    close()                   free the model and its threads before the next runtime runs
 A runtime that cannot run here raises `Unavailable` from prepare, with the reason.
 
-`measure` runs one runtime on one model in a child process of its own (`isolated`): in one
-shared process, the thread pools, loaded libraries and allocator state that earlier runtimes
-leave behind moved later timings by 10-40% on a 2-core VM.
+`measure` prepares each runtime in one child process and loads and times it in others
+(`isolated`), in rounds that interleave the runtimes. In one shared process, the thread
+pools, libraries and allocator state that earlier runtimes (or the compile step itself)
+leave behind moved later timings by 10-70% on a 2-core VM, and the VM's own speed drifts
+over minutes.
 """
 
 from __future__ import annotations
@@ -47,27 +49,67 @@ def isolated(function: Callable, *args):
             raise Unavailable(f"its process died ({err})") from err
 
 
-def measure(runtime, onnx_path: Path, inputs: dict, runs: int, warmup: int) -> dict:
-    """Prepare, time and run one runtime in a child process: {"ms", "outputs", "info"}, or
-    {"ms": None, "note": why} when it cannot run or fails."""
+ROUNDS = 3  # timing processes per runtime, interleaved with the other runtimes
+
+
+def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: int,
+            rounds: int = ROUNDS) -> dict[str, dict]:
+    """Prepare each runtime in a child process, then time them all in `rounds` rounds of
+    fresh processes, one runtime after the other: {key: {"ms", "outputs", "info"}}, or
+    {key: {"ms": None, "note": why}} for a runtime that cannot run or fails.
+
+    `ms` is the median over the rounds of each process's median. This VM's speed drifts by
+    up to ~1.5x over minutes, steady over seconds: interleaving the runtimes lets every one
+    see the same drift, and info["ms_per_round"] shows how much there was.
+    """
+    prepared, results = {}, {}
+    for key, contender in contenders.items():
+        prepared[key] = _isolated_or_note(_prepare_here, contender, onnx_path)
+        if isinstance(prepared[key], dict):  # the note of a failure
+            results[key] = prepared.pop(key)
+    rounds_of: dict[str, list[dict]] = {key: [] for key in prepared}
+    for _ in range(rounds):
+        for key, contender in prepared.items():
+            if key not in results:
+                timed = _isolated_or_note(_time_here, contender, inputs, runs, warmup)
+                if timed["ms"] is None:
+                    results[key] = timed
+                else:
+                    rounds_of[key].append(timed)
+    for key, timed in rounds_of.items():
+        if key not in results:
+            per_round = [t["ms"] for t in timed]
+            results[key] = {**timed[0], "ms": statistics.median(per_round),
+                            "info": {**timed[0]["info"], "ms_per_round": per_round}}
+    return {key: results[key] for key in contenders}
+
+
+def _isolated_or_note(step: Callable, *args):
     try:
-        return isolated(_measure_here, runtime, onnx_path, inputs, runs, warmup)
+        return isolated(_guarded, step, *args)
     except Unavailable as err:
         return {"ms": None, "note": str(err)}
 
 
-def _measure_here(runtime, onnx_path: Path, inputs: dict, runs: int, warmup: int) -> dict:
+def _guarded(step: Callable, *args):
     try:
-        runtime.prepare(onnx_path)
-        ms = runtime.median_ms(inputs, runs, warmup)
-        return {"ms": ms, "outputs": runtime.outputs(inputs), "info": runtime.info}
+        return step(*args)
     except Unavailable as err:
         return {"ms": None, "note": str(err)}
     except Exception as err:  # a failing runtime must not end the suite: report it instead
         traceback.print_exc()
         return {"ms": None, "note": f"{type(err).__name__}: {str(err).strip()[:300]}"}
-    finally:
-        runtime.close()
+
+
+def _prepare_here(runtime, onnx_path: Path):
+    runtime.prepare(onnx_path)
+    return runtime  # pickled back: its settings, info and the paths of what it wrote
+
+
+def _time_here(runtime, inputs: dict, runs: int, warmup: int) -> dict:
+    runtime.load()
+    ms = runtime.median_ms(inputs, runs, warmup)
+    return {"ms": ms, "outputs": runtime.outputs(inputs), "info": runtime.info}
 
 
 def median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:
@@ -94,6 +136,7 @@ class Edgec:
         self.logs, self.workdir, self.target = logs, workdir, target
         self.quantize, self.calibration = quantize, calibration
         self.model: runtime.CompiledModel | None = None
+        self.library: Path | None = None
         self.info: dict = {}
 
     def _quantize_options(self, onnx_path: Path) -> dict:
@@ -128,7 +171,10 @@ class Edgec:
                 "min_cosine": min(o.cosine for o in result.verify.outputs),
             },
         }
-        self.model = runtime.load(out)
+        self.library = out
+
+    def load(self) -> None:
+        self.model = runtime.load(self.library)
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
         report = bench.benchmark(self.model, inputs, runs=runs, warmup=warmup)
@@ -137,8 +183,6 @@ class Edgec:
     def outputs(self, inputs: dict) -> np.ndarray:
         return next(iter(self.model.run(inputs).values()))
 
-    def close(self) -> None:
-        self.model = None
 
 
 class OnnxRuntime:
@@ -146,6 +190,7 @@ class OnnxRuntime:
 
     def __init__(self, threads: int, calibration: list[np.ndarray] | None = None):
         self.threads, self.calibration = threads, calibration
+        self.path: Path | None = None
         self.session = None
         self.info: dict = {}
 
@@ -170,17 +215,20 @@ class OnnxRuntime:
         return onnx.load(str(onnx_path), load_external_data=False).graph.input[0].name
 
     def prepare(self, onnx_path: Path) -> None:
-        import onnxruntime as ort
 
         start = time.perf_counter()
-        path = self._quantize(onnx_path) if self.calibration else onnx_path
+        self.path = self._quantize(onnx_path) if self.calibration else onnx_path
+        self.info = {"prepare_seconds": time.perf_counter() - start}
+
+    def load(self) -> None:
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), options,
+        self.session = ort.InferenceSession(str(self.path), options,
                                             providers=["CPUExecutionProvider"])
-        self.info = {"prepare_seconds": time.perf_counter() - start}
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
         return median_ms(lambda: self.session.run(None, inputs), runs, warmup)
@@ -188,8 +236,6 @@ class OnnxRuntime:
     def outputs(self, inputs: dict) -> np.ndarray:
         return self.session.run(None, inputs)[0]
 
-    def close(self) -> None:
-        self.session = None
 
 
 class _Reader:
@@ -207,6 +253,7 @@ class OpenVino:
 
     def __init__(self, threads: int, calibration: list[np.ndarray] | None = None):
         self.threads, self.calibration = threads, calibration
+        self.path: Path | None = None
         self.request = None
         self.info: dict = {}
 
@@ -216,18 +263,23 @@ class OpenVino:
         except ImportError as err:
             raise Unavailable("openvino is not installed (pip install -e .[bench])") from err
         start = time.perf_counter()
-        core = ov.Core()
-        model = core.read_model(str(onnx_path))
+        self.path = onnx_path
         if self.calibration:
-            model = self._quantize(model)
+            self.path = onnx_path.with_suffix(".nncf-int8.xml")
+            ov.save_model(self._quantize(ov.Core().read_model(str(onnx_path))), str(self.path))
+        self.info = {"prepare_seconds": time.perf_counter() - start}
+
+    def load(self) -> None:
+        import openvino as ov
+
+        core = ov.Core()
         # OpenVINO runs FP32 layers in bf16 on CPUs with AVX512_BF16 or AMX unless told
         # otherwise: without the hint the FP32 column would not be FP32.
-        compiled = core.compile_model(model, "CPU", {
+        compiled = core.compile_model(core.read_model(str(self.path)), "CPU", {
             "INFERENCE_NUM_THREADS": self.threads, "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": "f32"})
-        self.info = {"precision": compiled.get_property("INFERENCE_PRECISION_HINT").to_string()}
+        self.info["precision"] = compiled.get_property("INFERENCE_PRECISION_HINT").to_string()
         self.request = compiled.create_infer_request()
-        self.info["prepare_seconds"] = time.perf_counter() - start
 
     def _quantize(self, model):
         try:
@@ -243,5 +295,3 @@ class OpenVino:
     def outputs(self, inputs: dict) -> np.ndarray:
         return np.asarray(self.request.infer(inputs)[0])
 
-    def close(self) -> None:
-        self.request = None

@@ -3,7 +3,8 @@
     python bench/tuned_vs_ort.py [--target T] [--models ...] [--runs 60] [--json FILE]
 
 Every row is measured in this one run, on the same threads: each runtime alone in a fresh
-process, warm-up, then the median of --runs single inferences of batch 1 on a real photo.
+process, warm-up, then the median of --runs single inferences of batch 1 on a real photo;
+three such rounds, interleaving the runtimes, and the median of the rounds.
 `ratio` is edgec tuned / ONNX Runtime (below 1.0: edgec is ahead).
 """
 
@@ -50,19 +51,20 @@ def main() -> int:
             shape = tuple(d.dim_value for d in
                           onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim)
             inputs = {"input": measures.calibration_images(shape, 1)[0]}
-            ms = {}
-            for key, rt in (("untuned", runtimes.Edgec(empty, work, target=args.target)),
-                            ("tuned", runtimes.Edgec(logs, work, target=args.target)),
-                            ("ort", runtimes.OnnxRuntime(threads))):
-                result = runtimes.measure(rt, path, inputs, args.runs, args.warmup)
+            ms = runtimes.measure({"untuned": runtimes.Edgec(empty, work, target=args.target),
+                                   "tuned": runtimes.Edgec(logs, work, target=args.target),
+                                   "ort": runtimes.OnnxRuntime(threads)},
+                                  path, inputs, args.runs, args.warmup)
+            for key, result in ms.items():
                 if result["ms"] is None:
                     print(f"error: {name} {key}: {result['note']}", file=sys.stderr)
                     return 1
-                ms[key] = result
             tuned_info = ms["tuned"]["info"]
             rows[name] = {"edgec_tuned_ms": ms["tuned"]["ms"],
                           "edgec_untuned_ms": ms["untuned"]["ms"], "ort_ms": ms["ort"]["ms"],
                           "ratio": ms["tuned"]["ms"] / ms["ort"]["ms"],
+                          "ms_per_round": {k: r["info"]["ms_per_round"]
+                                             for k, r in ms.items()},
                           "tuned_functions": tuned_info["tuned_functions"],
                           "functions": tuned_info["functions"]}
             row = rows[name]

@@ -129,3 +129,11 @@ def dot(kind: str, width: int) -> str:
         implementation = {"avx2": _avx2_8x4, "sdot": _sdot_4x4}.get(kind) or _vnni(width)
         TensorIntrin.register(name, _description(width, a_dtype), implementation)
     return name
+
+
+def register_all() -> None:
+    """Register every edgec intrinsic: replaying a tuning record that tensorized with one
+    (an INT8 conv) fails unless the intrinsic is registered first."""
+    for kind, widths in (("avx2", (8,)), ("vnni", (8, 16)), ("sdot", (4,))):
+        for width in widths:
+            dot(kind, width)

@@ -174,7 +174,7 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     if quant is not None:
         start = time.perf_counter()
         say(f"measuring {options.quantize} against FP32")
-        quant_report = _quant_report(model, target, executable, options, quant, schedule)
+        quant_report = _quant_report(model, target, executable, options, quant)
         seconds["accuracy"] = time.perf_counter() - start
     say(f"writing {options.output}")
     info = build.export(executable, model, target, options.output, tuning=stats)
@@ -266,7 +266,7 @@ def _median_ms(executable: Any, model: Model, inputs: Mapping[str, Any], runs: i
 
 
 def _quant_report(model: Model, target: Target, executable: Any, options: CompileOptions,
-                  quant: _Quantized, schedule: Any) -> QuantReport:
+                  quant: _Quantized) -> QuantReport:
     """Agreement with FP32 (ORT), per-layer error, integer ops and instructions, and speed."""
     from edgec import accuracy, int8, verify
 
@@ -278,7 +278,9 @@ def _quant_report(model: Model, target: Target, executable: Any, options: Compil
     fp32_ms = quantized_ms = None
     if target.is_native:
         float_model = layout.apply_layout(quant.fp32, options.layout, target)
-        fp32_exec = build.compile_to_executable(float_model, target, schedule)
+        # A schedule callback of its own: compile's counts into the quantized build's stats.
+        float_schedule = tune.database_schedule(target, options.tuning_logs, {})
+        fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
         fp32_ms = _median_ms(fp32_exec, float_model, samples[0])
         quantized_ms = _median_ms(executable, model, samples[0])
         if quantized_ms >= fp32_ms:

@@ -42,9 +42,11 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
         if logs:
             raise ConfigError(f"--tuning-logs {path} holds no MetaSchedule database")
         return None
+    from edgec import intrinsics
     from edgec import metaschedule as ms
 
     database = ms.open_database(path)
+    intrinsics.register_all()
 
     def schedule(ir):
         functions = [f for _, f in ir.functions_items() if type(f).__name__ == "PrimFunc"]
