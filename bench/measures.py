@@ -126,6 +126,15 @@ def _log_stamps(log_dir: Path) -> tuple[list[float], int]:
     return sorted(stamps), trials
 
 
+def _shown(path: Path) -> str:
+    """A path as the README should show it: relative to the checkout when inside it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
 def tuning_time(logs_dir: Path) -> dict:
     """Time spent tuning the database in `logs_dir`, per model where known.
 
@@ -139,7 +148,7 @@ def tuning_time(logs_dir: Path) -> dict:
         data = json.loads(metadata.read_text())
         models = {k: v.get("tuning_seconds") for k, v in data.get("models", {}).items()}
         return {"seconds": data.get("tuning_seconds"), "trials": data.get("trials"),
-                "models": models, "source": str(metadata)}
+                "models": models, "source": _shown(metadata)}
     stamps, trials = _log_stamps(logs_dir / "logs")
     if not stamps:
         return {"seconds": None, "trials": None, "models": {},
@@ -147,7 +156,7 @@ def tuning_time(logs_dir: Path) -> dict:
     gaps = np.diff(stamps)
     seconds = float(gaps[gaps <= SESSION_GAP_S].sum())
     return {"seconds": seconds, "trials": trials, "models": {},
-            "source": f"{logs_dir / 'logs'}/*.log timestamps"}
+            "source": f"{_shown(logs_dir / 'logs')}/*.log timestamps"}
 
 
 def snapshot_database(source: Path, dest: Path) -> Path:
