@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import sys
@@ -21,9 +20,10 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from runtimes import ROUNDS, isolated, median_ms  # bench/ is on sys.path as a script
+import runtimes  # bench/ is on sys.path as a script
+from runtimes import ROUNDS, isolated, median_ms
 
-from edgec import bench, pipeline, quantize, runtime, targets, zoo
+from edgec import bench, pipeline, quantize, runtime, zoo
 from edgec.model import TensorSpec
 
 MODELS = ("mobilenet_v2", "resnet18")
@@ -103,15 +103,10 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--target", default=targets.closest_to_host(),
-                        help="edgec target (default: the widest shipped one this CPU runs)")
-    parser.add_argument("--runs", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--json", type=Path)
+    runtimes.add_common_arguments(parser, runs=50)
     args = parser.parse_args()
-    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # the same thread count for both runtimes
+    args.models = args.models or list(MODELS)
+    threads = runtimes.same_threads_for_all()
     rows = {}
     print(f"{'model':<14} {'edgec fp32':>10} {'edgec int8':>10} {'ORT fp32':>9} {'ORT int8':>9} "
           f"{'cosine':>8} {'top-1':>6}   (ms, median of {args.runs}, {threads} threads)")

@@ -31,6 +31,27 @@ import numpy as np
 from edgec import bench, pipeline, runtime
 
 
+def add_common_arguments(parser, runs: int) -> None:
+    """--target, --models, --runs, --warmup and --json, as every bench script takes them."""
+    from edgec import targets
+
+    parser.add_argument("--target", default=targets.closest_to_host(),
+                        help="edgec target (default: the widest shipped one this CPU runs)")
+    parser.add_argument("--models", nargs="+")
+    parser.add_argument("--runs", type=int, default=runs)
+    parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--json", type=Path)
+
+
+def same_threads_for_all() -> int:
+    """TVM_NUM_THREADS, or all cores, set for TVM so every runtime gets the same count."""
+    import os
+
+    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
+    os.environ["TVM_NUM_THREADS"] = str(threads)
+    return threads
+
+
 class Unavailable(Exception):
     """This runtime has no such mode here; the message says why (printed as n/a)."""
 

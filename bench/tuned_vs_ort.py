@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 from pathlib import Path
@@ -21,22 +20,17 @@ import measures  # bench/ is on sys.path when run as a script
 import onnx
 import runtimes
 
-from edgec import targets, tune, zoo
+from edgec import tune, zoo
 
 MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--target", default=targets.closest_to_host(),
-                        help="edgec target (default: the widest shipped one this CPU runs)")
-    parser.add_argument("--models", nargs="+", default=list(MODELS))
-    parser.add_argument("--runs", type=int, default=60)
-    parser.add_argument("--warmup", type=int, default=10)
-    parser.add_argument("--json", type=Path)
+    runtimes.add_common_arguments(parser, runs=60)
     args = parser.parse_args()
-    threads = int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1))
-    os.environ["TVM_NUM_THREADS"] = str(threads)  # the same thread count for both runtimes
+    args.models = args.models or list(MODELS)
+    threads = runtimes.same_threads_for_all()
     rows = {}
     print(f"{'model':<20} {'untuned ms':>10} {'tuned ms':>9} {'ORT ms':>8} {'ratio':>6}  tuned"
           f"   ({args.target}, {threads} threads, median of {args.runs})")

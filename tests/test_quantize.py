@@ -193,14 +193,21 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
 
 
-def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, tmp_path):
-    rng = np.random.default_rng(6)
-    samples = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", samples)
-    out = tmp_path / "small.so"
+def compile_small_int8(small_net: Path, out: Path, target: str, **options):
+    """The small net compiled to INT8 for `target`, calibrated on 16 seeded random inputs;
+    returns (those inputs, the compile result)."""
+    samples = np.random.default_rng(6).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    calib = out.with_suffix(".calib.npy")
+    np.save(calib, samples)
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
-        target="x86_64-avx512-vnni", check=False))
+        model=str(small_net), output=out, quantize="int8", calib=str(calib), target=target,
+        **options))
+    return samples, result
+
+
+def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, tmp_path):
+    out = tmp_path / "small.so"
+    samples, result = compile_small_int8(small_net, out, "x86_64-avx512-vnni", check=False)
     code = disassembly(out)
     assert code.count("vpdpbusd") > 0 and code.count("vpmaddubsw") == 0
     weights = [v for v in result.model.onnx.graph.initializer if v.data_type == TensorProto.INT8]
@@ -212,13 +219,8 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
 
 @pytest.mark.slow
 def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(small_net, tmp_path):
-    rng = np.random.default_rng(8)
-    samples = rng.uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "small-rpi5.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
-        target="rpi5"))
+    samples, result = compile_small_int8(small_net, out, "rpi5")
     assert shutil.which("aarch64-linux-gnu-objdump"), "binutils-aarch64-linux-gnu is needed"
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out)], capture_output=True,
                           text=True, check=True).stdout
