@@ -14,8 +14,19 @@ import numpy as np
 import tvm
 from tvm import relax, te, topi
 
-_PACKED = re.compile(r"^NCHW(\d+)c$")
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
+
+
+def _packed_block(attrs) -> int | None:
+    """The channel block of a conv in NCHW{b}c with OIHW{b}o weights and the same output
+    layout, None for any other layout combination."""
+    from edgec.layout import block_of
+
+    block = block_of(attrs.data_layout)
+    kernel = _PACKED_KERNEL.match(attrs.kernel_layout)
+    if block is None or kernel is None or attrs.out_layout != attrs.data_layout:
+        return None
+    return block
 
 
 def legalize_map(block: int, int8_dot: str | None = None) -> dict:
@@ -40,11 +51,7 @@ def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
         return False
     if not isinstance(weight, tvm.ir.Constant) or int(attrs.groups) != 1:
         return False
-    data_match = _PACKED.match(attrs.data_layout)
-    kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
-    if not (data_match and kernel_match and attrs.out_layout == attrs.data_layout):
-        return False
-    if int(data_match.group(1)) != block or not intrinsics.lanes(kind, block):
+    if _packed_block(attrs) != block or not intrinsics.lanes(kind, block):
         return False
     if kind != "avx2":
         return True
@@ -67,9 +74,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
         packed = bb.emit_te(pack_int8_kernel, call.args[1], primfunc_name_hint="pack_int8_kernel")
         return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
                           primfunc_name_hint="conv2d_nchwc_int8")
-    data_match = _PACKED.match(attrs.data_layout)
-    kernel_match = _PACKED_KERNEL.match(attrs.kernel_layout)
-    if data_match and kernel_match and attrs.out_layout == attrs.data_layout:
+    if _packed_block(attrs) is not None:
         return bb.call_te(conv2d_nchwc, call.args[0], call.args[1], *args,
                           primfunc_name_hint="conv2d_nchwc")
     channels = int(call.args[0].ty.shape[1]) if attrs.data_layout == "NCHW" else 0
@@ -83,12 +88,25 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
     return call  # plain layouts: TVM's own legalization handles them later
 
 
-def _output_size(size, kernel, strides, padding, dilation) -> tuple[int, int]:
-    """Output height and width of a conv; padding is [top, left, bottom, right] as in Relax."""
-    (height, width), (kh, kw), (sh, sw), (dh, dw) = size, kernel, strides, dilation
+def _sliding_window(data, kernel_size, strides, padding, dilation, out_dtype):
+    """Pad NCHW or NCHW{b}c data for a conv; returns (out_h, out_w, kh, kw, window) with
+    window(b, channel, y, x[, lane]) the input under tap (kh, kw) of output pixel (y, x),
+    cast to out_dtype. padding is [top, left, bottom, right] as in Relax."""
+    (height, width), (kh_size, kw_size) = (int(d) for d in data.shape[2:4]), kernel_size
+    (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    return ((height + top + bottom - (kh - 1) * dh - 1) // sh + 1,
-            (width + left + right - (kw - 1) * dw - 1) // sw + 1)
+    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    lanes = [0] * (len(data.shape) - 4)
+    padded = topi.nn.pad(data, [0, 0, top, left, *lanes], [0, 0, bottom, right, *lanes],
+                         name="data_pad")
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+
+    def window(b, channel, y, x, *lane):
+        return padded[b, channel, y * sh + kh * dh, x * sw + kw * dw, *lane].astype(out_dtype)
+
+    return out_h, out_w, kh, kw, window
 
 
 def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype, block):
@@ -99,19 +117,14 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
         lambda oc, ic, kh, kw, ob: kernel[oc * block + ob, ic, kh, kw],
         name="kernel_pack",
     )
-    n, _, height, width = (int(d) for d in data.shape)
-    (sh, sw), (dh, dw) = strides, dilation
-    top, left, bottom, right = padding
-    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
-    padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
+    n = int(data.shape[0])
     ic = te.reduce_axis((0, i_channels), name="ic")
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
+    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+                                                   dilation, out_dtype)
     packed = te.compute(
         (n, o_channels // block, out_h, out_w, block),
         lambda b, oc, y, x, ob: te.sum(
-            padded[b, ic, y * sh + kh * dh, x * sw + kw * dw].astype(out_dtype)
-            * packed_kernel[oc, ic, kh, kw, ob].astype(out_dtype),
+            window(b, ic, y, x) * packed_kernel[oc, ic, kh, kw, ob].astype(out_dtype),
             axis=[ic, kh, kw],
         ),
         name="conv2d_nchw_packed_out",
@@ -131,18 +144,11 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype):
     Returns:
         te.Tensor (N, O/b, OH, OW, b).
     """
-    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, in_per_group, kh_size, kw_size, _ = (int(d) for d in kernel.shape)
-    (sh, sw), (dh, dw) = strides, dilation
-    top, left, bottom, right = padding
-    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
-    padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
+    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+                                                   dilation, out_dtype)
     out_shape = (n, o_chunks, out_h, out_w, block)
-
-    def window(b, chunk, y, x, lane):
-        return padded[b, chunk, y * sh + kh * dh, x * sw + kw * dw, lane].astype(out_dtype)
 
     if groups == 1 and in_per_group % block == 0:
         icc = te.reduce_axis((0, in_per_group // block), name="icc")
@@ -198,21 +204,17 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
     The innermost reduction runs over 4 consecutive input channels, which edgec.schedules
     tensorizes with the edgec.intrinsics kind `dot` (recorded on the block for it).
     """
-    n, c_chunks, height, width, block = (int(d) for d in data.shape)
+    n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, _, kh_size, kw_size, _, _ = (int(d) for d in kernel.shape)
-    (sh, sw), (dh, dw) = strides, dilation
-    top, left, bottom, right = padding
-    out_h, out_w = _output_size((height, width), (kh_size, kw_size), strides, padding, dilation)
-    padded = topi.nn.pad(data, [0, 0, top, left, 0], [0, 0, bottom, right, 0], name="data_pad")
+    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+                                                   dilation, out_dtype)
     icc = te.reduce_axis((0, c_chunks), name="icc")
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
     ic4 = te.reduce_axis((0, block // 4), name="ic4")
     ici = te.reduce_axis((0, 4), name="ici")
     return te.compute(
         (n, o_chunks, out_h, out_w, block),
         lambda b, oc, y, x, ob: te.sum(
-            padded[b, icc, y * sh + kh * dh, x * sw + kw * dw, ic4 * 4 + ici].astype(out_dtype)
+            window(b, icc, y, x, ic4 * 4 + ici)
             * kernel[oc, icc * (block // 4) + ic4, kh, kw, ob, ici].astype(out_dtype),
             axis=[icc, kh, kw, ic4, ici],
         ),
