@@ -57,8 +57,8 @@ def choose_block(ir, widest: int) -> int:
 
     # Narrowing halves the vector width of every layer, so it must pay: a UNet's 4-class
     # output conv (under 1% of the MACs) is no reason to run the rest at half width.
-    best = max(packed_macs(b) for b in candidates)
-    return next(b for b in candidates if packed_macs(b) >= 0.98 * best)
+    packed = {b: packed_macs(b) for b in candidates}
+    return next(b for b in candidates if packed[b] >= 0.98 * max(packed.values()))
 
 
 def _convs(ir) -> list[tuple[int, int, int, int]]:

@@ -130,14 +130,13 @@ def use_all_cores() -> int:
 _LOADED: dict[str, str] = {}  # resolved path -> sha256 of the library dlopen'ed from it
 
 
-def _dlopen_path(path: Path) -> tuple[Path, bool]:
+def _dlopen_path(path: Path, sha: str) -> tuple[Path, bool]:
     """The path to load `path`'s library from, and whether it is a private copy.
 
     dlopen hands back the library already loaded from a path even when the file has been
     replaced since: a second model compiled to the same OUT.so would silently run the first
-    one's code. A changed file is therefore loaded from a copy named by its hash.
+    one's code. A changed file (sha256 `sha`) is therefore loaded from a copy named by it.
     """
-    sha = file_sha256(path)
     if _LOADED.setdefault(str(path.resolve()), sha) == sha:
         return path, False
     fd, copy = tempfile.mkstemp(prefix=f"edgec-{sha[:16]}-", suffix=".so")
@@ -163,7 +162,8 @@ def load(path: str | Path, *, check: bool = True) -> CompiledModel:
     info = read_info(path)
     if check:
         check_library(path, info)
-    source, private = _dlopen_path(path)
+    # check_library has just hashed the file against the sidecar's sha256.
+    source, private = _dlopen_path(path, info.sha256 if check else file_sha256(path))
     try:
         with quiet_scope_warnings():
             library = tvm.runtime.load_module(str(source))

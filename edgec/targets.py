@@ -91,8 +91,9 @@ _CPUINFO_NAMES = {"neon": "asimd", "dotprod": "asimddp", "fp16": "fphp"}  # aarc
 
 
 def closest_to_host() -> str:
-    """The widest shipped target this machine runs (x86_64-avx512 on AVX-512 machines,
-    x86_64 on AVX2 ones): shipped tuning logs are per shipped target, not per host."""
+    """The shipped target with the widest vectors and most features this machine runs
+    (x86_64-avx512-vnni on Zen 4/5, x86_64 on AVX2-only parts): shipped tuning logs are per
+    shipped target, not per host."""
     flags, arch = cpu_flags(), platform.machine()
     fits = []
     for name in names():
