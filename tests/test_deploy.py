@@ -273,16 +273,29 @@ def test_profile_over_plain_rpc_is_refused_before_connecting(x86_lib):
 # --- a direct TVM RPC server (x86) dying mid-benchmark -----------------------------------
 
 
-@pytest.mark.slow
-def test_bench_over_rpc_fails_fast_when_the_rpc_server_dies_mid_benchmark(x86_lib, tmp_path):
-    port, log = free_port(), tmp_path / "rpc.log"
+@contextlib.contextmanager
+def stock_tvm_server(module: str, log: Path):
+    """`python -m tvm.exec.<module>` (rpc_server, rpc_tracker) on a free loopback port, in a
+    process group of its own that is killed on exit; yields (process, port)."""
+    port = free_port()
     with open(log, "wb") as out:
-        server = subprocess.Popen(
-            [PYTHON, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(port),
+        process = subprocess.Popen(
+            [PYTHON, "-m", f"tvm.exec.{module}", "--host", "127.0.0.1", "--port", str(port),
              "--port-end", str(port + 1)], stdout=out, stderr=subprocess.STDOUT,
             start_new_session=True)
     try:
-        wait_for_port(port, server, log)
+        wait_for_port(port, process, log)
+        yield process, port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+@pytest.mark.slow
+def test_bench_over_rpc_fails_fast_when_the_rpc_server_dies_mid_benchmark(x86_lib, tmp_path):
+    log = tmp_path / "rpc.log"
+    with stock_tvm_server("rpc_server", log) as (server, port):
         bench = subprocess.Popen([PYTHON, "-m", "edgec", "bench", str(x86_lib), "--rpc",
                                   f"127.0.0.1:{port}", "--runs", "100000"], cwd=REPO,
                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -293,10 +306,6 @@ def test_bench_over_rpc_fails_fast_when_the_rpc_server_dies_mid_benchmark(x86_li
         os.killpg(server.pid, signal.SIGKILL)
         killed_at = time.monotonic()
         _, stderr = bench.communicate(timeout=60)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(server.pid, signal.SIGKILL)
-        server.wait()
     assert time.monotonic() - killed_at < 30
     assert_clean_failure(subprocess.CompletedProcess(bench.args, bench.returncode, "", stderr),
                          "RPC session", f"127.0.0.1:{port}")
@@ -378,14 +387,7 @@ def test_the_aarch64_board_refuses_an_x86_library_before_upload(emulated, x86_li
 
 @pytest.mark.slow
 def test_bench_through_an_rpc_tracker_reaches_the_emulated_board(rpi4_lib, tmp_path):
-    port, log = free_port(), tmp_path / "tracker.log"
-    with open(log, "wb") as out:
-        tracker = subprocess.Popen(
-            [PYTHON, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(port),
-             "--port-end", str(port + 1)], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
-        wait_for_port(port, tracker, log)
+    with stock_tvm_server("rpc_tracker", tmp_path / "tracker.log") as (_, port):
         key, json_out = "rpi4-emulated", tmp_path / "bench.json"
         with emulator.EmulatedBoard(tracker=("127.0.0.1", port), key=key):
             result = run_cli("bench", str(rpi4_lib), "--tracker", f"127.0.0.1:{port}",
@@ -393,9 +395,6 @@ def test_bench_through_an_rpc_tracker_reaches_the_emulated_board(rpi4_lib, tmp_p
                              str(json_out), timeout=300)
             unknown = run_cli("bench", str(rpi4_lib), "--tracker", f"127.0.0.1:{port}",
                               "--key", "jetson")
-    finally:
-        os.killpg(tracker.pid, signal.SIGKILL)
-        tracker.wait()
     assert result.returncode == 0, result.stderr
     assert json.loads(json_out.read_text())["where"] == f"tracker 127.0.0.1:{port} key {key}"
     assert_clean_failure(unknown, "jetson", key)  # the error lists the keys the tracker has
