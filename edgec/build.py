@@ -56,10 +56,9 @@ def lower(
     from edgec.schedules import default_schedule
 
     with tvm.target.Target(target.tvm_target()):
-        int8_dot = target.int8_dot
         block = block_of(model.layout) or target.nchwc_block
         ir = relax.transform.LegalizeOps(
-            customize_legalize_map=legalize_map(block, int8_dot)
+            customize_legalize_map=legalize_map(block, target)
         )(model.ir)
         ir = relax.transform.LegalizeOps()(ir)
         ir = relax.transform.AnnotateTIROpPattern()(ir)

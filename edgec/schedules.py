@@ -2,9 +2,10 @@
 
 Untuned TVM code is naive (one thread, no vectors: ~50x slower than ONNX Runtime), so every
 function gets a rule-based schedule here. Packed convolutions get a register-blocked
-micro-kernel: a row of `reg_n` output pixels times one channel block (one SIMD register each)
-stays in registers across the whole reduction, the block lanes are vectorized and the rows
-unrolled, and the bias/activation epilogue runs on the tile while it is still in registers.
+micro-kernel: a row of `reg_n` output pixels times one or two SIMD registers of output
+channels (see edgec.kernels.accumulator_lanes) stays in registers across the whole reduction,
+the block lanes are vectorized and the rows unrolled, and the bias/activation epilogue runs
+on the tile while it is still in registers.
 Everything else is parallelized over its outer loops and vectorized on its innermost loop.
 """
 
@@ -87,7 +88,7 @@ class PackedConv(ScheduleRule):
             self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
                                 lane, reduction)
             return
-        if len(reduction) == 4:  # icc, icb, kh, kw: keep the lane reduction innermost
+        if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost
             icc, icb, kh, kw = reduction
             sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
         else:  # depthwise (kh, kw) or grouped (ic, kh, kw)
@@ -130,7 +131,7 @@ class PackedConv(ScheduleRule):
         """Weight packing and no-op padding are inlined; real padding is filled in parallel."""
         stmt = sch.get(block)
         no_op_pad = stmt.reads and _same_shape(stmt.writes[0].source, stmt.reads[0].source)
-        if stmt.name_hint == "kernel_pack" or no_op_pad:
+        if stmt.name_hint.endswith("kernel_pack") or no_op_pad:
             sch.compute_inline(block)
             return
         loops = sch.get_loops(block)

@@ -48,6 +48,12 @@ class Target:
         return max(4, self.vector_bits // 32)
 
     @property
+    def vector_registers(self) -> int:
+        """SIMD registers the micro-kernels can keep accumulators in: 32 on AArch64 and
+        AVX-512 (which also gives 32 ymm registers to 8-lane blocks), 16 on AVX2."""
+        return 32 if self.arch == "aarch64" or "avx512f" in self.features else 16
+
+    @property
     def int8_dot(self) -> str | None:
         """The edgec.intrinsics kind of int8 dot product this target has, if any."""
         if self.arch == "aarch64":
