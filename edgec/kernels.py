@@ -40,7 +40,9 @@ def legalize_map(block: int, target) -> dict:
     """
     lanes = accumulator_lanes(target.vector_bits, target.vector_registers)
     return {"relax.nn.conv2d":
-            lambda bb, call: _legalize_conv2d(bb, call, block, target.int8_dot, lanes)}
+            lambda bb, call: _legalize_conv2d(bb, call, block, target.int8_dot, lanes),
+            # Four vector registers of output columns: independent FMA chains.
+            "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, target.vector_bits // 8)}
 
 
 def accumulator_lanes(vector_bits: int, registers: int) -> int:
@@ -121,6 +123,47 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
         return bb.call_te(conv2d_nchw_packed_out, call.args[0], packed, *args,
                           primfunc_name_hint="conv2d_nchw_packed_out")
     return call  # plain layouts: TVM's own legalization handles them later
+
+
+def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, tile: int) -> relax.Expr:
+    """A float classifier head (a few rows times a constant K x N weight) on weights packed
+    by pack_dense_weight; any other matmul is left to TVM."""
+    data, weight = call.args
+    if not isinstance(weight, tvm.ir.Constant) or len(weight.ty.shape) != 2:
+        return call
+    if len(data.ty.shape) != 2 or int(data.ty.shape[0]) > 4:
+        return call
+    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
+        return call
+    packed = bb.emit_te(pack_dense_weight, weight, tile, primfunc_name_hint="pack_dense_weight")
+    return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
+                      primfunc_name_hint="dense_packed")
+
+
+def pack_dense_weight(weight, tile: int):
+    """A K x N weight as (ceil(N/tile), K, tile), zero-padded: each task of the head then
+    streams one contiguous slab. Row-major, every 8 output columns strided through all K rows
+    (MobileNetV2's 1280 x 1000 head took 0.11 ms, twice ONNX Runtime's)."""
+    k_size, n_size = (int(d) for d in weight.shape)
+    return te.compute(
+        ((n_size + tile - 1) // tile, k_size, tile),
+        lambda t, k, v: te.if_then_else(t * tile + v < n_size, weight[k, t * tile + v], 0.0),
+        name="dense_weight_pack",
+    )
+
+
+def dense_packed(data, weight, n_size: int):
+    """data (M, K) x weight packed by pack_dense_weight -> (M, n_size)."""
+    m_size, k_size = (int(d) for d in data.shape)
+    tiles, _, tile = (int(d) for d in weight.shape)
+    k = te.reduce_axis((0, k_size), name="k")
+    accumulated = te.compute(
+        (m_size, tiles, tile),
+        lambda m, t, v: te.sum(data[m, k] * weight[t, k, v], axis=[k]),
+        name="dense_packed",
+    )
+    return te.compute((m_size, n_size), lambda m, n: accumulated[m, n // tile, n % tile],
+                      name="dense_unpack")
 
 
 def _sliding_window(data, kernel_size, strides, padding, dilation, out_dtype):

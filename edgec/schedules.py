@@ -20,6 +20,7 @@ _CONV_BLOCKS = (
     "conv2d_nchwc_int8",
 )
 _MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
+_MAX_LANE_TILE = 64  # lanes of a reduction kept in registers side by side
 
 
 def default_schedule():
@@ -208,8 +209,15 @@ def _vectorize_across_reduction(sch: s_tir.Schedule, block, loops: list, spatial
     if lanes == 1:
         return
     outer, lane = sch.split(loops[spatial - 1], [None, lanes])
-    sch.reorder(*loops[:spatial - 1], outer, *loops[spatial:], lane)
-    sch.parallel(sch.fuse(*loops[:spatial - 1], outer))
+    if extent <= _MAX_LANE_TILE and spatial > 1:
+        # A packed tile (edgec.kernels.dense_packed): all its vectors accumulate side by
+        # side, independent FMA chains on one contiguous stream.
+        sch.reorder(*loops[:spatial - 1], *loops[spatial:], outer, lane)
+        sch.parallel(sch.fuse(*loops[:spatial - 1]))
+        sch.unroll(outer)
+    else:
+        sch.reorder(*loops[:spatial - 1], outer, *loops[spatial:], lane)
+        sch.parallel(sch.fuse(*loops[:spatial - 1], outer))
     sch.vectorize(lane)  # before decompose_reduction: afterwards TVM refuses it
     init = sch.decompose_reduction(block, loops[spatial])
     sch.vectorize(sch.get_loops(init)[-1])
