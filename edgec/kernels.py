@@ -15,14 +15,14 @@ import numpy as np
 import tvm
 from tvm import relax, te, topi
 
+from edgec.layout import block_of
+
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
 
 
 def _packed_block(attrs) -> int | None:
     """The channel block of a conv in NCHW{b}c with OIHW{b}o weights and the same output
     layout, None for any other layout combination."""
-    from edgec.layout import block_of
-
     block = block_of(attrs.data_layout)
     kernel = _PACKED_KERNEL.match(attrs.kernel_layout)
     if block is None or kernel is None or attrs.out_layout != attrs.data_layout:
@@ -112,15 +112,17 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
                               primfunc_name_hint="conv2d_nchwc")
         return bb.call_te(conv2d_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     channels = int(call.args[0].ty.shape[1]) if attrs.data_layout == "NCHW" else 0
-    out_channels = int(call.ty.shape[1]) if attrs.out_layout == "NCHW" else 0
+    out_block = block_of(attrs.out_layout) if attrs.out_layout != "NCHW" else 0
+    out_channels = int(call.ty.shape[1]) * (out_block or 1)
     few = 0 < channels < block and out_channels % block == 0 and attrs.groups == 1
-    if few and attrs.kernel_layout == "OIHW" and attrs.out_layout == "NCHW":
-        # Image stems (3 channels) cannot be packed, so ConvertLayout leaves them in NCHW,
-        # where TOPI's naive conv ran ResNet-18's 7x7 stem 25x slower than the rest together.
+    if few and attrs.kernel_layout == "OIHW" and out_block in (0, block):
+        # Image stems (3 channels) cannot be packed, so ConvertLayout leaves their input in
+        # NCHW, where TOPI's naive conv ran ResNet-18's 7x7 stem 25x slower than the rest
+        # together. edgec.stem_layout gives them a packed output.
         wide = block * _blocks_per_tile(out_channels // block, block, lanes)
         packed = bb.emit_te(pack_stem_kernel, call.args[1], wide,
                             primfunc_name_hint="pack_stem_kernel")
-        return bb.call_te(conv2d_nchw_packed_out, call.args[0], packed, *args,
+        return bb.call_te(conv2d_nchw_packed_out, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
     return call  # plain layouts: TVM's own legalization handles them later
 
@@ -199,9 +201,10 @@ def pack_stem_kernel(kernel, block: int):
     )
 
 
-def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype):
+def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype,
+                           out_block: int):
     """NCHW conv with kernel packed by pack_stem_kernel, computed on output channel blocks
-    (vectorizable) and unpacked to NCHW."""
+    (vectorizable) and unpacked to NCHW{out_block}c, or to NCHW when out_block is 0."""
     o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
     n = int(data.shape[0])
     ic = te.reduce_axis((0, i_channels), name="ic")
@@ -215,6 +218,15 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
         ),
         name="conv2d_nchw_packed_out",
     )
+    if out_block == block:
+        return packed
+    if out_block:
+        tile = block // out_block
+        return te.compute(
+            (n, o_chunks * tile, out_h, out_w, out_block),
+            lambda b, oc, y, x, ob: packed[b, oc // tile, y, x, oc % tile * out_block + ob],
+            name="conv2d_unpack",
+        )
     return te.compute(
         (n, o_chunks * block, out_h, out_w),
         lambda b, c, y, x: packed[b, c // block, y, x, c % block],

@@ -109,6 +109,10 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
     ir = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(ir))
+    if block_of(concrete):
+        from edgec.stem_layout import pack_stem_outputs
+
+        ir = pack_stem_outputs(ir, concrete)
     return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete)
 
 

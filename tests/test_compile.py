@@ -95,3 +95,27 @@ def test_compile_refuses_to_write_an_artifact_that_differs_from_onnxruntime(tmp_
     with pytest.raises(BuildError, match="differs from ONNX Runtime on output logits"):
         pipeline.compile_model(pipeline.CompileOptions(model="zoo:squeezenet1_1", output=out))
     assert not out.parent.exists() or list(out.parent.iterdir()) == []
+
+
+@pytest.mark.parametrize(("name", "target", "chain"), [
+    ("resnet18", "x86_64-avx512", "conv, bias, ReLU, max pool"),
+    ("mobilenet_v3_small", "x86_64", "conv, bias, hard-swish"),
+])
+def test_image_stems_write_the_packed_layout_themselves(name, target, chain):
+    """The 3-channel stem and its epilogue run packed: no NCHW copy of the largest
+    activation and no transform after it, only the one before the classifier's flatten."""
+    from tvm import relax
+
+    from edgec.layout import count_layout_transforms
+
+    model = pipeline.prepare(f"zoo:{name}", targets.load(target), None, "auto")
+    stems = []
+
+    def visit(expr):
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.conv2d":
+            if expr.attrs.data_layout == "NCHW":
+                stems.append(expr.attrs.out_layout)
+
+    relax.analysis.post_order_visit(model.ir["main"], visit)
+    assert stems == [model.layout], chain
+    assert count_layout_transforms(model.ir) == 1
