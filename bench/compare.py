@@ -126,8 +126,9 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
     macs = measures.macs(onnx.load(str(onnx_path)))
     row = {"input_shape": list(shape), "macs": macs, "latency_ms": {}, "peak_fraction": {},
            "cosine_vs_ort_fp32": {}, "details": {}, "notes": {}}
+    # The suite interleaves 7 runtimes: 3 rounds keep it near 10 minutes, 1 for --quick.
     measured = runtimes.measure(make_runtimes(args, databases, workdir, photos), onnx_path,
-                                inputs, args.runs, args.warmup)
+                                inputs, args.runs, args.warmup, rounds=1 if args.quick else 3)
     for key, result in measured.items():
         if result["ms"] is not None:
             result["cosine"] = cosine(result.pop("outputs"), reference)

@@ -31,6 +31,9 @@ import numpy as np
 from edgec import bench, pipeline, runtime
 
 
+ROUNDS = 5  # timing processes per runtime, interleaved with the other runtimes
+
+
 def add_common_arguments(parser, runs: int) -> None:
     """--target, --models, --runs, --warmup and --json, as every bench script takes them."""
     from edgec import targets
@@ -40,7 +43,17 @@ def add_common_arguments(parser, runs: int) -> None:
     parser.add_argument("--models", nargs="+")
     parser.add_argument("--runs", type=int, default=runs)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=ROUNDS,
+                        help="timing processes per runtime, interleaved with the others")
     parser.add_argument("--json", type=Path)
+
+
+def paired_ratio(numerator: dict, denominator: dict) -> float:
+    """The median over rounds of numerator / denominator measured in the same round: the two
+    ran seconds apart, so a VM-wide slowdown of that round divides out."""
+    pairs = zip(numerator["info"]["ms_per_round"], denominator["info"]["ms_per_round"],
+                strict=True)
+    return statistics.median(a / b for a, b in pairs)
 
 
 def same_threads_for_all() -> int:
@@ -68,9 +81,6 @@ def isolated(function: Callable, *args):
             return pool.submit(function, *args).result()
         except concurrent.futures.process.BrokenProcessPool as err:
             raise Unavailable(f"its process died ({err})") from err
-
-
-ROUNDS = 3  # timing processes per runtime, interleaved with the other runtimes
 
 
 def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: int,

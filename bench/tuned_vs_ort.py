@@ -4,8 +4,9 @@
 
 Every row is measured in this one run, on the same threads: each runtime alone in a fresh
 process, warm-up, then the median of --runs single inferences of batch 1 on a real photo;
-three such rounds, interleaving the runtimes, and the median of the rounds.
-`ratio` is edgec tuned / ONNX Runtime (below 1.0: edgec is ahead).
+--rounds such rounds (default 5), interleaving the runtimes, and the median of the rounds.
+`ratio` is edgec tuned / ONNX Runtime (below 1.0: edgec is ahead): the median over rounds
+of the two measured in the same round, so that the VM's drift between rounds divides out.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def main() -> int:
             ms = runtimes.measure({"untuned": runtimes.Edgec(empty, work, target=args.target),
                                    "tuned": runtimes.Edgec(logs, work, target=args.target),
                                    "ort": runtimes.OnnxRuntime(threads)},
-                                  path, inputs, args.runs, args.warmup)
+                                  path, inputs, args.runs, args.warmup, args.rounds)
             for key, result in ms.items():
                 if result["ms"] is None:
                     print(f"error: {name} {key}: {result['note']}", file=sys.stderr)
@@ -56,7 +57,7 @@ def main() -> int:
             tuned_info = ms["tuned"]["info"]
             rows[name] = {"edgec_tuned_ms": ms["tuned"]["ms"],
                           "edgec_untuned_ms": ms["untuned"]["ms"], "ort_ms": ms["ort"]["ms"],
-                          "ratio": ms["tuned"]["ms"] / ms["ort"]["ms"],
+                          "ratio": runtimes.paired_ratio(ms["tuned"], ms["ort"]),
                           "ms_per_round": {k: r["info"]["ms_per_round"]
                                              for k, r in ms.items()},
                           "tuned_functions": tuned_info["tuned_functions"],

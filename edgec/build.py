@@ -51,8 +51,8 @@ def lower(
     import tvm
     from tvm import relax
 
-    from edgec.kernels import legalize_map
     from edgec.layout import block_of
+    from edgec.legalize import legalize_map
     from edgec.schedules import default_schedule
 
     with tvm.target.Target(target.tvm_target()):

@@ -25,12 +25,13 @@ MAX_WEIGHT = 64  # "avx2" only
 
 
 def lanes(kind: str, block: int) -> int | None:
-    """Output lanes per instruction of `kind` for channel block `block`; None: no fit."""
+    """Output lanes per instruction of `kind` for `block` contiguous output channels (a
+    channel block, or several accumulated together); None: no fit."""
     if kind == "avx2":
         return 8 if block % 8 == 0 else None
     if kind == "sdot":
         return 4 if block % 4 == 0 else None
-    return block if block in (8, 16) else None
+    return next((width for width in (16, 8) if block % width == 0), None)
 
 
 def activation_dtype(kind: str) -> str:

@@ -3,7 +3,7 @@
 Untuned TVM code is naive (one thread, no vectors: ~50x slower than ONNX Runtime), so every
 function gets a rule-based schedule here. Packed convolutions get a register-blocked
 micro-kernel: a row of `reg_n` output pixels times one or two SIMD registers of output
-channels (see edgec.kernels.accumulator_lanes) stays in registers across the whole reduction,
+channels (see edgec.legalize.accumulator_lanes) stays in registers across the whole reduction,
 the block lanes are vectorized and the rows unrolled, and the bias/activation epilogue runs
 on the tile while it is still in registers.
 Everything else is parallelized over its outer loops and vectorized on its innermost loop.

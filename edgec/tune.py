@@ -171,6 +171,10 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     start = time.perf_counter()
     spent_before = read_metadata(work_dir)
 
+    # Raised inside MetaSchedule's callback, _BudgetSpent comes back as whatever error the
+    # FFI makes of it (a bare RuntimeError with tvm-ffi 0.1.14), so the stop is also noted.
+    budget_spent: list[bool] = []
+
     def on_batch(task_id: int, count: int, seconds: list[float]) -> None:
         row = pending_rows[task_id]
         row.trials += count
@@ -184,6 +188,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         if progress:
             progress(report, total)
         if options.budget_seconds and report.seconds > options.budget_seconds:
+            budget_spent.append(True)
             raise _BudgetSpent()
 
     remote = options.rpc or options.tracker
@@ -198,10 +203,11 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             builder=builder, runner=runner, on_batch=on_batch,
         )
     except Exception as err:  # MetaSchedule raises TVMError and friends from C++
-        if isinstance(err, _BudgetSpent) or _BudgetSpent.__name__ in str(err):
+        if budget_spent or isinstance(err, _BudgetSpent):
             report.seconds = time.perf_counter() - start
             return report  # the batch that crossed the budget is already in the database
-        raise TuneError(f"tuning for {target.name} failed: {str(err).strip().splitlines()[-1]}; "
+        last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise TuneError(f"tuning for {target.name} failed: {last_line}; "
                         f"records measured so far are kept in {work_dir}") from err
     report.seconds = time.perf_counter() - start
     return report

@@ -50,6 +50,19 @@ def test_tune_then_compile_uses_the_records_and_still_matches_onnxruntime(
 
 
 @pytest.mark.slow
+def test_a_spent_budget_stops_the_tune_cleanly_and_keeps_its_records(dynamic_conv_model,
+                                                                     tmp_path):
+    """--budget stops after the batch that crosses it: exit 0, that batch in the database."""
+    logs = tmp_path / "logs"
+    result = run_cli("tune", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+                     "--trials", "64", "--budget", "1s", "--tuning-logs", str(logs))
+    assert result.returncode == 0, result.stderr
+    measured = len(record_lines(logs))
+    assert 0 < measured < 64 * 2, measured
+    assert json.loads((logs / "metadata.json").read_text())["trials"] >= 1
+
+
+@pytest.mark.slow
 def test_int8_tasks_tune_into_the_database_and_compile_applies_them(dynamic_conv_model,
                                                                     tmp_path):
     logs = tmp_path / "logs"

@@ -1,0 +1,155 @@
+"""Legalization: which edgec.kernels compute each Relax conv2d and matmul becomes.
+
+TVM's own legalization handles every other op (and convs edgec has no kernel for) later.
+Weight repacking is emitted as its own TE function: on constant weights FoldConstant runs it
+at build time, so the compiled model reads weights in the order its micro-kernels want.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from edgec.kernels import (
+    conv2d_nchw_packed_out,
+    conv2d_nchwc,
+    conv2d_nchwc_dense,
+    conv2d_nchwc_int8,
+    dense_packed,
+    pack_dense_weight,
+    pack_float_kernel,
+    pack_int8_kernel,
+    pack_stem_kernel,
+)
+from edgec.layout import block_of
+
+_PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
+
+
+def _packed_block(attrs) -> int | None:
+    """The channel block of a conv in NCHW{b}c with OIHW{b}o weights and the same output
+    layout, None for any other layout combination."""
+    block = block_of(attrs.data_layout)
+    kernel = _PACKED_KERNEL.match(attrs.kernel_layout)
+    if block is None or kernel is None or attrs.out_layout != attrs.data_layout:
+        return None
+    return block
+
+
+def legalize_map(block: int, target) -> dict:
+    """Ops edgec legalizes itself; pass to relax.transform.LegalizeOps(customize_legalize_map).
+
+    Args:
+        block: the model's channel block (see edgec.layout.choose_block).
+        target: the edgec Target: its int8 dot-product kind ("avx2", "vnni", "sdot") and its
+            SIMD width and register count shape the micro-kernels (see accumulator_lanes).
+    """
+    lanes = accumulator_lanes(target.vector_bits, target.vector_registers)
+    return {"relax.nn.conv2d":
+            lambda bb, call: _legalize_conv2d(bb, call, block, target.int8_dot, lanes),
+            # Four vector registers of output columns: independent FMA chains.
+            "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, target.vector_bits // 8)}
+
+
+def accumulator_lanes(vector_bits: int, registers: int) -> int:
+    """Output channels the float micro-kernel accumulates per output pixel.
+
+    Two SIMD registers with 32 of them (AVX-512, AArch64): each broadcast input value then
+    feeds two FMAs. On AVX-512 that took ResNet-18's 3x3 convs from ~410 to ~500 GFLOP/s,
+    and an 8-channel block (MobileNetV2's layout) from 250 to 450, as the 8 channels of
+    four blocks fill two zmm registers instead of one ymm. With 16 registers (AVX2) the
+    second row of accumulators spills (40% slower), so it is one register there.
+    """
+    lanes = max(1, vector_bits // 32)
+    return 2 * lanes if registers >= 32 else lanes
+
+
+def _blocks_per_tile(out_chunks: int, block: int, lanes: int) -> int:
+    """Channel blocks computed together: lanes // block, halved until it divides out_chunks."""
+    tile = max(1, lanes // block)
+    while out_chunks % tile:
+        tile //= 2
+    return tile
+
+
+def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
+    """A dense packed 8-bit x int8 -> int32 conv whose block fits the `kind` intrinsic, with
+    constant weights (for "avx2": small enough that vpmaddubsw cannot saturate)."""
+    from edgec import intrinsics
+
+    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
+            intrinsics.activation_dtype(kind), "int8", "int32"):
+        return False
+    if not isinstance(weight, tvm.ir.Constant) or int(attrs.groups) != 1:
+        return False
+    if _packed_block(attrs) != block or not intrinsics.lanes(kind, block):
+        return False
+    if kind != "avx2":
+        return True
+    values = weight.value.numpy()
+    return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
+
+
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
+                     int8_dot: str | None, lanes: int) -> relax.Expr:
+    attrs = call.attrs
+    args = (
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
+        int(attrs.groups),
+        str(call.ty.dtype),
+    )
+    if int8_dot and _int8_dot_applies(call, block, int8_dot):
+        # Packing a constant weight is folded at compile time by FoldConstant.
+        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
+        packed = bb.emit_te(pack_int8_kernel, call.args[1], tile,
+                            primfunc_name_hint="pack_int8_kernel")
+        return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
+                          primfunc_name_hint="conv2d_nchwc_int8")
+    if _packed_block(attrs) is not None:
+        data, weight = call.args[0], call.args[1]
+        channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
+        if int(attrs.groups) == 1 and channels % block == 0:
+            tile = _blocks_per_tile(int(weight.ty.shape[0]), block, lanes)
+            # A constant weight's repacking is folded at compile time by FoldConstant.
+            packed = bb.emit_te(pack_float_kernel, weight, tile,
+                                primfunc_name_hint="pack_float_kernel")
+            return bb.call_te(conv2d_nchwc_dense, data, packed, *args,
+                              primfunc_name_hint="conv2d_nchwc")
+        return bb.call_te(conv2d_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
+    channels = int(call.args[0].ty.shape[1]) if attrs.data_layout == "NCHW" else 0
+    out_block = block_of(attrs.out_layout) if attrs.out_layout != "NCHW" else 0
+    out_channels = int(call.ty.shape[1]) * (out_block or 1)
+    few = 0 < channels < block and out_channels % block == 0 and attrs.groups == 1
+    if few and attrs.kernel_layout == "OIHW" and out_block in (0, block):
+        # Image stems (3 channels) cannot be packed, so ConvertLayout leaves their input in
+        # NCHW, where TOPI's naive conv ran ResNet-18's 7x7 stem 25x slower than the rest
+        # together. edgec.stem_layout gives them a packed output.
+        wide = block * _blocks_per_tile(out_channels // block, block, lanes)
+        packed = bb.emit_te(pack_stem_kernel, call.args[1], wide,
+                            primfunc_name_hint="pack_stem_kernel")
+        return bb.call_te(conv2d_nchw_packed_out, call.args[0], packed, *args, out_block,
+                          primfunc_name_hint="conv2d_nchw_packed_out")
+    return call  # plain layouts: TVM's own legalization handles them later
+
+
+def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, tile: int) -> relax.Expr:
+    """A float classifier head (a few rows times a constant K x N weight) on weights packed
+    by pack_dense_weight; any other matmul is left to TVM."""
+    data, weight = call.args
+    if not isinstance(weight, tvm.ir.Constant) or len(weight.ty.shape) != 2:
+        return call
+    if len(data.ty.shape) != 2 or int(data.ty.shape[0]) > 4:
+        return call
+    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
+        return call
+    packed = bb.emit_te(pack_dense_weight, weight, tile, primfunc_name_hint="pack_dense_weight")
+    return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
+                      primfunc_name_hint="dense_packed")
+
+
