@@ -20,7 +20,8 @@ from edgec.layout import block_of
 _ELEMENTWISE = {
     "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
     "relax.minimum", "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.nn.silu",
-    "relax.astype", "relax.round",  # an INT8 stem's requantization
+    "relax.astype", "relax.round",
+    "relax.quantize",  # an INT8 model's float stem, quantized (per tensor) for what follows
 }
 
 _POOLS = {"relax.nn.max_pool2d": relax.op.nn.max_pool2d,
