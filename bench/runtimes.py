@@ -30,7 +30,6 @@ import numpy as np
 
 from edgec import bench, pipeline, runtime
 
-
 ROUNDS = 5  # timing processes per runtime, interleaved with the other runtimes
 
 
