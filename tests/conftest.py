@@ -46,15 +46,20 @@ def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Pa
 
 @pytest.fixture
 def dynamic_conv_model(tmp_path: Path) -> Path:
-    """A conv net with symbolic batch/height/width, as exported with dynamic axes."""
+    """A conv net with symbolic batch/height/width, as exported with dynamic axes: an image
+    stem and a second conv (which INT8 computes in integers; stems stay float)."""
     rng = np.random.default_rng(1)
-    weight = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    stem = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
+    second = numpy_helper.from_array(
+        (rng.standard_normal((8, 8, 3, 3)) * 0.2).astype(np.float32), "w2")
     return save_model(
         [helper.make_node("Conv", ["image", "w"], ["y"], pads=[1, 1, 1, 1]),
-         helper.make_node("Relu", ["y"], ["out"])],
+         helper.make_node("Relu", ["y"], ["r"]),
+         helper.make_node("Conv", ["r", "w2"], ["y2"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["y2"], ["out"])],
         [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
         [helper.make_tensor_value_info("out", TensorProto.FLOAT, ["batch", 8, "h", "w"])],
-        [weight], tmp_path / "dynamic.onnx",
+        [stem, second], tmp_path / "dynamic.onnx",
     )
 
 

@@ -102,8 +102,10 @@ def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_mod
         model=f"zoo:{name}", output=out, quantize="int8", calib=str(photo_folder)))
     assert "quantize:int8" in result.info.applied
     convs = integer_convs(result.model.ir)
-    assert convs and all(c[0] in ("uint8", "int8") and c[1] == "int8" and c[2] == "int32"
-                         for c in convs), convs
+    # Every conv but the 3-channel stem, which fits no 4-deep dot product, is integer.
+    assert convs[0] == ("float32", "float32", "float32"), convs
+    assert all(c[0] in ("uint8", "int8") and c[1] == "int8" and c[2] == "int32"
+               for c in convs[1:]), convs
 
     inputs = photo_inputs(photo_folder)
     compiled = runtime.load(out)
@@ -149,7 +151,8 @@ def assert_agrees_with_qdq(compiled, qdq_model, samples) -> None:
 
 @pytest.fixture
 def small_net(tmp_path: Path) -> Path:
-    """conv3x3 (padded) + ReLU, conv1x1, residual add, global pool, Gemm: every INT8 path."""
+    """Image stem (float in INT8), conv3x3 (padded) + ReLU, conv1x1, residual add, global
+    pool, Gemm: every INT8 path."""
     rng = np.random.default_rng(3)
 
     def weight(name, *shape):
@@ -157,7 +160,9 @@ def small_net(tmp_path: Path) -> Path:
                                        name)
 
     nodes = [
-        helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
         helper.make_node("Add", ["c2", "r1"], ["sum"]),
@@ -165,7 +170,8 @@ def small_net(tmp_path: Path) -> Path:
         helper.make_node("Flatten", ["pool"], ["flat"]),
         helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
     ]
-    inits = [weight("w1", 8, 3, 3, 3), weight("b1", 8), weight("w2", 8, 8, 1, 1),
+    inits = [weight("w0", 8, 3, 1, 1), weight("b0", 8), weight("w1", 8, 8, 3, 3), weight("b1", 8),
+             weight("w2", 8, 8, 1, 1),
              weight("b2", 8), weight("w3", 10, 8), weight("b3", 10)]
     return save_model(
         nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
@@ -185,7 +191,8 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
         model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
         calib_method=method, per_channel=per_channel, layout=layout))
     convs = integer_convs(result.model.ir)
-    assert len(convs) == 2 and all(c[1:] == ("int8", "int32") for c in convs), convs
+    assert convs[0] == ("float32", "float32", "float32"), convs  # the 3-channel stem
+    assert len(convs) == 3 and all(c[1:] == ("int8", "int32") for c in convs[1:]), convs
     # The classifier's logits stay float, but its sum is still computed in integers.
     assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
     if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
