@@ -178,9 +178,6 @@ def _split_bias(expr: Any, values: Mapping) -> tuple[Any, np.ndarray | None]:
     return expr, None
 
 
-_DOT_DEPTH = 4  # input channels one int8 dot-product instruction sums (edgec.intrinsics)
-
-
 def quantized_layer(expr: Any, values: Mapping, clamps: bool = True) -> QuantLayer | None:
     """The conv2d/matmul + bias (+ clamp) chain that feeds an R.quantize, or None.
 
@@ -193,12 +190,6 @@ def quantized_layer(expr: Any, values: Mapping, clamps: bool = True) -> QuantLay
     if name == "relax.nn.conv2d":
         attrs = core.attrs
         if (attrs.data_layout, attrs.kernel_layout, attrs.out_layout) != ("NCHW", "OIHW", "NCHW"):
-            return None
-        if int(core.args[0].ty.shape[1]) < _DOT_DEPTH:
-            # An image stem (3 channels) fits no 4-deep dot product: in int32 multiplies it
-            # took ResNet-18's 7x7 stem 0.97 ms, 23% of the INT8 model, twice its float
-            # time. It stays float (on the dequantized input, as ONNX Runtime's QDQ graph
-            # reads) and its output is quantized for the integer layers after it.
             return None
         kind, out_axis = "conv2d", 0
     elif name == "relax.matmul" and len(core.ty.shape) == 2:

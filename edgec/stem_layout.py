@@ -20,8 +20,7 @@ from edgec.layout import block_of
 _ELEMENTWISE = {
     "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
     "relax.minimum", "relax.nn.relu", "relax.clip", "relax.sigmoid", "relax.nn.silu",
-    "relax.astype", "relax.round",
-    "relax.quantize",  # an INT8 model's float stem, quantized (per tensor) for what follows
+    "relax.astype", "relax.round",  # an INT8 stem's requantization
 }
 
 _POOLS = {"relax.nn.max_pool2d": relax.op.nn.max_pool2d,

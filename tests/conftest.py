@@ -47,7 +47,7 @@ def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Pa
 @pytest.fixture
 def dynamic_conv_model(tmp_path: Path) -> Path:
     """A conv net with symbolic batch/height/width, as exported with dynamic axes: an image
-    stem and a second conv (which INT8 computes in integers; stems stay float)."""
+    stem and a second conv."""
     rng = np.random.default_rng(1)
     stem = numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "w")
     second = numpy_helper.from_array(
