@@ -18,11 +18,13 @@ from edgec.kernels import (
     conv2d_nchwc,
     conv2d_nchwc_dense,
     conv2d_nchwc_int8,
+    conv2d_nchwc_winograd,
     dense_packed,
     pack_dense_weight,
     pack_float_kernel,
     pack_int8_kernel,
     pack_stem_kernel,
+    winograd_weight,
 )
 from edgec.layout import block_of
 
@@ -49,7 +51,8 @@ def legalize_map(block: int, target) -> dict:
     """
     lanes = accumulator_lanes(target.vector_bits, target.vector_registers)
     return {"relax.nn.conv2d":
-            lambda bb, call: _legalize_conv2d(bb, call, block, target.int8_dot, lanes),
+            lambda bb, call: _legalize_conv2d(bb, call, block, target.int8_dot, lanes,
+                                              target.winograd),
             # Four vector registers of output columns: independent FMA chains.
             "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, target.vector_bits // 8)}
 
@@ -94,8 +97,33 @@ def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
     return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
 
 
+# Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
+# filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
+# streaming them costs more than the multiplies saved.
+WINOGRAD_MIN_OUTPUT = 14
+
+
+def _winograd_applies(call: relax.Call, block: int) -> bool:
+    """A packed float32 3x3 stride-1 ungrouped conv with constant weights on an output of
+    at least WINOGRAD_MIN_OUTPUT pixels a side."""
+    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if _packed_block(attrs) != block or int(attrs.groups) != 1:
+        return False
+    if not isinstance(weight, tvm.ir.Constant):
+        return False
+    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
+        return False
+    if (int(weight.ty.shape[2]), int(weight.ty.shape[3])) != (3, 3):
+        return False
+    if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
+        return False
+    channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
+    smallest = min(int(call.ty.shape[2]), int(call.ty.shape[3]))
+    return channels % block == 0 and smallest >= WINOGRAD_MIN_OUTPUT
+
+
 def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
-                     int8_dot: str | None, lanes: int) -> relax.Expr:
+                     int8_dot: str | None, lanes: int, winograd: bool) -> relax.Expr:
     attrs = call.attrs
     args = (
         [int(s) for s in attrs.strides],
@@ -111,6 +139,11 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
                             primfunc_name_hint="pack_int8_kernel")
         return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
                           primfunc_name_hint="conv2d_nchwc_int8")
+    if winograd and _winograd_applies(call, block):
+        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
+        weight = relax.const(winograd_weight(call.args[1].value.numpy(), tile))
+        return bb.call_te(conv2d_nchwc_winograd, call.args[0], weight, args[1], args[4],
+                          primfunc_name_hint="conv2d_nchwc_winograd")
     if _packed_block(attrs) is not None:
         data, weight = call.args[0], call.args[1]
         channels = int(data.ty.shape[1]) * int(data.ty.shape[4])

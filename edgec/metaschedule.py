@@ -170,11 +170,13 @@ def run_tuning(tasks, weights, work_dir: Path, database, *, total_trials: int,
 
 
 def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
-    """Measure schedule_fn's schedule of every task and commit it as a tuning record.
+    """Measure schedule_fn's schedule of every task the database has no record of it for,
+    and commit it as a tuning record.
 
     The tuned result is then never worse than the default schedule: ApplyDatabase takes
-    the fastest record, and the search starts from a measured baseline. Returns how many
-    records were committed.
+    the fastest record, and the search starts from a measured baseline. A default schedule
+    that changed since a database was made (a new edgec) is measured again, or the old
+    records would win over it unmeasured. Returns how many records were committed.
     """
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
@@ -182,8 +184,13 @@ def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
     for task in tasks:
         mod = task_mod(task)
         sch = schedule_fn(mod["main"], target)
-        if sch is not None:
+        if sch is None:
+            continue
+        trace = str(sch.trace)
+        if not any(str(record.trace) == trace for record in measured(database, mod)):
             candidates.append((mod, sch))
+    if not candidates:
+        return 0
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
     runs = []
     for (mod, sch), result in zip(candidates, built, strict=True):

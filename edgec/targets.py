@@ -18,7 +18,7 @@ ARCHES = ("x86_64", "aarch64")
 _SCHEMA: dict[str, set[str]] = {
     "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc"},
     "tvm": {"kind", "mtriple", "mcpu", "mattr", "num-cores"},
-    "cpu": {"vector_bits", "features"},
+    "cpu": {"vector_bits", "features", "winograd"},
     "build": {"cross_compiler", "sysroot"},
     "layout": {"default"},
     "rpc": {"key"},
@@ -37,6 +37,7 @@ class Target:
     features: tuple[str, ...]
     default_layout: str
     rpc_key: str
+    winograd: bool = True  # Winograd F(4x4, 3x3) for 3x3 convs (edgec.legalize)
     cross_compiler: str | None = None
     sysroot: str | None = None
     source: str = ""
@@ -169,6 +170,9 @@ def _parse(path: Path, name: str) -> Target:
     if tvm_table.get("kind") != "llvm":
         raise ConfigError(f"target file {path}: field tvm.kind must be \"llvm\" (CPU targets only)")
     build = data.get("build", {})
+    winograd = data.get("cpu", {}).get("winograd", True)
+    if not isinstance(winograd, bool):
+        raise ConfigError(f"target file {path}: field cpu.winograd must be true or false")
     return Target(
         name=name,
         description=data.get("description", name),
@@ -177,6 +181,7 @@ def _parse(path: Path, name: str) -> Target:
         vector_bits=vector_bits,
         features=tuple(need("cpu", "features", list)),
         default_layout=layout,
+        winograd=winograd,
         rpc_key=need("rpc", "key", str),
         cross_compiler=build.get("cross_compiler"),
         sysroot=build.get("sysroot"),

@@ -103,6 +103,7 @@ class TuneReport:
     trials_run: int = 0
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    seeded: int = 0  # edgec default schedules measured into the logs (new or changed ones)
 
     @property
     def estimated_ms(self) -> float | None:
@@ -122,6 +123,8 @@ class TuneReport:
             lines.append(f"{r.name[:44]:<44} {r.weight:>2} {r.flops / 1e6:>8.1f} "
                          f"{r.trials:>6} {best:>9} {rate:>8}")
         est = self.estimated_ms
+        if self.seeded:
+            lines.append(f"{self.seeded} new or changed default schedules measured as records")
         lines.append(
             f"{self.trials_run} trials in {self.seconds / 60:.1f} min "
             f"({self.trials_per_minute:.0f}/min); sum of tuned tasks: "
@@ -165,7 +168,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         else:
             pending.append(task)
             pending_rows.append(row)
-    if not pending or options.dry_run:
+    if options.dry_run:
         return report
     total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
     start = time.perf_counter()
@@ -195,8 +198,10 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     builder = ms.make_builder(target.cross_compiler if remote else None)
     runner = ms.make_runner(options.rpc, options.tracker, options.key)
     try:
-        fresh = [t for t, row in zip(pending, pending_rows, strict=True) if row.trials == 0]
-        ms.seed_database(database, fresh, tvm_target, schedule_function, builder, runner)
+        report.seeded = ms.seed_database(database, tasks, tvm_target, schedule_function,
+                                         builder, runner)
+        if not pending:
+            return report
         ms.run_tuning(
             pending, [float(t.weight) for t in pending], work_dir, database,
             total_trials=total, trials_per_task=options.trials_per_task,

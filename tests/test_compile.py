@@ -119,3 +119,49 @@ def test_image_stems_write_the_packed_layout_themselves(name, target, chain):
     relax.analysis.post_order_visit(model.ir["main"], visit)
     assert stems == [model.layout], chain
     assert count_layout_transforms(model.ir) == 1
+
+
+@pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
+def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
+    """3x3 stride-1 convs run as Winograd F(4x4, 3x3): batch 2, uneven padding and output
+    sizes that 4x4 tiles do not divide (18x14), next to a 7x7 conv that stays direct."""
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm import tirx
+
+    from conftest import save_model
+    from edgec import build
+
+    if target.endswith("avx512") and "avx512f" not in targets.cpu_flags():
+        pytest.skip(f"this CPU cannot run {target} code (no AVX-512)")
+    rng = np.random.default_rng(5)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32),
+                                       name)
+
+    source = save_model(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["y1"], pads=[1, 0, 2, 1]),
+         helper.make_node("Relu", ["y1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["y2"], pads=[1, 1, 1, 1]),
+         helper.make_node("Add", ["y2", "r1"], ["s"]),
+         helper.make_node("MaxPool", ["s"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+         helper.make_node("Conv", ["p", "w3"], ["out"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 32, 17, 15])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [2, 32, 9, 7])],
+        [weight("w1", (32, 32, 3, 3)), weight("b1", (32,)), weight("w2", (32, 32, 3, 3)),
+         weight("w3", (32, 32, 3, 3))],
+        tmp_path / "winograd.onnx")
+    model = pipeline.prepare(str(source), targets.load(target), None, "auto")
+    lowered = build.lower(model, targets.load(target))
+    kernels = [g.name_hint for g, f in lowered.functions.items()
+               if isinstance(f, tirx.PrimFunc) and "winograd" in g.name_hint]
+    assert len(kernels) == 2, kernels  # the 9x7 conv is below WINOGRAD_MIN_OUTPUT
+
+    out = tmp_path / "winograd.so"
+    pipeline.compile_model(pipeline.CompileOptions(model=str(source), output=out,
+                                                   target=target, check=False))
+    x = rng.uniform(-1, 1, (2, 32, 17, 15)).astype(np.float32)
+    got = runtime.load(out).run({"x": x})["out"]
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()), rtol=0)

@@ -63,6 +63,37 @@ def test_a_spent_budget_stops_the_tune_cleanly_and_keeps_its_records(dynamic_con
 
 
 @pytest.mark.slow
+def test_a_changed_default_schedule_is_measured_into_finished_logs(dynamic_conv_model,
+                                                                   tmp_path, monkeypatch):
+    """Logs made with an older edgec must not keep winning over a new default schedule
+    that was never measured: a rerun measures it even when every task has its trials."""
+    from edgec import schedules
+
+    options = tune.TuneOptions(trials_per_task=2, logs=tmp_path / "logs")
+
+    def run():
+        return pipeline.tune_model(str(dynamic_conv_model), "x86_64", options,
+                                   input_shapes=SMALL)
+
+    first = run()
+    assert first.seeded >= 1
+    lines = len(record_lines(options.logs))
+    assert run().seeded == 0 and len(record_lines(options.logs)) == lines
+    real = schedules.schedule_function
+
+    def changed(func, target):  # the same code, another trace: as a new edgec would make
+        sch = real(func, target)
+        if sch is not None:
+            schedules._root_blocks(sch)
+        return sch
+
+    monkeypatch.setattr(schedules, "schedule_function", changed)
+    rerun = run()
+    assert rerun.trials_run == 0 and rerun.seeded == first.seeded
+    assert len(record_lines(options.logs)) == lines + first.seeded
+
+
+@pytest.mark.slow
 def test_int8_tasks_tune_into_the_database_and_compile_applies_them(dynamic_conv_model,
                                                                     tmp_path):
     logs = tmp_path / "logs"
