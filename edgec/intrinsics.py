@@ -79,47 +79,39 @@ def _avx2_8x4(
             dtype="int32x8")
 
 
-def _vnni(width: int):
-    bits = 32 * width
+def _accumulating_dot(width: int, a_dtype: str, llvm_intrinsic: str):
+    """C = llvm_intrinsic(C, A in every lane, B), where lane i sums the products of bytes
+    4i..4i+3 of both operands: VNNI's vpdpbusd (u8 x s8) and AArch64's sdot (s8 x s8)."""
+    byte_lanes = 4 * width
 
     @T.prim_func(s_tir=True)
     def implementation(
-        A: T.Buffer((4,), "uint8", offset_factor=1),
+        A: T.Buffer((4,), a_dtype, offset_factor=1),
         B: T.Buffer((width, 4), "int8", offset_factor=1),
         C: T.Buffer((width,), "int32", offset_factor=1),
     ) -> None:
         with T.sblock("root"):
             T.reads(C[0:width], A[0:4], B[0:width, 0:4])
             T.writes(C[0:width])
-            # LLVM 20+ types the two multiplicands as byte vectors (TVM's own VNNI
-            # intrinsic still passes int32 vectors, which this LLVM rejects).
-            a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
-            a_u8 = T.reinterpret(T.broadcast(a_i32, width), dtype=f"uint8x{4 * width}")
+            # The 4 activations repeated in every lane. LLVM 20+ types both multiplicands
+            # as byte vectors (TVM's own VNNI intrinsic still passes int32 vectors, which
+            # this LLVM rejects).
+            a_i32 = T.reinterpret(A.vload([0], f"{a_dtype}x4"), dtype="int32")
+            a_bytes = T.reinterpret(T.broadcast(a_i32, width), dtype=f"{a_dtype}x{byte_lanes}")
             C[T.ramp(T.int32(0), 1, width)] = T.call_llvm_pure_intrin(
-                T.llvm_lookup_intrinsic_id(f"llvm.x86.avx512.vpdpbusd.{bits}"),
-                C.vload([0], dtype=f"int32x{width}"), a_u8,
-                B.vload([0, 0], dtype=f"int8x{4 * width}"), dtype=f"int32x{width}")
+                T.llvm_lookup_intrinsic_id(llvm_intrinsic),
+                C.vload([0], dtype=f"int32x{width}"), a_bytes,
+                B.vload([0, 0], dtype=f"int8x{byte_lanes}"), dtype=f"int32x{width}")
 
     return implementation
 
 
-@T.prim_func(s_tir=True)
-def _sdot_4x4(
-    A: T.Buffer((4,), "int8", offset_factor=1),
-    B: T.Buffer((4, 4), "int8", offset_factor=1),
-    C: T.Buffer((4,), "int32", offset_factor=1),
-) -> None:
-    with T.sblock("root"):
-        T.reads(C[0:4], A[0:4], B[0:4, 0:4])
-        T.writes(C[0:4])
-        # Lane i of sdot sums bytes 4i..4i+3 of both operands: the 4 activations repeated
-        # in every lane against row i of B.
-        a_i32 = T.reinterpret(A.vload([0], "int8x4"), dtype="int32")
-        a_i8 = T.reinterpret(T.broadcast(a_i32, 4), dtype="int8x16")
-        C[T.ramp(T.int32(0), 1, 4)] = T.call_llvm_pure_intrin(
-            T.llvm_lookup_intrinsic_id("llvm.aarch64.neon.sdot.v4i32.v16i8"),
-            C.vload([0], dtype="int32x4"), a_i8, B.vload([0, 0], dtype="int8x16"),
-            dtype="int32x4")
+def _implementation(kind: str, width: int):
+    if kind == "avx2":
+        return _avx2_8x4
+    if kind == "sdot":
+        return _accumulating_dot(4, "int8", "llvm.aarch64.neon.sdot.v4i32.v16i8")
+    return _accumulating_dot(width, "uint8", f"llvm.x86.avx512.vpdpbusd.{32 * width}")
 
 
 def dot(kind: str, width: int) -> str:
@@ -127,8 +119,7 @@ def dot(kind: str, width: int) -> str:
     a_dtype = activation_dtype(kind)
     name = f"edgec_dot_{width}x4_{a_dtype[0]}8i8i32_{kind}"
     if TensorIntrin.get(name, allow_missing=True) is None:
-        implementation = {"avx2": _avx2_8x4, "sdot": _sdot_4x4}.get(kind) or _vnni(width)
-        TensorIntrin.register(name, _description(width, a_dtype), implementation)
+        TensorIntrin.register(name, _description(width, a_dtype), _implementation(kind, width))
     return name
 
 
