@@ -6,6 +6,7 @@ A TVM upgrade that moves these APIs should be this file's work alone.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import sys
 import tempfile
@@ -152,6 +153,11 @@ def run_tuning(tasks, weights, work_dir: Path, database, *, total_trials: int,
                trials_per_task: int, builder, runner, on_batch) -> None:
     """Tune ExtractedTasks with the XGBoost cost model, committing each batch to `database`."""
     load_cpu_intrinsics_only()
+    # MetaSchedule names its logger's handlers in a logging dictConfig: one without a name
+    # (left by an earlier tune in the same process under pytest) fails that config.
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in [h for h in logger.handlers if h.get_name() is None]:
+        logger.removeHandler(handler)
     contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply",
         strategy="evolutionary", num_threads=os.cpu_count() or 1,
@@ -176,36 +182,38 @@ def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
     The tuned result is then never worse than the default schedule: ApplyDatabase takes
     the fastest record, and the search starts from a measured baseline. A default schedule
     that changed since a database was made (a new edgec) is measured again, or the old
-    records would win over it unmeasured. Returns how many records were committed.
+    records would win over it unmeasured. Returns {index in tasks: measured seconds} of the
+    records committed.
     """
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     candidates = []
-    for task in tasks:
+    for index, task in enumerate(tasks):
         mod = task_mod(task)
         sch = schedule_fn(mod["main"], target)
         if sch is None:
             continue
         trace = str(sch.trace)
         if not any(str(record.trace) == trace for record in measured(database, mod)):
-            candidates.append((mod, sch))
+            candidates.append((index, mod, sch))
     if not candidates:
-        return 0
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
+        return {}
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for *_, sch in candidates])
     runs = []
-    for (mod, sch), result in zip(candidates, built, strict=True):
+    for (index, mod, sch), result in zip(candidates, built, strict=True):
         if result.error_msg is None:
             args = ArgInfo.from_prim_func(sch.mod["main"])
-            runs.append((mod, sch, args, ms.runner.RunnerInput(
+            runs.append((index, mod, sch, args, ms.runner.RunnerInput(
                 result.artifact_path, "cpu", args)))  # CPU targets only
     futures = runner.run([entry[-1] for entry in runs])
-    committed = 0
-    for (mod, sch, args, _), future in zip(runs, futures, strict=True):
+    committed = {}
+    for (index, mod, sch, args, _), future in zip(runs, futures, strict=True):
         result = future.result()
         if result.error_msg is None and result.run_secs:
-            database.commit_tuning_record(ms.database.TuningRecord(
-                sch.trace, database.commit_workload(mod), result.run_secs, target, args))
-            committed += 1
+            record = ms.database.TuningRecord(
+                sch.trace, database.commit_workload(mod), result.run_secs, target, args)
+            database.commit_tuning_record(record)
+            committed[index] = record_seconds(record)
     return committed
 
 

@@ -156,6 +156,15 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     database = ms.open_database(work_dir)
     tasks = ms.extract_tasks(ir, tvm_target)
     report = TuneReport(target.name, work_dir, [])
+    remote = options.rpc or options.tracker
+    builder = runner = None
+    if not options.dry_run:
+        builder = ms.make_builder(target.cross_compiler if remote else None)
+        runner = ms.make_runner(options.rpc, options.tracker, options.key)
+        # Default schedules first: they count as trials, so --trials 1 measures just them.
+        report.seeded = len(_failing_as_tune_error(
+            target, work_dir, ms.seed_database, database, tasks, tvm_target,
+            schedule_function, builder, runner))
     pending, pending_rows = [], []
     for task in tasks:
         mod = ms.task_mod(task)
@@ -168,7 +177,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         else:
             pending.append(task)
             pending_rows.append(row)
-    if options.dry_run:
+    if options.dry_run or not pending:
         return report
     total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
     start = time.perf_counter()
@@ -194,28 +203,27 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             budget_spent.append(True)
             raise _BudgetSpent()
 
-    remote = options.rpc or options.tracker
-    builder = ms.make_builder(target.cross_compiler if remote else None)
-    runner = ms.make_runner(options.rpc, options.tracker, options.key)
     try:
-        report.seeded = ms.seed_database(database, tasks, tvm_target, schedule_function,
-                                         builder, runner)
-        if not pending:
-            return report
-        ms.run_tuning(
-            pending, [float(t.weight) for t in pending], work_dir, database,
-            total_trials=total, trials_per_task=options.trials_per_task,
-            builder=builder, runner=runner, on_batch=on_batch,
-        )
-    except Exception as err:  # MetaSchedule raises TVMError and friends from C++
-        if budget_spent or isinstance(err, _BudgetSpent):
-            report.seconds = time.perf_counter() - start
-            return report  # the batch that crossed the budget is already in the database
+        _failing_as_tune_error(
+            target, work_dir, ms.run_tuning, pending, [float(t.weight) for t in pending],
+            work_dir, database, total_trials=total, trials_per_task=options.trials_per_task,
+            builder=builder, runner=runner, on_batch=on_batch)
+    except TuneError:
+        if not budget_spent:
+            raise
+        # the batch that crossed the budget is already in the database
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _failing_as_tune_error(target: Target, work_dir: Path, step, *args, **kwargs):
+    """Run a MetaSchedule step; its errors (TVMError and friends from C++) as TuneError."""
+    try:
+        return step(*args, **kwargs)
+    except Exception as err:
         last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
         raise TuneError(f"tuning for {target.name} failed: {last_line}; "
                         f"records measured so far are kept in {work_dir}") from err
-    report.seconds = time.perf_counter() - start
-    return report
 
 
 def read_metadata(work_dir: Path) -> dict:
