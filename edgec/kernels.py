@@ -311,8 +311,40 @@ def pack_int8_kernel(kernel, tile: int):
     )
 
 
-def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot):
-    """8-bit NCHW{b}c data x int8 kernel packed by pack_int8_kernel -> int32 NCHW{b}c.
+def pack_int8_stem_kernel(kernel, wide: int):
+    """An image stem's OIHW int8 weights (3 input channels) as pack_int8_kernel lays out a
+    4-channel block: (O/wide, 1, KH, KW, 1, wide, 4), the 4th input channel's weights 0."""
+    o_channels, i_channels, kh_size, kw_size = (int(d) for d in kernel.shape)
+    return te.compute(
+        (o_channels // wide, 1, kh_size, kw_size, 1, wide, 4),
+        lambda oo, icc, kh, kw, ic4, ov, ici: te.if_then_else(
+            ici < i_channels, kernel[oo * wide + ov, ici, kh, kw], te.const(0, kernel.dtype)),
+        name="int8_stem_kernel_pack",
+    )
+
+
+def conv2d_nchw_int8_stem(data, kernel, strides, padding, dilation, groups, out_dtype,
+                          out_block: int, dot: str):
+    """An 8-bit NCHW image stem (at most 4 channels) on the dot-product instructions: the
+    channels interleaved into one 4-byte group per pixel (the 4th a zero that meets zero
+    weights), then conv2d_nchwc_int8 with one 4-channel input block, unpacked to
+    NCHW{out_block}c. Each vpdpbusd then does 16 lanes x 4 channels of one tap: ResNet-18's
+    7x7 stem as 49 instructions per 16 output channels instead of 147 FMAs."""
+    n, channels, height, width = (int(d) for d in data.shape)
+    interleaved = te.compute(
+        (n, 1, height, width, 4),
+        lambda b, c, y, x, i: te.if_then_else(i < channels, data[b, i, y, x],
+                                              te.const(0, data.dtype)),
+        name="stem_data_interleave",
+    )
+    return conv2d_nchwc_int8(interleaved, kernel, strides, padding, dilation, groups,
+                             out_dtype, dot, out_block)
+
+
+def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot,
+                      out_block: int = 0):
+    """8-bit NCHW{b}c data x int8 kernel packed by pack_int8_kernel -> int32 NCHW{b}c, or
+    NCHW{out_block}c when given.
 
     Like conv2d_nchwc_dense, it accumulates `tile` blocks per pixel and unpacks them. The
     innermost reduction runs over 4 consecutive input channels, which edgec.schedules
@@ -335,7 +367,32 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
         name="conv2d_nchwc_int8",
         attrs={"edgec_dot": dot},
     )
-    return _unpack(accumulated, block)
+    return _unpack(accumulated, out_block or block)
+
+
+def integer_sums_in_float(conv):
+    """A TE conv of 8-bit data x int8 weights -> int32 that accumulates in float32 instead.
+
+    For the 8-bit convs no dot-product instruction fits (image stems, depthwise convs) the
+    int32 path multiplies with vpmulld, several times slower than an FMA. Each product is an
+    integer of magnitude at most 255 * 128, so while the sum has fewer than
+    MAX_FLOAT_EXACT_TERMS terms every partial sum stays below 2^24 and float32 holds it
+    exactly: the same integers, at float speed (edgec.legalize checks the bound).
+    """
+
+    def compute(data, kernel, strides, padding, dilation, groups, out_dtype, *rest):
+        # Converted once, not at every broadcast of the micro-kernel (3 extra instructions
+        # per 2 FMAs made ResNet-18's INT8 stem slower than its FP32 one).
+        as_float = te.compute(data.shape, lambda *i: data(*i).astype("float32"),
+                              name="data_as_float")
+        summed = conv(as_float, kernel, strides, padding, dilation, groups, "float32", *rest)
+        return te.compute(summed.shape, lambda *i: summed(*i).astype(out_dtype),
+                          name="exact_sum_cast")
+
+    return compute
+
+
+MAX_FLOAT_EXACT_TERMS = (1 << 24) // (255 * 128)  # 514
 
 
 def _unpack(accumulated, block: int):

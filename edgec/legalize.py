@@ -14,15 +14,19 @@ import tvm
 from tvm import relax
 
 from edgec.kernels import (
+    MAX_FLOAT_EXACT_TERMS,
+    conv2d_nchw_int8_stem,
     conv2d_nchw_packed_out,
     conv2d_nchwc,
     conv2d_nchwc_dense,
     conv2d_nchwc_int8,
     conv2d_nchwc_winograd,
     dense_packed,
+    integer_sums_in_float,
     pack_dense_weight,
     pack_float_kernel,
     pack_int8_kernel,
+    pack_int8_stem_kernel,
     pack_stem_kernel,
     winograd_weight,
 )
@@ -83,18 +87,39 @@ def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
     constant weights (for "avx2": small enough that vpmaddubsw cannot saturate)."""
     from edgec import intrinsics
 
-    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if _packed_block(call.attrs) != block or not intrinsics.lanes(kind, block):
+        return False
+    return _dot_operands_fit(call, kind)
+
+
+def _dot_operands_fit(call: relax.Call, kind: str) -> bool:
+    from edgec import intrinsics
+
+    data, weight = call.args[0], call.args[1]
     if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
             intrinsics.activation_dtype(kind), "int8", "int32"):
         return False
-    if not isinstance(weight, tvm.ir.Constant) or int(attrs.groups) != 1:
-        return False
-    if _packed_block(attrs) != block or not intrinsics.lanes(kind, block):
+    if not isinstance(weight, tvm.ir.Constant) or int(call.attrs.groups) != 1:
         return False
     if kind != "avx2":
         return True
     values = weight.value.numpy()
     return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
+
+
+def _int8_stem_applies(call: relax.Call, block: int, wide: int, kind: str | None) -> bool:
+    """An 8-bit NCHW image stem of at most 4 channels with a packed output, whose
+    accumulator width fits the `kind` intrinsic."""
+    from edgec import intrinsics
+
+    attrs = call.attrs
+    if kind is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return False
+    if attrs.out_layout == "NCHW" or block_of(attrs.out_layout) != block:
+        return False
+    if int(call.args[0].ty.shape[1]) > 4 or not intrinsics.lanes(kind, wide):
+        return False
+    return _dot_operands_fit(call, kind)
 
 
 # Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
@@ -122,6 +147,20 @@ def _winograd_applies(call: relax.Call, block: int) -> bool:
     return channels % block == 0 and smallest >= WINOGRAD_MIN_OUTPUT
 
 
+def _sums_exact_in_float(call: relax.Call) -> bool:
+    """An 8-bit x int8 -> int32 conv with few enough terms per output that float32 sums
+    are exact (see edgec.kernels.integer_sums_in_float)."""
+    data, weight = call.args[0], call.args[1]
+    if str(data.ty.dtype) not in ("uint8", "int8") or str(weight.ty.dtype) != "int8":
+        return False
+    if str(call.ty.dtype) != "int32" or call.attrs.kernel_layout[:4] != "OIHW":
+        return False
+    terms = 1
+    for axis in (1, 2, 3):  # input channels per group, kernel height, kernel width
+        terms *= int(weight.ty.shape[axis])
+    return terms <= MAX_FLOAT_EXACT_TERMS
+
+
 def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
                      int8_dot: str | None, lanes: int, winograd: bool) -> relax.Expr:
     attrs = call.attrs
@@ -139,6 +178,10 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
                             primfunc_name_hint="pack_int8_kernel")
         return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
                           primfunc_name_hint="conv2d_nchwc_int8")
+    conv_dense, conv_nchwc, conv_stem = conv2d_nchwc_dense, conv2d_nchwc, conv2d_nchw_packed_out
+    if _sums_exact_in_float(call):
+        conv_dense, conv_nchwc, conv_stem = (integer_sums_in_float(conv)
+                                             for conv in (conv_dense, conv_nchwc, conv_stem))
     if winograd and _winograd_applies(call, block):
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
         weight = relax.const(winograd_weight(call.args[1].value.numpy(), tile))
@@ -152,9 +195,9 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
             # A constant weight's repacking is folded at compile time by FoldConstant.
             packed = bb.emit_te(pack_float_kernel, weight, tile,
                                 primfunc_name_hint="pack_float_kernel")
-            return bb.call_te(conv2d_nchwc_dense, data, packed, *args,
+            return bb.call_te(conv_dense, data, packed, *args,
                               primfunc_name_hint="conv2d_nchwc")
-        return bb.call_te(conv2d_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
+        return bb.call_te(conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
     channels = int(call.args[0].ty.shape[1]) if attrs.data_layout == "NCHW" else 0
     out_block = block_of(attrs.out_layout) if attrs.out_layout != "NCHW" else 0
     out_channels = int(call.ty.shape[1]) * (out_block or 1)
@@ -164,9 +207,14 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
         # NCHW, where TOPI's naive conv ran ResNet-18's 7x7 stem 25x slower than the rest
         # together. edgec.stem_layout gives them a packed output.
         wide = block * _blocks_per_tile(out_channels // block, block, lanes)
+        if _int8_stem_applies(call, block, wide, int8_dot):
+            packed = bb.emit_te(pack_int8_stem_kernel, call.args[1], wide,
+                                primfunc_name_hint="pack_int8_stem_kernel")
+            return bb.call_te(conv2d_nchw_int8_stem, call.args[0], packed, *args, block,
+                              int8_dot, primfunc_name_hint="conv2d_nchw_int8_stem")
         packed = bb.emit_te(pack_stem_kernel, call.args[1], wide,
                             primfunc_name_hint="pack_stem_kernel")
-        return bb.call_te(conv2d_nchw_packed_out, call.args[0], packed, *args, out_block,
+        return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
     return call  # plain layouts: TVM's own legalization handles them later
 

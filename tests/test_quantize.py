@@ -287,3 +287,37 @@ def test_unreadable_calibration_image_is_refused(small_net, tmp_path):
                      "--quantize", "int8", "--calib", str(folder))
     assert_clean_failure(result, "broken.png", "cannot be read")
     assert leftovers(tmp_path) == []
+
+
+def test_8_bit_convs_without_a_dot_kernel_sum_exactly_in_float():
+    """Stems and depthwise convs sum 8-bit x int8 products in float32 (vpmulld is several
+    times slower than an FMA). At the bound, 513 terms of 255 x -128, every sum must still
+    be numpy's integer result exactly."""
+    import tvm
+    from tvm import te
+
+    from edgec import kernels, schedules
+
+    channels, block, out_channels, size = 57, 8, 16, 6
+    assert channels * 9 == kernels.MAX_FLOAT_EXACT_TERMS - 1
+    data = te.placeholder((1, channels, size, size), "uint8", name="data")
+    kernel = te.placeholder((out_channels // block, channels, 3, 3, block), "int8", name="w")
+    conv = kernels.integer_sums_in_float(kernels.conv2d_nchw_packed_out)
+    out = conv(data, kernel, [1, 1], [0, 0, 0, 0], [1, 1], 1, "int32", 0)
+    target = targets.load("x86_64").tvm_target()
+    sch = schedules.schedule_function(te.create_prim_func([data, kernel, out]), target)
+    assert sch is not None
+    run = tvm.compile(sch.mod, target=target)
+
+    rng = np.random.default_rng(8)
+    x = rng.integers(0, 256, (1, channels, size, size), dtype=np.uint8)
+    w = rng.integers(-128, 128, (out_channels, channels, 3, 3), dtype=np.int8)
+    x[..., :3, :] = 255  # the top output rows sum the extremes, -16,744,320 each
+    w[:block] = -128
+    packed = w.reshape(out_channels // block, block, channels, 3, 3).transpose(0, 2, 3, 4, 1)
+    got = tvm.runtime.tensor(np.zeros((1, out_channels, size - 2, size - 2), np.int32))
+    run(tvm.runtime.tensor(x), tvm.runtime.tensor(np.ascontiguousarray(packed)), got)
+    windows = np.lib.stride_tricks.sliding_window_view(x[0].astype(np.int64), (3, 3), (1, 2))
+    want = np.einsum("cyxij,ocij->oyx", windows, w.astype(np.int64))[None]
+    assert want[0, 0, 0, 0] == -16_744_320
+    np.testing.assert_array_equal(got.numpy(), want)
