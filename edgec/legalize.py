@@ -20,7 +20,6 @@ from edgec.kernels import (
     conv2d_nchwc,
     conv2d_nchwc_dense,
     conv2d_nchwc_int8,
-    conv2d_nchwc_winograd,
     dense_packed,
     integer_sums_in_float,
     pack_dense_weight,
@@ -28,9 +27,9 @@ from edgec.kernels import (
     pack_int8_kernel,
     pack_int8_stem_kernel,
     pack_stem_kernel,
-    winograd_weight,
 )
 from edgec.layout import block_of
+from edgec.winograd import conv2d_nchwc_winograd, winograd_weight
 
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
 

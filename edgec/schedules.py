@@ -162,7 +162,7 @@ class PackedConv(ScheduleRule):
 
 
 class WinogradConv(ScheduleRule):
-    """edgec.kernels.conv2d_nchwc_winograd: each stage parallel, its tile in registers.
+    """edgec.winograd.conv2d_nchwc_winograd: each stage parallel, its tile in registers.
 
     Input and output transforms run per tile with their 6x6 (or 4x6) loops unrolled, so the
     coefficient selects fold and the channel lanes are vectors; padding is read through
@@ -184,7 +184,7 @@ class WinogradConv(ScheduleRule):
 
     @staticmethod
     def _schedule(sch: s_tir.Schedule) -> None:
-        from edgec.kernels import WINOGRAD_TILE
+        from edgec.winograd import WINOGRAD_TILE
 
         block = sch.get_sblock
         sch.compute_inline(block("data_pad"))
