@@ -265,7 +265,7 @@ def integer_sums_in_float(conv):
 
     For the 8-bit convs no dot-product instruction fits (image stems, depthwise convs) the
     int32 path multiplies with vpmulld, several times slower than an FMA. Each product is an
-    integer of magnitude at most 255 * 128, so while the sum has fewer than
+    integer of magnitude at most 255 * 128, so while the sum has at most
     MAX_FLOAT_EXACT_TERMS terms every partial sum stays below 2^24 and float32 holds it
     exactly: the same integers, at float speed (edgec.legalize checks the bound).
     """

@@ -114,7 +114,7 @@ def _int8_stem_applies(call: relax.Call, block: int, wide: int, kind: str | None
     attrs = call.attrs
     if kind is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
         return False
-    if attrs.out_layout == "NCHW" or block_of(attrs.out_layout) != block:
+    if block_of(attrs.out_layout) != block:  # None for NCHW
         return False
     if int(call.args[0].ty.shape[1]) > 4 or not intrinsics.lanes(kind, wide):
         return False
@@ -231,5 +231,3 @@ def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, tile: int) -> rel
     packed = bb.emit_te(pack_dense_weight, weight, tile, primfunc_name_hint="pack_dense_weight")
     return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
                       primfunc_name_hint="dense_packed")
-
-

@@ -182,38 +182,36 @@ def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
     The tuned result is then never worse than the default schedule: ApplyDatabase takes
     the fastest record, and the search starts from a measured baseline. A default schedule
     that changed since a database was made (a new edgec) is measured again, or the old
-    records would win over it unmeasured. Returns {index in tasks: measured seconds} of the
-    records committed.
+    records would win over it unmeasured. Returns how many records were committed.
     """
     from tvm.s_tir.meta_schedule.arg_info import ArgInfo
 
     candidates = []
-    for index, task in enumerate(tasks):
+    for task in tasks:
         mod = task_mod(task)
         sch = schedule_fn(mod["main"], target)
         if sch is None:
             continue
         trace = str(sch.trace)
         if not any(str(record.trace) == trace for record in measured(database, mod)):
-            candidates.append((index, mod, sch))
+            candidates.append((mod, sch))
     if not candidates:
-        return {}
-    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for *_, sch in candidates])
+        return 0
+    built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
     runs = []
-    for (index, mod, sch), result in zip(candidates, built, strict=True):
+    for (mod, sch), result in zip(candidates, built, strict=True):
         if result.error_msg is None:
             args = ArgInfo.from_prim_func(sch.mod["main"])
-            runs.append((index, mod, sch, args, ms.runner.RunnerInput(
+            runs.append((mod, sch, args, ms.runner.RunnerInput(
                 result.artifact_path, "cpu", args)))  # CPU targets only
     futures = runner.run([entry[-1] for entry in runs])
-    committed = {}
-    for (index, mod, sch, args, _), future in zip(runs, futures, strict=True):
+    committed = 0
+    for (mod, sch, args, _), future in zip(runs, futures, strict=True):
         result = future.result()
         if result.error_msg is None and result.run_secs:
-            record = ms.database.TuningRecord(
-                sch.trace, database.commit_workload(mod), result.run_secs, target, args)
-            database.commit_tuning_record(record)
-            committed[index] = record_seconds(record)
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(mod), result.run_secs, target, args))
+            committed += 1
     return committed
 
 

@@ -162,9 +162,9 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         builder = ms.make_builder(target.cross_compiler if remote else None)
         runner = ms.make_runner(options.rpc, options.tracker, options.key)
         # Default schedules first: they count as trials, so --trials 1 measures just them.
-        report.seeded = len(_failing_as_tune_error(
+        report.seeded = _failing_as_tune_error(
             target, work_dir, ms.seed_database, database, tasks, tvm_target,
-            schedule_function, builder, runner))
+            schedule_function, builder, runner)
     pending, pending_rows = [], []
     for task in tasks:
         mod = ms.task_mod(task)
