@@ -28,7 +28,7 @@ import numpy as np
 import onnx
 import runtimes
 
-from edgec import targets, tune, verify, zoo
+from edgec import reference, targets, tune, zoo
 from edgec.errors import did_you_mean
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "resnet50",
@@ -122,7 +122,7 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
     photos = measures.calibration_images(shape, args.calibration)
     input_name = onnx.load(str(onnx_path)).graph.input[0].name
     inputs = {input_name: photos[0]}
-    reference = next(iter(verify.onnxruntime_outputs(onnx_path, inputs).values()))
+    expected = next(iter(reference.onnxruntime_outputs(onnx_path, inputs).values()))
     macs = measures.macs(onnx.load(str(onnx_path)))
     row = {"input_shape": list(shape), "macs": macs, "latency_ms": {}, "peak_fraction": {},
            "cosine_vs_ort_fp32": {}, "details": {}, "notes": {}}
@@ -131,7 +131,7 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
                                 inputs, args.runs, args.warmup, rounds=1 if args.quick else 3)
     for key, result in measured.items():
         if result["ms"] is not None:
-            result["cosine"] = cosine(result.pop("outputs"), reference)
+            result["cosine"] = cosine(result.pop("outputs"), expected)
         ms = result["ms"]
         row["latency_ms"][key] = ms
         row["peak_fraction"][key] = 2.0 * macs / (ms / 1e3) / (peak * 1e9) if ms else None

@@ -10,7 +10,6 @@ over the photos. Not a test: the numbers depend on the machine and its load.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import statistics
@@ -23,7 +22,7 @@ import numpy as np
 import runtimes  # bench/ is on sys.path as a script
 from runtimes import ROUNDS, isolated, median_ms
 
-from edgec import bench, pipeline, quantize, runtime, zoo
+from edgec import latency, pipeline, quant, runtime, zoo
 from edgec.model import TensorSpec
 
 MODELS = ("mobilenet_v2", "resnet18")
@@ -44,7 +43,7 @@ def photo_folder(where: Path) -> Path:
 
 
 def edgec_median_ms(library: Path, inputs: dict, runs: int, warmup: int) -> float:
-    report = bench.benchmark(runtime.load(library), inputs, runs=runs, warmup=warmup)
+    report = latency.benchmark(runtime.load(library), inputs, runs=runs, warmup=warmup)
     return report.stats()["median"]
 
 
@@ -76,9 +75,9 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
     pipeline.compile_model(pipeline.CompileOptions(model=f"zoo:{name}", output=fp32_lib,
                                                    target=target))
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=f"zoo:{name}", output=int8_lib, target=target, quantize="int8",
-        calib=str(photos)))
-    samples = quantize.load_calibration(str(photos), quantize.CalibOptions(),
+        model=f"zoo:{name}", output=int8_lib, target=target,
+        quantization=quant.QuantizeOptions("int8", calib=str(photos))))
+    samples = quant.load_calibration(str(photos), quant.CalibOptions(),
                                         [TensorSpec("input", (1, 3, 224, 224))])
     float_onnx, qdq = zoo.build(name), result.model.onnx
     timers = {"fp32_ms": partial(edgec_median_ms, fp32_lib),
@@ -102,11 +101,7 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    runtimes.add_common_arguments(parser, runs=50)
-    args = parser.parse_args()
-    args.models = args.models or list(MODELS)
-    threads = runtimes.same_threads_for_all()
+    args, threads = runtimes.parse_script_arguments(__doc__, MODELS, runs=50)
     rows = {}
     print(f"{'model':<14} {'edgec fp32':>10} {'edgec int8':>10} {'ORT fp32':>9} {'ORT int8':>9} "
           f"{'cosine':>8} {'top-1':>6}   (ms, median of {args.runs}, {threads} threads)")

@@ -141,7 +141,7 @@ def tuning_time(logs_dir: Path) -> dict:
     Reads `metadata.json` ({"tuning_seconds": s, "models": {name: {"tuning_seconds": s}}})
     if present, else MetaSchedule's own logs (logs/*.log): the span of their timestamps,
     without silences longer than SESSION_GAP_S between sessions. Logs are not committed, so
-    a fresh checkout has neither and the answer points at tuning_logs/README.md.
+    a fresh checkout has neither and the answer points at edgec/shipped/tuning_logs/README.md.
     """
     metadata = logs_dir / "metadata.json"
     if metadata.is_file():
@@ -152,7 +152,7 @@ def tuning_time(logs_dir: Path) -> dict:
     stamps, trials = _log_stamps(logs_dir / "logs")
     if not stamps:
         return {"seconds": None, "trials": None, "models": {},
-                "source": "see tuning_logs/README.md"}
+                "source": "see edgec/shipped/tuning_logs/README.md"}
     gaps = np.diff(stamps)
     seconds = float(gaps[gaps <= SESSION_GAP_S].sum())
     return {"seconds": seconds, "trials": trials, "models": {},

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgec import bench, pipeline, runtime
+from edgec import latency, pipeline, quant, runtime
 
 ROUNDS = 5  # timing processes per runtime, interleaved with the other runtimes
 
@@ -53,6 +53,18 @@ def paired_ratio(numerator: dict, denominator: dict) -> float:
     pairs = zip(numerator["info"]["ms_per_round"], denominator["info"]["ms_per_round"],
                 strict=True)
     return statistics.median(a / b for a, b in pairs)
+
+
+def parse_script_arguments(doc: str, models: tuple[str, ...], runs: int):
+    """The head every side-by-side script shares: its arguments (default models filled in)
+    and the thread count all runtimes get. Returns (args, threads)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    add_common_arguments(parser, runs=runs)
+    args = parser.parse_args()
+    args.models = args.models or list(models)
+    return args, same_threads_for_all()
 
 
 def same_threads_for_all() -> int:
@@ -170,17 +182,17 @@ class Edgec:
         self.info: dict = {}
 
     def _quantize_options(self, onnx_path: Path) -> dict:
-        """CompileOptions fields for INT8: `quantize`, and `calib` (a .npy file, like
+        """CompileOptions fields for INT8: `quantization`, with `calib` (a .npy file, like
         `edgec compile --calib`) holding the calibration photos as one stack."""
         fields = {f.name for f in dataclasses.fields(pipeline.CompileOptions)}
-        if "quantize" not in fields:
-            raise Unavailable("edgec has no INT8 yet (CompileOptions has no `quantize`)")
-        extra: dict = {"quantize": self.quantize}
-        if "calib" in fields and self.calibration:
+        if "quantization" not in fields:
+            raise Unavailable("edgec has no INT8 (CompileOptions has no `quantization`)")
+        calib = None
+        if self.calibration:
             photos = self.workdir / f"{onnx_path.stem}-calibration.npy"
             np.save(photos, np.stack(self.calibration))
-            extra["calib"] = str(photos)
-        return extra
+            calib = str(photos)
+        return {"quantization": quant.QuantizeOptions(self.quantize, calib=calib)}
 
     def prepare(self, onnx_path: Path) -> None:
         extra = self._quantize_options(onnx_path) if self.quantize else {}
@@ -207,7 +219,7 @@ class Edgec:
         self.model = runtime.load(self.library)
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
-        report = bench.benchmark(self.model, inputs, runs=runs, warmup=warmup)
+        report = latency.benchmark(self.model, inputs, runs=runs, warmup=warmup)
         return report.stats()["median"]
 
     def outputs(self, inputs: dict) -> np.ndarray:

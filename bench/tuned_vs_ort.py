@@ -11,7 +11,6 @@ of the two measured in the same round, so that the VM's drift between rounds div
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
@@ -27,11 +26,7 @@ MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    runtimes.add_common_arguments(parser, runs=60)
-    args = parser.parse_args()
-    args.models = args.models or list(MODELS)
-    threads = runtimes.same_threads_for_all()
+    args, threads = runtimes.parse_script_arguments(__doc__, MODELS, runs=60)
     rows = {}
     print(f"{'model':<20} {'untuned ms':>10} {'tuned ms':>9} {'ORT ms':>8} {'ratio':>6}  tuned"
           f"   ({args.target}, {threads} threads, median of {args.runs})")

@@ -14,7 +14,7 @@ from edgec.errors import BuildError, MissingDependencyError
 from edgec.model import Model
 from edgec.package import PackageInfo, file_sha256, metadata_path
 from edgec.targets import Target
-from edgec.tvm_log import quiet_scope_warnings
+from edgec.tvm_compat.log_filters import quiet_scope_warnings
 
 _CROSS_PACKAGES = {"aarch64-linux-gnu-g++": "g++-aarch64-linux-gnu"}
 
@@ -40,6 +40,7 @@ def lower(
     schedule: Callable[[Any], Any] | None = None,
     *,
     default_schedules: bool = True,
+    generic: list[str] | None = None,
 ):
     """Legalize and schedule the model's Relax module; returns the module relax.build takes.
 
@@ -47,18 +48,19 @@ def lower(
         schedule: applied to the legalized module under the target (e.g. tuning records);
             whatever it leaves unscheduled gets edgec's default CPU schedules.
         default_schedules: False gives the unscheduled module, the one tuning works on.
+        generic: collects the names of functions no edgec kernel covered (generic schedule).
     """
     import tvm
     from tvm import relax
 
-    from edgec.layout import block_of
-    from edgec.legalize import legalize_map
-    from edgec.schedules import default_schedule
+    from edgec.codegen.legalize import legalize_map
+    from edgec.codegen.schedules import default_schedule
+    from edgec.layout.blocks import block_of
 
     with tvm.target.Target(target.tvm_target()):
-        block = block_of(model.layout) or target.nchwc_block
+        block = block_of(model.layout) or target.cpu.nchwc_block
         ir = relax.transform.LegalizeOps(
-            customize_legalize_map=legalize_map(block, target)
+            customize_legalize_map=legalize_map(block, target.cpu)
         )(model.ir)
         ir = relax.transform.LegalizeOps()(ir)
         ir = relax.transform.AnnotateTIROpPattern()(ir)
@@ -68,28 +70,59 @@ def lower(
         if schedule is not None:
             ir = schedule(ir)
         if default_schedules:
-            ir = default_schedule()(ir)
+            ir = default_schedule(generic)(ir)
     return ir
 
 
-def compile_to_executable(model: Model, target: Target, schedule=None):
+def compile_to_executable(model: Model, target: Target, schedule=None,
+                          stats: dict[str, Any] | None = None):
     """Compile to an in-memory tvm Executable (no files written).
 
+    Args:
+        stats: if given, gets "generic" (count) and "generic_names": the functions that no
+            edgec kernel covered and run on the generic parallel/vectorize schedule.
+
     Raises:
-        BuildError: TVM failed; the message names the stage and TVM's last error line.
+        BuildError: TVM failed; the message names the stage and TVM's own error line.
+            A bug in edgec's own code keeps its traceback instead.
     """
     import tvm
     from tvm import relax
 
+    from edgec.tvm_compat import errors
+
+    generic: list[str] = []
+    stage, ir = "legalize and schedule", model.ir
     try:
-        ir = lower(model, target, schedule)
+        ir = lower(model, target, schedule, generic=generic)
+        stage = "generate code for"
         with tvm.transform.PassContext(opt_level=3):
-            return relax.build(ir, target=target.tvm_target())
-    except Exception as err:  # TVM raises many error types from C++
-        text = str(err).strip().splitlines()
-        raise BuildError(
-            f"TVM failed to compile {model.name} for {target.name}: {text[-1] if text else err}"
-        ) from err
+            executable = relax.build(ir, target=target.tvm_target())
+    except Exception as err:
+        if isinstance(err, BuildError) or not errors.is_tvm_error(err):
+            raise
+        raise BuildError(_failure_message(model, target, stage, ir, err)) from err
+    if stats is not None:
+        stats["generic"] = len(generic)
+        stats["generic_names"] = sorted(generic)
+    return executable
+
+
+def _failure_message(model: Model, target: Target, stage: str, ir: Any,
+                     err: BaseException) -> str:
+    """One line: the stage, the op and its layouts, TVM's own reason and what to try; never
+    the last line of an IR dump."""
+    from edgec.tvm_compat import errors
+
+    op = errors.failing_op(err)
+    where = f" at {op}" if op else ""
+    hint = "try --layout NCHW or another --target"
+    if errors.debug_enabled():
+        hint = f"the IR that failed is in {errors.save_failing_ir(ir, model.name)}; " + hint
+    else:
+        hint += "; EDGEC_DEBUG=1 (or edgec --debug) keeps the traceback and saves the IR"
+    return (f"TVM failed to {stage} {model.name} for {target.name}{where}: "
+            f"{errors.message_line(err)}; {hint}; please report it")
 
 
 def export(
@@ -113,7 +146,7 @@ def export(
         try:
             with quiet_scope_warnings():
                 executable.export_library(str(library), fcompile=fcompile)
-        except Exception as err:
+        except (RuntimeError, OSError) as err:  # tvm.support.cc: the compiler's output
             raise BuildError(f"linking {out.name} for {target.name} failed: {err}") from err
         info = PackageInfo(
             model=model.name,

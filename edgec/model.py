@@ -18,10 +18,6 @@ class TensorSpec:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TensorSpec:
-        return cls(data["name"], tuple(int(d) for d in data["shape"]), data["dtype"])
-
     def __str__(self) -> str:
         return f"{self.name}:{'x'.join(map(str, self.shape))}:{self.dtype}"
 

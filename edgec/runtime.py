@@ -17,7 +17,7 @@ import numpy as np
 
 from edgec.errors import ArtifactError, ConfigError
 from edgec.package import PackageInfo, check_library, file_sha256, read_info
-from edgec.tvm_log import quiet_scope_warnings
+from edgec.tvm_compat.log_filters import quiet_scope_warnings
 
 
 class CompiledModel:
@@ -55,7 +55,13 @@ class CompiledModel:
                     f"input {spec['name']}: shape {tuple(value.shape)} given, "
                     f"{tuple(spec['shape'])} expected"
                 )
-            value = np.ascontiguousarray(value, dtype=spec["dtype"])
+            if value.dtype != np.dtype(spec["dtype"]):
+                # A silent cast hid real mistakes (float64 images, int8 data for a float
+                # model, complex arrays); strings failed deep inside TVM.
+                raise ConfigError(
+                    f"input {spec['name']}: dtype {value.dtype} given, {spec['dtype']} "
+                    f"expected; convert it first (e.g. array.astype(numpy.{spec['dtype']}))")
+            value = np.ascontiguousarray(value)
             arrays.append(tvm.runtime.tensor(value, self.device))
         return arrays
 
@@ -63,7 +69,7 @@ class CompiledModel:
         """Run one inference. Returns outputs by name, as numpy arrays.
 
         Raises:
-            ConfigError: missing/unknown input names or wrong shapes.
+            ConfigError: missing/unknown input names, wrong shapes or dtypes.
         """
         result = self._vm["main"](*self._device_inputs(inputs))
         values = list(result) if len(self.output_names) > 1 else [result]

@@ -5,11 +5,12 @@ from __future__ import annotations
 import os
 import platform
 import tomllib
-from dataclasses import dataclass, field
-from importlib import resources
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgec import shipped
+from edgec.cpu import CpuCaps, cpuinfo_flags, parse_cpuinfo
 from edgec.errors import ConfigError, did_you_mean
 
 LAYOUTS = ("NCHW", "NHWC", "NCHWc")
@@ -27,43 +28,23 @@ _SCHEMA: dict[str, set[str]] = {
 
 @dataclass(frozen=True)
 class Target:
-    """One machine edgec compiles for, as read from a targets/*.toml file."""
+    """One machine edgec compiles for, as read from a target file.
+
+    Attributes:
+        tvm: the [tvm] table, passed unchanged to tvm.target.Target(dict).
+        cpu: what the CPU can do (edgec.cpu.CpuCaps): the only thing codegen reads.
+    """
 
     name: str
     description: str
     arch: str
     tvm: dict[str, Any]
-    vector_bits: int
-    features: tuple[str, ...]
+    cpu: CpuCaps
     default_layout: str
     rpc_key: str
-    winograd: bool = True  # Winograd F(4x4, 3x3) for 3x3 convs (edgec.legalize)
     cross_compiler: str | None = None
     sysroot: str | None = None
     source: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def nchwc_block(self) -> int:
-        """Channels per packed block: one float32 SIMD register (8 on AVX2, 16 on AVX-512)."""
-        return max(4, self.vector_bits // 32)
-
-    @property
-    def vector_registers(self) -> int:
-        """SIMD registers the micro-kernels can keep accumulators in: 32 on AArch64 and
-        AVX-512 (which also gives 32 ymm registers to 8-lane blocks), 16 on AVX2."""
-        return 32 if self.arch == "aarch64" or "avx512f" in self.features else 16
-
-    @property
-    def int8_dot(self) -> str | None:
-        """The edgec.intrinsics kind of int8 dot product this target has, if any."""
-        if self.arch == "aarch64":
-            return "sdot" if "dotprod" in self.features else None
-        if self.arch != "x86_64":
-            return None
-        if "avx512_vnni" in self.features and "avx512vl" in self.features:
-            return "vnni"
-        return "avx2" if "avx2" in self.features else None
 
     @property
     def is_native(self) -> bool:
@@ -76,25 +57,31 @@ class Target:
 
         return tvm.target.Target(dict(self.tvm))
 
-    def summary(self) -> str:
-        tvm_desc = ", ".join(f"{k}={v}" for k, v in self.tvm.items() if k != "kind")
-        return f"{self.name}: {self.description} [{tvm_desc}]"
+
+def check_with_llvm(target: Target) -> None:
+    """Refuse an mcpu or mattr that TVM's LLVM does not know, before any compiling.
+
+    Raises:
+        ConfigError: naming the target file, the bad values and what LLVM accepts.
+    """
+    from edgec.tvm_compat.llvm_target import invalid_settings
+
+    bad = invalid_settings(target.tvm)
+    if bad:
+        raise ConfigError(
+            f"target file {target.source}: LLVM does not know {', '.join(bad)} for "
+            f"{target.tvm.get('mtriple', 'this triple')}; fix the [tvm] table (e.g. mcpu "
+            "\"cortex-a72\", mattr [\"+neon\", \"+dotprod\"]); `llc -mtriple=... -mcpu=help` "
+            "lists the names")
 
 
 def targets_dir() -> Path:
-    """The folder of shipped target files: targets/ in a source checkout, else the copy
-    installed as edgec._targets (see pyproject.toml)."""
-    checkout = Path(__file__).resolve().parent.parent / "targets"
-    if checkout.is_dir():
-        return checkout
-    return Path(str(resources.files("edgec._targets")))
+    """The folder of shipped target files (package data, see edgec.shipped)."""
+    return shipped.path("targets")
 
 
 def names() -> list[str]:
     return sorted(p.stem for p in targets_dir().glob("*.toml"))
-
-
-_CPUINFO_NAMES = {"neon": "asimd", "dotprod": "asimddp", "fp16": "fphp"}  # aarch64 names
 
 
 def closest_to_host() -> str:
@@ -109,9 +96,9 @@ def closest_to_host() -> str:
         target = load(name)
         if target.arch != arch:
             continue
-        needed = {_CPUINFO_NAMES.get(f, f) for f in target.features}
+        needed = target.cpu.cpuinfo_flags()
         if needed <= flags:
-            fits.append((target.vector_bits, len(needed), name))
+            fits.append((target.cpu.vector_bits, len(needed), name))
     if not fits:
         raise ConfigError(f"no shipped target runs on this {arch} machine; use --target host")
     return max(fits)[2]
@@ -178,10 +165,8 @@ def _parse(path: Path, name: str) -> Target:
         description=data.get("description", name),
         arch=arch,
         tvm=tvm_table,
-        vector_bits=vector_bits,
-        features=tuple(need("cpu", "features", list)),
+        cpu=CpuCaps(arch, vector_bits, tuple(need("cpu", "features", list)), winograd),
         default_layout=layout,
-        winograd=winograd,
         rpc_key=need("rpc", "key", str),
         cross_compiler=build.get("cross_compiler"),
         sysroot=build.get("sysroot"),
@@ -202,34 +187,26 @@ def _check_keys(path: Path, data: dict[str, Any]) -> None:
 
 
 def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
-    """Fill a 'detect = true' description from this machine's CPU."""
+    """Fill a 'detect = true' description from this machine's CPU (/proc/cpuinfo)."""
     from tvm.target import codegen
 
-    flags = cpu_flags()
     arch = platform.machine()
-    data = {**data, "arch": arch}
-    tvm_table = {**data["tvm"], "mcpu": codegen.llvm_get_system_cpu()}
-    tvm_table["mtriple"] = f"{arch}-linux-gnu"
-    tvm_table["num-cores"] = os.cpu_count() or 1
+    detected = parse_cpuinfo(_read_cpuinfo(), arch)
+    tvm_table = {**data["tvm"], "mtriple": f"{arch}-linux-gnu", "num-cores": os.cpu_count() or 1}
+    tvm_table["mcpu"] = detected.mcpu or codegen.llvm_get_system_cpu()
     if arch == "aarch64":
-        feats = ["neon"] + [f for f in ("dotprod", "fp16") if f in flags or f"asimd{f}" in flags]
-        tvm_table["mattr"] = [f"+{f}" if f != "fp16" else "+fullfp16" for f in feats]
-        vector_bits = 128
-    else:
-        feats = [f for f in ("avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni")
-                 if f in flags]
-        vector_bits = 512 if "avx512f" in flags else 256 if "avx2" in flags else 128
-    data["tvm"] = tvm_table
-    data["cpu"] = {"vector_bits": vector_bits, "features": feats}
-    return data
+        tvm_table["mattr"] = detected.mattr
+    return {**data, "arch": arch, "tvm": tvm_table,
+            "cpu": {"vector_bits": detected.vector_bits, "features": list(detected.features)}}
+
+
+def _read_cpuinfo() -> str:
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
 
 
 def cpu_flags() -> set[str]:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return set()
-    for line in text.splitlines():
-        if line.startswith(("flags", "Features")):
-            return set(line.split(":", 1)[1].split())
-    return set()
+    """This machine's CPU flags as /proc/cpuinfo names them."""
+    return cpuinfo_flags(_read_cpuinfo())

@@ -104,6 +104,17 @@ def test_compile_writes_library_and_metadata_then_run_and_verify_agree(tmp_path)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     verify = run_cli("verify", str(out), "--reference", "zoo:squeezenet1_1")
     assert verify.returncode == 0 and "ok" in verify.stdout
+    # The same library, given what users get wrong:
+    for bad in (x.astype(np.float64), x.astype(np.int8), x.astype(np.complex64),
+                np.full(x.shape, "a")):
+        np.save(tmp_path / "bad.npy", bad)
+        refused = run_cli("run", str(out), "--input", f"input={tmp_path / 'bad.npy'}")
+        assert_clean_failure(refused, "input input", str(bad.dtype), "float32 expected")
+    missing = tmp_path / "missing" / "dir" / "out.npz"
+    assert_clean_failure(run_cli("run", str(out), "-o", str(missing)), str(missing.parent),
+                         "does not exist")
+    random_run = run_cli("run", str(out))
+    assert random_run.returncode == 0 and "random inputs" in random_run.stderr
 
 
 def test_verify_fails_against_a_different_model(tmp_path):

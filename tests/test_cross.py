@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import assert_clean_failure, run_cli
-from edgec import emulator, pipeline, runtime, verify
+from edgec import check, pipeline, runtime
+from edgec.boards import emulator
 
 EM_AARCH64 = 183
 
@@ -51,7 +52,7 @@ def test_loader_refuses_an_aarch64_artifact_on_x86(rpi4_and_x86):
 @pytest.mark.slow
 def test_rpi4_build_runs_on_an_emulated_board_and_equals_x86(rpi4_and_x86):
     x86 = runtime.load(rpi4_and_x86["x86_64"])
-    inputs = verify.random_inputs(x86.info.inputs, seed=21)
+    inputs = check.random_inputs(x86.info.inputs, seed=21)
     expected = x86.run(inputs)
     with emulator.EmulatedBoard() as board:
         session = board.connect(session_timeout=300)

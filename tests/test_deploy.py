@@ -22,7 +22,8 @@ import psutil
 import pytest
 
 from conftest import REPO, assert_clean_failure, free_port, run_cli, wait_for_port
-from edgec import board, emulator, pipeline, runtime, verify
+from edgec import check, pipeline, runtime
+from edgec.boards import emulator, probe
 
 PYTHON = sys.executable  # the board's Python over SSH: this venv has TVM and numpy
 
@@ -79,7 +80,7 @@ def test_deploy_uploads_checks_the_hash_and_smoke_runs_on_the_board(ssh_board, x
     assert f"sha256 {meta['sha256']} checked on the board" in result.stdout
     # The smoke run used seeded inputs; the same library run here must print the same numbers.
     model = runtime.load(x86_lib)
-    logits = model.run(verify.random_inputs(model.info.inputs))["logits"]
+    logits = model.run(check.random_inputs(model.info.inputs))["logits"]
     assert (f"logits: shape (1, 1000) float32  min {logits.min():.4g}  max {logits.max():.4g}"
             in result.stdout), result.stdout
     assert ssh_board.processes() == []
@@ -193,7 +194,7 @@ def test_run_over_ssh_saves_the_outputs_of_one_inference(ssh_board, x86_lib, tmp
 def test_board_check_shows_python_tvm_and_cpu_of_a_ready_board(ssh_board):
     result = run_cli("board", "check", *ssh_board.args(), "--remote-python", PYTHON)
     assert result.returncode == 0, result.stderr
-    versions = board.local_versions()
+    versions = probe.local_versions()
     assert f"apache-tvm: {versions['apache-tvm']} (same as here)" in result.stdout
     assert f"{os.cpu_count()} cores" in result.stdout
     flags = next(line for line in Path("/proc/cpuinfo").read_text().splitlines()
@@ -206,7 +207,7 @@ def test_board_check_reports_a_tvm_version_mismatch_and_what_to_install(ssh_boar
                                                                         old_tvm_python):
     result = run_cli("board", "check", *ssh_board.args(), "--remote-python", old_tvm_python)
     assert_clean_failure(result, "apache-tvm is 0.26.0")
-    versions = board.local_versions()
+    versions = probe.local_versions()
     assert f"apache-tvm: 0.26.0 (here: {versions['apache-tvm']})" in result.stdout
     assert (f"pip install apache-tvm=={versions['apache-tvm']} "
             f"apache-tvm-ffi=={versions['apache-tvm-ffi']} numpy") in result.stdout
@@ -216,7 +217,7 @@ def test_bench_over_ssh_refuses_a_board_with_another_tvm_version(ssh_board, x86_
                                                                  old_tvm_python):
     result = run_cli("bench", str(x86_lib), *ssh_board.args(), "--remote-python",
                      old_tvm_python, "--runs", "1")
-    assert_clean_failure(result, "0.26.0", board.local_versions()["apache-tvm"], "pip install")
+    assert_clean_failure(result, "0.26.0", probe.local_versions()["apache-tvm"], "pip install")
     assert ssh_board.processes() == []
 
 

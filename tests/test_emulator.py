@@ -10,7 +10,7 @@ import tvm
 from tvm import relax
 from tvm.script import relax as R
 
-from edgec import emulator
+from edgec.boards import emulator
 from edgec.errors import ConfigError, RemoteError
 
 EM_AARCH64 = 183

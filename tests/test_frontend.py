@@ -11,7 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import save_model
-from edgec import frontend, pipeline, runtime, verify
+from edgec import check, frontend, pipeline, reference, runtime
 from edgec.errors import ConfigError, ModelImportError
 
 
@@ -21,9 +21,9 @@ def compile_and_compare(model_path: Path, tmp_path: Path, layout: str = "NCHW", 
         model=str(model_path), output=out, layout=layout, check=False,
         input_shapes=shapes or {}))
     compiled = runtime.load(out)
-    inputs = verify.random_inputs(compiled.info.inputs, seed=3)
-    expected = verify.onnxruntime_outputs(str(model_path), inputs)
-    report = verify.compare(compiled.run(inputs), expected)
+    inputs = check.random_inputs(compiled.info.inputs, seed=3)
+    expected = reference.onnxruntime_outputs(str(model_path), inputs)
+    report = check.compare(compiled.run(inputs), expected)
     assert report.ok, report.summary()
     return compiled
 
@@ -139,3 +139,54 @@ def test_truncated_onnx_file_is_refused(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ModelImportError, match="cut.onnx"):
         frontend.import_model(str(path))
+
+
+def _opset6_classifier(path: Path) -> Path:
+    """Conv, BatchNormalization-6, Relu, AveragePool-1, Flatten, Gemm-6: the classic ONNX
+    model zoo era, which ONNX Runtime 1.31 no longer runs as it is."""
+    rng = np.random.default_rng(6)
+
+    def const(name, *shape, scale=0.3):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    inits = [const("w", 8, 3, 3, 3), const("scale", 8), const("bias", 8), const("mean", 8),
+             numpy_helper.from_array(rng.uniform(0.5, 1.5, 8).astype(np.float32), "var"),
+             const("fc", 10, 8 * 4 * 4), const("fcb", 10)]
+    nodes = [
+        helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"], ["b"],
+                         is_test=1, epsilon=1e-5),
+        helper.make_node("Relu", ["b"], ["r"]),
+        helper.make_node("AveragePool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1, broadcast=1),
+    ]
+    # IR version 3 lists every initializer as a graph input too, as exporters then did.
+    weights = [helper.make_tensor_value_info(i.name, TensorProto.FLOAT, list(i.dims))
+               for i in inits]
+    graph = helper.make_graph(
+        nodes, "opset6",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8]), *weights],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 6)])
+    model.ir_version = 3
+    onnx.save(model, str(path))
+    return path
+
+
+def test_an_old_opset_model_is_converted_up_compiled_and_checked(tmp_path):
+    import onnxruntime as ort
+    from onnx import version_converter
+
+    path = _opset6_classifier(tmp_path / "old.onnx")
+    with pytest.raises(Exception, match="NOT_IMPLEMENTED|not implemented|Could not find"):
+        ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = tmp_path / "old.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(model=str(path), output=out))
+    assert "opset:6->13" in result.info.applied and result.verify.ok
+    x = np.random.default_rng(0).uniform(-1, 1, (1, 3, 8, 8)).astype(np.float32)
+    converted = version_converter.convert_version(onnx.load(str(path)), 13)
+    want = reference.onnxruntime_outputs(converted, {"x": x})["logits"]
+    got = runtime.load(out).run({"x": x})["logits"]
+    np.testing.assert_allclose(got, want, atol=1e-4 * max(1.0, float(np.abs(want).max())))

@@ -18,7 +18,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_clean_failure, leftovers, run_cli, save_model
-from edgec import emulator, pipeline, runtime, targets, zoo
+from edgec import pipeline, runtime, targets, zoo
+from edgec.boards import emulator
+from edgec.quant import QuantizeOptions
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
                   "hubble_deep_field.jpg", "ihc.png", "color.png", "motorcycle_left.png",
@@ -99,7 +101,8 @@ def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_mod
         name, photo_folder, tmp_path):
     out = tmp_path / f"{name}-int8.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=f"zoo:{name}", output=out, quantize="int8", calib=str(photo_folder)))
+        model=f"zoo:{name}", output=out,
+        quantization=QuantizeOptions("int8", calib=str(photo_folder))))
     assert "quantize:int8" in result.info.applied
     convs = integer_convs(result.model.ir)
     assert convs and all(c[0] in ("uint8", "int8") and c[1] == "int8" and c[2] == "int32"
@@ -124,7 +127,8 @@ def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_mod
 def test_fp16_stays_close_to_fp32(photo_folder, tmp_path):
     out = tmp_path / "mobilenet_v2-fp16.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model="zoo:mobilenet_v2", output=out, quantize="fp16", calib=str(photo_folder)))
+        model="zoo:mobilenet_v2", output=out,
+        quantization=QuantizeOptions("fp16", calib=str(photo_folder))))
     assert "quantize:fp16" in result.info.applied
     assert {c[0] for c in integer_convs(result.model.ir)} == {"float16"}
     inputs = photo_inputs(photo_folder)
@@ -186,8 +190,9 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "out" / "small.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(small_net), output=out, quantize="int8", calib=str(tmp_path / "calib.npy"),
-        calib_method=method, per_channel=per_channel, layout=layout))
+        model=str(small_net), output=out, layout=layout,
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"), method=method,
+                                     per_channel=per_channel)))
     convs = integer_convs(result.model.ir)
     assert len(convs) == 3 and all(c[1:] == ("int8", "int32") for c in convs), convs
     # The classifier's logits stay float, but its sum is still computed in integers.
@@ -197,15 +202,15 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
 
 
-def compile_small_int8(small_net: Path, out: Path, target: str, **options):
+def compile_small_int8(small_net: Path, out: Path, target: str, check: bool = True):
     """The small net compiled to INT8 for `target`, calibrated on 16 seeded random inputs;
     returns (those inputs, the compile result)."""
     samples = np.random.default_rng(6).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
     calib = out.with_suffix(".calib.npy")
     np.save(calib, samples)
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(small_net), output=out, quantize="int8", calib=str(calib), target=target,
-        **options))
+        model=str(small_net), output=out, target=target, check=check,
+        quantization=QuantizeOptions("int8", calib=str(calib))))
     return samples, result
 
 
@@ -296,7 +301,7 @@ def test_8_bit_convs_without_a_dot_kernel_sum_exactly_in_float():
     import tvm
     from tvm import te
 
-    from edgec import kernels, schedules
+    from edgec.codegen import kernels, schedules
 
     channels, block, out_channels, size = 57, 8, 16, 6
     assert channels * 9 == kernels.MAX_FLOAT_EXACT_TERMS - 1

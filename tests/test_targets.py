@@ -1,9 +1,13 @@
 """Target files load into valid TVM targets; bad files and names get errors naming the problem."""
 
+from pathlib import Path
+
 import pytest
 import tvm
 
-from edgec import targets
+from conftest import assert_clean_failure, run_cli
+from edgec import shipped, targets
+from edgec.cpu import CpuCaps, cpuinfo_flags, parse_cpuinfo
 from edgec.errors import ConfigError
 
 REQUIRED = {"x86_64", "x86_64-avx512", "rpi3", "rpi4", "rpi5", "cortex-a55", "neoverse-n1", "host"}
@@ -21,12 +25,12 @@ def test_each_target_becomes_a_tvm_target_with_its_cpu(name):
     assert tvm_target.attrs["mcpu"] == target.tvm["mcpu"]
     if target.arch == "aarch64":
         assert "arm_cpu" in tvm_target.keys and target.cross_compiler
-        assert target.nchwc_block == 4
+        assert target.cpu.nchwc_block == 4
 
 
 def test_nchwc_block_follows_vector_width():
-    assert targets.load("x86_64").nchwc_block == 8
-    assert targets.load("x86_64-avx512").nchwc_block == 16
+    assert targets.load("x86_64").cpu.nchwc_block == 8
+    assert targets.load("x86_64-avx512").cpu.nchwc_block == 16
 
 
 def test_host_target_is_detected_from_this_machine():
@@ -72,3 +76,64 @@ def test_user_target_file_is_loaded_by_path(tmp_path):
     path.write_text((targets.targets_dir() / "rpi5.toml").read_text())
     target = targets.load(str(path))
     assert target.name == "myboard" and target.tvm["mcpu"] == "cortex-a76"
+
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize(("board", "mcpu", "features"), [
+    ("rpi4-a72", "cortex-a72", ("neon",)),
+    ("rpi5-a76", "cortex-a76", ("neon", "dotprod", "fp16")),
+    ("graviton2-n1", "neoverse-n1", ("neon", "dotprod", "fp16")),
+])
+def test_aarch64_cpuinfo_from_real_boards_maps_to_target_features(board, mcpu, features):
+    """/proc/cpuinfo as real boards print it: asimddp is dotprod, asimdhp is FP16."""
+    detected = parse_cpuinfo((DATA / f"cpuinfo-{board}.txt").read_text(), "aarch64")
+    assert detected.mcpu == mcpu
+    assert detected.features == features
+    assert detected.mattr == [{"neon": "+neon", "dotprod": "+dotprod", "fp16": "+fullfp16"}[f]
+                              for f in features]
+    caps = CpuCaps("aarch64", detected.vector_bits, detected.features)
+    assert caps.int8_dot == ("sdot" if "dotprod" in features else None)
+    assert caps.fp16_arithmetic == ("fp16" in features)
+
+
+@pytest.mark.parametrize(("name", "dot", "weight_bits", "activations", "registers"), [
+    ("x86_64", "avx2", 7, "uint8", 16),
+    ("x86_64-avx512", "avx2", 7, "uint8", 32),
+    ("x86_64-avx512-vnni", "vnni", 8, "uint8", 32),
+    ("rpi4", None, 8, "uint8", 32),
+    ("rpi5", "sdot", 8, "int8", 32),
+])
+def test_cpu_capabilities_of_shipped_targets(name, dot, weight_bits, activations, registers):
+    cpu = targets.load(name).cpu
+    assert (cpu.int8_dot, cpu.int8_weight_bits, cpu.int8_activation_dtype,
+            cpu.vector_registers) == (dot, weight_bits, activations, registers)
+
+
+def test_shipped_aarch64_targets_run_on_the_boards_they_name():
+    """The flags a target needs are the ones its board's cpuinfo lists."""
+    a76 = cpuinfo_flags((DATA / "cpuinfo-rpi5-a76.txt").read_text())
+    a72 = cpuinfo_flags((DATA / "cpuinfo-rpi4-a72.txt").read_text())
+    assert targets.load("rpi5").cpu.cpuinfo_flags() <= a76
+    assert targets.load("rpi4").cpu.cpuinfo_flags() <= a72
+    assert not targets.load("rpi5").cpu.cpuinfo_flags() <= a72
+
+
+@pytest.mark.parametrize(("mcpu", "mattr", "named"), [
+    ("cortex-a7x", '["+neon"]', "mcpu cortex-a7x"),
+    ("cortex-a72", '["+neon", "+dotprodx"]', "mattr +dotprodx"),
+])
+def test_a_target_file_llvm_does_not_know_is_refused_before_compiling(tmp_path, mcpu, mattr,
+                                                                      named):
+    """Before, LLVM warned ~90 lines, compiled generic code and edgec exited 0."""
+    text = (shipped.path("targets") / "rpi4.toml").read_text()
+    text = text.replace('mcpu = "cortex-a72"', f'mcpu = "{mcpu}"').replace(
+        'mattr = ["+neon"]', f"mattr = {mattr}")
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    result = run_cli("compile", "zoo:squeezenet1_1", "--target", str(bad), "-o",
+                     str(tmp_path / "out.so"), timeout=300)
+    assert_clean_failure(result, str(bad), named, "[tvm]")
+    assert "not a recognized feature" not in result.stderr and "is not valid" not in result.stderr
+    assert not list(tmp_path.glob("out.so*"))

@@ -15,7 +15,9 @@ import numpy as np
 import pytest
 
 from conftest import REPO, run_cli
-from edgec import emulator, pipeline, runtime, tune, verify
+from edgec import check, pipeline, reference, runtime, tune
+from edgec.boards import emulator
+from edgec.quant import QuantizeOptions
 
 SMALL = {"image": (1, 3, 16, 16)}
 
@@ -43,9 +45,9 @@ def test_tune_then_compile_uses_the_records_and_still_matches_onnxruntime(
     assert compiled.tuning["tuned"] >= 1
     assert compiled.verify.ok
     model = runtime.load(tmp_path / "m.so")
-    inputs = verify.random_inputs(model.info.inputs, seed=4)
-    report = verify.compare(model.run(inputs),
-                            verify.onnxruntime_outputs(str(dynamic_conv_model), inputs))
+    inputs = check.random_inputs(model.info.inputs, seed=4)
+    report = check.compare(model.run(inputs),
+                            reference.onnxruntime_outputs(str(dynamic_conv_model), inputs))
     assert report.ok, report.summary()
 
 
@@ -67,7 +69,7 @@ def test_a_changed_default_schedule_is_measured_into_finished_logs(dynamic_conv_
                                                                    tmp_path, monkeypatch):
     """Logs made with an older edgec must not keep winning over a new default schedule
     that was never measured: a rerun measures it even when every task has its trials."""
-    from edgec import schedules
+    from edgec.codegen import schedules
 
     options = tune.TuneOptions(trials_per_task=1, logs=tmp_path / "logs")  # defaults only
 
@@ -84,7 +86,7 @@ def test_a_changed_default_schedule_is_measured_into_finished_logs(dynamic_conv_
     def changed(func, target):  # the same code, another trace: as a new edgec would make
         sch = real(func, target)
         if sch is not None:
-            schedules._root_blocks(sch)
+            schedules.root_blocks(sch)
         return sch
 
     monkeypatch.setattr(schedules, "schedule_function", changed)
@@ -108,7 +110,7 @@ def test_int8_tasks_tune_into_the_database_and_compile_applies_them(dynamic_conv
     assert json.loads((logs / "metadata.json").read_text())["models"]["dynamic-int8"]["trials"]
     compiled = pipeline.compile_model(pipeline.CompileOptions(
         model=str(dynamic_conv_model), output=tmp_path / "q.so", input_shapes=SMALL,
-        quantize="int8", calib="random", tuning_logs=logs))
+        quantization=QuantizeOptions("int8", calib="random"), tuning_logs=logs))
     assert compiled.tuning["tuned"] >= 1
     assert compiled.verify.ok
 
@@ -162,8 +164,8 @@ def test_remote_tuning_on_the_emulated_board_is_applied_by_a_later_compile(
         assert compiled.tuning["tuned"] >= 1
         session = board.connect(session_timeout=300)
         on_board = runtime.load_remote(session, out)
-        inputs = verify.random_inputs(on_board.info.inputs, seed=8)
-        expected = verify.onnxruntime_outputs(str(dynamic_conv_model), inputs)
+        inputs = check.random_inputs(on_board.info.inputs, seed=8)
+        expected = reference.onnxruntime_outputs(str(dynamic_conv_model), inputs)
         got = on_board.run(inputs)
     np.testing.assert_allclose(got["out"], expected["out"], atol=1e-4, rtol=1e-4)
     assert record_lines(logs)

@@ -29,3 +29,47 @@ def parse_input_files(values: tuple[str, ...]) -> dict[str, str]:
         pairs[name] = path
     return pairs
 
+
+
+_QUANTIZE_OPTIONS = (
+    click.option("--quantize", type=click.Choice(["int8", "fp16"]),
+                 help="INT8 (needs --calib) or FP16 weights and activations."),
+    click.option("--calib", metavar="PATH|random",
+                 help="Calibration data: a folder of images / .npy / .npz, one such file, or "
+                      "'random' (accuracy then means nothing)."),
+    click.option("--calib-method", default="minmax", show_default=True,
+                 type=click.Choice(["minmax", "entropy", "percentile"]),
+                 help="How ONNX Runtime's calibrator picks INT8 ranges."),
+    click.option("--per-channel/--per-tensor", default=True, show_default=True,
+                 help="INT8 weight scales per output channel or per tensor."),
+    click.option("--calib-mean", default="0.485,0.456,0.406", show_default=True,
+                 help="Per-channel mean of images scaled to [0, 1]."),
+    click.option("--calib-std", default="0.229,0.224,0.225", show_default=True,
+                 help="Per-channel standard deviation of images scaled to [0, 1]."),
+    click.option("--calib-channels", default="RGB", show_default=True,
+                 type=click.Choice(["RGB", "BGR"]), help="Channel order the model expects."),
+    click.option("--calib-layout", default="auto", show_default=True,
+                 type=click.Choice(["auto", "NCHW", "NHWC"]), help="How images fill the input."),
+    click.option("--calib-limit", default=32, show_default=True, help="Use at most N samples."),
+)
+
+
+def quantize_options(command):
+    """Add the --quantize and --calib* options that compile and tune share."""
+    for option in reversed(_QUANTIZE_OPTIONS):
+        command = option(command)
+    return command
+
+
+def quantization_from(kwargs: dict) -> object:
+    """Pop the shared options from a command's kwargs into a validated QuantizeOptions."""
+    from edgec.quant import CalibOptions, QuantizeOptions, parse_floats
+
+    calib_options = CalibOptions(
+        mean=parse_floats(kwargs.pop("calib_mean"), "--calib-mean"),
+        std=parse_floats(kwargs.pop("calib_std"), "--calib-std"),
+        channel_order=kwargs.pop("calib_channels"), layout=kwargs.pop("calib_layout"),
+        limit=kwargs.pop("calib_limit"))
+    return QuantizeOptions(kwargs.pop("quantize"), calib=kwargs.pop("calib"),
+                           method=kwargs.pop("calib_method"),
+                           per_channel=kwargs.pop("per_channel"), calib_options=calib_options)

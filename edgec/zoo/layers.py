@@ -1,7 +1,7 @@
 """The graph builder every zoo family shares: seeded weights and conv/BN/activation/SE layers.
 
 Each layer method adds ONNX nodes and also runs the layer in numpy on a small calibration
-batch (see calib.py), so BatchNorm running statistics match the activations they will see.
+batch (see bn_statistics.py), so BatchNorm running statistics match the activations they will see.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from edgec.zoo import calib
-from edgec.zoo.calib import conv_out
+from edgec.zoo import bn_statistics
+from edgec.zoo.bn_statistics import conv_out
 
 OPSET = 17  # HardSwish needs opset 14; 17 keeps ReduceMean's axes an attribute.
 IR_VERSION = 8  # onnxruntime 1.31 rejects the IR version onnx 1.23 writes by default.
@@ -81,9 +81,11 @@ class GraphBuilder:
     def input(self, name: str = "input", channels: int = 3) -> Tensor:
         dims = [self.batch, channels, self.height, self.width]
         self.graph.input.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, dims))
-        size = [calib.CALIB_BATCH, channels, calib.CALIB_SIZE, calib.CALIB_SIZE]
+        side = bn_statistics.CALIB_SIZE
+        size = [bn_statistics.CALIB_BATCH, channels, side, side]
         if isinstance(self.height, int) and isinstance(self.width, int):
-            size[2:] = min(self.height, calib.CALIB_MAX), min(self.width, calib.CALIB_MAX)
+            most = bn_statistics.CALIB_MAX
+            size[2:] = min(self.height, most), min(self.width, most)
         value = self._calib_rng.standard_normal(size, dtype=np.float32)
         return Tensor(name, channels, self.height, self.width, value)
 
@@ -121,7 +123,7 @@ class GraphBuilder:
         if b is not None:
             ins.append(self.const(b, f"{name}.bias"))
         dims = (cout, conv_out(x.h, k, stride, pad), conv_out(x.w, k, stride, pad))
-        value = calib.conv2d(x.val, weight, b, stride, pad, groups)
+        value = bn_statistics.conv2d(x.val, weight, b, stride, pad, groups)
         return self.op("Conv", ins, dims, value, name, kernel_shape=[k, k],
                        strides=[stride, stride], pads=[pad] * 4, group=groups,
                        dilations=[1, 1])
@@ -156,7 +158,7 @@ class GraphBuilder:
                     for v, n in ((0.0, "clip_min"), (6.0, "clip_max"))]
         elif kind == "hsigmoid":
             attrs = _HSIG
-        value = calib.ACTIVATIONS[kind](x.val)
+        value = bn_statistics.ACTIVATIONS[kind](x.val)
         return self.op(_ACT_OPS[kind], ins, (x.c, x.h, x.w), value, **attrs)
 
     def conv_bn_act(self, x: Tensor, cout: int, k: int = 1, stride: int = 1, groups: int = 1,
@@ -195,7 +197,7 @@ class GraphBuilder:
     def maxpool(self, x: Tensor, k: int, stride: int, pad: int = 0,
                 ceil: bool = False) -> Tensor:
         dims = (x.c, conv_out(x.h, k, stride, pad, ceil), conv_out(x.w, k, stride, pad, ceil))
-        value = calib.maxpool(x.val, k, stride, pad, ceil)
+        value = bn_statistics.maxpool(x.val, k, stride, pad, ceil)
         return self.op("MaxPool", [x], dims, value, kernel_shape=[k, k],
                        strides=[stride, stride], pads=[pad] * 4, ceil_mode=int(ceil))
 

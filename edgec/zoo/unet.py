@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgec.zoo import calib
+from edgec.zoo import bn_statistics
 from edgec.zoo.layers import GraphBuilder, Tensor
 
 CLASSES = 4
@@ -26,7 +26,7 @@ def _up_transposed(g: GraphBuilder, x: Tensor) -> Tensor:
     name = g.unique("convtranspose")
     weight, bias = g.he((cin, cin // 2, 2, 2), cin), g.small(cin // 2)
     ins = [x, g.const(weight, f"{name}.weight"), g.const(bias, f"{name}.bias")]
-    value = calib.conv_transpose2x(x.val, weight, bias)
+    value = bn_statistics.conv_transpose2x(x.val, weight, bias)
     return g.op("ConvTranspose", ins, (cin // 2, _scaled(h, 2), _scaled(w, 2)), value, name,
                 kernel_shape=[2, 2], strides=[2, 2])
 
@@ -36,7 +36,7 @@ def _up_resize(g: GraphBuilder, x: Tensor) -> Tensor:
     c, h, w = x.c, x.h, x.w
     scales = g.const(np.array([1, 1, 2, 2], np.float32), g.unique("scales"))
     return g.op("Resize", [x, "", scales], (c, _scaled(h, 2), _scaled(w, 2)),
-                calib.resize2x(x.val), mode="nearest",
+                bn_statistics.resize2x(x.val), mode="nearest",
                 coordinate_transformation_mode="asymmetric", nearest_mode="floor")
 
 

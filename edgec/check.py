@@ -1,0 +1,165 @@
+"""Check stage: run compiled code (the executable, or one host build of a cross-compiled
+graph) and compare its outputs with a reference runtime's (edgec.reference)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import numpy as np
+
+from edgec import reference
+from edgec.errors import ConfigError
+from edgec.tvm_compat.log_filters import quiet_scope_warnings
+
+# FP32 code that reorders sums (packed layouts, tiling) differs from ORT by rounding only;
+# these bounds are ~100x that rounding noise on the zoo models and far below any real bug.
+DEFAULT_RTOL = 1e-3
+DEFAULT_MIN_COSINE = 0.9999
+
+
+@dataclass(frozen=True)
+class OutputCheck:
+    name: str
+    max_abs_error: float
+    max_abs_reference: float
+    cosine: float
+    ok: bool
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """Per-output comparison of edgec's outputs with ONNX Runtime's on the same inputs."""
+
+    outputs: list[OutputCheck]
+    rtol: float
+    min_cosine: float
+    note: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outputs)
+
+    def failures(self) -> list[OutputCheck]:
+        return [o for o in self.outputs if not o.ok]
+
+    def summary(self) -> str:
+        lines = [f"{'output':<20} {'max abs err':>12} {'max |ref|':>10} {'cosine':>10}  result"]
+        for o in self.outputs:
+            verdict = "ok" if o.ok else "MISMATCH"
+            lines.append(
+                f"{o.name:<20} {o.max_abs_error:>12.3e} {o.max_abs_reference:>10.3g} "
+                f"{o.cosine:>10.6f}  {verdict}"
+            )
+        if self.note:
+            lines.append(self.note)
+        return "\n".join(lines)
+
+    def to_json(self) -> str:
+        return json.dumps({**asdict(self), "ok": self.ok}, indent=2)
+
+
+def random_inputs(specs: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:
+    """Seeded inputs in the range image models see after normalization."""
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for spec in specs:
+        shape, dtype = tuple(spec["shape"]), np.dtype(spec["dtype"])
+        if dtype.kind == "f":
+            arrays[spec["name"]] = rng.uniform(-1.0, 1.0, shape).astype(dtype)
+        else:
+            arrays[spec["name"]] = rng.integers(0, 10, shape).astype(dtype)
+    return arrays
+
+
+def load_inputs(paths: Mapping[str, str]) -> dict[str, np.ndarray]:
+    """Read NAME=file.npy assignments.
+
+    Raises:
+        ConfigError: unreadable file.
+    """
+    arrays = {}
+    for name, path in paths.items():
+        try:
+            arrays[name] = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise ConfigError(f"input {name}: cannot read {path} as .npy: {err}") from err
+    return arrays
+
+
+def compare(
+    actual: Mapping[str, np.ndarray],
+    expected: Mapping[str, np.ndarray],
+    rtol: float = DEFAULT_RTOL,
+    min_cosine: float = DEFAULT_MIN_COSINE,
+) -> VerifyReport:
+    """Compare outputs by name: |a - e| <= rtol * max(1, max|e|) and cosine >= min_cosine."""
+    checks = []
+    for name, want in expected.items():
+        got = np.asarray(actual[name], dtype=np.float64)
+        want = np.asarray(want, dtype=np.float64)
+        if got.shape != want.shape:
+            checks.append(OutputCheck(name, float("inf"), 0.0, 0.0, False))
+            continue
+        error = float(np.max(np.abs(got - want))) if want.size else 0.0
+        scale = float(np.max(np.abs(want))) if want.size else 0.0
+        norm = float(np.linalg.norm(got) * np.linalg.norm(want))
+        cosine = float(np.dot(got.ravel(), want.ravel()) / norm) if norm else float(error == 0)
+        ok = error <= rtol * max(1.0, scale) and cosine >= min_cosine
+        checks.append(OutputCheck(name, error, scale, cosine, ok))
+    return VerifyReport(checks, rtol, min_cosine)
+
+
+def host_runnable(model: Any, target: Any, executable: Any) -> tuple[Any, str]:
+    """The executable itself when the target is this machine, else one host build of the same
+    graph: cross-compiled code cannot run here, and that build still catches import, layout
+    and legalization errors. Build it once and reuse it for every check of a compile."""
+    if target.is_native:
+        return executable, ""
+    from edgec import build, targets
+
+    host = targets.load("host")
+    note = f"checked via a host build of the same graph ({target.name} code runs on the board)"
+    return build.compile_to_executable(model, host), note
+
+
+def run(executable: Any, model: Any, inputs: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """One inference of an in-memory executable on this machine's CPU, outputs by name."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    with quiet_scope_warnings():
+        vm = VirtualMachine(executable, tvm.cpu())
+    result = vm["main"](*[tvm.runtime.tensor(inputs[s.name]) for s in model.inputs])
+    values = list(result) if len(model.outputs) > 1 else [result]
+    return {s.name: v.numpy() for s, v in zip(model.outputs, values, strict=True)}
+
+
+def check_against_reference(runnable: Any, model: Any, samples: Sequence[Mapping[str, Any]],
+                            rtol: float, min_cosine: float, note: str = "") -> VerifyReport:
+    """Compare the runnable's outputs with the reference runtime running model.onnx (the
+    user's model, or for INT8 the same QDQ model) on every sample.
+
+    Raises:
+        ModelImportError: the reference runtime cannot run the model.
+    """
+    actual = [run(runnable, model, s) for s in samples]
+    expected = [reference.outputs(model.onnx, s) for s in samples]
+    report = compare({k: np.stack([a[k] for a in actual]) for k in actual[0]},
+                     {k: np.stack([e[k] for e in expected]) for k in expected[0]},
+                     rtol, min_cosine)
+    return replace(report, note=note)
+
+
+def median_ms(executable: Any, model: Any, inputs: Mapping[str, Any], runs: int = 10) -> float:
+    """Median latency of single inferences on this machine (two warm-up runs dropped)."""
+    import tvm
+    from tvm.runtime.vm import VirtualMachine
+
+    with quiet_scope_warnings():
+        vm = VirtualMachine(executable, tvm.cpu())
+    vm.set_input("main", *[tvm.runtime.tensor(inputs[s.name]) for s in model.inputs])
+    timer = vm.time_evaluator("invoke_stateful", tvm.cpu(), number=1, repeat=runs + 2)
+    return 1000.0 * float(np.median(list(timer("main").results)[2:]))

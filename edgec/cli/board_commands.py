@@ -1,0 +1,234 @@
+"""edgec run, verify, bench, deploy and board: the commands that run models, here or on a board."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from edgec.cli.common import parse_input_files, say
+from edgec.errors import EdgecError
+
+
+def _ssh_options(func):
+    """--ssh USER@HOST[:PORT] and how to log in there."""
+    options = [
+        click.option("--ssh", "ssh_target", metavar="USER@HOST[:PORT]", help="A board over SSH."),
+        click.option("-i", "--identity", type=click.Path(dir_okay=False),
+                     help="SSH private key (default: ssh-agent, then ~/.ssh/id_*)."),
+        click.option("--known-hosts", type=click.Path(dir_okay=False),
+                     help="Trusted host keys (default: ~/.ssh/known_hosts)."),
+        click.option("--accept-new-host-key", is_flag=True,
+                     help="Trust a board seen for the first time, and record its key."),
+        click.option("--remote-python", default="python3", show_default=True,
+                     help="The board's Python (with TVM and numpy)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def _board_options(func):
+    """Where run and bench execute: here, or a board by --rpc, --tracker + --key or --ssh."""
+    func = _ssh_options(func)
+    for option in reversed([
+        click.option("--rpc", metavar="HOST:PORT", help="A board's TVM RPC server."),
+        click.option("--tracker", metavar="HOST:PORT", help="A TVM RPC tracker (with --key)."),
+        click.option("--key", help="The board's key at the tracker, e.g. rpi4."),
+    ]):
+        func = option(func)
+    return func
+
+
+def _ssh_login(ssh_target, identity, known_hosts, accept_new_host_key, **_unused):
+    from edgec.boards import ssh
+
+    if not ssh_target:
+        if identity or known_hosts or accept_new_host_key:
+            raise EdgecError("--identity, --known-hosts and --accept-new-host-key need --ssh")
+        return None
+    return ssh.SshOptions(ssh_target, identity, known_hosts, accept_new_host_key,
+                          ask_secret=ssh.terminal_prompt())
+
+
+def _board_endpoint(rpc, tracker, key, remote_python, **login):
+    """None (this machine) or the board the options name."""
+    from edgec.boards import sessions
+
+    ssh = _ssh_login(**login)
+    if not (rpc or tracker or key or ssh):
+        return None
+    return sessions.BoardEndpoint(
+        rpc=sessions.parse_endpoint(rpc, "--rpc") if rpc else None,
+        tracker=sessions.parse_endpoint(tracker, "--tracker") if tracker else None,
+        key=key, ssh=ssh, remote_python=remote_python)
+
+
+
+@click.command("run")
+@click.argument("library", type=click.Path())
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="Input tensor (repeatable); random inputs when omitted.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save outputs as .npz.")
+@_board_options
+def run_cmd(library, inputs, output, **board_options) -> None:
+    """Run one inference of a compiled LIBRARY here, or on a board (--rpc, --tracker, --ssh)."""
+    import numpy as np
+
+    from edgec import check
+    from edgec.boards import sessions
+
+    if output and not Path(output).resolve().parent.is_dir():  # before a slow inference
+        raise EdgecError(f"-o {output}: folder {Path(output).parent} does not exist; "
+                         "create it or choose another path")
+    with sessions.open_board(_board_endpoint(**board_options), progress=say) as board:
+        model = board.load(library)
+        if not inputs:
+            say("no --input given: running on seeded random inputs")
+        arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
+                  else check.random_inputs(model.info.inputs))
+        outputs = model.run(arrays)
+        del model  # its remote objects go before the session does
+    for name, value in outputs.items():
+        click.echo(f"{name}: shape {value.shape} {value.dtype}  min {value.min():.4g}  "
+                   f"max {value.max():.4g}  mean {value.mean():.4g}")
+    if output:
+        try:
+            np.savez(output, **outputs)
+        except OSError as err:
+            raise EdgecError(f"-o {output}: cannot write it ({err.strerror})") from err
+        click.echo(f"wrote {output}")
+
+
+@click.command("verify")
+@click.argument("library", type=click.Path())
+@click.option("--reference", required=True, help="The ONNX model (path or zoo:NAME).")
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy")
+@click.option("--rtol", default=None, type=float, help="Max abs error relative to max |ref|.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def verify_cmd(library, reference, inputs, rtol, json_path) -> None:
+    """Run LIBRARY and the ONNX reference on the same inputs; exit 1 past tolerance."""
+    from edgec import check, frontend, runtime
+    from edgec import reference as references
+
+    model = runtime.load(library)
+    arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
+              else check.random_inputs(model.info.inputs))
+    onnx_model, _ = frontend.read_onnx(reference)
+    report = check.compare(model.run(arrays), references.outputs(onnx_model, arrays),
+                           rtol if rtol is not None else check.DEFAULT_RTOL)
+    click.echo(report.summary())
+    if json_path:
+        Path(json_path).write_text(report.to_json())
+    if not report.ok:
+        raise EdgecError(f"{library} differs from {reference} beyond tolerance")
+
+
+@click.command("bench")
+@click.argument("library", type=click.Path())
+@click.option("--runs", default=100, show_default=True)
+@click.option("--warmup", default=10, show_default=True)
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--profile", is_flag=True, help="Add per-operator times (here, or with --ssh).")
+@click.option("--plot", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
+@_board_options
+def bench_cmd(library, runs, warmup, json_path, profile, plot, **board_options) -> None:
+    """Measure the latency of LIBRARY here, or on a board (--rpc, --tracker or --ssh)."""
+    from edgec import check, latency
+    from edgec.boards import sessions
+
+    endpoint = _board_endpoint(**board_options)
+    say(f"bench {library}: {runs} runs after {warmup} warm-up, "
+         f"on {endpoint.where if endpoint else 'this machine'}")
+    with sessions.open_board(endpoint, profile=profile, progress=say) as board:
+        model = board.load(library)
+        inputs = check.random_inputs(model.info.inputs)
+        report = latency.benchmark(model, inputs, runs=runs, warmup=warmup, where=board.where)
+        if profile:
+            report = report.with_profile(board.profile(model, inputs))
+        del model  # its remote objects go before the session does
+    click.echo(report.summary())
+    if json_path:
+        Path(json_path).write_text(report.to_json())
+    if plot:
+        click.echo(f"wrote {latency.plot_latencies(report, plot)}")
+
+
+@click.command("deploy")
+@click.argument("library", type=click.Path())
+@_ssh_options
+@click.option("--dest", default="~/edgec", show_default=True, help="Folder on the board.")
+@click.option("--smoke", is_flag=True, help="Then run one inference there (needs TVM there).")
+def deploy_cmd(library, ssh_target, identity, known_hosts, accept_new_host_key, remote_python,
+               dest, smoke) -> None:
+    """Copy LIBRARY and its metadata to a board over SSH (SFTP) and check its sha256 there."""
+    from edgec.boards import deploy
+
+    if not ssh_target:
+        raise EdgecError("deploy needs --ssh USER@HOST[:PORT]")
+    say(f"deploy {library} to {ssh_target}:{dest}" + (", then a smoke run" if smoke else ""))
+    report = deploy.deploy(library, ssh_target, identity=identity, dest=dest,
+                           accept_new_host_key=accept_new_host_key, known_hosts=known_hosts,
+                           smoke=smoke, remote_python=remote_python, progress=say)
+    click.echo(report.summary())
+
+
+@click.group("board")
+def board_group() -> None:
+    """Inspect a board over SSH, or run an emulated aarch64 board."""
+
+
+@board_group.command("check")
+@_ssh_options
+@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+def board_check_cmd(json_path, remote_python, **login) -> None:
+    """Show a board's Python, TVM and CPU features, and what to install there; exit 1 if
+    edgec cannot run models on it yet."""
+    from edgec.boards import probe
+
+    options = _ssh_login(**login)
+    if options is None:
+        raise EdgecError("board check needs --ssh USER@HOST[:PORT]")
+    info = probe.inspect(options, remote_python)
+    want = probe.local_versions()
+    click.echo(info.summary(want))
+    if json_path:
+        Path(json_path).write_text(info.to_json())
+    problems = info.problems(want, rpc=True)
+    if problems:
+        raise EdgecError(f"board {options.where} is not ready: {problems[0]} (fix above)")
+
+
+def _interrupt(_signum, _frame) -> None:
+    raise KeyboardInterrupt
+
+
+@board_group.command("emulate")
+@click.option("--port", default=0, help="Port on 127.0.0.1 (default: a free one).")
+@click.option("--tracker", metavar="HOST:PORT", help="Register with this TVM RPC tracker.")
+@click.option("--key", default="", help="The key to register under, with --tracker.")
+def board_emulate_cmd(port, tracker, key) -> None:
+    """Serve TVM RPC from an emulated aarch64 board (qemu) on 127.0.0.1 until Ctrl-C."""
+    import signal
+    import time
+
+    from edgec.boards import emulator, sessions
+
+    emulator.check_host()
+    tracker_address = sessions.parse_endpoint(tracker, "--tracker") if tracker else None
+    board = emulator.EmulatedBoard(port=port, tracker=tracker_address, key=key)
+    emulator.prepare(board.cache, progress=say)  # once per machine: ~400 MB of arm64 packages
+    say("starting the board (importing TVM under qemu takes ~25 s)")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the board cleanly too
+    with board:
+        use = f"--tracker {tracker} --key {key}" if tracker else f"--rpc 127.0.0.1:{board.port}"
+        click.echo(f"emulated aarch64 board ready: TVM RPC on 127.0.0.1:{board.port}\n"
+                   f"  edgec bench OUT.so {use}   (OUT.so built with --target rpi4 or another "
+                   "aarch64 target)\n  Ctrl-C stops it")
+        try:
+            while board.running:
+                time.sleep(0.5)
+            raise EdgecError(f"the emulated board's RPC server exited; see {board.log_path}")
+        except KeyboardInterrupt:
+            pass
+    click.echo("emulated board stopped")

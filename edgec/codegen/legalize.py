@@ -1,0 +1,238 @@
+"""Legalization: which edgec.codegen.kernels compute each Relax conv2d and matmul becomes.
+
+TVM's own legalization handles every other op (and convs edgec has no kernel for) later.
+Weight repacking is emitted as its own TE function: on constant weights FoldConstant runs it
+at build time, so the compiled model reads weights in the order its micro-kernels want.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import tvm
+from tvm import relax, topi
+
+from edgec.codegen.kernels import (
+    MAX_FLOAT_EXACT_TERMS,
+    conv2d_nchw_int8_stem,
+    conv2d_nchw_packed_out,
+    conv2d_nchwc,
+    conv2d_nchwc_dense,
+    conv2d_nchwc_int8,
+    dense_packed,
+    integer_sums_in_float,
+    pack_dense_weight,
+    pack_float_kernel,
+    pack_int8_kernel,
+    pack_int8_stem_kernel,
+    pack_stem_kernel,
+)
+from edgec.codegen.winograd import conv2d_nchwc_winograd, winograd_weight
+from edgec.layout.blocks import block_of
+
+_PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
+
+
+def _packed_block(attrs) -> int | None:
+    """The channel block of a conv in NCHW{b}c with OIHW{b}o weights and the same output
+    layout, None for any other layout combination."""
+    block = block_of(attrs.data_layout)
+    kernel = _PACKED_KERNEL.match(attrs.kernel_layout)
+    if block is None or kernel is None or attrs.out_layout != attrs.data_layout:
+        return None
+    return block
+
+
+def legalize_map(block: int, cpu) -> dict:
+    """Ops edgec legalizes itself; pass to relax.transform.LegalizeOps(customize_legalize_map).
+
+    Args:
+        block: the model's channel block (see edgec.layout.choose_block).
+        cpu: the target's edgec.cpu.CpuCaps: its int8 dot-product kind, SIMD width and
+            register count shape the micro-kernels.
+    """
+    lanes = cpu.accumulator_lanes
+    return {"relax.nn.conv2d":
+            lambda bb, call: _legalize_conv2d(bb, call, block, cpu.int8_dot, lanes,
+                                              cpu.winograd),
+            "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, cpu.matmul_columns)}
+
+
+def _blocks_per_tile(out_chunks: int, block: int, lanes: int) -> int:
+    """Channel blocks computed together: lanes // block, halved until it divides out_chunks."""
+    tile = max(1, lanes // block)
+    while out_chunks % tile:
+        tile //= 2
+    return tile
+
+
+def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
+    """A dense packed 8-bit x int8 -> int32 conv whose block fits the `kind` intrinsic, with
+    constant weights (for "avx2": small enough that vpmaddubsw cannot saturate)."""
+    from edgec.codegen import intrinsics
+
+    if _packed_block(call.attrs) != block or not intrinsics.lanes(kind, block):
+        return False
+    return _dot_operands_fit(call, kind)
+
+
+def _dot_operands_fit(call: relax.Call, kind: str) -> bool:
+    from edgec.codegen import intrinsics
+
+    data, weight = call.args[0], call.args[1]
+    if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
+            intrinsics.activation_dtype(kind), "int8", "int32"):
+        return False
+    if not isinstance(weight, tvm.ir.Constant) or int(call.attrs.groups) != 1:
+        return False
+    if kind != "avx2":
+        return True
+    values = weight.value.numpy()
+    return int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
+
+
+def _int8_stem_applies(call: relax.Call, block: int, wide: int, kind: str | None) -> bool:
+    """An 8-bit NCHW image stem of at most 4 channels with a packed output, whose
+    accumulator width fits the `kind` intrinsic."""
+    from edgec.codegen import intrinsics
+
+    attrs = call.attrs
+    if kind is None or attrs.data_layout != "NCHW" or attrs.kernel_layout != "OIHW":
+        return False
+    if block_of(attrs.out_layout) != block:  # None for NCHW
+        return False
+    if int(call.args[0].ty.shape[1]) > 4 or not intrinsics.lanes(kind, wide):
+        return False
+    return _dot_operands_fit(call, kind)
+
+
+# Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
+# filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
+# streaming them costs more than the multiplies saved.
+WINOGRAD_MIN_OUTPUT = 14
+
+
+def _winograd_applies(call: relax.Call, block: int) -> bool:
+    """A packed float32 3x3 stride-1 ungrouped conv with constant weights on an output of
+    at least WINOGRAD_MIN_OUTPUT pixels a side."""
+    attrs, data, weight = call.attrs, call.args[0], call.args[1]
+    if _packed_block(attrs) != block or int(attrs.groups) != 1:
+        return False
+    if not isinstance(weight, tvm.ir.Constant):
+        return False
+    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
+        return False
+    if (int(weight.ty.shape[2]), int(weight.ty.shape[3])) != (3, 3):
+        return False
+    if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
+        return False
+    channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
+    smallest = min(int(call.ty.shape[2]), int(call.ty.shape[3]))
+    return channels % block == 0 and smallest >= WINOGRAD_MIN_OUTPUT
+
+
+def _sums_exact_in_float(call: relax.Call) -> bool:
+    """An 8-bit x int8 -> int32 conv with few enough terms per output that float32 sums
+    are exact (see edgec.codegen.kernels.integer_sums_in_float)."""
+    data, weight = call.args[0], call.args[1]
+    if str(data.ty.dtype) not in ("uint8", "int8") or str(weight.ty.dtype) != "int8":
+        return False
+    if str(call.ty.dtype) != "int32" or call.attrs.kernel_layout[:4] != "OIHW":
+        return False
+    terms = 1
+    for axis in (1, 2, 3):  # input channels per group, kernel height, kernel width
+        terms *= int(weight.ty.shape[axis])
+    return terms <= MAX_FLOAT_EXACT_TERMS
+
+
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
+                     int8_dot: str | None, lanes: int, winograd: bool) -> relax.Expr:
+    attrs = call.attrs
+    args = (
+        [int(s) for s in attrs.strides],
+        [int(p) for p in attrs.padding],
+        [int(d) for d in attrs.dilation],
+        int(attrs.groups),
+        str(call.ty.dtype),
+    )
+    if int8_dot and _int8_dot_applies(call, block, int8_dot):
+        # Packing a constant weight is folded at compile time by FoldConstant.
+        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
+        packed = bb.emit_te(pack_int8_kernel, call.args[1], tile,
+                            primfunc_name_hint="pack_int8_kernel")
+        return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot,
+                          primfunc_name_hint="conv2d_nchwc_int8")
+    conv_dense, conv_nchwc, conv_stem = conv2d_nchwc_dense, conv2d_nchwc, conv2d_nchw_packed_out
+    if _sums_exact_in_float(call):
+        conv_dense, conv_nchwc, conv_stem = (integer_sums_in_float(conv)
+                                             for conv in (conv_dense, conv_nchwc, conv_stem))
+    if winograd and _winograd_applies(call, block):
+        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
+        weight = relax.const(winograd_weight(call.args[1].value.numpy(), tile))
+        return bb.call_te(conv2d_nchwc_winograd, call.args[0], weight, args[1], args[4],
+                          primfunc_name_hint="conv2d_nchwc_winograd")
+    if _packed_block(attrs) is not None:
+        data, weight = call.args[0], call.args[1]
+        channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
+        if int(attrs.groups) == 1 and channels % block == 0:
+            tile = _blocks_per_tile(int(weight.ty.shape[0]), block, lanes)
+            # A constant weight's repacking is folded at compile time by FoldConstant.
+            packed = bb.emit_te(pack_float_kernel, weight, tile,
+                                primfunc_name_hint="pack_float_kernel")
+            return bb.call_te(conv_dense, data, packed, *args,
+                              primfunc_name_hint="conv2d_nchwc")
+        return bb.call_te(conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
+    channels = int(call.args[0].ty.shape[1]) if attrs.data_layout == "NCHW" else 0
+    out_block = block_of(attrs.out_layout) if attrs.out_layout != "NCHW" else 0
+    out_channels = int(call.ty.shape[1]) * (out_block or 1)
+    few = 0 < channels < block and out_channels % block == 0 and attrs.groups == 1
+    if few and attrs.kernel_layout == "OIHW" and out_block in (0, block):
+        # Image stems (3 channels) cannot be packed, so ConvertLayout leaves their input in
+        # NCHW, where TOPI's naive conv ran ResNet-18's 7x7 stem 25x slower than the rest
+        # together. edgec.layout.stems gives them a packed output.
+        wide = block * _blocks_per_tile(out_channels // block, block, lanes)
+        if _int8_stem_applies(call, block, wide, int8_dot):
+            packed = bb.emit_te(pack_int8_stem_kernel, call.args[1], wide,
+                                primfunc_name_hint="pack_int8_stem_kernel")
+            return bb.call_te(conv2d_nchw_int8_stem, call.args[0], packed, *args, block,
+                              int8_dot, primfunc_name_hint="conv2d_nchw_int8_stem")
+        packed = bb.emit_te(pack_stem_kernel, call.args[1], wide,
+                            primfunc_name_hint="pack_stem_kernel")
+        return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
+                          primfunc_name_hint="conv2d_nchw_packed_out")
+    return _by_tvm(bb, call)
+
+
+def _by_tvm(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
+    """A conv no edgec kernel covers goes to TVM's own legalization (the compile report lists
+    it among the generic functions). TVM legalizes a conv only when its output layout equals
+    its input layout; otherwise it leaves the op in place and VM codegen fails ("CodeGenVM
+    cannot emit this Relax operator directly"). ConvertLayout makes such convs (NCHW in,
+    NCHW8c out) for a PaddlePaddle 1x1 conv after a stem: those compute in their input
+    layout, then transform the result."""
+    attrs = call.attrs
+    if attrs.out_layout == attrs.data_layout:
+        return call  # plain layouts: TVM's own legalization handles them later
+    same = bb.normalize(relax.op.nn.conv2d(
+        call.args[0], call.args[1], attrs.strides, attrs.padding, attrs.dilation,
+        attrs.groups, attrs.data_layout, attrs.kernel_layout, attrs.data_layout,
+        attrs.out_dtype))
+    computed = bb.emit(tvm.ir.Op.get("relax.nn.conv2d").get_attr("FLegalize")(bb, same))
+    return bb.call_te(topi.layout_transform, computed, attrs.data_layout, attrs.out_layout,
+                      primfunc_name_hint="layout_transform")
+
+
+def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, tile: int) -> relax.Expr:
+    """A float classifier head (a few rows times a constant K x N weight) on weights packed
+    by pack_dense_weight; any other matmul is left to TVM."""
+    data, weight = call.args
+    if not isinstance(weight, tvm.ir.Constant) or len(weight.ty.shape) != 2:
+        return call
+    if len(data.ty.shape) != 2 or int(data.ty.shape[0]) > 4:
+        return call
+    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
+        return call
+    packed = bb.emit_te(pack_dense_weight, weight, tile, primfunc_name_hint="pack_dense_weight")
+    return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
+                      primfunc_name_hint="dense_packed")

@@ -1,0 +1,281 @@
+"""Default CPU schedules for tasks the tuning logs do not cover.
+
+Untuned TVM code is naive (one thread, no vectors: ~50x slower than ONNX Runtime), so every
+function gets a rule-based schedule here. Packed convolutions get a register-blocked
+micro-kernel: a row of `reg_n` output pixels times one or two SIMD registers of output
+channels (see edgec.cpu.CpuCaps.accumulator_lanes) stays in registers across the whole reduction,
+the block lanes are vectorized and the rows unrolled, and the bias/activation epilogue runs
+on the tile while it is still in registers.
+Everything else is parallelized over its outer loops and vectorized on its innermost loop.
+"""
+
+from __future__ import annotations
+
+import tvm
+from tvm import s_tir, tirx
+
+from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+
+_CONV_BLOCKS = (
+    "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
+    "conv2d_nchwc_int8",
+)
+_MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
+# INT8 rows where the dot instruction's ISA has 32 vector registers: 14 pixels x 2 registers
+# of accumulators. More pixels per weight load took INT8 ResNet-18 from 2.52 to 2.22 ms and
+# MobileNetV2 from 1.49 to 1.21 (VNNI); FP32 gained nothing measurable from longer rows.
+_MAX_INT8_ROW = 14
+_DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
+
+
+def default_schedule(generic: list[str] | None = None):
+    """A module pass that schedules every PrimFunc not yet marked as scheduled.
+
+    Args:
+        generic: if given, the names of functions that no edgec kernel rule covered (they get
+            the generic parallel/vectorize schedule) are appended to it, for the report.
+    """
+
+    @tvm.transform.module_pass(opt_level=0, name="EdgecDefaultSchedule")
+    def apply(mod, _ctx):
+        target = tvm.target.Target.current(allow_none=False)
+        updated = {}
+        for gvar, func in mod.functions_items():
+            if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
+                continue
+            rule, sch = _first_rule(func, target, gvar.name_hint)
+            if sch is None:
+                continue
+            if generic is not None and isinstance(rule, ParallelVectorize) and not (
+                    _block_names(func) & _KERNELS_ON_THE_GENERIC_RULE):
+                generic.append(gvar.name_hint)
+            updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+        for gvar, func in updated.items():
+            mod[gvar] = func
+        return mod
+
+    return apply
+
+
+# edgec kernels whose layout the generic rule's contiguous-lanes path schedules as designed
+# (edgec.codegen.kernels.dense_packed: a classifier head reading a packed weight).
+_KERNELS_ON_THE_GENERIC_RULE = {"dense_packed"}
+
+
+def _block_names(func: tirx.PrimFunc) -> set[str]:
+    sch = s_tir.Schedule(func)
+    return {sch.get(block).name_hint for block in root_blocks(sch)}
+
+
+def _is_scheduled(func: tirx.PrimFunc) -> bool:
+    return func.attrs is not None and "tirx.is_scheduled" in func.attrs and bool(
+        func.attrs["tirx.is_scheduled"])
+
+
+def _first_rule(func: tirx.PrimFunc, target, name: str = "") -> tuple[object, object]:
+    for rule in (WinogradConv(), PackedConv(), ParallelVectorize()):
+        sch = rule.apply(func, target, False)
+        if sch is not None:
+            return rule, sch
+    return None, None
+
+
+def schedule_function(func: tirx.PrimFunc, target) -> s_tir.Schedule | None:
+    """edgec's default schedule of one PrimFunc, as a traced Schedule (None: no rule fits)."""
+    return _first_rule(func, target)[1]
+
+
+def _kernel_failed(kernel: str, err: Exception) -> RuntimeError:
+    """A kernel edgec owns met a loop nest its schedule does not expect: a bug in edgec (a
+    renamed or reshaped TE compute), never a reason to fall back to a 45x slower schedule.
+    A bug keeps its traceback (it is no user error), so this is no EdgecError."""
+    last = str(err).strip().splitlines()
+    return RuntimeError(f"edgec's default schedule for its {kernel} kernel failed "
+                      f"({type(err).__name__}: {last[-1] if last else err}); this is a bug "
+                      "in edgec, please report it")
+
+
+def _row_length(width: int, longest: int = _MAX_ROW) -> int:
+    """The largest divisor of the output width that is at most `longest`."""
+    return max(d for d in range(1, min(width, longest) + 1) if width % d == 0)
+
+
+def _dot_kind(sch: s_tir.Schedule, conv) -> str:
+    """The edgec.codegen.intrinsics kind an INT8 conv block was computed for."""
+    return str(sch.get(conv).annotations.get("edgec_dot", "avx2"))
+
+
+def _same_shape(a, b) -> bool:
+    return [int(d) for d in a.shape] == [int(d) for d in b.shape]
+
+
+class PackedConv:
+    """Register-blocked schedule for edgec.codegen.kernels' NCHW{b}c convolutions and their
+    epilogue."""
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        conv_names = [n for n in names if n in _CONV_BLOCKS]
+        if len(conv_names) != 1:
+            return None
+        index = names.index(conv_names[0])
+        try:
+            self._schedule(sch, blocks, index)
+        except Exception as err:  # a kernel of edgec's own: failing here is a bug
+            raise _kernel_failed(conv_names[0], err) from err
+        return sch
+
+    def _schedule(self, sch: s_tir.Schedule, blocks: list, index: int) -> None:
+        conv = blocks[index]
+        epilogue = blocks[index + 1:]
+        for block in epilogue[:-1]:
+            sch.compute_inline(block)
+        depthwise = sch.get(conv).name_hint == "depthwise_conv2d_nchwc"
+        for block in blocks[:index]:
+            self._schedule_producer(sch, block, inline_padding=depthwise)
+        loops = sch.get_loops(conv)
+        batch, chunk, row, col, lane, *reduction = loops
+        width = extent(sch, col) or 1
+        longest = _MAX_ROW
+        if len(reduction) == 5 and _dot_kind(sch, conv) in _DOTS_WITH_32_REGISTERS:
+            longest = _MAX_INT8_ROW
+        col_outer, col_inner = sch.split(col, [None, _row_length(width, longest)])
+        if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
+            self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
+                                lane, reduction)
+            return
+        if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost
+            icc, icb, kh, kw = reduction
+            sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
+        else:  # depthwise (kh, kw) or grouped (ic, kh, kw)
+            sch.reorder(col_outer, *reduction, col_inner, lane)
+        sch.parallel(sch.fuse(batch, chunk, row))
+        if epilogue:
+            sch.reverse_compute_at(epilogue[-1], col_outer)
+            out_lane = sch.get_loops(epilogue[-1])[-1]
+            sch.vectorize(out_lane)
+        sch.unroll(col_inner)
+        sch.vectorize(lane)
+        # Zeroing the accumulators goes before the reduction, on the same register tile.
+        init = sch.decompose_reduction(conv, sch.get_loops(conv)[2])
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _schedule_int8(sch: s_tir.Schedule, conv, epilogue: list, outer: tuple, lane,
+                       reduction: list) -> None:
+        """The same register tile, lanes x 4 input channels per dot intrinsic (the kind the
+        kernel recorded, for the block it was computed with)."""
+        from edgec.codegen import intrinsics
+
+        batch, chunk, row, col_outer, col_inner = outer
+        icc, kh, kw, ic4, ici = reduction
+        kind = _dot_kind(sch, conv)
+        width = intrinsics.lanes(kind, extent(sch, lane))
+        lane_outer, lane_inner = sch.split(lane, [None, width])
+        sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
+        sch.parallel(sch.fuse(batch, chunk, row))
+        if epilogue:
+            sch.reverse_compute_at(epilogue[-1], col_outer)
+            sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+        init = sch.decompose_reduction(conv, icc)
+        sch.vectorize(sch.get_loops(init)[-1])
+        sch.tensorize(lane_inner, intrinsics.dot(kind, width))
+        sch.unroll(col_inner)
+
+    @staticmethod
+    def _schedule_producer(sch: s_tir.Schedule, block, inline_padding: bool) -> None:
+        """Weight packing, no-op padding and same-shape elementwise prologues (an INT8
+        residual's rescale) are inlined; real padding is filled in parallel, except for
+        depthwise convs: they are memory-bound, and a padded copy of their input
+        (MobileNetV2's largest tensors) cost more than the conv itself (96 channels at
+        112x112, stride 2: 0.100 ms with the copy, 0.036 ms reading through the border
+        test). 8-bit data converted for float sums is converted once, in parallel."""
+        stmt = sch.get(block)
+        same_shape = stmt.reads and _same_shape(stmt.writes[0].source, stmt.reads[0].source)
+        convert_once = stmt.name_hint == "data_as_float" and not inline_padding
+        inline = stmt.name_hint.endswith("kernel_pack") or same_shape or inline_padding
+        if inline and not convert_once:
+            sch.compute_inline(block)
+            return
+        loops = sch.get_loops(block)
+        sch.parallel(sch.fuse(*loops[:3]))  # rows too: a stem's data is one channel block
+        sch.vectorize(loops[-1])
+
+
+class WinogradConv:
+    """edgec.codegen.winograd.conv2d_nchwc_winograd: each stage parallel, its tile in registers.
+
+    Input and output transforms run per tile with their 6x6 (or 4x6) loops unrolled, so the
+    coefficient selects fold and the channel lanes are vectors; padding is read through
+    (not copied); the GEMM is PackedConv's micro-kernel with tiles as the pixel row.
+    """
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        names = [sch.get(b).name_hint for b in root_blocks(sch)]
+        if "conv2d_nchwc_winograd" not in names:
+            return None
+        try:
+            self._schedule(sch)
+        except Exception as err:  # a kernel of edgec's own: failing here is a bug
+            raise _kernel_failed("conv2d_nchwc_winograd", err) from err
+        return sch
+
+    @staticmethod
+    def _schedule(sch: s_tir.Schedule) -> None:
+        from edgec.codegen.winograd import WINOGRAD_TILE
+
+        block = sch.get_sblock
+        sch.compute_inline(block("data_pad"))
+        eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
+        sch.reorder(icc, tile, eps, nu, lane)
+        sch.parallel(sch.fuse(icc, tile))
+        for loop in (eps, nu):
+            sch.unroll(loop)
+        sch.vectorize(lane)
+        sch.compute_at(block("winograd_input_rows"), sch.get_loops(block("winograd_input"))[0])
+        *_, eps, col, lane = sch.get_loops(block("winograd_input_rows"))
+        sch.unroll(eps)
+        sch.unroll(col)
+        sch.vectorize(lane)
+
+        gemm = block("conv2d_nchwc_winograd")
+        eps, nu, chunk, tile, lane, icc, icb = sch.get_loops(gemm)
+        tile_outer, tile_inner = sch.split(tile, [None, _row_length(extent(sch, tile) or 1)])
+        sch.reorder(eps, nu, chunk, tile_outer, icc, icb, tile_inner, lane)
+        sch.parallel(sch.fuse(eps, nu, chunk, tile_outer))
+        sch.unroll(tile_inner)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(gemm, icc)
+        sch.vectorize(sch.get_loops(init)[-1])
+
+        output = block("winograd_output")
+        batch, chunk, row, col, lane = sch.get_loops(output)
+        row_outer, row_inner = sch.split(row, [None, WINOGRAD_TILE])
+        col_outer, col_inner = sch.split(col, [None, WINOGRAD_TILE])
+        sch.reorder(batch, chunk, row_outer, col_outer, row_inner, col_inner, lane)
+        sch.parallel(sch.fuse(batch, chunk, row_outer))
+        sch.unroll(row_inner)
+        sch.unroll(col_inner)
+        sch.vectorize(lane)
+        sch.compute_at(block("winograd_output_rows"), col_outer)
+        *_, i, col, lane = sch.get_loops(block("winograd_output_rows"))
+        sch.unroll(i)
+        sch.unroll(col)
+        sch.vectorize(lane)
+
+        # The crop and the bias/activation epilogue: one elementwise pass.
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        tail = blocks[names.index("winograd_output") + 1:]
+        for later in tail[:-1]:
+            sch.compute_inline(later)
+        loops = sch.get_loops(tail[-1])
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])

@@ -1,0 +1,55 @@
+"""Channel blocks of packed layouts: parse "NCHW{b}c" and choose the block for a model."""
+
+from __future__ import annotations
+
+import re
+
+
+def block_of(layout: str) -> int | None:
+    """The channel block of a packed layout ("NCHW16c" -> 16), None for unpacked ones."""
+    match = re.fullmatch(r"NCHW(\d+)c", layout)
+    return int(match.group(1)) if match else None
+
+
+def choose_block(ir, widest: int) -> int:
+    """The channel block for this model: the widest of widest, widest/2, ... 4 that packs
+    (nearly) the most conv MACs.
+
+    ConvertLayout leaves a conv whose channels the block does not divide in NCHW, with a
+    slow generic schedule and layout transforms around it: MobileNetV2's 24-channel layers
+    cost more in NCHW on AVX-512 (block 16) than the whole model takes in NCHW8c. Stems
+    (fewer input channels than the block) have their own kernel and do not count.
+    """
+    candidates = [b for b in (widest, widest // 2, widest // 4) if b >= 4] or [widest]
+    convs = _convs(ir)
+
+    def packed_macs(block: int) -> int:
+        return sum(macs for macs, inputs, outputs, per_group in convs
+                   if outputs % block == 0 and (inputs % block == 0 or inputs < block)
+                   and (per_group % block == 0 or per_group == 1 or inputs < block))
+
+    # Narrowing halves the vector width of every layer, so it must pay: a UNet's 4-class
+    # output conv (under 1% of the MACs) is no reason to run the rest at half width.
+    packed = {b: packed_macs(b) for b in candidates}
+    return next(b for b in candidates if packed[b] >= 0.98 * max(packed.values()))
+
+
+def _convs(ir) -> list[tuple[int, int, int, int]]:
+    """(MACs, input channels, output channels, input channels per group) of each NCHW conv2d
+    in main."""
+    from tvm import relax
+
+    found = []
+
+    def visit(expr) -> None:
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.conv2d":
+            if expr.attrs.data_layout != "NCHW":
+                return
+            out = [int(d) for d in expr.ty.shape]
+            weight = [int(d) for d in expr.args[1].ty.shape]
+            inputs = int(expr.args[0].ty.shape[1])
+            macs = out[0] * out[1] * out[2] * out[3] * weight[1] * weight[2] * weight[3]
+            found.append((macs, inputs, out[1], weight[1]))
+
+    relax.analysis.post_order_visit(ir["main"], visit)
+    return found

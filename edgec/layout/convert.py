@@ -1,0 +1,85 @@
+"""Layout stage: convert conv layers to NCHW, NHWC or packed NCHW{b}c for a target."""
+
+from __future__ import annotations
+
+from edgec.errors import ConfigError, did_you_mean
+from edgec.layout.blocks import block_of, choose_block
+from edgec.layout.stems import pack_stem_outputs
+from edgec.model import Model
+from edgec.targets import LAYOUTS, Target
+
+CHOICES = ("auto", *LAYOUTS)
+
+
+def resolve(layout: str, target: Target, ir=None) -> str:
+    """The concrete layout for a --layout choice: "auto" takes the target's default and
+    "NCHWc" gets its block from the target's vector width (NCHW8c on AVX2, NCHW4c on NEON),
+    narrowed for `ir` (a Relax module) by `choose_block`.
+
+    Raises:
+        ConfigError: unknown layout name.
+    """
+    if layout not in CHOICES:
+        raise ConfigError(
+            f'unknown layout "{layout}"{did_you_mean(layout, CHOICES)}; '
+            f'use one of {", ".join(CHOICES)}'
+        )
+    if layout == "auto":
+        layout = target.default_layout
+    if layout != "NCHWc":
+        return layout
+    widest = target.cpu.nchwc_block
+    block = widest if ir is None else choose_block(ir, widest)
+    return f"NCHW{block}c"
+
+
+def _desired_layouts(layout: str) -> dict[str, list[str]]:
+    # TOPI lowers transposed convs only in NCHW/IOHW, and left alone ConvertLayout crashes
+    # trying to give them the 5-D packed layout of their producer.
+    keep = {"relax.nn.conv2d_transpose": ["NCHW", "IOHW"]}
+    if layout == "NHWC":
+        return {"relax.nn.conv2d": ["NHWC", "OHWI"], **keep}
+    block = layout[len("NCHW"):-1]
+    # OIHW{b}o works for regular and depthwise convs alike (edgec.codegen.kernels lowers it).
+    return {"relax.nn.conv2d": [layout, f"OIHW{block}o"], **keep}
+
+
+def apply_layout(model: Model, layout: str, target: Target) -> Model:
+    """Convert the model's convolutions to `layout` (a --layout choice) for `target`.
+
+    Layout transforms are inserted only at the borders of converted regions and folded into
+    the weights where they apply to constants.
+
+    Returns:
+        The model with `layout` set and "layout:<layout>" recorded.
+    """
+    from tvm import relax
+
+    ir = relax.transform.DecomposeOpsForInference()(model.ir)
+    concrete = resolve(layout, target, ir)
+    if concrete != "NCHW":
+        ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
+    ir = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(ir))
+    if block_of(concrete):
+        ir = pack_stem_outputs(ir, concrete)
+    return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete)
+
+
+def count_layout_transforms(ir) -> int:
+    """How many layout_transform / permute_dims calls on activations remain in main."""
+    import tvm
+    from tvm import relax
+
+    count = 0
+
+    def visit(expr) -> None:
+        nonlocal count
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") in (
+            "relax.layout_transform",
+            "relax.permute_dims",
+        ):
+            if not isinstance(expr.args[0], tvm.ir.Constant):
+                count += 1
+
+    relax.analysis.post_order_visit(ir["main"], visit)
+    return count

@@ -1,0 +1,279 @@
+"""Tune stage: MetaSchedule search over a model's tasks, recorded in resumable tuning logs.
+
+Logs live in tuning_logs/<target>/ as a MetaSchedule JSON database: each measured batch is
+appended as it finishes, so an interrupted tune loses at most the batch in flight. Records
+are keyed by workload (the TIR function), so a conv shape tuned for one model serves every
+model that has it. Tasks that already have their trials are skipped on the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgec import shipped
+from edgec.errors import ConfigError, TuneError
+from edgec.targets import Target
+
+
+def logs_root() -> Path:
+    """The shipped tuning databases, one folder per target (package data, see edgec.shipped);
+    $EDGEC_TUNING_LOGS overrides it."""
+    override = os.environ.get("EDGEC_TUNING_LOGS")
+    return Path(override) if override else shipped.path("tuning_logs")
+
+
+def logs_dir(target: Target, override: str | Path | None = None) -> Path:
+    return Path(override) if override else logs_root() / target.name
+
+
+def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
+    """A schedule callback for build.lower that applies the target's tuning logs, counting
+    into `stats` how many functions there were ("functions") and how many were tuned
+    ("tuned"); None when there are no logs for the target."""
+    path = logs_dir(target, logs)
+    if not (path / "database_tuning_record.json").is_file():
+        if logs:
+            raise ConfigError(f"--tuning-logs {path} holds no MetaSchedule database")
+        return None
+    from edgec.codegen import intrinsics
+    from edgec.tvm_compat import metaschedule as ms
+
+    database = ms.open_database(path)
+    intrinsics.register_all()
+
+    def schedule(ir):
+        functions = [f for _, f in ir.functions_items() if type(f).__name__ == "PrimFunc"]
+        ir = ms.apply_database(ir, database, target.tvm_target())
+        stats["functions"] = len(functions)
+        stats["tuned"] = sum(ms.is_scheduled(f) for _, f in ir.functions_items())
+        return ir
+
+    return schedule
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """How much to tune and where to measure."""
+
+    trials_per_task: int = 64
+    total_trials: int | None = None  # default: trials_per_task x tasks left
+    budget_seconds: float | None = None
+    rpc: tuple[str, int] | None = None
+    tracker: tuple[str, int] | None = None
+    key: str | None = None
+    logs: Path | None = None
+    dry_run: bool = False  # report what the logs cover, measure nothing
+
+    def __post_init__(self) -> None:
+        if self.trials_per_task < 1:
+            raise ConfigError(f"--trials-per-task must be >= 1, got {self.trials_per_task}")
+        if self.rpc and self.tracker:
+            raise ConfigError("give --rpc or --tracker, not both")
+        if self.tracker and not self.key:
+            raise ConfigError("--tracker needs --key (the board's RPC key)")
+
+
+@dataclass
+class TaskRow:
+    name: str
+    weight: int
+    flops: float
+    trials: int = 0
+    best_seconds: float | None = None
+
+    @property
+    def gflops(self) -> float | None:
+        return self.flops / self.best_seconds / 1e9 if self.best_seconds else None
+
+
+@dataclass
+class TuneReport:
+    """Per-task results of a tuning run, and the database they went to."""
+
+    target: str
+    logs: Path
+    rows: list[TaskRow]
+    trials_run: int = 0
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+    seeded: int = 0  # edgec default schedules measured into the logs (new or changed ones)
+
+    @property
+    def estimated_ms(self) -> float | None:
+        if any(r.best_seconds is None for r in self.rows):
+            return None
+        return 1000.0 * sum(r.weight * r.best_seconds for r in self.rows)
+
+    @property
+    def trials_per_minute(self) -> float:
+        return 60.0 * self.trials_run / self.seconds if self.seconds else 0.0
+
+    def summary(self) -> str:
+        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>8} {'trials':>6} {'best ms':>9} {'GFLOP/s':>8}"]
+        for r in sorted(self.rows, key=lambda r: -(r.best_seconds or 0) * r.weight):
+            best = f"{r.best_seconds * 1000:.3f}" if r.best_seconds else "-"
+            rate = f"{r.gflops:.1f}" if r.gflops else "-"
+            lines.append(f"{r.name[:44]:<44} {r.weight:>2} {r.flops / 1e6:>8.1f} "
+                         f"{r.trials:>6} {best:>9} {rate:>8}")
+        est = self.estimated_ms
+        if self.seeded:
+            lines.append(f"{self.seeded} new or changed default schedules measured as records")
+        lines.append(
+            f"{self.trials_run} trials in {self.seconds / 60:.1f} min "
+            f"({self.trials_per_minute:.0f}/min); sum of tuned tasks: "
+            f"{f'{est:.2f} ms' if est else 'n/a (some tasks untuned)'}; logs: {self.logs}"
+        )
+        return "\n".join(lines)
+
+
+Progress = Callable[[TuneReport, int], None]  # report so far, trials planned in total
+
+
+def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = None,
+         name: str | None = None) -> TuneReport:
+    """Tune every task of a lowered (legalized, fused, unscheduled) Relax module.
+
+    The time and trials spent are added up in the database's metadata.json, for the model
+    `name` too when given, after every batch (so a killed tune still counts what it did).
+
+    Raises:
+        TuneError: MetaSchedule failed; what was measured until then stays in the logs.
+    """
+    from edgec.codegen.schedules import schedule_function
+    from edgec.runtime import use_all_cores
+    from edgec.tvm_compat import metaschedule as ms
+
+    use_all_cores()  # local runner workers inherit it: measure on the threads we deploy with
+    tvm_target = target.tvm_target()
+    work_dir = logs_dir(target, options.logs)
+    database = ms.open_database(work_dir)
+    tasks = ms.extract_tasks(ir, tvm_target)
+    report = TuneReport(target.name, work_dir, [])
+    remote = options.rpc or options.tracker
+    builder = runner = None
+    if not options.dry_run:
+        builder = ms.make_builder(target.cross_compiler if remote else None)
+        runner = ms.make_runner(options.rpc, options.tracker, options.key)
+        # Default schedules first: they count as trials, so --trials 1 measures just them.
+        report.seeded = _failing_as_tune_error(
+            target, work_dir, ms.seed_database, database, tasks, tvm_target,
+            schedule_function, builder, runner)
+    pending, pending_rows = [], []
+    for task in tasks:
+        mod = ms.task_mod(task)
+        records = ms.measured(database, mod)
+        row = TaskRow(task.task_name, int(task.weight), ms.estimate_flops(mod), len(records),
+                      ms.record_seconds(records[0]) if records else None)
+        report.rows.append(row)
+        if row.trials >= options.trials_per_task:
+            report.skipped.append(row.name)
+        else:
+            pending.append(task)
+            pending_rows.append(row)
+    if options.dry_run or not pending:
+        return report
+    total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
+    start = time.perf_counter()
+    spent_before = read_metadata(work_dir)
+
+    # Raised inside MetaSchedule's callback, _BudgetSpent comes back as whatever error the
+    # FFI makes of it (a bare RuntimeError with tvm-ffi 0.1.14), so the stop is also noted.
+    budget_spent: list[bool] = []
+
+    def on_batch(task_id: int, count: int, seconds: list[float]) -> None:
+        row = pending_rows[task_id]
+        row.trials += count
+        report.trials_run += count
+        if seconds:
+            best = min(seconds)
+            row.best_seconds = best if row.best_seconds is None else min(row.best_seconds, best)
+        report.seconds = time.perf_counter() - start
+        write_metadata(work_dir, _add_spent(spent_before, name, report.seconds,
+                                            report.trials_run))
+        if progress:
+            progress(report, total)
+        if options.budget_seconds and report.seconds > options.budget_seconds:
+            budget_spent.append(True)
+            raise _BudgetSpent()
+
+    try:
+        _failing_as_tune_error(
+            target, work_dir, ms.run_tuning, pending, [float(t.weight) for t in pending],
+            work_dir, database, total_trials=total, trials_per_task=options.trials_per_task,
+            builder=builder, runner=runner, on_batch=on_batch,
+            stopped=lambda: bool(budget_spent))
+    except TuneError:
+        if not budget_spent:
+            raise
+        # the batch that crossed the budget is already in the database
+    report.seconds = time.perf_counter() - start
+    return report
+
+
+def _failing_as_tune_error(target: Target, work_dir: Path, step, *args,
+                           stopped=lambda: False, **kwargs):
+    """Run a MetaSchedule step; TVM's errors become TuneError, edgec's bugs keep their
+    traceback. `stopped()` True: the error is our own stop (_BudgetSpent, in whatever form
+    the FFI returns it), also a TuneError for the caller to recognise."""
+    from edgec.tvm_compat.errors import is_tvm_error
+
+    try:
+        return step(*args, **kwargs)
+    except Exception as err:
+        if not is_tvm_error(err) and not stopped():
+            raise
+        last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise TuneError(f"tuning for {target.name} failed: {last_line}; "
+                        f"records measured so far are kept in {work_dir}") from err
+
+
+def read_metadata(work_dir: Path) -> dict:
+    """The database's metadata.json: {"tuning_seconds", "trials", "models": {name: {...}}}."""
+    path = work_dir / "metadata.json"
+    if not path.is_file():
+        return {"tuning_seconds": 0.0, "trials": 0, "models": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it") from err
+
+
+def write_metadata(work_dir: Path, metadata: dict) -> None:
+    path = work_dir / "metadata.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    partial.replace(path)  # atomic: a kill mid-write leaves the previous file
+
+
+def _add_spent(before: dict, name: str | None, seconds: float, trials: int) -> dict:
+    after = json.loads(json.dumps(before))  # deep copy
+    after["tuning_seconds"] = round(before.get("tuning_seconds", 0.0) + seconds, 1)
+    after["trials"] = before.get("trials", 0) + trials
+    if name:
+        model = after.setdefault("models", {}).setdefault(name, {})
+        model["tuning_seconds"] = round(model.get("tuning_seconds", 0.0) + seconds, 1)
+        model["trials"] = model.get("trials", 0) + trials
+    return after
+
+
+class _BudgetSpent(Exception):
+    """Raised from the measure callback to stop MetaSchedule when --budget is spent."""
+
+
+def parse_budget(text: str) -> float:
+    """'20m', '90s', '1.5h' or plain seconds → seconds."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
+    try:
+        seconds = float(number) * units[unit]
+    except ValueError:
+        seconds = -1
+    if seconds <= 0:
+        raise ConfigError(f'--budget "{text}" is not a duration like 20m, 90s or 1h')
+    return seconds
+

@@ -1,0 +1,124 @@
+"""Codegen: every op edgec has a kernel for gets that kernel's schedule, a kernel that cannot
+be scheduled fails loudly, and the shipped tuning logs still match the tasks compile builds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import save_model
+from edgec import build, frontend, layout, pipeline, targets, tune
+from edgec.errors import BuildError
+
+
+@pytest.fixture
+def every_kernel_net(tmp_path: Path) -> Path:
+    """A 3-channel stem, a Winograd-sized 3x3 conv, a depthwise conv, a 1x1 conv and a
+    classifier head: one op for each of edgec's kernels."""
+    rng = np.random.default_rng(3)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.2).astype(np.float32),
+                                       name)
+
+    inits = [weight("stem", 16, 3, 3, 3), weight("w3", 16, 16, 3, 3),
+             weight("dw", 16, 1, 3, 3), weight("pw", 32, 16, 1, 1), weight("fc", 10, 32),
+             weight("fcb", 10)]
+    nodes = [
+        helper.make_node("Conv", ["image", "stem"], ["a"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["a"], ["a1"]),
+        helper.make_node("Conv", ["a1", "w3"], ["b"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["b"], ["b1"]),
+        helper.make_node("Conv", ["b1", "dw"], ["c"], pads=[1, 1, 1, 1], group=16),
+        helper.make_node("Conv", ["c", "pw"], ["d"]),
+        helper.make_node("GlobalAveragePool", ["d"], ["e"]),
+        helper.make_node("Flatten", ["e"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc", "fcb"], ["logits"], transB=1),
+    ]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+        tmp_path / "every_kernel.onnx")
+
+
+@pytest.mark.parametrize("target_name", ["x86_64", "x86_64-avx512", "rpi4"])
+def test_no_conv_or_matmul_falls_back_to_the_generic_schedule(every_kernel_net, target_name):
+    """A renamed kernel block would leave its function to the generic schedule (45x slower,
+    every output still right): the compile report's generic list must hold no conv or
+    matmul."""
+    target = targets.load(target_name)
+    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "auto", target)
+    stats: dict = {}
+    build.compile_to_executable(model, target, None, stats)
+    assert stats["generic"] == len(stats["generic_names"]) > 0  # pools, flatten: generic
+    kernels = [n for n in stats["generic_names"]
+               if any(op in n for op in ("conv2d", "matmul", "dense", "winograd"))]
+    assert not kernels, stats["generic_names"]
+
+
+def test_a_kernel_that_cannot_be_scheduled_fails_loudly(every_kernel_net, monkeypatch):
+    """Before, any error in a kernel's schedule silently fell back to the generic one."""
+    from edgec.codegen import schedules
+
+    def broken(self, sch, blocks, index):
+        raise RuntimeError("loop nest changed")
+
+    monkeypatch.setattr(schedules.PackedConv, "_schedule", broken)
+    target = targets.load("x86_64")
+    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "auto", target)
+    with pytest.raises(RuntimeError, match=r"schedule for its \w*conv2d_nchwc kernel failed.*"
+                                           r"loop nest changed.*bug in edgec") as caught:
+        build.compile_to_executable(model, target)
+    assert not isinstance(caught.value, BuildError)  # a bug, not a one-line user error
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "target_name"), [("mobilenet_v2", "x86_64"),
+                                                     ("resnet18", "x86_64-avx512-vnni")])
+def test_shipped_logs_cover_every_function_of_the_models_they_were_tuned_on(model,
+                                                                             target_name):
+    """The restructure kept TE compute names and workloads: every function of a model the
+    shipped database was tuned on still finds its record (MobileNetV2 34 of 34 and ResNet-18
+    20 of 20 before the move)."""
+    target = targets.load(target_name)
+    assert model in tune.read_metadata(tune.logs_dir(target))["models"]
+    prepared = pipeline.prepare(f"zoo:{model}", target, None, "auto")
+    stats: dict = {}
+    build.lower(prepared, target, tune.database_schedule(target, None, stats))
+    assert stats["functions"] > 0
+    assert stats["tuned"] == stats["functions"], stats
+
+
+def test_a_tvm_codegen_failure_names_the_op_and_its_layouts_not_an_ir_line(monkeypatch,
+                                                                         tmp_path):
+    """An op left un-legalized fails in VM codegen with an IR dump as its last line; the
+    error names the stage, the op with its layouts and what to try instead."""
+    import tvm
+    from tvm import relax
+
+    from edgec.codegen import legalize
+    from edgec.model import Model, TensorSpec
+
+    monkeypatch.setattr(legalize, "_by_tvm", lambda bb, call: call)  # the old behaviour
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 8, 8), "float32"))
+    weight = relax.const(np.ones((16, 16, 1, 1), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(x, weight, out_layout="NCHW8c"))
+        bb.emit_func_output(y)
+    model = Model("mixed", None, bb.get(), (TensorSpec("x", (1, 16, 8, 8)),),
+                  (TensorSpec("y", (1, 2, 8, 8, 8)),), layout="NCHW8c")
+    monkeypatch.setenv("EDGEC_DEBUG", "1")
+    with pytest.raises(BuildError) as caught:
+        build.compile_to_executable(model, targets.load("x86_64"))
+    message = str(caught.value)
+    assert "\n" not in message and "Metadata omitted" not in message
+    assert "generate code for mixed" in message and "conv2d NCHW→NCHW8c s1" in message
+    assert "--layout NCHW" in message
+    saved = Path(message.split("the IR that failed is in ")[1].split(";")[0])
+    assert "conv2d" in saved.read_text()
+    assert isinstance(caught.value.__cause__, tvm.error.InternalError | RuntimeError | ValueError)

@@ -1,0 +1,74 @@
+"""Every layout the layout stage produces lowers and computes what ONNX Runtime computes:
+random small conv graphs (kernels 1/3/5/7, strides 1/2, symmetric and uneven padding,
+dense, grouped and depthwise, 1-64 channels, odd sizes, batch 1-2) in every layout."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from conftest import save_model
+from edgec import pipeline
+
+GRAPHS = 8  # x 3 layouts: about 2 minutes on 2 cores
+
+
+def random_conv_graph(seed: int, path: Path) -> Path:
+    """A chain of 3-4 convs (plus a pool) with parameters drawn from the seed."""
+    rng = np.random.default_rng(seed)
+    batch = int(rng.integers(1, 3))
+    channels = int(rng.choice([1, 3, 4, 8, 12, 16, 24, 32]))
+    height, width = (int(v) for v in rng.choice([7, 9, 13, 17, 23, 32], size=2))
+    shape = [batch, channels, height, width]
+    name, nodes, inits = "x", [], []
+    for i in range(int(rng.integers(3, 5))):
+        kernel = int(rng.choice([1, 3, 5, 7]))
+        while kernel > min(height, width) + 2:
+            kernel -= 2
+        stride = int(rng.choice([1, 1, 2]))
+        uneven = rng.random() < 0.3
+        half = kernel // 2
+        pads = ([half, half + 1, half, max(half - 1, 0)] if uneven
+                else [half] * 4 if rng.random() < 0.8 else [0] * 4)
+        kind = rng.choice(["dense", "dense", "depthwise", "grouped"])
+        if kind == "depthwise" and channels > 1:
+            groups, out = channels, channels
+        elif kind == "grouped" and channels % 2 == 0 and channels >= 4:
+            groups, out = 2, 2 * int(rng.integers(1, 17))
+        else:
+            groups, out = 1, int(rng.choice([1, 4, 6, 8, 16, 24, 32, 48, 64]))
+        new_h = (height + pads[0] + pads[2] - kernel) // stride + 1
+        new_w = (width + pads[1] + pads[3] - kernel) // stride + 1
+        if new_h < 1 or new_w < 1:
+            continue
+        weight = rng.standard_normal((out, channels // groups, kernel, kernel)) * 0.3
+        inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{i}"),
+                  numpy_helper.from_array(rng.standard_normal(out).astype(np.float32), f"b{i}")]
+        nodes.append(helper.make_node("Conv", [name, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[kernel, kernel], strides=[stride, stride],
+                                      pads=pads, group=groups))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        name, channels, height, width = f"r{i}", out, new_h, new_w
+        if i == 1 and min(height, width) >= 4:
+            pool = "MaxPool" if rng.random() < 0.5 else "AveragePool"
+            nodes.append(helper.make_node(pool, [name], ["pooled"], kernel_shape=[3, 3],
+                                          strides=[2, 2], pads=[1, 1, 1, 1]))
+            name, height, width = "pooled", (height - 1) // 2 + 1, (width - 1) // 2 + 1
+    nodes.append(helper.make_node("Identity", [name], ["y"]))
+    return save_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits, path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC", "NCHWc"])
+@pytest.mark.parametrize("seed", range(GRAPHS))
+def test_random_conv_graphs_compile_and_match_onnxruntime_in_every_layout(seed, layout,
+                                                                          tmp_path):
+    path = random_conv_graph(seed, tmp_path / f"g{seed}.onnx")
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=tmp_path / "g.so", layout=layout, target="x86_64"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
