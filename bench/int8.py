@@ -79,7 +79,7 @@ def measure(name: str, target: str, photos: Path, out: Path, threads: int, runs:
         quantization=quant.QuantizeOptions("int8", calib=str(photos))))
     samples = quant.load_calibration(str(photos), quant.CalibOptions(),
                                         [TensorSpec("input", (1, 3, 224, 224))])
-    float_onnx, qdq = zoo.build(name), result.model.onnx
+    float_onnx, qdq = zoo.build(name), result.model.reference
     timers = {"fp32_ms": partial(edgec_median_ms, fp32_lib),
               "int8_ms": partial(edgec_median_ms, int8_lib),
               "ort_fp32_ms": partial(ort_median_ms, float_onnx, threads),

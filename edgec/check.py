@@ -146,7 +146,7 @@ def check_against_reference(runnable: Any, model: Any, samples: Sequence[Mapping
         ModelImportError: the reference runtime cannot run the model.
     """
     actual = [run(runnable, model, s) for s in samples]
-    expected = [reference.outputs(model.onnx, s) for s in samples]
+    expected = [reference.outputs(model.reference, s) for s in samples]
     report = compare({k: np.stack([a[k] for a in actual]) for k in actual[0]},
                      {k: np.stack([e[k] for e in expected]) for k in expected[0]},
                      rtol, min_cosine)

@@ -28,8 +28,9 @@ class Model:
 
     Attributes:
         name: short name used for files and reports.
-        onnx: the ONNX model as read, before any fix-up: the independent reference that
-            compiled code is checked against (with ONNX Runtime).
+        reference: the model as read, before any fix-up: the independent reference that
+            compiled code is checked against (an ONNX ModelProto, run by ONNX Runtime, or a
+            .tflite path, run by LiteRT; see edgec.reference).
         ir: the tvm.IRModule (Relax) with weights bound as constants.
         inputs / outputs: names, static shapes and dtypes, in call order.
         layout: data layout of the conv layers ("NCHW", "NHWC", "NCHW8c", ...).
@@ -37,7 +38,7 @@ class Model:
     """
 
     name: str
-    onnx: Any
+    reference: Any
     ir: Any
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edgec import build, check, frontend, layout, quant, targets, tune
+from edgec import build, check, frontend, layout, quant, reference, targets, tune
 from edgec.check import DEFAULT_MIN_COSINE, DEFAULT_RTOL, VerifyReport
 from edgec.errors import BuildError, ConfigError
 from edgec.model import Model
@@ -45,7 +45,9 @@ class CompileOptions:
             ("model", self.model), ("target", self.target), ("layout", self.layout),
             ("input shapes", shapes or "from the model"), ("output", str(self.output)),
             ("tuning logs", str(self.tuning_logs or "the shipped logs of the target")),
-            ("check vs ONNX Runtime", "yes" if self.check else "no (--no-check)"),
+            ("check vs reference", ("yes (" + ("LiteRT" if frontend.is_tflite(self.model)
+                                    else "ONNX Runtime") + ")") if self.check
+             else "no (--no-check)"),
             *self.quantization.display_rows(),
         ]
         return "\n".join(f"  {k:<22} {v}" for k, v in rows)
@@ -62,7 +64,7 @@ class CompileResult:
     seconds: dict[str, float]
     tuning: dict[str, int]
     quantization: QuantReport | None = None
-    model: Model | None = None  # the compiled graph; .onnx is what the check ran in ORT
+    model: Model | None = None  # the compiled graph; .reference is what the check ran
 
     def summary(self) -> str:
         lines = [
@@ -73,7 +75,8 @@ class CompileResult:
             "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()),
         ]
         if self.verify is not None:
-            lines += ["check against ONNX Runtime:", self.verify.summary()]
+            against = self.model and reference.runtime_name(self.model.reference)
+            lines += [f"check against {against or 'the reference'}:", self.verify.summary()]
         if self.quantization is not None:
             lines.append(self.quantization.summary())
         return "\n".join(lines)
@@ -119,7 +122,7 @@ def prepare(model: str, target: Target, input_shapes: Mapping | None, layout_cho
 class _Quantized:
     """What the quantize stage leaves for the check and the accuracy report."""
 
-    fp32: Model  # the float model, imported (its .onnx is the user's original)
+    fp32: Model  # the float model, imported (its .reference is the user's original)
     graph: Any  # the simplified float ONNX graph that was quantized
     qdq: Any  # the QDQ ONNX model (INT8 only)
     samples: list[dict[str, Any]]
@@ -165,13 +168,14 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
         runnable, note = check.host_runnable(model, target, executable)  # built once
     if options.check:
         start = time.perf_counter()
-        say("checking against ONNX Runtime")
+        say(f"checking against {reference.runtime_name(model.reference)}")
         report = _check(runnable, note, model, options, quantized)
         seconds["check"] = time.perf_counter() - start
         if not report.ok:
             worst = max(report.failures(), key=lambda o: o.max_abs_error)
             raise BuildError(
-                f"compiled {model.name} differs from ONNX Runtime on output {worst.name}: "
+                f"compiled {model.name} differs from {reference.runtime_name(model.reference)} "
+                f"on output {worst.name}: "
                 f"max abs error {worst.max_abs_error:.3g}, cosine {worst.cosine:.6f}; "
                 "no artifact written (--no-check skips this check)"
             )
@@ -191,8 +195,12 @@ def _import_quantized(source: str, input_shapes: Mapping | None, qopts: Quantize
                       target: Target, say: Progress) -> tuple[Model, _Quantized]:
     """import → quantize: INT8 quantizes the simplified ONNX graph and lowers the QDQ graph
     to integer compute; FP16 converts the float Relax graph."""
+    from edgec.errors import QuantizeError
     from edgec.quant import calibration
 
+    if frontend.is_tflite(source):
+        raise QuantizeError(f"--quantize {qopts.mode} quantizes ONNX models; {source} is TFLite "
+                            "(an int8 .tflite compiles as it is, without --quantize)")
     prepared = frontend.prepare_onnx(source, input_shapes)
     fp32 = frontend.convert(prepared)
     if qopts.calib:
@@ -233,12 +241,11 @@ def _check(runnable: Any, note: str, model: Model, options: CompileOptions,
 def _quant_report(model: Model, target: Target, executable: Any, runnable: Any,
                   options: CompileOptions, quantized: _Quantized) -> QuantReport:
     """Agreement with FP32 (ORT), per-layer error, integer ops and instructions, and speed."""
-    from edgec import reference
     from edgec.quant import accuracy, integer
 
     mode = options.quantization.mode or ""
     samples = quantized.samples
-    fp32_runs = [reference.outputs(quantized.fp32.onnx, s) for s in samples]
+    fp32_runs = [reference.outputs(quantized.fp32.reference, s) for s in samples]
     outputs = accuracy.agreement(fp32_runs, [check.run(runnable, model, s) for s in samples])
     warnings = [quant.RANDOM_WARNING] if options.quantization.calib == quant.RANDOM else []
     fp32_ms = quantized_ms = None

@@ -1,4 +1,5 @@
-"""Reference runtimes that compiled code is checked against: ONNX Runtime for ONNX models.
+"""Reference runtimes that compiled code is checked against: ONNX Runtime for ONNX models,
+LiteRT for TFLite models.
 
 They are independent of TVM, so a wrong kernel, layout or legalization shows up as a
 mismatch instead of passing silently.
@@ -12,15 +13,26 @@ from typing import Any
 
 import numpy as np
 
-from edgec.errors import ModelImportError
+from edgec.errors import MissingDependencyError, ModelImportError
+
+LITERT_PACKAGE = "ai-edge-litert==2.3.0"
+
+
+def runtime_name(model: Any) -> str:
+    """"LiteRT" for a .tflite reference, "ONNX Runtime" for an ONNX one."""
+    return "LiteRT" if isinstance(model, (str, Path)) and str(model).endswith(".tflite") \
+        else "ONNX Runtime"
 
 
 def outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Run the reference model (an ONNX ModelProto or path) and return its outputs by name.
+    """Run the reference model and return its outputs by name: a .tflite path in LiteRT, an
+    ONNX ModelProto or path in ONNX Runtime.
 
     Raises:
         ModelImportError: the reference runtime refuses the model.
     """
+    if isinstance(model, (str, Path)) and str(model).endswith(".tflite"):
+        return run_litert(Path(model), inputs)
     return onnxruntime_outputs(model, inputs)
 
 
@@ -34,8 +46,10 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
 
     data = model if isinstance(model, (str, Path)) else model.SerializeToString()
     try:
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # old exports warn once per initializer listed as input
         session = ort.InferenceSession(str(data) if isinstance(data, Path) else data,
-                                       providers=["CPUExecutionProvider"])
+                                       options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
         values = session.run(names, dict(inputs))
     except Exception as err:  # onnxruntime raises its own exception classes
@@ -44,3 +58,53 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
             f"ONNX Runtime cannot run the reference model, so the compiled code cannot be "
             f"checked ({first}); --no-check compiles without the check") from err
     return dict(zip(names, values, strict=True))
+
+
+def run_litert(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Run a .tflite model in LiteRT (one thread), the reference for compiled code.
+
+    A fresh interpreter per call, so concurrent callers never share one (LiteRT's
+    interpreter is not thread-safe).
+
+    Args:
+        inputs: arrays by input name (names as import_tflite reports them).
+
+    Returns:
+        Output arrays by name, in the file's output order.
+
+    Raises:
+        ModelImportError: LiteRT cannot load or run the file (e.g. an unresolved custom op),
+            or the inputs do not match the model's.
+        MissingDependencyError: ai-edge-litert is not installed.
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError as err:
+        raise MissingDependencyError(
+            f"the LiteRT reference needs ai-edge-litert: pip install {LITERT_PACKAGE}"
+        ) from err
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        details = interpreter.get_input_details()
+        names = [d["name"] for d in details]
+        if sorted(inputs) != sorted(names):
+            raise ModelImportError(f"{path} takes inputs {names}, got {sorted(inputs)}")
+        for detail in details:  # dims the file leaves open (-1) take the given size
+            shape = np.shape(inputs[detail["name"]])
+            if tuple(shape) != tuple(detail["shape"]):
+                interpreter.resize_tensor_input(detail["index"], list(shape), strict=True)
+        interpreter.allocate_tensors()
+    except (RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelImportError(f"LiteRT cannot load {path}: {first}") from err
+    for detail in interpreter.get_input_details():
+        value = np.asarray(inputs[detail["name"]])
+        if value.dtype != detail["dtype"]:
+            raise ModelImportError(f"{path}: input {detail['name']} is "
+                                   f"{np.dtype(detail['dtype']).name}, got {value.dtype}")
+        interpreter.set_tensor(detail["index"], value)
+    try:
+        interpreter.invoke()
+    except RuntimeError as err:
+        raise ModelImportError(f"LiteRT failed to run {path}: {err}") from err
+    return {d["name"]: interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()}

@@ -112,8 +112,8 @@ def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_mod
     compiled = runtime.load(out)
     got = np.concatenate([compiled.run({"input": x})["logits"] for x in inputs])
     fp32 = ort_outputs(zoo.build(name), inputs)
-    qdq = ort_outputs(result.model.onnx, inputs)
-    assert result.model.onnx.graph.node[0].op_type in ("QuantizeLinear", "DequantizeLinear")
+    qdq = ort_outputs(result.model.reference, inputs)
+    assert result.model.reference.graph.node[0].op_type in ("QuantizeLinear", "DequantizeLinear")
 
     assert cosine(got, qdq) >= QDQ_MIN_COSINE
     assert np.abs(got - qdq).max() <= QDQ_RTOL * max(1.0, float(np.abs(qdq).max()))
@@ -199,7 +199,7 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
     if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
         assert disassembly(out).count("vpmaddubsw") > 0
-    assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
 
 
 def compile_small_int8(small_net: Path, out: Path, target: str, check: bool = True):
@@ -219,11 +219,11 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
     samples, result = compile_small_int8(small_net, out, "x86_64-avx512-vnni", check=False)
     code = disassembly(out)
     assert code.count("vpdpbusd") > 0 and code.count("vpmaddubsw") == 0
-    weights = [v for v in result.model.onnx.graph.initializer if v.data_type == TensorProto.INT8]
+    weights = [v for v in result.model.reference.graph.initializer if v.data_type == TensorProto.INT8]
     assert max(int(np.abs(numpy_helper.to_array(w).astype(int)).max()) for w in weights) > 64
     if "avx512_vnni" not in targets.cpu_flags():
         pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
-    assert_agrees_with_qdq(runtime.load(out), result.model.onnx, samples[:4])
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
 
 
 @pytest.mark.slow
@@ -234,14 +234,14 @@ def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(sma
     code = subprocess.run(["aarch64-linux-gnu-objdump", "-d", str(out)], capture_output=True,
                           text=True, check=True).stdout
     assert code.count("sdot") > 0
-    graph = result.model.onnx.graph
+    graph = result.model.reference.graph
     zero_points = {i.name: i.data_type for i in graph.initializer}
     activation_types = {zero_points[n.input[2]] for n in graph.node
                         if n.op_type == "QuantizeLinear"}
     assert activation_types == {TensorProto.INT8}  # sdot multiplies int8 by int8
     with emulator.EmulatedBoard() as board:  # qemu's default CPU has dotprod
         on_board = runtime.load_remote(board.connect(session_timeout=300), out)
-        assert_agrees_with_qdq(on_board, result.model.onnx, samples[:3])
+        assert_agrees_with_qdq(on_board, result.model.reference, samples[:3])
         del on_board
 
 

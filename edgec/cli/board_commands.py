@@ -102,20 +102,22 @@ def run_cmd(library, inputs, output, **board_options) -> None:
 
 @click.command("verify")
 @click.argument("library", type=click.Path())
-@click.option("--reference", required=True, help="The ONNX model (path or zoo:NAME).")
+@click.option("--reference", required=True,
+              help="The model it was compiled from: .onnx (run in ONNX Runtime), .tflite (run in "
+                   "LiteRT) or zoo:NAME.")
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy")
 @click.option("--rtol", default=None, type=float, help="Max abs error relative to max |ref|.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 def verify_cmd(library, reference, inputs, rtol, json_path) -> None:
-    """Run LIBRARY and the ONNX reference on the same inputs; exit 1 past tolerance."""
+    """Run LIBRARY and the reference model on the same inputs; exit 1 past tolerance."""
     from edgec import check, frontend, runtime
     from edgec import reference as references
 
     model = runtime.load(library)
     arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
               else check.random_inputs(model.info.inputs))
-    onnx_model, _ = frontend.read_onnx(reference)
-    report = check.compare(model.run(arrays), references.outputs(onnx_model, arrays),
+    report = check.compare(model.run(arrays),
+                           references.outputs(frontend.read_reference(reference), arrays),
                            rtol if rtol is not None else check.DEFAULT_RTOL)
     click.echo(report.summary())
     if json_path:

@@ -34,11 +34,13 @@ class ParallelVectorize:
             except s_tir.ScheduleError:  # not inlinable (reduction, several consumers)
                 continue  # scheduled alone below
         for block in root_blocks(sch):
-            self._schedule_block(sch, block)
+            self.schedule_block(sch, block)
         return sch
 
     @staticmethod
-    def _schedule_block(sch: s_tir.Schedule, block) -> None:
+    def schedule_block(sch: s_tir.Schedule, block) -> None:
+        """Parallel outer spatial loops, the innermost one vectorized (or a reduction into
+        a vector of lanes)."""
         stmt = sch.get(block)
         kinds = [iv.iter_type for iv in stmt.iter_vars]
         loops = sch.get_loops(block)

@@ -154,10 +154,7 @@ class PackedConv:
         else:  # depthwise (kh, kw) or grouped (ic, kh, kw)
             sch.reorder(col_outer, *reduction, col_inner, lane)
         sch.parallel(sch.fuse(batch, chunk, row))
-        if epilogue:
-            sch.reverse_compute_at(epilogue[-1], col_outer)
-            out_lane = sch.get_loops(epilogue[-1])[-1]
-            sch.vectorize(out_lane)
+        _schedule_epilogue(sch, conv, epilogue, col_outer)
         sch.unroll(col_inner)
         sch.vectorize(lane)
         # Zeroing the accumulators goes before the reduction, on the same register tile.
@@ -178,9 +175,7 @@ class PackedConv:
         lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
         sch.parallel(sch.fuse(batch, chunk, row))
-        if epilogue:
-            sch.reverse_compute_at(epilogue[-1], col_outer)
-            sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+        _schedule_epilogue(sch, conv, epilogue, col_outer)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane_inner, intrinsics.dot(kind, width))
@@ -204,6 +199,28 @@ class PackedConv:
         loops = sch.get_loops(block)
         sch.parallel(sch.fuse(*loops[:3]))  # rows too: a stem's data is one channel block
         sch.vectorize(loops[-1])
+
+
+def _elements(sch: s_tir.Schedule, block) -> int:
+    shape = sch.get(block).writes[0].source.shape
+    count = 1
+    for dim in shape:
+        count *= int(dim)
+    return count
+
+
+def _schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
+    """The bias/activation epilogue runs on the register tile while it is in registers, when
+    it writes as many values as the conv. An epilogue that broadcasts the conv's output over
+    a larger tensor (a squeeze-excitation gate: a 1x1 conv's result times a 10x10 map, as in
+    PaddleOCR's detector) cannot be computed at the conv's loop, so it runs on its own."""
+    if not epilogue:
+        return
+    if _elements(sch, epilogue[-1]) == _elements(sch, conv):
+        sch.reverse_compute_at(epilogue[-1], col_outer)
+        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+    else:
+        ParallelVectorize.schedule_block(sch, epilogue[-1])
 
 
 class WinogradConv:

@@ -1,17 +1,59 @@
-"""Import stage: read a model file (ONNX, or zoo:NAME), fix its input shapes, simplify it,
-route around TVM frontend bugs (graph_fixes) and convert it to a Relax `Model`."""
+"""Import stage: read a model file and convert it to a Relax `Model`. ONNX (or zoo:NAME):
+fix input shapes, convert old opsets up, simplify, route around TVM frontend bugs
+(onnx_import, graph_fixes). TFLite: fold float16 and sparse weights, keep NHWC
+(tflite_import)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
 
 from edgec.frontend.onnx_import import (
     ZOO_PREFIX,
     PreparedOnnx,
     convert,
     graph_inputs,
-    import_model,
     parse_input_shape,
     prepare_onnx,
     read_onnx,
     resolve_input_shapes,
 )
+from edgec.model import Model
 
 __all__ = ["ZOO_PREFIX", "PreparedOnnx", "convert", "graph_inputs", "import_model",
-           "parse_input_shape", "prepare_onnx", "read_onnx", "resolve_input_shapes"]
+           "is_tflite", "parse_input_shape", "prepare_onnx", "read_onnx", "read_reference",
+           "resolve_input_shapes"]
+
+
+def is_tflite(source: str) -> bool:
+    return str(source).lower().endswith(".tflite")
+
+
+def import_model(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None = None) -> Model:
+    """Read, fix shapes, simplify and convert a model to Relax.
+
+    Args:
+        source: an .onnx or .tflite file, or "zoo:NAME".
+        input_shapes: static shapes for inputs with dynamic dims, by input name.
+
+    Raises:
+        ModelImportError, ConfigError, MissingDependencyError: see the message.
+    """
+    if is_tflite(source):
+        from edgec.frontend import tflite_import
+
+        return tflite_import.import_model(source, input_shapes)
+    from edgec.frontend import onnx_import
+
+    return onnx_import.import_model(source, input_shapes)
+
+
+def read_reference(source: str):
+    """What edgec.reference runs for a model file: the ONNX ModelProto, or the .tflite path."""
+    if is_tflite(source):
+        from pathlib import Path
+
+        from edgec.frontend.tflite_import import read_tflite
+
+        read_tflite(Path(source))  # fails early, one line, on a missing or broken file
+        return source
+    return read_onnx(source)[0]

@@ -104,3 +104,26 @@ def _constant_value(name: str, inits: dict, consts: dict) -> np.ndarray | None:
             if attr.name == "value":
                 return numpy_helper.to_array(attr.t)
     return None
+
+
+def set_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> bool:
+    """Write the resolved input shapes into the graph. When one changes a dim the file had
+    fixed (a detector exported at 10x3x32x32, compiled at 1x3x480x640), the shapes the
+    file declares for outputs and intermediates are stale: they are cleared, so shape
+    inference recomputes them, instead of contradicting what the graph computes. Returns
+    whether any were cleared."""
+    changed = False
+    for value in model.graph.input:
+        if value.name not in shapes:
+            continue
+        dims = value.type.tensor_type.shape.dim
+        for dim, size in zip(dims, shapes[value.name], strict=True):
+            if dim.HasField("dim_value") and dim.dim_value != size:
+                changed = True
+            dim.Clear()
+            dim.dim_value = size
+    if changed:
+        del model.graph.value_info[:]
+        for out in model.graph.output:
+            out.type.tensor_type.ClearField("shape")
+    return changed

@@ -163,9 +163,7 @@ def _op_name(node: onnx.NodeProto) -> str:
 def _check_supported(model: onnx.ModelProto, original: onnx.ModelProto, source: str) -> None:
     """Refuse ops the frontend lacks, counted as in the user's own file (simplification may
     have merged duplicates), once simplification had its chance to fold them away."""
-    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
-
-    known = set(_get_convert_map())
+    known = onnx_converters.known_ops()
     remaining = {_op_name(n) for n in model.graph.node if _op_name(n) not in known}
     if remaining:
         counts = collections.Counter(
@@ -226,6 +224,8 @@ def prepare_onnx(source: str, input_shapes: Mapping[str, tuple[int, ...]] | None
     if old_opset is not None:
         applied.append(f"opset:{old_opset}->{MIN_OPSET}")
     shapes = resolve_input_shapes(original, input_shapes or {}, source)
+    if graph_fixes.set_input_shapes(original, shapes):  # the reference runs at these too
+        applied.append("reshaped")
     model = onnx.ModelProto()
     model.CopyFrom(original)  # the fixes below edit in place; keep the original as reference
     if n := graph_fixes.decompose_prelu(model):
@@ -258,7 +258,7 @@ def convert(prepared: PreparedOnnx) -> Model:
         raise ModelImportError(f"{source}: TVM's Relax frontend failed: {first}") from err
     inputs = tuple(TensorSpec(n, shapes[n], dtypes[n]) for n in shapes)
     return Model(
-        name=prepared.name, onnx=prepared.reference, ir=ir, inputs=inputs,
+        name=prepared.name, reference=prepared.reference, ir=ir, inputs=inputs,
         outputs=_output_specs(model, ir), applied=prepared.applied,
     )
 

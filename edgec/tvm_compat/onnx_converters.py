@@ -1,4 +1,5 @@
-"""The only place edgec reaches into TVM's Relax ONNX frontend: converter overrides.
+"""The only place edgec reaches into TVM's Relax ONNX frontend: converter overrides and
+its table of known ops.
 
 TVM 0.27 converts Clip (ReLU6) into opaque TE calls, and HardSwish/HardSigmoid into R.clip;
 ConvertLayout sees through neither, so every ReLU6 or hard-swish in a MobileNet forced a pair
@@ -95,3 +96,10 @@ def converter_overrides() -> Iterator[None]:
         yield
     finally:
         onnx_frontend._get_convert_map = original
+
+
+def known_ops() -> set[str]:
+    """The ONNX op types TVM's Relax frontend has a converter for (its private table)."""
+    from tvm.relax.frontend.onnx.onnx_frontend import _get_convert_map
+
+    return set(_get_convert_map())
