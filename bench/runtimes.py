@@ -174,8 +174,10 @@ class Edgec:
     """
 
     def __init__(self, logs: Path, workdir: Path, *, target: str = "x86_64",
-                 quantize: str | None = None, calibration: list[np.ndarray] | None = None):
+                 quantize: str | None = None, calibration: list[np.ndarray] | None = None,
+                 input_shapes: dict | None = None):
         self.logs, self.workdir, self.target = logs, workdir, target
+        self.input_shapes = input_shapes or {}
         self.quantize, self.calibration = quantize, calibration
         self.model: runtime.CompiledModel | None = None
         self.library: Path | None = None
@@ -199,7 +201,7 @@ class Edgec:
         out = self.workdir / f"{onnx_path.stem}-{self.quantize or 'fp32'}-{self.logs.name}.so"
         result = pipeline.compile_model(pipeline.CompileOptions(
             model=str(onnx_path), output=out, target=self.target, tuning_logs=self.logs,
-            check=True, **extra))
+            input_shapes=self.input_shapes, check=True, **extra))
         seconds = result.seconds
         self.info = {
             "compile_seconds": sum(v for k, v in seconds.items() if k != "check"),
@@ -225,6 +227,41 @@ class Edgec:
     def outputs(self, inputs: dict) -> np.ndarray:
         return next(iter(self.model.run(inputs).values()))
 
+
+
+class LiteRT:
+    """LiteRT (ai-edge-litert) with its default XNNPACK delegate, on a .tflite file."""
+
+    def __init__(self, threads: int):
+        self.threads = threads
+        self.path: Path | None = None
+        self.interpreter = None
+        self.info: dict = {}
+
+    def prepare(self, tflite_path: Path) -> None:
+        self.path = tflite_path
+
+    def load(self) -> None:
+        from ai_edge_litert.interpreter import Interpreter
+
+        self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
+        self.interpreter.allocate_tensors()
+
+    def _set(self, inputs: dict) -> None:
+        for detail in self.interpreter.get_input_details():
+            self.interpreter.set_tensor(detail["index"], inputs[detail["name"]])
+
+    def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        def run():  # input copy included, as for the other runtimes
+            self._set(inputs)
+            self.interpreter.invoke()
+        return median_ms(run, runs, warmup)
+
+    def outputs(self, inputs: dict) -> np.ndarray:
+        self._set(inputs)
+        self.interpreter.invoke()
+        first = self.interpreter.get_output_details()[0]["index"]
+        return self.interpreter.get_tensor(first)
 
 
 class OnnxRuntime:

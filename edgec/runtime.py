@@ -71,7 +71,11 @@ class CompiledModel:
         Raises:
             ConfigError: missing/unknown input names, wrong shapes or dtypes.
         """
-        result = self._vm["main"](*self._device_inputs(inputs))
+        # set_input + invoke_stateful + get_outputs, not vm["main"](...): over RPC a model
+        # with several outputs returns a remote tuple that cannot be unpacked here.
+        self._vm.set_input("main", *self._device_inputs(inputs))
+        self._vm.invoke_stateful("main")
+        result = self._vm.get_outputs("main")
         values = list(result) if len(self.output_names) > 1 else [result]
         return {name: v.numpy() for name, v in zip(self.output_names, values, strict=True)}
 

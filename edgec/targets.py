@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +17,13 @@ LAYOUTS = ("NCHW", "NHWC", "NCHWc")
 ARCHES = ("x86_64", "aarch64")
 # Accepted keys per table; anything else in a file is a typo we refuse to ignore.
 _SCHEMA: dict[str, set[str]] = {
-    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc"},
+    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc", "board"},
     "tvm": {"kind", "mtriple", "mcpu", "mattr", "num-cores"},
     "cpu": {"vector_bits", "features", "winograd"},
     "build": {"cross_compiler", "sysroot"},
     "layout": {"default"},
     "rpc": {"key"},
+    "board": {"core", "clock_ghz", "dram_gbps"},
 }
 
 
@@ -45,6 +46,9 @@ class Target:
     cross_compiler: str | None = None
     sysroot: str | None = None
     source: str = ""
+    # [board]: the core, clock (GHz) and one core's DRAM bandwidth (GB/s) the latency
+    # estimate prices code for (edgec.boards.estimate); empty when the file has none.
+    board: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_native(self) -> bool:
@@ -171,7 +175,17 @@ def _parse(path: Path, name: str) -> Target:
         cross_compiler=build.get("cross_compiler"),
         sysroot=build.get("sysroot"),
         source=str(path),
+        board=_board(path, data.get("board", {})),
     )
+
+
+def _board(path: Path, table: dict[str, Any]) -> dict[str, Any]:
+    if table and not isinstance(table.get("core"), str):
+        raise ConfigError(f"target file {path}: field board.core is missing or not a str")
+    for key in ("clock_ghz", "dram_gbps"):
+        if key in table and (not isinstance(table[key], int | float) or table[key] <= 0):
+            raise ConfigError(f"target file {path}: field board.{key} must be a positive number")
+    return dict(table)
 
 
 def _check_keys(path: Path, data: dict[str, Any]) -> None:

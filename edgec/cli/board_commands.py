@@ -133,13 +133,28 @@ def verify_cmd(library, reference, inputs, rtol, json_path) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False))
 @click.option("--profile", is_flag=True, help="Add per-operator times (here, or with --ssh).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
+@click.option("--estimate", "estimate_cpu", is_flag=False, flag_value="", default=None,
+              metavar="[CPU]",
+              help="No board: estimate one single-thread inference on CPU (cortex-a53, "
+                   "cortex-a55, cortex-a72, cortex-a76, neoverse-n1, x86-host; default: the "
+                   "library's target's board) from instructions counted under qemu and "
+                   "priced with llvm-mca.")
 @_board_options
-def bench_cmd(library, runs, warmup, json_path, profile, plot, **board_options) -> None:
-    """Measure the latency of LIBRARY here, or on a board (--rpc, --tracker or --ssh)."""
+def bench_cmd(library, runs, warmup, json_path, profile, plot, estimate_cpu,
+              **board_options) -> None:
+    """Measure the latency of LIBRARY here, or on a board (--rpc, --tracker or --ssh), or
+    estimate it for a board that is absent (--estimate)."""
     from edgec import check, latency
     from edgec.boards import sessions
 
+    if estimate_cpu is not None:
+        _estimate(library, estimate_cpu, json_path)
+        return
     endpoint = _board_endpoint(**board_options)
+    if _looks_emulated(library, endpoint):
+        say("note: an aarch64 board on this machine's loopback without --ssh is most likely "
+            "edgec's emulated board (qemu): its wall times mean nothing. For an ARM figure "
+            f"use: edgec bench {library} --estimate CPU")
     say(f"bench {library}: {runs} runs after {warmup} warm-up, "
          f"on {endpoint.where if endpoint else 'this machine'}")
     with sessions.open_board(endpoint, profile=profile, progress=say) as board:
@@ -154,6 +169,30 @@ def bench_cmd(library, runs, warmup, json_path, profile, plot, **board_options) 
         Path(json_path).write_text(report.to_json())
     if plot:
         click.echo(f"wrote {latency.plot_latencies(report, plot)}")
+
+
+def _looks_emulated(library: str, endpoint) -> bool:
+    import platform
+
+    from edgec.package import read_info
+
+    if endpoint is None or endpoint.ssh:
+        return False
+    host = (endpoint.rpc or endpoint.tracker)[0]
+    try:
+        arch = read_info(library).arch
+    except EdgecError:
+        return False  # the session reports the broken library itself
+    return host in ("127.0.0.1", "localhost", "::1") and arch != platform.machine()
+
+
+def _estimate(library: str, cpu: str, json_path: str | None) -> None:
+    from edgec.boards.estimate import board_defaults
+
+    report = board_defaults.estimate_library(Path(library), cpu or None, progress=say)
+    click.echo(report.summary())
+    if json_path:
+        Path(json_path).write_text(report.to_json())
 
 
 @click.command("deploy")

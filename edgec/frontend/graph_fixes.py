@@ -118,12 +118,14 @@ def set_input_shapes(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]])
             continue
         dims = value.type.tensor_type.shape.dim
         for dim, size in zip(dims, shapes[value.name], strict=True):
-            if dim.HasField("dim_value") and dim.dim_value != size:
-                changed = True
+            if dim.HasField("dim_value") and dim.dim_value > 0 and dim.dim_value != size:
+                changed = True  # a fixed dim, not a dynamic one exported as -1 or 0
             dim.Clear()
             dim.dim_value = size
     if changed:
         del model.graph.value_info[:]
-        for out in model.graph.output:
-            out.type.tensor_type.ClearField("shape")
+        for out in model.graph.output:  # same rank, every dim unknown: onnxsim fills them
+            for index, dim in enumerate(out.type.tensor_type.shape.dim):
+                dim.Clear()
+                dim.dim_param = f"{out.name}_d{index}"
     return changed

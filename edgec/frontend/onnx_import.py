@@ -15,6 +15,7 @@ from edgec.errors import ConfigError, ModelImportError, did_you_mean
 from edgec.frontend import graph_fixes
 from edgec.model import Model, TensorSpec
 from edgec.tvm_compat import onnx_converters
+from edgec.tvm_compat.errors import without_op_dump
 
 ZOO_PREFIX = "zoo:"
 # Models older than this are converted up (onnx.version_converter) before anything else:
@@ -255,7 +256,8 @@ def convert(prepared: PreparedOnnx) -> Model:
             )
     except Exception as err:  # the frontend raises anything from ValueError to TVMError
         first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
-        raise ModelImportError(f"{source}: TVM's Relax frontend failed: {first}") from err
+        raise ModelImportError(f"{source}: TVM's Relax frontend failed: "
+                               f"{without_op_dump(first)}") from err
     inputs = tuple(TensorSpec(n, shapes[n], dtypes[n]) for n in shapes)
     return Model(
         name=prepared.name, reference=prepared.reference, ir=ir, inputs=inputs,

@@ -79,3 +79,12 @@ def save_failing_ir(ir, name: str) -> Path:
     path = folder / f"{name}.py"
     path.write_text(ir.script(show_meta=False) if hasattr(ir, "script") else str(ir))
     return path
+
+
+_OP_DUMP = re.compile(r'In ir\.Op\(.*?name="([\w.]+)".*?support_level=\d+\),?\s*')
+
+
+def without_op_dump(text: str) -> str:
+    """TVM's type-inference errors start with the repr of the whole op ("In ir.Op(span=None,
+    ty=..., name="relax.add", ...)"); keep its name only."""
+    return _OP_DUMP.sub(lambda m: f"{m.group(1)}: ", text)

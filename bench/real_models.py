@@ -1,0 +1,116 @@
+"""edgec (untuned) beside the reference runtime of each real model from the test corpus:
+ONNX Runtime for .onnx, LiteRT with XNNPACK for .tflite, side by side in interleaved rounds.
+
+    .venv/bin/python bench/real_models.py [--models NAME ...] [--json FILE]
+
+Each model is compiled for the widest shipped target this CPU runs (the check against its
+reference runs as part of the compile). Where edgec is more than 1.2x slower, the compiled
+function that costs it most is named, from `CompiledModel.profile`.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import runtimes  # bench/ is on sys.path as a script
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+import real_models  # noqa: E402  (tests/ holds the pinned corpus and its fetcher)
+from edgec import check, runtime  # noqa: E402
+
+SLOWER = 1.2
+SHAPES = {"rapidocr_det": {"x": (1, 3, 640, 640)}}
+
+
+def corpus() -> tuple[str, ...]:
+    return tuple(name for name, m in real_models.MODELS.items() if m.expect_error is None)
+
+
+def inputs_for(model: real_models.RealModel, shapes: dict | None) -> dict:
+    specs = [{"name": n, "shape": (shapes or {}).get(n, s), "dtype": d} for n, s, d in model.inputs]
+    return check.random_inputs(specs, seed=11)
+
+
+def heaviest_function(library: Path, inputs: dict) -> tuple[str, float]:
+    profile = runtime.load(library).profile(inputs, runs=5)
+    name, ms = next(iter(profile.items()))
+    return name, ms
+
+
+def measure_one(name: str, args, threads: int, work: Path) -> dict:
+    model = real_models.MODELS[name]
+    path = real_models.fetch(name)
+    shapes = SHAPES.get(name) or ({n: s for n, s, _ in model.inputs}
+                                 if model.format == "onnx" else None)
+    inputs = inputs_for(model, shapes)
+    empty = work / "empty-logs"
+    empty.mkdir(exist_ok=True)
+    contenders = {"edgec": runtimes.Edgec(empty, work, target=args.target, input_shapes=shapes),
+                  "reference": (runtimes.LiteRT(threads) if model.format == "tflite"
+                                else runtimes.OnnxRuntime(threads))}
+    measured = runtimes.measure(contenders, path, inputs, args.runs, args.warmup,
+                                rounds=args.rounds)
+    edgec, ref = measured["edgec"], measured["reference"]
+    row = {"package": f"{model.package}=={model.version}", "format": model.format,
+           "ops": model.ops, "notes": model.notes,
+           "reference": "LiteRT (XNNPACK)" if model.format == "tflite" else "ONNX Runtime",
+           "edgec_ms": edgec["ms"], "reference_ms": ref["ms"],
+           "edgec_note": edgec.get("note"), "reference_note": ref.get("note")}
+    if edgec["ms"] and ref["ms"]:
+        ratios = [e / r for e, r in zip(edgec["info"]["ms_per_round"],
+                                        ref["info"]["ms_per_round"], strict=True)]
+        row["ratio"] = float(np.median(ratios))
+        if row["ratio"] > SLOWER:
+            library = next(work.glob(f"{path.stem}-fp32-*.so"))
+            row["heaviest"] = heaviest_function(library, inputs)
+    return row
+
+
+def markdown(rows: dict, args, threads: int) -> str:
+    lines = [f"Measured on {platform.processor() or platform.machine()} ({args.cpu}), "
+             f"`{args.target}` target, {threads} threads, batch 1, median of {args.runs} runs "
+             f"in {args.rounds} interleaved rounds; ratio = median of per-round edgec / "
+             "reference.", "",
+             "| model | package | format | ops | edgec untuned | reference | ratio | "
+             "where edgec loses |", "|---|---|---|---|---|---|---|---|"]
+    for name, r in rows.items():
+        def ms(v):
+            return f"{v:.2f} ms" if v else "n/a"
+        where = (f"`{r['heaviest'][0]}` {r['heaviest'][1]:.2f} ms" if r.get("heaviest")
+                 else "")
+        ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "n/a"
+        lines.append(f"| {name} | {r['package']} | {r['format']} | {r['ops']} | "
+                     f"{ms(r['edgec_ms'])} | {ms(r['reference_ms'])} {r['reference']} | "
+                     f"{ratio} | {where} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    args, threads = runtimes.parse_script_arguments(__doc__, corpus(), runs=30)
+    args.cpu = next((line.split(":", 1)[1].strip() for line in
+                     Path("/proc/cpuinfo").read_text().splitlines()
+                     if line.startswith("model name")), "?")
+    rows = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.models:
+            print(f"[bench] {name}", file=sys.stderr, flush=True)
+            rows[name] = measure_one(name, args, threads, Path(tmp))
+            r = rows[name]
+            print(f"{name:<38} edgec {r['edgec_ms'] or float('nan'):8.2f} ms  "
+                  f"{r['reference']:<16} {r['reference_ms'] or float('nan'):8.2f} ms  "
+                  f"ratio {r.get('ratio', float('nan')):.2f}", flush=True)
+    table = markdown(rows, args, threads)
+    print(table)
+    if args.json:
+        args.json.write_text(json.dumps({"cpu": args.cpu, "target": args.target,
+                                         "threads": threads, "rows": rows}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
