@@ -92,12 +92,13 @@ class CompileResult:
         }
 
 
-def _tuning_line(stats: dict[str, int]) -> str:
-    if not stats:
-        return "schedules: no tuning logs for this target; every task uses edgec's defaults"
-    tuned, functions = stats["tuned"], stats["functions"]
-    line = (f"schedules: {tuned} of {functions} functions from tuning logs, "
-            f"{functions - tuned} on edgec's default schedules")
+def _tuning_line(stats: dict[str, Any]) -> str:
+    if "tuned" not in stats:
+        line = "schedules: no tuning logs for this target; every task uses edgec's defaults"
+    else:
+        tuned, functions = stats["tuned"], stats["functions"]
+        line = (f"schedules: {tuned} of {functions} functions from tuning logs, "
+                f"{functions - tuned} on edgec's default schedules")
     generic = stats.get("generic_names")
     if generic:
         line += f"; {len(generic)} on the generic schedule (no edgec kernel): " + _grouped(generic)
