@@ -75,7 +75,15 @@ def main() -> int:
     parser.add_argument("--cpus", nargs="+", default=["cortex-a72", "cortex-a76"])
     parser.add_argument("--peers", nargs="+", default=list(arm_peers.PEERS))
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--plot", type=Path, help="a grouped bar chart (PNG) of the table")
+    parser.add_argument("--from-json", type=Path, help="only redraw the table and chart")
     args = parser.parse_args()
+    if args.from_json:
+        rows = json.loads(args.from_json.read_text())
+        print(table(rows, args.peers))
+        if args.plot:
+            plot(rows, args.peers, args.plot)
+        return 0
     rows = []
     work = Path(tempfile.mkdtemp(prefix="edgec-arm-libs-"))
     for cpu in args.cpus:
@@ -94,7 +102,31 @@ def main() -> int:
                 if args.json:
                     args.json.write_text(json.dumps(rows, indent=2))
     print(table(rows, args.peers))
+    if args.plot:
+        plot(rows, args.peers, args.plot)
     return 0
+
+
+def plot(rows: list[dict], peers: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runtimes = ["edgec", *peers]
+    labels = [f"{r['model']}\n{r['precision']}, {r['cpu']}" for r in rows]
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(rows)), 4.2))
+    width = 0.8 / len(runtimes)
+    for i, name in enumerate(runtimes):
+        values = [r[name]["ms"] or 0 for r in rows]
+        ax.bar([x + i * width for x in range(len(rows))], values, width, label=name)
+    ax.set_xticks([x + width * (len(runtimes) - 1) / 2 for x in range(len(rows))], labels,
+                  fontsize=8)
+    ax.set_ylabel("estimated ms, one thread")
+    ax.set_title("One inference, estimated: qemu block counts x llvm-mca cycles")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def table(rows: list[dict], peers: list[str]) -> str:
