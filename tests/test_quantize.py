@@ -219,7 +219,8 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
     samples, result = compile_small_int8(small_net, out, "x86_64-avx512-vnni", check=False)
     code = disassembly(out)
     assert code.count("vpdpbusd") > 0 and code.count("vpmaddubsw") == 0
-    weights = [v for v in result.model.reference.graph.initializer if v.data_type == TensorProto.INT8]
+    weights = [v for v in result.model.reference.graph.initializer
+               if v.data_type == TensorProto.INT8]
     assert max(int(np.abs(numpy_helper.to_array(w).astype(int)).max()) for w in weights) > 64
     if "avx512_vnni" not in targets.cpu_flags():
         pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
