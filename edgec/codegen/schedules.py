@@ -43,7 +43,7 @@ def default_schedule(generic: list[str] | None = None):
         for gvar, func in mod.functions_items():
             if not isinstance(func, tirx.PrimFunc) or _is_scheduled(func):
                 continue
-            rule, sch = _first_rule(func, target, gvar.name_hint)
+            rule, sch = _first_rule(func, target)
             if sch is None:
                 continue
             if generic is not None and isinstance(rule, ParallelVectorize) and not (
@@ -72,7 +72,7 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
         func.attrs["tirx.is_scheduled"])
 
 
-def _first_rule(func: tirx.PrimFunc, target, name: str = "") -> tuple[object, object]:
+def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     for rule in (WinogradConv(), PackedConv(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:

@@ -7,10 +7,9 @@ slower than asked for, with exit 0. edgec checks once, before compiling, and ref
 
 from __future__ import annotations
 
-import os
-import sys
-import tempfile
 from typing import Any
+
+from edgec.tvm_compat.log_filters import filtered_stderr
 
 
 def invalid_settings(tvm_table: dict[str, Any]) -> list[str]:
@@ -19,7 +18,7 @@ def invalid_settings(tvm_table: dict[str, Any]) -> list[str]:
     from tvm.target import codegen
 
     bad = []
-    with _silenced_stderr():  # LLVM prints its own warnings for each query
+    with filtered_stderr(lambda _line: False):  # LLVM warns once per query
         target = tvm.target.Target(dict(tvm_table))
         mcpu = tvm_table.get("mcpu")
         if mcpu and mcpu not in codegen.llvm_get_cpu_archlist(target):
@@ -29,17 +28,3 @@ def invalid_settings(tvm_table: dict[str, Any]) -> list[str]:
             if attr.startswith("+") and attr[1:] not in features:
                 bad.append(f"mattr {attr}")
     return bad
-
-
-class _silenced_stderr:  # noqa: N801 (a context manager used like a function)
-    def __enter__(self):
-        sys.stderr.flush()
-        self._saved = os.dup(2)
-        self._sink = tempfile.TemporaryFile()
-        os.dup2(self._sink.fileno(), 2)
-
-    def __exit__(self, *exc):
-        sys.stderr.flush()
-        os.dup2(self._saved, 2)
-        os.close(self._saved)
-        self._sink.close()

@@ -18,8 +18,9 @@ _NOISE = re.compile(rb"^\[[\d:]+\] \S+executable\.cc:\d+: Warning: Scope (Saving
 
 
 @contextlib.contextmanager
-def quiet_scope_warnings() -> Iterator[None]:
-    """Redirect fd 2 to a file for the duration, then replay all but the noise lines."""
+def filtered_stderr(keep) -> Iterator[None]:
+    """Redirect fd 2 (C++ writes there too) to a file for the duration, then replay the
+    lines `keep(line: bytes)` accepts."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
@@ -31,7 +32,11 @@ def quiet_scope_warnings() -> Iterator[None]:
             os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            kept = [line for line in capture.read().splitlines(keepends=True)
-                    if not _NOISE.match(line.rstrip(b"\n"))]
+            kept = [line for line in capture.read().splitlines(keepends=True) if keep(line)]
             if kept:
                 os.write(2, b"".join(kept))
+
+
+def quiet_scope_warnings():
+    """All of stderr but the "Scope Saving/Loaded" noise lines."""
+    return filtered_stderr(lambda line: not _NOISE.match(line.rstrip(b"\n")))
