@@ -126,9 +126,11 @@ def _failure_message(model: Model, target: Target, stage: str, ir: Any,
 
 
 def export(
-    executable: Any, model: Model, target: Target, out: str | Path, tuning: dict | None = None
+    executable: Any, model: Model, target: Target, out: str | Path, tuning: dict | None = None,
+    check: dict | None = None,
 ) -> PackageInfo:
-    """Write OUT.so and OUT.so.json; both appear together or not at all.
+    """Write OUT.so and OUT.so.json; both appear together or not at all. `check` is the
+    tolerance `edgec verify` applies against the source model (PackageInfo.check).
 
     Raises:
         BuildError: linking failed (e.g. the cross compiler rejected the object files).
@@ -160,6 +162,7 @@ def export(
             edgec_version=__version__,
             applied=list(model.applied),
             tuning=tuning or {},
+            check=dict(check or {}),
         )
         meta = Path(tmp) / metadata_path(out.name).name
         meta.write_text(info.to_json())

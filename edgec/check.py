@@ -18,6 +18,9 @@ from edgec.tvm_compat.log_filters import quiet_scope_warnings
 # these bounds are ~100x that rounding noise on the zoo models and far below any real bug.
 DEFAULT_RTOL = 1e-3
 DEFAULT_MIN_COSINE = 0.9999
+# `edgec verify` of an INT8 build whose metadata records no tolerance (edgec before 0.1.1)
+# against the float model: MobileNetV2 INT8 calibrated on noise is at 0.17 and 0.989.
+_OLD_INT8_VERIFY = (0.2, 0.98)
 
 
 @dataclass(frozen=True)
@@ -59,6 +62,25 @@ class VerifyReport:
 
     def to_json(self) -> str:
         return json.dumps({**asdict(self), "ok": self.ok}, indent=2)
+
+
+def verify_tolerance(recorded: Mapping[str, Any], applied: Sequence[str]
+                     ) -> tuple[float, float, str]:
+    """(rtol, min_cosine, why) that `edgec verify` applies to a build against the model it
+    came from: what compile recorded in the metadata (PackageInfo.check), or for metadata
+    without it, a bound by the build's mode."""
+    if recorded:
+        return recorded["rtol"], recorded["min_cosine"], recorded["why"]
+    from edgec.quant.options import CHECK_TOLERANCE
+
+    modes = [step.split(":", 1)[1] for step in applied if step.startswith("quantize:")]
+    mode = modes[-1] if modes else None
+    if mode == "int8":
+        return (*_OLD_INT8_VERIFY, "int8 build (its metadata records no tolerance: edgec's "
+                                   "fixed bound for INT8 against the float model)")
+    if mode in CHECK_TOLERANCE:
+        return (*CHECK_TOLERANCE[mode], f"{mode} build: compile's check tolerance")
+    return DEFAULT_RTOL, DEFAULT_MIN_COSINE, "float build: compile's check tolerance"
 
 
 def random_inputs(specs: Sequence[Mapping[str, Any]], seed: int = 0) -> dict[str, np.ndarray]:

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -21,6 +24,9 @@ class BenchReport:
     warmup: int
     latencies_ms: list[float]
     profile_ms: dict[str, float] = field(default_factory=dict)  # per function, slowest first
+    requested_runs: int = 0  # --runs; `runs` is fewer when --max-seconds ended it first
+    max_seconds: float | None = None
+    ended_by: str = "runs"  # "runs" or "time": which limit stopped the timed runs
 
     def with_profile(self, profile_ms: dict[str, float]) -> BenchReport:
         return replace(self, profile_ms=dict(profile_ms))
@@ -41,6 +47,9 @@ class BenchReport:
     def summary(self) -> str:
         stats = self.stats()
         head = f"{self.model} on {self.where}: {self.runs} runs after {self.warmup} warm-up"
+        if self.ended_by == "time":
+            head += (f" (stopped by --max-seconds {self.max_seconds:g} before --runs "
+                     f"{self.requested_runs})")
         cells = "  ".join(f"{k} {v:.3f}" for k, v in stats.items() if k != "throughput_per_s")
         text = f"{head}\n  ms: {cells}\n  throughput: {stats['throughput_per_s']:.1f} inferences/s"
         return text + ("\n" + self.profile_table() if self.profile_ms else "")
@@ -64,20 +73,59 @@ class BenchReport:
         return json.dumps({**asdict(self), "stats_ms": self.stats()}, indent=2)
 
 
-def benchmark(
-    model, inputs, *, runs: int = 100, warmup: int = 10, where: str = "local"
-) -> BenchReport:
-    """Time `runs` single inferences of a runtime.CompiledModel after `warmup` untimed ones.
+# Progress of a benchmark: phase ("warm-up" or "runs"), runs done, runs asked for.
+Progress = Callable[[str, int, int], None]
+# Runs are timed in chunks of about this many seconds, so that progress shows and the time
+# limit holds on a slow build (an emulated board takes seconds per inference).
+_CHUNK_SECONDS = 0.5
+# Warm-up may use at most this share of --max-seconds, so some timed runs always follow it.
+_WARMUP_SHARE = 0.2
+
+
+def benchmark(model, inputs, *, runs: int = 100, warmup: int = 10,
+              max_seconds: float | None = None, where: str = "local",
+              progress: Progress | None = None) -> BenchReport:
+    """Time up to `runs` single inferences of a runtime.CompiledModel after up to `warmup`
+    untimed ones, stopping early once `max_seconds` of wall time are spent (at least one
+    warm-up, when asked for, and one timed run always happen).
 
     Raises:
-        ConfigError: runs or warmup out of range.
+        ConfigError: runs, warmup or max_seconds out of range.
     """
-    if runs < 1 or warmup < 0:
-        raise ConfigError(f"--runs must be >= 1 and --warmup >= 0 (got {runs}, {warmup})")
-    if warmup:
-        model.time_evaluator(inputs, number=1, repeat=warmup)
-    seconds = model.time_evaluator(inputs, number=1, repeat=runs)
-    return BenchReport(model.info.model, where, runs, warmup, [s * 1000.0 for s in seconds])
+    if runs < 1 or warmup < 0 or (max_seconds is not None and max_seconds <= 0):
+        raise ConfigError("--runs must be >= 1, --warmup >= 0 and --max-seconds > 0 "
+                          f"(got {runs}, {warmup}, {max_seconds})")
+    measure = model.timer(inputs)
+    start = time.monotonic()
+    budget = max_seconds if max_seconds is not None else math.inf
+    warm = _timed_runs(measure, warmup, start + _WARMUP_SHARE * budget, "warm-up", progress)
+    seconds = _timed_runs(measure, runs, start + budget, "runs", progress)
+    ended_by = "runs" if len(seconds) == runs else "time"
+    return BenchReport(model.info.model, where, len(seconds), len(warm),
+                       [s * 1000.0 for s in seconds], requested_runs=runs,
+                       max_seconds=max_seconds, ended_by=ended_by)
+
+
+def _timed_runs(measure, count: int, deadline: float, phase: str,
+                progress: Progress | None) -> list[float]:
+    """Up to `count` latencies (seconds), in chunks sized to _CHUNK_SECONDS of wall time; no
+    chunk starts that would end past `deadline` once one run is done."""
+    done: list[float] = []
+    per_run = None  # wall seconds per run, learned from the first chunk
+    while len(done) < count:
+        left = count - len(done)
+        chunk = 1 if per_run is None else max(1, min(left, int(_CHUNK_SECONDS / per_run)))
+        if done:
+            fits = int((deadline - time.monotonic()) / per_run)
+            if fits < 1:
+                break
+            chunk = min(chunk, fits)
+        began = time.monotonic()
+        done += measure(chunk)
+        per_run = max((time.monotonic() - began) / chunk, 1e-6)
+        if progress:
+            progress(phase, len(done), count)
+    return done
 
 
 def plot_latencies(report: BenchReport, path: str | Path) -> Path:

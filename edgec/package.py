@@ -36,6 +36,8 @@ class PackageInfo:
     edgec_version: str
     applied: list[str] = field(default_factory=list)
     tuning: dict[str, Any] = field(default_factory=dict)
+    # What `edgec verify` allows against the source model: rtol, min_cosine and why.
+    check: dict[str, Any] = field(default_factory=dict)
     format: int = FORMAT
 
     def to_json(self) -> str:

@@ -142,7 +142,13 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     targets.check_with_llvm(target)
     layout.resolve(options.layout, target)  # reject a bad layout before the slow import
     build.check_toolchain(target)
+    frontend.check_inputs(options.model, options.input_shapes)
+    say("compile with:\n" + options.display())  # once the inputs are known to be sound
     qopts = options.quantization
+    if qopts.calib == quant.RANDOM:
+        say("WARNING: --calib random calibrates on noise: accuracy numbers mean nothing")
+    elif qopts.calib == quant.SAMPLES:
+        say(f"WARNING: {quant.SAMPLES_WARNING}")
     seconds: dict[str, float] = {}
     start = time.perf_counter()
     say("importing and simplifying the model")
@@ -187,9 +193,25 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
         quant_report = _quant_report(model, target, executable, runnable, options, quantized)
         seconds["accuracy"] = time.perf_counter() - start
     say(f"writing {options.output}")
-    info = build.export(executable, model, target, options.output, tuning=stats)
+    info = build.export(executable, model, target, options.output, tuning=stats,
+                        check=_verify_tolerance(options, quant_report))
     return CompileResult(Path(options.output), info, max(transforms, 0), report, seconds, stats,
                          quant_report, model)
+
+
+def _verify_tolerance(options: CompileOptions, quant_report: QuantReport | None) -> dict:
+    """The bound `edgec verify` applies to this build against the source (float) model."""
+    mode = options.quantization.mode
+    if mode == "int8" and quant_report is not None:
+        from edgec.quant import accuracy
+
+        return accuracy.verify_tolerance(mode, quant_report.outputs, quant_report.sample_source)
+    if mode:
+        rtol, min_cosine = quant.CHECK_TOLERANCE[mode]
+        return {"rtol": rtol, "min_cosine": min_cosine,
+                "why": f"{mode} build: compile's check tolerance against the float model"}
+    return {"rtol": options.rtol, "min_cosine": options.min_cosine,
+            "why": "float build: compile's check tolerance"}
 
 
 def _import_quantized(source: str, input_shapes: Mapping | None, qopts: QuantizeOptions,
@@ -207,6 +229,7 @@ def _import_quantized(source: str, input_shapes: Mapping | None, qopts: Quantize
     if qopts.calib:
         samples = quant.load_calibration(qopts.calib, qopts.calib_options, fp32.inputs)
         origin = ("random inputs" if qopts.calib == quant.RANDOM
+                  else "scikit-image's stock photos" if qopts.calib == quant.SAMPLES
                   else f"calibration inputs from {qopts.calib}")
     else:  # FP16 needs no calibration; without data, compare on seeded random inputs
         samples, origin = calibration.random_samples(fp32.inputs, 4), "random inputs"
@@ -248,7 +271,9 @@ def _quant_report(model: Model, target: Target, executable: Any, runnable: Any,
     samples = quantized.samples
     fp32_runs = [reference.outputs(quantized.fp32.reference, s) for s in samples]
     outputs = accuracy.agreement(fp32_runs, [check.run(runnable, model, s) for s in samples])
-    warnings = [quant.RANDOM_WARNING] if options.quantization.calib == quant.RANDOM else []
+    calib = options.quantization.calib
+    warnings = ([quant.RANDOM_WARNING] if calib == quant.RANDOM
+                else [quant.SAMPLES_WARNING] if calib == quant.SAMPLES else [])
     fp32_ms = quantized_ms = None
     if target.is_native:
         float_model = layout.apply_layout(quantized.fp32, options.layout, target)

@@ -79,13 +79,17 @@ class CompiledModel:
         values = list(result) if len(self.output_names) > 1 else [result]
         return {name: v.numpy() for name, v in zip(self.output_names, values, strict=True)}
 
-    def time_evaluator(self, inputs: Mapping[str, np.ndarray], number: int, repeat: int):
-        """Per-run latencies in seconds measured on the device (no host round trips)."""
+    def timer(self, inputs: Mapping[str, np.ndarray]):
+        """A function of `repeat` giving that many per-run latencies in seconds, measured on
+        the device (no host round trips), on these inputs."""
         self._vm.set_input("main", *self._device_inputs(inputs))
-        timer = self._vm.time_evaluator("invoke_stateful", self.device, number=number,
-                                        repeat=repeat)
-        return list(timer("main").results)
 
+        def measure(repeat: int) -> list[float]:
+            timer = self._vm.time_evaluator("invoke_stateful", self.device, number=1,
+                                            repeat=repeat)
+            return list(timer("main").results)
+
+        return measure
 
     def profile(self, inputs: Mapping[str, np.ndarray], runs: int = 10) -> dict[str, float]:
         """Mean milliseconds per run spent in each compiled function (local models only).

@@ -36,6 +36,15 @@ def assert_clean_failure(result: subprocess.CompletedProcess, *needles: str) -> 
     return errors[0]
 
 
+def assert_only_error(result: subprocess.CompletedProcess, *needles: str) -> str:
+    """A user error caught before any work: the 'error:' line is all there is, on stderr,
+    and stdout stays empty (no banner, no progress, no frontend dump)."""
+    line = assert_clean_failure(result, *needles)
+    assert result.stderr.strip().splitlines() == [line], result.stderr
+    assert result.stdout == "", result.stdout
+    return line
+
+
 def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Path:
     graph = helper.make_graph(nodes, "test", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

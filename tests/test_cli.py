@@ -1,12 +1,14 @@
 """The command line as a user meets it: bad input gives one clear line, exit 1, no artifact."""
 
+import json
 import os
 import shutil
 from pathlib import Path
 
 import numpy as np
+import pytest
 
-from conftest import assert_clean_failure, leftovers, run_cli
+from conftest import assert_clean_failure, assert_only_error, leftovers, run_cli
 
 
 def test_help_is_instant_and_lists_commands():
@@ -16,9 +18,47 @@ def test_help_is_instant_and_lists_commands():
         assert command in result.stdout
 
 
-def test_targets_and_zoo_are_listed():
-    assert "rpi4" in run_cli("targets").stdout
+def test_targets_and_zoo_are_listed_in_aligned_columns():
+    from edgec import targets
+
+    lines = run_cli("targets").stdout.splitlines()
+    assert lines[0].split() == ["target", "arch", "layout", "description"]
+    rows = {line.split()[0]: line for line in lines[1:]}
+    assert set(rows) == set(targets.names())
+    for column in ("arch", "layout", "description"):  # every cell starts under its heading
+        start = lines[0].index(column)
+        assert all(row[start - 2:start] == "  " and row[start] != " " for row in rows.values())
     assert "mobilenet_v3_small" in run_cli("zoo").stdout
+
+
+def all_commands():
+    """(name, click command) of every edgec command and subcommand."""
+    import click
+
+    from edgec.cli import cli
+
+    found = []
+    for name, command in cli.commands.items():
+        found.append((name, command))
+        if isinstance(command, click.Group):
+            found += [(f"{name} {sub}", c) for sub, c in command.commands.items()]
+    return found
+
+
+def test_every_option_has_help_and_the_command_list_is_not_cut():
+    import click
+
+    missing = [f"{name} {'/'.join(param.opts)}" for name, command in all_commands()
+               for param in command.params
+               if isinstance(param, click.Option) and not (param.help or "").strip()]
+    assert missing == []
+    listing = run_cli("--help").stdout.split("Commands:")[1]
+    assert "..." not in listing
+    assert len([line for line in listing.splitlines() if line.strip()]) == len(
+        [c for c in all_commands() if " " not in c[0]])
+    deploy = " ".join(run_cli("deploy", "--help").stdout.split())
+    assert "--ssh USER@HOST[:PORT] A board over SSH. [required]" in deploy
+    assert "[default: 30.0]" in " ".join(run_cli("bench", "--help").stdout.split())
 
 
 def test_zoo_writes_an_onnx_file_that_onnxruntime_runs(tmp_path):
@@ -33,7 +73,7 @@ def test_zoo_writes_an_onnx_file_that_onnxruntime_runs(tmp_path):
 
 def test_compile_rejects_a_missing_file(tmp_path):
     result = run_cli("compile", str(tmp_path / "missing.onnx"), "-o", str(tmp_path / "m.so"))
-    assert_clean_failure(result, "missing.onnx", "does not exist")
+    assert_only_error(result, "missing.onnx", "does not exist")
     assert leftovers(tmp_path) == []
 
 
@@ -41,7 +81,7 @@ def test_compile_rejects_a_file_that_is_not_onnx(tmp_path):
     bad = tmp_path / "photo.onnx"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + os.urandom(2000))
     result = run_cli("compile", str(bad), "-o", str(tmp_path / "m.so"))
-    assert_clean_failure(result, "photo.onnx")
+    assert_only_error(result, "photo.onnx")
     assert leftovers(tmp_path) == []
 
 
@@ -58,20 +98,32 @@ def test_compile_rejects_a_truncated_onnx_file(tmp_path):
 def test_compile_rejects_an_unknown_input_shape_name(dynamic_conv_model, tmp_path):
     result = run_cli("compile", str(dynamic_conv_model), "--input-shape", "img:1,3,8,8",
                      "-o", str(tmp_path / "m.so"))
-    assert_clean_failure(result, '"img"', "image")
+    assert_only_error(result, '"img"', "image")
     assert leftovers(tmp_path) == []
 
 
 def test_compile_rejects_a_dynamic_model_without_shapes(dynamic_conv_model, tmp_path):
     result = run_cli("compile", str(dynamic_conv_model), "-o", str(tmp_path / "m.so"))
-    assert_clean_failure(result, "dynamic input dims", "image: [batch, 3, h, w]", "--input-shape")
+    # The hint spells the model's own dims, its dynamic ones as placeholders to fill.
+    assert_only_error(result, "dynamic input dims", "image: [batch, 3, h, w]",
+                      "--input-shape image:BATCH,3,H,W (replace BATCH, H, W by sizes)")
+    assert leftovers(tmp_path) == []
+
+
+def test_an_input_shape_too_small_for_the_model_is_one_line_naming_the_op(tmp_path):
+    result = run_cli("compile", "zoo:squeezenet1_1", "--input-shape", "input:1,3,8,8",
+                     "-o", str(tmp_path / "m.so"))
+    line = assert_clean_failure(result, "input:1,3,8,8", "too small", "max_pool2d",
+                                "larger --input-shape")
+    assert "Traceback" not in result.stderr and "Warning" not in result.stderr
+    assert result.stdout == "" and line == result.stderr.strip().splitlines()[-1]
     assert leftovers(tmp_path) == []
 
 
 def test_compile_rejects_an_unknown_target(tmp_path):
     result = run_cli("compile", "zoo:squeezenet1_1", "--target", "raspi4",
                      "-o", str(tmp_path / "m.so"))
-    assert_clean_failure(result, "raspi4", "rpi4")
+    assert_only_error(result, "raspi4", "rpi4")
     assert leftovers(tmp_path) == []
 
 
@@ -83,12 +135,27 @@ def test_compile_names_the_missing_cross_compiler_and_its_package(tmp_path):
     assert leftovers(tmp_path) == []
 
 
-def test_compile_writes_library_and_metadata_then_run_and_verify_agree(tmp_path):
-    out = tmp_path / "sq.so"
-    result = run_cli("compile", "zoo:squeezenet1_1", "-o", str(out))
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    """`edgec compile zoo:squeezenet1_1` run once for this module: (library, its result)."""
+    out = tmp_path_factory.mktemp("compiled") / "sq.so"
+    return out, run_cli("compile", "zoo:squeezenet1_1", "-o", str(out))
+
+
+def copy_of(compiled, folder: Path) -> Path:
+    """The module's library and its metadata, copied into `folder` for a test to alter."""
+    library, result = compiled
+    assert result.returncode == 0, result.stderr
+    for path in (library, library.with_name(library.name + ".json")):
+        shutil.copy(path, folder / path.name)
+    return folder / library.name
+
+
+def test_compile_writes_library_and_metadata_then_run_and_verify_agree(compiled, tmp_path):
+    out, result = compiled
     assert result.returncode == 0, result.stderr
     assert "check against ONNX Runtime" in result.stdout
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["sq.so", "sq.so.json"]
+    assert sorted(p.name for p in out.parent.iterdir()) == ["sq.so", "sq.so.json"]
     x = np.random.default_rng(5).uniform(-1, 1, (1, 3, 224, 224)).astype(np.float32)
     np.save(tmp_path / "x.npy", x)
     run = run_cli("run", str(out), "--input", f"input={tmp_path / 'x.npy'}",
@@ -104,6 +171,7 @@ def test_compile_writes_library_and_metadata_then_run_and_verify_agree(tmp_path)
     np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-4)
     verify = run_cli("verify", str(out), "--reference", "zoo:squeezenet1_1")
     assert verify.returncode == 0 and "ok" in verify.stdout
+    assert "float build: compile's check tolerance" in verify.stdout
     # The same library, given what users get wrong:
     for bad in (x.astype(np.float64), x.astype(np.int8), x.astype(np.complex64),
                 np.full(x.shape, "a")):
@@ -117,9 +185,23 @@ def test_compile_writes_library_and_metadata_then_run_and_verify_agree(tmp_path)
     assert random_run.returncode == 0 and "random inputs" in random_run.stderr
 
 
-def test_verify_fails_against_a_different_model(tmp_path):
-    out = tmp_path / "sq.so"
-    assert run_cli("compile", "zoo:squeezenet1_1", "-o", str(out), "--no-check").returncode == 0
+def test_bench_stops_at_max_seconds_says_so_and_shows_progress_on_stderr(compiled, tmp_path):
+    library, report = copy_of(compiled, tmp_path), tmp_path / "bench.json"
+    result = run_cli("bench", str(library), "--runs", "1000000", "--warmup", "2",
+                     "--max-seconds", "2", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    data = json.loads(report.read_text())
+    assert data["ended_by"] == "time" and data["requested_runs"] == 1_000_000
+    assert 1 <= data["runs"] == len(data["latencies_ms"]) < 1_000_000
+    assert "stopped by --max-seconds 2 before --runs 1000000" in result.stdout
+    assert f"{data['runs']}/1000000 runs" in result.stderr  # the bar, off stdout
+    few = run_cli("bench", str(library), "--runs", "3", "--warmup", "0", "--json", str(report))
+    assert few.returncode == 0 and json.loads(report.read_text())["ended_by"] == "runs"
+    assert "stopped by" not in few.stdout
+
+
+def test_verify_fails_against_a_different_model(compiled, tmp_path):
+    out = copy_of(compiled, tmp_path)
     other = tmp_path / "other.onnx"
     run_cli("zoo", "squeezenet1_1", "--seed", "7", "-o", str(other))
     result = run_cli("verify", str(out), "--reference", str(other))
@@ -127,17 +209,15 @@ def test_verify_fails_against_a_different_model(tmp_path):
     assert "MISMATCH" in result.stdout
 
 
-def test_run_refuses_a_library_whose_bytes_changed(tmp_path):
-    out = tmp_path / "sq.so"
-    assert run_cli("compile", "zoo:squeezenet1_1", "-o", str(out), "--no-check").returncode == 0
+def test_run_refuses_a_library_whose_bytes_changed(compiled, tmp_path):
+    out = copy_of(compiled, tmp_path)
     data = bytearray(out.read_bytes())
     data[-10] ^= 0xFF
     out.write_bytes(bytes(data))
     assert_clean_failure(run_cli("run", str(out)), "does not match its metadata")
 
 
-def test_run_refuses_a_library_without_metadata(tmp_path):
-    out = tmp_path / "sq.so"
-    assert run_cli("compile", "zoo:squeezenet1_1", "-o", str(out), "--no-check").returncode == 0
+def test_run_refuses_a_library_without_metadata(compiled, tmp_path):
+    out = copy_of(compiled, tmp_path)
     (tmp_path / "sq.so.json").unlink()
     assert_clean_failure(run_cli("run", str(out)), "no metadata file")

@@ -185,6 +185,17 @@ def test_run_over_ssh_saves_the_outputs_of_one_inference(ssh_board, x86_lib, tmp
     expected = runtime.load(x86_lib).run({"input": image})["logits"]
     np.testing.assert_allclose(np.load(tmp_path / "y.npz")["logits"], expected, rtol=1e-5,
                                atol=1e-5)
+    # verify runs the library on the board and ONNX Runtime here, on the same inputs.
+    verify = run_cli("verify", str(x86_lib), "--reference", "zoo:squeezenet1_1",
+                     *ssh_board.args(), "--remote-python", PYTHON,
+                     "--input", f"input={tmp_path / 'x.npy'}")
+    assert verify.returncode == 0, verify.stderr
+    assert f"ran on {ssh_board.target} (RPC over SSH) (given inputs)" in verify.stdout
+    other = tmp_path / "other.onnx"
+    run_cli("zoo", "squeezenet1_1", "--seed", "7", "-o", str(other))
+    differs = run_cli("verify", str(x86_lib), "--reference", str(other), *ssh_board.args(),
+                      "--remote-python", PYTHON)
+    assert differs.returncode == 1 and "MISMATCH" in differs.stdout
     assert ssh_board.processes() == []
 
 
@@ -378,6 +389,10 @@ def test_run_over_rpc_on_the_emulated_board_equals_the_x86_reference(emulated, r
     want = runtime.load(x86_lib).run({"input": image})["logits"]
     got = np.load(tmp_path / "y.npz")["logits"]
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-4 * np.abs(want).max())
+    verify = run_cli("verify", str(rpi4_lib), "--reference", "zoo:squeezenet1_1", "--rpc",
+                     f"127.0.0.1:{emulated.port}", timeout=300)
+    assert verify.returncode == 0, verify.stderr
+    assert f"ran on rpc 127.0.0.1:{emulated.port} (seeded random inputs)" in verify.stdout
 
 
 @pytest.mark.slow

@@ -258,6 +258,35 @@ def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, 
     quantization = json.loads(report.read_text())["quantization"]
     assert quantization["mode"] == "int8" and quantization["outputs"][0]["name"] == "logits"
     assert quantization["integer_layers"]
+    # verify holds an INT8 build to what compile measured against the float model (here on
+    # random inputs, like verify's own), not to the float builds' 1e-3, which it misses.
+    verify = run_cli("verify", str(out), "--reference", str(small_net))
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    assert "int8 build vs the float model: twice the disagreement" in verify.stdout
+    strict = run_cli("verify", str(out), "--reference", str(small_net), "--rtol", "1e-4")
+    assert_clean_failure(strict, "differs")
+    assert "MISMATCH" in strict.stdout
+    # Metadata from before the recorded tolerance: a fixed INT8 bound, said so.
+    meta = out.with_name(out.name + ".json")
+    info = json.loads(meta.read_text())
+    del info["check"]
+    meta.write_text(json.dumps(info))
+    old = run_cli("verify", str(out), "--reference", str(small_net))
+    assert old.returncode == 0 and "records no tolerance" in old.stdout
+
+
+def test_calib_samples_calibrates_on_stock_photos_and_says_they_are_not_real_data(
+        small_net, tmp_path):
+    import json
+
+    out, report = tmp_path / "small.so", tmp_path / "report.json"
+    result = run_cli("compile", str(small_net), "-o", str(out), "--quantize", "int8",
+                     "--calib", "samples", "--calib-limit", "6", "--json", str(report))
+    assert result.returncode == 0, result.stderr
+    assert "calibrate a model you deploy on a few hundred inputs" in result.stderr
+    quantization = json.loads(report.read_text())["quantization"]
+    assert quantization["samples"] == 6
+    assert quantization["sample_source"] == "scikit-image's stock photos"
 
 
 def test_int8_without_calibration_data_is_refused(small_net, tmp_path):

@@ -22,7 +22,8 @@ from edgec.errors import EdgecError
               help="Keep tracebacks of errors and save the IR a TVM failure came from "
                    "(same as EDGEC_DEBUG=1).")
 def cli(debug: bool) -> None:
-    """edgec: compile CNNs (ONNX) for edge CPUs with Apache TVM, check them, run them."""
+    """edgec: compile CNNs (ONNX, TFLite) for edge CPUs with Apache TVM, check them, run
+    them on a board."""
     if debug:
         os.environ["EDGEC_DEBUG"] = "1"
 

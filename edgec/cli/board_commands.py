@@ -6,14 +6,17 @@ from pathlib import Path
 
 import click
 
-from edgec.cli.common import parse_input_files, say
+from edgec.cli.common import ProgressBar, parse_input_files, say
 from edgec.errors import EdgecError
 
 
-def _ssh_options(func):
+def _ssh_options(func=None, *, required: bool = False):
     """--ssh USER@HOST[:PORT] and how to log in there."""
+    if func is None:  # used as @_ssh_options(required=True)
+        return lambda f: _ssh_options(f, required=required)
     options = [
-        click.option("--ssh", "ssh_target", metavar="USER@HOST[:PORT]", help="A board over SSH."),
+        click.option("--ssh", "ssh_target", metavar="USER@HOST[:PORT]", required=required,
+                     help="A board over SSH."),
         click.option("-i", "--identity", type=click.Path(dir_okay=False),
                      help="SSH private key (default: ssh-agent, then ~/.ssh/id_*)."),
         click.option("--known-hosts", type=click.Path(dir_okay=False),
@@ -65,7 +68,7 @@ def _board_endpoint(rpc, tracker, key, remote_python, **login):
 
 
 
-@click.command("run")
+@click.command("run", short_help="Run one inference of a library, here or on a board.")
 @click.argument("library", type=click.Path())
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="Input tensor (repeatable); random inputs when omitted.")
@@ -100,37 +103,61 @@ def run_cmd(library, inputs, output, **board_options) -> None:
         click.echo(f"wrote {output}")
 
 
-@click.command("verify")
+@click.command("verify",
+               short_help="Compare a library with its source model; exit 1 past tolerance.")
 @click.argument("library", type=click.Path())
 @click.option("--reference", required=True,
               help="The model it was compiled from: .onnx (run in ONNX Runtime), .tflite (run in "
                    "LiteRT) or zoo:NAME.")
-@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy")
-@click.option("--rtol", default=None, type=float, help="Max abs error relative to max |ref|.")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
-def verify_cmd(library, reference, inputs, rtol, json_path) -> None:
-    """Run LIBRARY and the reference model on the same inputs; exit 1 past tolerance."""
-    from edgec import check, frontend, runtime
+@click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
+              help="Input tensor (repeatable); seeded random inputs when omitted.")
+@click.option("--rtol", default=None, type=float,
+              help="Max abs error relative to max |ref| (default: what compile used for this "
+                   "build: 1e-3 for float, looser for INT8/FP16).")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the comparison as JSON.")
+@_board_options
+def verify_cmd(library, reference, inputs, rtol, json_path, **board_options) -> None:
+    """Run LIBRARY (here or on a board) and the reference model on the same inputs; exit 1
+    past tolerance."""
+    from edgec import check, frontend
     from edgec import reference as references
+    from edgec.boards import sessions
+    from edgec.package import read_info
 
-    model = runtime.load(library)
-    arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
-              else check.random_inputs(model.info.inputs))
-    report = check.compare(model.run(arrays),
-                           references.outputs(frontend.read_reference(reference), arrays),
-                           rtol if rtol is not None else check.DEFAULT_RTOL)
+    info = read_info(library)
+    default_rtol, min_cosine, why = check.verify_tolerance(info.check, info.applied)
+    source = frontend.read_reference(reference)  # a bad --reference fails before the board
+    with sessions.open_board(_board_endpoint(**board_options), progress=say) as board:
+        model = board.load(library)
+        arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
+                  else check.random_inputs(model.info.inputs))
+        outputs = model.run(arrays)
+        where = board.where
+        del model  # its remote objects go before the session does
+    report = check.compare(outputs, references.outputs(source, arrays),
+                           rtol if rtol is not None else default_rtol, min_cosine)
     click.echo(report.summary())
+    click.echo(f"ran on {where} ({'given' if inputs else 'seeded random'} inputs); tolerance "
+               f"rtol {rtol if rtol is not None else default_rtol:.3g}, cosine >= "
+               f"{min_cosine:.4g}: " + ("--rtol" if rtol is not None else why))
     if json_path:
         Path(json_path).write_text(report.to_json())
     if not report.ok:
         raise EdgecError(f"{library} differs from {reference} beyond tolerance")
 
 
-@click.command("bench")
+@click.command("bench",
+               short_help="Measure a library's latency, or estimate it for an absent board.")
 @click.argument("library", type=click.Path())
-@click.option("--runs", default=100, show_default=True)
-@click.option("--warmup", default=10, show_default=True)
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--runs", default=100, show_default=True,
+              help="Timed inferences (fewer if --max-seconds ends them first).")
+@click.option("--warmup", default=10, show_default=True,
+              help="Untimed inferences first (at most a fifth of --max-seconds).")
+@click.option("--max-seconds", default=30.0, show_default=True,
+              help="Stop after this much wall time, whichever of it and --runs comes first.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write the latencies and their statistics as JSON.")
 @click.option("--profile", is_flag=True, help="Add per-operator times (here, or with --ssh).")
 @click.option("--plot", type=click.Path(dir_okay=False), help="Write a latency histogram PNG.")
 @click.option("--estimate", "estimate_cpu", is_flag=False, flag_value="", default=None,
@@ -140,7 +167,7 @@ def verify_cmd(library, reference, inputs, rtol, json_path) -> None:
                    "library's target's board) from instructions counted under qemu and "
                    "priced with llvm-mca.")
 @_board_options
-def bench_cmd(library, runs, warmup, json_path, profile, plot, estimate_cpu,
+def bench_cmd(library, runs, warmup, max_seconds, json_path, profile, plot, estimate_cpu,
               **board_options) -> None:
     """Measure the latency of LIBRARY here, or on a board (--rpc, --tracker or --ssh), or
     estimate it for a board that is absent (--estimate)."""
@@ -155,12 +182,15 @@ def bench_cmd(library, runs, warmup, json_path, profile, plot, estimate_cpu,
         say("note: an aarch64 board on this machine's loopback without --ssh is most likely "
             "edgec's emulated board (qemu): its wall times mean nothing. For an ARM figure "
             f"use: edgec bench {library} --estimate CPU")
-    say(f"bench {library}: {runs} runs after {warmup} warm-up, "
-         f"on {endpoint.where if endpoint else 'this machine'}")
+    say(f"bench {library}: {runs} runs after {warmup} warm-up, at most {max_seconds:g} s, "
+        f"on {endpoint.where if endpoint else 'this machine'}")
     with sessions.open_board(endpoint, profile=profile, progress=say) as board:
         model = board.load(library)
         inputs = check.random_inputs(model.info.inputs)
-        report = latency.benchmark(model, inputs, runs=runs, warmup=warmup, where=board.where)
+        with ProgressBar("{task.description}", "{task.completed}/{task.total} runs") as bar:
+            report = latency.benchmark(model, inputs, runs=runs, warmup=warmup,
+                                       max_seconds=max_seconds, where=board.where,
+                                       progress=bar.update)
         if profile:
             report = report.with_profile(board.profile(model, inputs))
         del model  # its remote objects go before the session does
@@ -195,9 +225,9 @@ def _estimate(library: str, cpu: str, json_path: str | None) -> None:
         Path(json_path).write_text(report.to_json())
 
 
-@click.command("deploy")
+@click.command("deploy", short_help="Copy a library to a board over SSH and check it there.")
 @click.argument("library", type=click.Path())
-@_ssh_options
+@_ssh_options(required=True)
 @click.option("--dest", default="~/edgec", show_default=True, help="Folder on the board.")
 @click.option("--smoke", is_flag=True, help="Then run one inference there (needs TVM there).")
 def deploy_cmd(library, ssh_target, identity, known_hosts, accept_new_host_key, remote_python,
@@ -205,8 +235,6 @@ def deploy_cmd(library, ssh_target, identity, known_hosts, accept_new_host_key, 
     """Copy LIBRARY and its metadata to a board over SSH (SFTP) and check its sha256 there."""
     from edgec.boards import deploy
 
-    if not ssh_target:
-        raise EdgecError("deploy needs --ssh USER@HOST[:PORT]")
     say(f"deploy {library} to {ssh_target}:{dest}" + (", then a smoke run" if smoke else ""))
     report = deploy.deploy(library, ssh_target, identity=identity, dest=dest,
                            accept_new_host_key=accept_new_host_key, known_hosts=known_hosts,
@@ -214,14 +242,15 @@ def deploy_cmd(library, ssh_target, identity, known_hosts, accept_new_host_key, 
     click.echo(report.summary())
 
 
-@click.group("board")
+@click.group("board", short_help="Inspect a board over SSH, or run an emulated aarch64 board.")
 def board_group() -> None:
     """Inspect a board over SSH, or run an emulated aarch64 board."""
 
 
 @board_group.command("check")
 @_ssh_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False))
+@click.option("--json", "json_path", type=click.Path(dir_okay=False),
+              help="Also write what was found as JSON.")
 def board_check_cmd(json_path, remote_python, **login) -> None:
     """Show a board's Python, TVM and CPU features, and what to install there; exit 1 if
     edgec cannot run models on it yet."""

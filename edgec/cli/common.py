@@ -10,6 +10,12 @@ DEFAULT_MODEL = "zoo:mobilenet_v2"
 DEFAULT_TARGET = "x86_64"
 
 
+LAYOUT_HELP = ("Data layout of the convs: auto (the target's default: packed NCHWc on every "
+               "shipped target), NCHWc (packed, block from the target's vector width), NHWC "
+               "or NCHW.")
+INPUT_SHAPE_HELP = "Fix an input's shape, e.g. input:1,3,224,224 (repeatable)."
+
+
 def say(message: str) -> None:
     click.echo(f"[edgec] {message}", err=True)
 
@@ -34,9 +40,11 @@ def parse_input_files(values: tuple[str, ...]) -> dict[str, str]:
 _QUANTIZE_OPTIONS = (
     click.option("--quantize", type=click.Choice(["int8", "fp16"]),
                  help="INT8 (needs --calib) or FP16 weights and activations."),
-    click.option("--calib", metavar="PATH|random",
-                 help="Calibration data: a folder of images / .npy / .npz, one such file, or "
-                      "'random' (accuracy then means nothing)."),
+    click.option("--calib", metavar="PATH|samples|random",
+                 help="Calibration data: a folder of images / .npy / .npz or one such file "
+                      "(your own data: what a deployed model needs), 'samples' (12 stock "
+                      "photos from scikit-image, to try INT8 offline) or 'random' (a smoke "
+                      "test: accuracy then means nothing)."),
     click.option("--calib-method", default="minmax", show_default=True,
                  type=click.Choice(["minmax", "entropy", "percentile"]),
                  help="How ONNX Runtime's calibrator picks INT8 ranges."),
@@ -73,3 +81,40 @@ def quantization_from(kwargs: dict) -> object:
     return QuantizeOptions(kwargs.pop("quantize"), calib=kwargs.pop("calib"),
                            method=kwargs.pop("calib_method"),
                            per_channel=kwargs.pop("per_channel"), calib_options=calib_options)
+
+
+class ProgressBar:
+    """A live bar on stderr (stdout keeps only results): description, bar, the `counts`
+    text, elapsed and remaining time, and a free `{task.fields[note]}` column.
+    update(description, completed, total, note="") moves it."""
+
+    def __init__(self, description: str, counts: str, note: bool = False):
+        self._columns = (description, counts, note)
+
+    def __enter__(self) -> ProgressBar:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        description, counts, note = self._columns
+        columns = [TextColumn(description), BarColumn(), TextColumn(counts),
+                   TimeElapsedColumn(), TimeRemainingColumn()]
+        if note:
+            columns.append(TextColumn("{task.fields[note]}"))
+        self._progress = Progress(*columns, console=Console(stderr=True))
+        self._progress.__enter__()
+        self._task = self._progress.add_task("", total=None, note="")
+        return self
+
+    def update(self, description: str, completed: int, total: int | None,
+               note: str = "") -> None:
+        self._progress.update(self._task, description=description, completed=completed,
+                              total=total, note=note)
+
+    def __exit__(self, *exc) -> bool | None:
+        return self._progress.__exit__(*exc)

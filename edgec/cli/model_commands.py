@@ -10,6 +10,9 @@ import click
 from edgec.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_TARGET,
+    INPUT_SHAPE_HELP,
+    LAYOUT_HELP,
+    ProgressBar,
     parse_input_shapes,
     quantization_from,
     quantize_options,
@@ -17,19 +20,22 @@ from edgec.cli.common import (
 )
 
 
-@click.command("targets")
+@click.command("targets", short_help="List the shipped targets.")
 def targets_cmd() -> None:
     """List the shipped targets."""
     from edgec import targets
 
+    rows = [("target", "arch", "layout", "description")]
     for name in targets.names():
         target = targets.load(name)
-        click.echo(
-            f"{name:<15} {target.arch:<8} layout {target.default_layout:<6} {target.description}"
-        )
+        rows.append((name, target.arch, target.default_layout, target.description))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for row in rows:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)]
+        click.echo("  ".join([*cells, row[3]]))
 
 
-@click.command("zoo")
+@click.command("zoo", short_help="List the built-in models, or write one as ONNX.")
 @click.argument("name", required=False)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Where to write the .onnx.")
 @click.option("--seed", default=0, show_default=True, help="Seed of the random weights.")
@@ -46,16 +52,16 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
     click.echo(f"wrote {path}")
 
 
-@click.command("compile")
+@click.command("compile", short_help="Compile a model (.onnx, .tflite or zoo:NAME) to a .so.")
 @click.argument("model", default=DEFAULT_MODEL)
 @click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True,
               help="Target name (see `edgec targets`) or path to a target .toml.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False),
               help="Output library (default: build/<model>-<target>.so).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
-              help="Fix an input's shape (repeatable).")
+              help=INPUT_SHAPE_HELP)
 @click.option("--layout", default="auto", show_default=True,
-              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]))
+              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]), help=LAYOUT_HELP)
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare with ONNX Runtime before writing (random inputs; quantized "
                    "builds: calibration inputs).")
@@ -66,7 +72,8 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
               help="Also write the result (and the accuracy report) as JSON.")
 def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs, json_path,
                 **quantize_kwargs) -> None:
-    """Compile MODEL (an .onnx file or zoo:NAME; default zoo:mobilenet_v2) to a .so."""
+    """Compile MODEL (an .onnx or .tflite file, or zoo:NAME; default zoo:mobilenet_v2) to a
+    .so plus its metadata, checked against ONNX Runtime or LiteRT."""
     from edgec import pipeline
 
     quantization = quantization_from(quantize_kwargs)
@@ -83,18 +90,16 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
         tuning_logs=Path(tuning_logs) if tuning_logs else None,
         quantization=quantization,
     )
-    say("compile with:\n" + options.display())
-    if quantization.calib == "random":
-        say("WARNING: --calib random calibrates on noise: accuracy numbers mean nothing")
     result = pipeline.compile_model(options, progress=say)
     click.echo(result.summary())
     if json_path:
         Path(json_path).write_text(json.dumps(result.to_dict(), indent=2))
 
 
-@click.command("tune")
+@click.command("tune", short_help="Autotune a model's kernels for a target.")
 @click.argument("model", default=DEFAULT_MODEL)
-@click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True)
+@click.option("-t", "--target", default=DEFAULT_TARGET, show_default=True,
+              help="Target name (see `edgec targets`) or path to a target .toml.")
 @click.option("--trials", "trials_per_task", default=64, show_default=True,
               help="Measured trials per task (tasks that have them are skipped).")
 @click.option("--total-trials", type=int, help="Cap on trials over all tasks in this run.")
@@ -102,9 +107,11 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
 @click.option("--rpc", metavar="HOST:PORT", help="Measure on a board's TVM RPC server.")
 @click.option("--tracker", metavar="HOST:PORT", help="Measure through a TVM RPC tracker.")
 @click.option("--key", help="The board's key at the tracker.")
-@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...")
+@click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
+              help=INPUT_SHAPE_HELP)
 @click.option("--layout", default="auto", show_default=True,
-              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]))
+              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]),
+              help=LAYOUT_HELP + " Tune with the layout you compile with.")
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
               help="Database folder (default: tuning_logs/<target>).")
 @click.option("--status", is_flag=True, help="Show what the database covers for MODEL; no tuning.")
@@ -130,38 +137,15 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     mode = quantization.mode
     say(f"tune {model}{f' ({mode})' if mode else ''} for {target}: "
         f"{trials_per_task} trials per task, layout {layout}")
-    with _TuneBar() as bar:
+    with ProgressBar("tuning", "{task.completed}/{task.total} trials", note=True) as bar:
+        def show(report, total: int) -> None:
+            est = report.estimated_ms
+            note = (f"est. {est:.2f} ms" if est
+                    else f"{report.trials_per_minute:.0f} trials/min")
+            bar.update("tuning", report.trials_run, total, note)
+
         report = pipeline.tune_model(model, target, options, layout_choice=layout,
-                                     input_shapes=shapes, progress=bar.update,
+                                     input_shapes=shapes, progress=show,
                                      quantization=quantization)
     click.echo(report.summary())
-
-
-class _TuneBar:
-    """A live bar: trials done, elapsed, ETA and the estimated end-to-end latency."""
-
-    def __enter__(self):
-        from rich.progress import (
-            BarColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self._progress = Progress(
-            TextColumn("tuning"), BarColumn(), TextColumn("{task.completed}/{task.total} trials"),
-            TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[note]}"),
-        )
-        self._progress.__enter__()
-        self._task = self._progress.add_task("tune", total=None, note="")
-        return self
-
-    def update(self, report, total: int) -> None:
-        est = report.estimated_ms
-        note = f"est. {est:.2f} ms" if est else f"{report.trials_per_minute:.0f} trials/min"
-        self._progress.update(self._task, completed=report.trials_run, total=total, note=note)
-
-    def __exit__(self, *exc):
-        return self._progress.__exit__(*exc)
 

@@ -102,13 +102,35 @@ def resolve_input_shapes(
         shape = overrides.get(name) or dims
         if not shape or not all(isinstance(d, int) for d in shape):
             listing = "; ".join(f"{n}: [{', '.join(map(str, d))}]" for n, d in inputs.items())
-            raise ModelImportError(
-                f"{source} has dynamic input dims ({listing}); fix them with "
-                f"--input-shape NAME:D1,D2,... e.g. --input-shape {name}:"
-                f"{','.join(str(d) if isinstance(d, int) else '1' for d in dims)}"
-            )
+            open_inputs = {n: d for n, d in inputs.items()
+                           if n not in overrides and not (d and all(isinstance(x, int) for x in d))}
+            raise ModelImportError(f"{source} has dynamic input dims ({listing}); fix them "
+                                   f"with {_shape_hint(open_inputs)}")
         shapes[name] = tuple(int(d) for d in shape)
     return shapes
+
+
+def _shape_hint(open_inputs: Mapping[str, list[int | str]]) -> str:
+    """--input-shape options spelled from the model's own dims, its dynamic ones as
+    placeholders to fill: "--input-shape image:BATCH,3,H,W (replace BATCH, H, W by sizes)"."""
+    options, placeholders = [], []
+    for name, dims in open_inputs.items():
+        if not dims:  # no shape at all in the file: only the user knows its rank
+            options.append(f"--input-shape {name}:D1,D2,...")
+            continue
+        cells = []
+        for axis, dim in enumerate(dims):
+            if isinstance(dim, int):
+                cells.append(str(dim))
+                continue
+            word = re.sub(r"\W+", "_", dim).strip("_").upper() if dim != "?" else ""
+            word = word if word and not word[0].isdigit() else f"DIM{axis}"
+            cells.append(word)
+            if word not in placeholders:
+                placeholders.append(word)
+        options.append(f"--input-shape {name}:{','.join(cells)}")
+    fill = f" (replace {', '.join(placeholders)} by sizes)" if placeholders else ""
+    return " ".join(options) + fill
 
 
 def _simplify(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]], source: str):

@@ -261,6 +261,16 @@ def import_tflite(
     return ir, None, input_specs, _output_specs(ir, outputs, source)
 
 
+def check_inputs(path: Path, input_shapes: Mapping[str, tuple[int, ...]]) -> None:
+    """The checks of import_tflite that need no conversion: a readable file, ops TVM
+    converts and input shapes that fit (see edgec.frontend.check_inputs)."""
+    model, _ = read_tflite(path)
+    _check_supported(model, op_census(model), str(path))
+    subgraph = model.Subgraphs(0)
+    _input_shapes(tflite_converters.tensor_specs(model, subgraph.InputsAsNumpy()), input_shapes,
+                  str(path))
+
+
 def weight_notes(path: Path) -> dict[str, int]:
     """What import_tflite folds, counted in the file: DEQUANTIZE of float16 weights, DENSIFY."""
     from tflite.TensorType import TensorType

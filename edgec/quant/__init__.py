@@ -8,6 +8,8 @@ from edgec.quant.options import (
     MODES,
     RANDOM,
     RANDOM_WARNING,
+    SAMPLES,
+    SAMPLES_WARNING,
     CalibOptions,
     QuantizeOptions,
     check_settings,
@@ -15,6 +17,7 @@ from edgec.quant.options import (
 )
 from edgec.quant.qdq import load_calibration, lower_int8, quantize_onnx, to_fp16
 
-__all__ = ["CHECK_TOLERANCE", "METHODS", "MODES", "RANDOM", "RANDOM_WARNING", "CalibOptions",
+__all__ = ["CHECK_TOLERANCE", "METHODS", "MODES", "RANDOM", "RANDOM_WARNING", "SAMPLES",
+           "SAMPLES_WARNING", "CalibOptions",
            "QuantizeOptions", "check_settings", "load_calibration", "lower_int8",
            "parse_floats", "quantize_onnx", "to_fp16"]

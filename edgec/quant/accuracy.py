@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import onnx
 
+from edgec.quant.options import CHECK_TOLERANCE
+
 # Integer multiply-accumulates (x86 AVX2/VNNI, aarch64 NEON/dotprod), then the float FMAs.
 MAC_MNEMONICS = ("vpmaddubsw", "vpmaddwd", "vpdpbusd", "vpdpwssd", "sdot", "udot", "smull",
                  "smull2", "umull", "umull2", "sadalp", "uadalp", "smlal", "smlal2", "umlal",
@@ -92,6 +94,19 @@ class QuantReport:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
+
+
+def verify_tolerance(mode: str, outputs: Sequence[OutputAgreement], source: str) -> dict:
+    """What `edgec verify` allows a quantized build against the *float* model (compile checked
+    INT8 against the QDQ model, which verify does not have): twice the worst disagreement
+    with FP32 that compile measured, never tighter than compile's own check."""
+    rtol, min_cosine = CHECK_TOLERANCE[mode]
+    relative = max(o.max_abs_error / max(1.0, o.max_abs_fp32) for o in outputs)
+    worst_cosine = min(o.min_cosine for o in outputs)
+    return {"rtol": max(rtol, 2 * relative),
+            "min_cosine": min(min_cosine, 1 - 2 * (1 - worst_cosine)),
+            "why": f"{mode} build vs the float model: twice the disagreement compile measured on "
+                   f"{source} (max error {relative:.3g} of max |fp32|, cosine {worst_cosine:.4f})"}
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -18,6 +18,32 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 TENSOR_SUFFIXES = (".npy", ".npz")
 
 
+# --calib samples: scikit-image's bundled photos (colour first, then grey), no download.
+SAMPLE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
+                 "hubble_deep_field.jpg", "ihc.png", "color.png", "motorcycle_left.png",
+                 "retina.jpg", "camera.png", "coins.png", "moon.png")
+
+
+def sample_photos() -> list[Path]:
+    """The stock photos of --calib samples, from the installed scikit-image.
+
+    Raises:
+        MissingDependencyError: scikit-image is not installed, or ships other files.
+    """
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise MissingDependencyError("--calib samples needs scikit-image: "
+                                     "pip install scikit-image") from err
+    folder = Path(skimage.data.__file__).parent
+    photos = [folder / name for name in SAMPLE_PHOTOS]
+    missing = [p.name for p in photos if not p.is_file()]
+    if missing:
+        raise MissingDependencyError(f"--calib samples: scikit-image in {folder} lacks "
+                                     f"{', '.join(missing)}; give a folder of your own images")
+    return photos
+
+
 def list_files(source: Path) -> list[Path]:
     """The image and tensor files of a folder (sorted), or the file itself.
 

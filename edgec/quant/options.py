@@ -11,12 +11,15 @@ from edgec.errors import QuantizeError, did_you_mean
 MODES = ("int8", "fp16")
 METHODS = ("minmax", "entropy", "percentile")
 RANDOM = "random"
+SAMPLES = "samples"  # --calib samples: stock photos bundled with scikit-image
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # Tolerances of the compile check against ONNX Runtime running the same (QDQ or float)
 # model. INT8: edgec and ORT round the requantization of ties and near-ties independently,
 # and one step of difference propagates, so outputs differ by a few quantization steps.
 CHECK_TOLERANCE = {"int8": (0.05, 0.995), "fp16": (0.02, 0.999)}
+SAMPLES_WARNING = ("calibrating on 12 stock photos (--calib samples): good enough to try INT8, "
+                   "but calibrate a model you deploy on a few hundred inputs from its real use")
 RANDOM_WARNING = ("calibrating on random data (--calib random): the INT8 ranges fit noise, "
                   "so accuracy numbers mean nothing; use real inputs for a deployable model")
 
@@ -56,7 +59,8 @@ def check_settings(mode: str | None, calib: str | None, method: str) -> None:
     choose("calibration method", method, METHODS)
     if mode == "int8" and not calib:
         raise QuantizeError("--quantize int8 needs calibration data: --calib FOLDER|FILE "
-                            "(images or .npy/.npz), or --calib random for a smoke test")
+                            "(images or .npy/.npz), --calib samples (stock photos, to try "
+                            "it) or --calib random (a smoke test)")
 
 
 @dataclass(frozen=True)
@@ -121,3 +125,4 @@ class QuantizeOptions:
             rows.append(("calibration", f"{self.calib}, {self.method}, {granularity}, "
                          f"{self.calib_options.display()}"))
         return rows
+

@@ -17,7 +17,14 @@ import onnx
 from edgec.errors import QuantizeError
 from edgec.model import Model, TensorSpec
 from edgec.quant import calibration
-from edgec.quant.options import METHODS, RANDOM, RANDOM_WARNING, CalibOptions, choose
+from edgec.quant.options import (
+    METHODS,
+    RANDOM,
+    RANDOM_WARNING,
+    SAMPLES,
+    CalibOptions,
+    choose,
+)
 
 
 def load_calibration(source: str, options: CalibOptions, specs: Sequence[TensorSpec]
@@ -25,7 +32,8 @@ def load_calibration(source: str, options: CalibOptions, specs: Sequence[TensorS
     """Calibration samples ({input name: array}) for a model's inputs.
 
     Args:
-        source: a folder of images and/or .npy/.npz files, one such file, or "random".
+        source: a folder of images and/or .npy/.npz files, one such file, "samples"
+            (scikit-image's stock photos) or "random".
 
     Raises:
         QuantizeError: empty folder, unreadable image, array of the wrong shape; the
@@ -35,7 +43,9 @@ def load_calibration(source: str, options: CalibOptions, specs: Sequence[TensorS
         warnings.warn(RANDOM_WARNING, stacklevel=2)
         return calibration.random_samples(specs, min(options.limit, 8))
     samples: list[dict[str, np.ndarray]] = []
-    for path in calibration.list_files(Path(source)):
+    files = (calibration.sample_photos() if source == SAMPLES
+             else calibration.list_files(Path(source)))
+    for path in files:
         if path.suffix.lower() in calibration.TENSOR_SUFFIXES:
             samples += calibration.tensor_samples(path, specs)
         else:
