@@ -1,4 +1,7 @@
-"""The loader that runs a compiled model: needs only numpy and the TVM runtime (boards too).
+"""The loader that runs a compiled model: needs only numpy, the tvm_ffi package and
+libtvm_runtime.so (boards too; see edgec.tvm_compat.vm_runtime). Loading never imports the
+tvm package, so a board needs no TVM compiler; running a model on a board through RPC
+(load_remote) does, on the workstation.
 
     m = edgec.runtime.load("model.so")
     outputs = m.run({"input": array})      # {"logits": ndarray, ...}
@@ -17,17 +20,28 @@ import numpy as np
 
 from edgec.errors import ArtifactError, ConfigError
 from edgec.package import PackageInfo, check_library, file_sha256, read_info
+from edgec.tvm_compat import vm_runtime
 from edgec.tvm_compat.log_filters import quiet_scope_warnings
 
 
 class CompiledModel:
-    """A compiled edgec model loaded into a Relax VM, locally or on an RPC session."""
+    """A compiled edgec model loaded into a Relax VM on this machine (vm_runtime.LocalVM);
+    RemoteModel runs one on an RPC session."""
 
     def __init__(self, vm: Any, device: Any, info: PackageInfo, path: Path):
         self._vm = vm
         self.device = device
         self.info = info
         self.path = path
+
+    def _tensor(self, value: np.ndarray) -> Any:
+        return vm_runtime.tensor(value)
+
+    def _numpy(self, value: Any) -> np.ndarray:
+        return vm_runtime.to_numpy(value)
+
+    def _function(self, func: Any) -> Any:
+        return vm_runtime.ffi().convert(func)
 
     @property
     def input_names(self) -> list[str]:
@@ -38,8 +52,6 @@ class CompiledModel:
         return [spec["name"] for spec in self.info.outputs]
 
     def _device_inputs(self, inputs: Mapping[str, np.ndarray]) -> list[Any]:
-        import tvm.runtime
-
         unknown = set(inputs) - set(self.input_names)
         missing = [n for n in self.input_names if n not in inputs]
         if unknown or missing:
@@ -61,8 +73,8 @@ class CompiledModel:
                 raise ConfigError(
                     f"input {spec['name']}: dtype {value.dtype} given, {spec['dtype']} "
                     f"expected; convert it first (e.g. array.astype(numpy.{spec['dtype']}))")
-            value = np.ascontiguousarray(value)
-            arrays.append(tvm.runtime.tensor(value, self.device))
+            value = np.ascontiguousarray(value)  # a local tensor shares (and holds) its memory
+            arrays.append(self._tensor(value))
         return arrays
 
     def run(self, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -77,7 +89,7 @@ class CompiledModel:
         self._vm.invoke_stateful("main")
         result = self._vm.get_outputs("main")
         values = list(result) if len(self.output_names) > 1 else [result]
-        return {name: v.numpy() for name, v in zip(self.output_names, values, strict=True)}
+        return {name: self._numpy(v) for name, v in zip(self.output_names, values, strict=True)}
 
     def timer(self, inputs: Mapping[str, np.ndarray]):
         """A function of `repeat` giving that many per-run latencies in seconds, measured on
@@ -99,8 +111,6 @@ class CompiledModel:
         """
         import time
 
-        import tvm
-
         arrays = self._device_inputs(inputs)
         totals: dict[str, float] = {}
         started: dict[str, float] = {}
@@ -114,7 +124,7 @@ class CompiledModel:
             return 0
 
         self._vm["main"](*arrays)  # warm-up outside the measurement
-        self._vm.set_instrument(tvm.runtime.convert(instrument))
+        self._vm.set_instrument(self._function(instrument))
         try:
             for _ in range(runs):
                 self._vm["main"](*arrays)
@@ -168,27 +178,52 @@ def load(path: str | Path, *, check: bool = True) -> CompiledModel:
     Raises:
         ArtifactError: missing files, hash mismatch, or a library for another architecture.
     """
-    import tvm.runtime
-    from tvm.runtime.vm import VirtualMachine
-
     use_all_cores()
     path = Path(path)
     info = read_info(path)
     if check:
         check_library(path, info)
+        _check_tvm_version(path, info)
     # check_library has just hashed the file against the sidecar's sha256.
     source, private = _dlopen_path(path, info.sha256 if check else file_sha256(path))
     try:
         with quiet_scope_warnings():
-            library = tvm.runtime.load_module(str(source))
-            device = tvm.runtime.cpu()
-            vm = VirtualMachine(library, device)
+            vm = vm_runtime.LocalVM(source.resolve())
+    except ImportError as err:
+        raise ArtifactError(f"{path}: {err}") from err
     except Exception as err:  # tvm raises its own error types from C++
         raise ArtifactError(f"{path}: the TVM runtime cannot load it: {err}") from err
     finally:
         if private:
             source.unlink()  # the mapping outlives the file
-    return CompiledModel(vm, device, info, path)
+    return CompiledModel(vm, "cpu", info, path)
+
+
+def _check_tvm_version(path: Path, info: PackageInfo) -> None:
+    """A library runs only on the TVM runtime it was built with: the VM's bytecode and the
+    runtime's functions change between releases."""
+    have = vm_runtime.runtime_versions().get("apache-tvm", "unknown")
+    if have not in ("unknown", info.tvm_version):
+        raise ArtifactError(f"{path} was built with TVM {info.tvm_version}, this runtime is "
+                            f"TVM {have}: rebuild it, or run it where TVM {info.tvm_version} "
+                            "is installed (an edgec bundle carries its own runtime)")
+
+
+class RemoteModel(CompiledModel):
+    """A model loaded on an RPC session: tensors are copied to and from the board."""
+
+    def _tensor(self, value: np.ndarray) -> Any:
+        import tvm.runtime
+
+        return tvm.runtime.tensor(value, self.device)
+
+    def _numpy(self, value: Any) -> np.ndarray:
+        return value.numpy()
+
+    def _function(self, func: Any) -> Any:
+        import tvm.runtime
+
+        return tvm.runtime.convert(func)
 
 
 def load_remote(session: Any, path: str | Path, *, check: bool = True) -> CompiledModel:
@@ -207,4 +242,4 @@ def load_remote(session: Any, path: str | Path, *, check: bool = True) -> Compil
     session.upload(str(path), remote_name)
     library = session.load_module(remote_name)
     device = session.cpu()
-    return CompiledModel(VirtualMachine(library, device), device, info, path)
+    return RemoteModel(VirtualMachine(library, device), device, info, path)

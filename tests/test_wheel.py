@@ -24,6 +24,7 @@ def test_a_wheel_installed_outside_the_checkout_compiles_with_the_shipped_logs(t
     assert "edgec/shipped/targets/rpi4.toml" in names
     assert "edgec/shipped/tuning_logs/x86_64/database_tuning_record.json" in names
     assert "edgec/boards/estimate/plugin.c" in names  # built on first use of --estimate
+    assert "edgec/boards/bundle_runner.cc" in names  # built by `edgec bundle --cpp`
     site = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target",
                     str(site), str(wheel)], check=True, capture_output=True, timeout=600)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import posixpath
 import shlex
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -63,6 +64,7 @@ def deploy(
     known_hosts: str | None = None,
     smoke: bool = False,
     remote_python: str = "python3",
+    bundle: bool = False,
     progress: Progress | None = None,
 ) -> DeployReport:
     """Upload `library` and its metadata to `dest` on the board and verify them there.
@@ -73,8 +75,11 @@ def deploy(
         dest: folder on the board ("~/" is the login's home); created if missing.
         accept_new_host_key: trust and record a host missing from known_hosts.
         known_hosts: host keys to trust; default ~/.ssh/known_hosts.
-        smoke: run one inference on the board (needs TVM + numpy there).
-        remote_python: the board's Python, for `smoke`.
+        smoke: run one inference on the board (needs TVM + numpy there; with `bundle`,
+            numpy only).
+        remote_python: the board's Python, for `smoke` and to pick the bundle's tvm_ffi.
+        bundle: upload an edgec bundle (library, TVM runtime, loader, run.py) into
+            dest/<library stem>-bundle, so the board needs no TVM install.
 
     Raises:
         ArtifactError: the library is corrupt, or built for another CPU than the board's.
@@ -93,15 +98,19 @@ def deploy(
         board_arch = probe.normalize_arch(
             sshmod.check_output(client, "uname -m", timeout=20, where=where).strip())
         probe.check_arch(library, elf_arch(library), board_arch, where)
-        remote_path = _upload(client, library, dest, say)
+        if bundle:
+            remote_path = _upload_bundle(client, library, dest, remote_python, where, say)
+        else:
+            remote_path = _upload(client, library, dest, say)
         say(f"checking sha256 of {remote_path} on the board")
         _check_remote_hash(client, remote_path, info.sha256, where)
         report = DeployReport(str(library), where, remote_path, info.sha256,
                               library.stat().st_size, board_arch, 0.0)
         if smoke:
             say(f"smoke run on the board with {remote_python}")
-            report = replace(report, smoke=_smoke(client, remote_python, where, remote_path,
-                                                info.tvm_version))
+            result = (_smoke_bundle(client, remote_python, where, remote_path) if bundle
+                      else _smoke(client, remote_python, where, remote_path, info.tvm_version))
+            report = replace(report, smoke=result)
     finally:
         client.close()
     return replace(report, seconds=time.monotonic() - started)
@@ -123,6 +132,50 @@ def _upload(client: Any, library: Path, dest: str, say: Progress) -> str:
     finally:
         sftp.close()
     return posixpath.join(folder, library.name)
+
+
+def _upload_bundle(client: Any, library: Path, dest: str, python: str, where: str,
+                   say: Progress) -> str:
+    """Build the library's bundle for the board's Python and SFTP it into dest; return the
+    library's absolute path there."""
+    from edgec.boards import bundle
+
+    board = probe.probe(client, python, where)
+    if board.python is None:
+        raise RemoteError(f"{python} is missing on {where}: the bundle's run.py needs Python 3 "
+                          "and numpy (--remote-python names another; or use bundle --cpp)")
+    version = ".".join(board.python.split(".")[:2])
+    with tempfile.TemporaryDirectory(prefix="edgec-bundle-") as tmp:
+        local = Path(tmp) / f"{library.stem}-bundle"
+        report = bundle.make_bundle(library, local, python_version=version, progress=say)
+        say(f"uploading the bundle ({report.size() / 1e6:.1f} MB, {len(report.files) + 1} files)")
+        sftp = sshmod.open_sftp(client, timeout=120)
+        try:
+            folder = posixpath.join(_remote_home_path(sftp, dest), local.name)
+            for path in sorted(local.rglob("*")):
+                target = posixpath.join(folder, path.relative_to(local).as_posix())
+                if path.is_dir():
+                    continue
+                _sftp_makedirs(sftp, posixpath.dirname(target))
+                _sftp_put(sftp, path, target)
+                sftp.chmod(target, path.stat().st_mode & 0o777)
+        except OSError as err:
+            raise RemoteError(f"uploading the bundle to {dest} on {where} failed: {err}; "
+                              "check that the folder is writable and the disk has room") from err
+        finally:
+            sftp.close()
+    return posixpath.join(folder, library.name)
+
+
+def _smoke_bundle(client: Any, python: str, where: str, remote_path: str) -> dict[str, Any]:
+    run = posixpath.join(posixpath.dirname(remote_path), "run.py")
+    done = sshmod.run(client, f"{sshmod.quote(python)} {shlex.quote(run)} --json", timeout=600,
+                      where=where)
+    lines = done.stdout.strip().splitlines()
+    if done.code != 0 or not lines:
+        reason = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise RemoteError(f"the bundle's smoke run on {where} failed: {reason}")
+    return json.loads(lines[-1])
 
 
 _HASH = "import hashlib, sys; print(hashlib.sha256(open(sys.argv[1], 'rb').read()).hexdigest())"

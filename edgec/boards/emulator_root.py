@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import contextlib
 import importlib.metadata
-import importlib.util
 import json
 import os
 import shlex
 import shutil
 import subprocess
-import sys
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from edgec.boards import wheels
 from edgec.errors import ConfigError, MissingDependencyError, RemoteError
 
 DEFAULT_CACHE = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser() / "board-aarch64"
@@ -36,8 +35,6 @@ DEBS = """libc6 libgcc-s1 libstdc++6 libexpat1 zlib1g libssl3 libffi8 libbz2-1.0
 # ml_dtypes is a declared requirement of apache-tvm (bfloat16 and float8 tensors).
 WHEELS = "apache-tvm apache-tvm-ffi numpy ml_dtypes psutil cloudpickle typing_extensions".split()
 _MUST_MATCH_HOST = ("apache-tvm", "apache-tvm-ffi")
-_PIP_PLATFORM = ["--platform", "manylinux_2_28_aarch64", "--platform", "manylinux2014_aarch64"]
-_PIP_PLATFORM += ["--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"]
 _OWN_NAMES = {"root", "site-packages", "downloads", "logs", MARKER, MARKER + ".tmp"}
 
 Progress = Callable[[str], None]
@@ -150,21 +147,14 @@ def _unpack_debs(cache: Path, progress: Progress) -> list[str]:
 
 
 def _unpack_wheels(cache: Path, pins: dict[str, str], progress: Progress) -> list[str]:
-    if importlib.util.find_spec("pip") is None:
-        raise MissingDependencyError(f"pip is missing: {sys.executable} -m ensurepip")
-    wheels_dir = cache / "downloads" / "wheels"
     specs = [f"{name}=={pins[name]}" if pins[name] else name for name in WHEELS]
-    progress(f"downloading aarch64 wheels: {' '.join(specs)}")
-    # --no-deps: the list above is complete and pinned; resolving would drift with PyPI.
-    pip = [sys.executable, "-m", "pip", "download", "--no-deps", "--disable-pip-version-check"]
-    _run([*pip, "-d", str(wheels_dir), *_PIP_PLATFORM, *specs], "pip download")
-    wheels = sorted(p.name for p in wheels_dir.glob("*.whl"))
+    paths = wheels.download(specs, "aarch64", "3.11", progress)
     progress("unpacking the wheels")
-    for wheel in wheels:
-        with zipfile.ZipFile(wheels_dir / wheel) as archive:
+    for path in paths:
+        with zipfile.ZipFile(path) as archive:
             # None of these wheels has a .data folder (scripts, headers) that would need moving.
             archive.extractall(cache / "site-packages")
-    return wheels
+    return sorted(p.name for p in paths)
 
 
 def board_command(cache: Path, *args: str) -> list[str]:
@@ -226,7 +216,7 @@ def prepare(cache: Path = DEFAULT_CACHE, progress: Progress | None = None) -> Pa
     cache.mkdir(parents=True)
     deb_files = _unpack_debs(cache, say)
     wheel_files = _unpack_wheels(cache, wanted["wheels"], say)
-    shutil.rmtree(cache / "downloads")  # ~125 MB that nothing reads again
+    shutil.rmtree(cache / "downloads")  # the .deb files (~40 MB); wheels stay in their cache
     say("checking that the board's python imports ctypes, ssl, numpy and tvm_ffi")
     # Proves the deb list is complete before the marker says so; plain qemu, no binfmt needed.
     smoke = board_command(cache, "-c", "import ctypes, hashlib, ssl, numpy, tvm_ffi")

@@ -23,7 +23,7 @@ from edgec.errors import ArtifactError, RemoteError
 # The modules `edgec.runtime` imports: stdlib + numpy + tvm.runtime, so they run on a board.
 # Paths under edgec/; tests/test_runtime.py imports them with everything else blocked.
 LOADER_FILES = ("__init__.py", "errors.py", "package.py", "runtime.py", "tvm_compat/__init__.py",
-                "tvm_compat/log_filters.py")
+                "tvm_compat/log_filters.py", "tvm_compat/vm_runtime.py")
 # The TVM RPC server needs cloudpickle (its popen worker) and psutil (ending timed-out sessions).
 RPC_EXTRAS = ("cloudpickle", "psutil")
 

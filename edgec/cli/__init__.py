@@ -30,7 +30,8 @@ def cli(debug: bool) -> None:
 
 for command in (model_commands.targets_cmd, model_commands.zoo_cmd, model_commands.compile_cmd,
                 model_commands.tune_cmd, board_commands.run_cmd, board_commands.verify_cmd,
-                board_commands.bench_cmd, board_commands.deploy_cmd, board_commands.board_group):
+                board_commands.bench_cmd, board_commands.deploy_cmd, board_commands.bundle_cmd,
+                board_commands.board_group):
     cli.add_command(command)
 
 

@@ -229,16 +229,42 @@ def _estimate(library: str, cpu: str, json_path: str | None) -> None:
 @click.argument("library", type=click.Path())
 @_ssh_options(required=True)
 @click.option("--dest", default="~/edgec", show_default=True, help="Folder on the board.")
-@click.option("--smoke", is_flag=True, help="Then run one inference there (needs TVM there).")
+@click.option("--bundle", is_flag=True,
+              help="Upload a bundle (library + TVM runtime + loader + run.py) into "
+                   "DEST/<name>-bundle: the board then needs Python 3 and numpy, no TVM.")
+@click.option("--smoke", is_flag=True,
+              help="Then run one inference there (needs TVM there, or numpy with --bundle).")
 def deploy_cmd(library, ssh_target, identity, known_hosts, accept_new_host_key, remote_python,
-               dest, smoke) -> None:
+               dest, bundle, smoke) -> None:
     """Copy LIBRARY and its metadata to a board over SSH (SFTP) and check its sha256 there."""
     from edgec.boards import deploy
 
     say(f"deploy {library} to {ssh_target}:{dest}" + (", then a smoke run" if smoke else ""))
     report = deploy.deploy(library, ssh_target, identity=identity, dest=dest,
                            accept_new_host_key=accept_new_host_key, known_hosts=known_hosts,
-                           smoke=smoke, remote_python=remote_python, progress=say)
+                           smoke=smoke, remote_python=remote_python, bundle=bundle,
+                           progress=say)
+    click.echo(report.summary())
+
+
+@click.command("bundle", short_help="Write a folder that runs a library on a board without TVM.")
+@click.argument("library", type=click.Path())
+@click.option("-o", "--output", type=click.Path(file_okay=False), required=True,
+              help="The bundle folder to create (new or empty).")
+@click.option("--cpp", is_flag=True,
+              help="Also cross-compile the C++ runner (cpp/run_model): no Python needed.")
+@click.option("--python", "python_version", metavar="X.Y",
+              help="The board's Python, for the tvm_ffi it gets (default: this one for a "
+                   "library for this machine, else 3.11).")
+def bundle_cmd(library, output, cpp, python_version) -> None:
+    """Write LIBRARY, the TVM runtime for its architecture (no compiler), edgec's loader and
+    run.py into a folder a board runs with Python 3 and numpy only, or with --cpp, with no
+    Python at all."""
+    from edgec.boards import bundle
+
+    say(f"bundle {library} into {output}" + (" with the C++ runner" if cpp else ""))
+    report = bundle.make_bundle(library, output, cpp=cpp, python_version=python_version,
+                                progress=say)
     click.echo(report.summary())
 
 
