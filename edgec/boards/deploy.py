@@ -118,20 +118,8 @@ def deploy(
 
 def _upload(client: Any, library: Path, dest: str, say: Progress) -> str:
     """SFTP the library and its sidecar into `dest`; return the library's absolute path there."""
-    sftp = sshmod.open_sftp(client, timeout=120)  # a stalled transfer fails, not hangs
-    try:
-        folder = _remote_home_path(sftp, dest)
-        _sftp_makedirs(sftp, folder)
-        for local in (library, metadata_path(library)):
-            target = posixpath.join(folder, local.name)
-            say(f"uploading {local.name} ({local.stat().st_size / 1e6:.1f} MB) to {target}")
-            _sftp_put(sftp, local, target)
-    except OSError as err:
-        raise RemoteError(f"uploading {library.name} to {dest} on the board failed: {err}; "
-                          "check that the folder is writable and the disk has room") from err
-    finally:
-        sftp.close()
-    return posixpath.join(folder, library.name)
+    files = [(path, path.name) for path in (library, metadata_path(library))]
+    return posixpath.join(_upload_files(client, files, dest, library.name, say), library.name)
 
 
 def _upload_bundle(client: Any, library: Path, dest: str, python: str, where: str,
@@ -148,23 +136,32 @@ def _upload_bundle(client: Any, library: Path, dest: str, python: str, where: st
     with tempfile.TemporaryDirectory(prefix="edgec-bundle-") as tmp:
         local = Path(tmp) / f"{library.stem}-bundle"
         report = bundle.make_bundle(library, local, python_version=version, progress=say)
-        say(f"uploading the bundle ({report.size() / 1e6:.1f} MB, {len(report.files) + 1} files)")
-        sftp = sshmod.open_sftp(client, timeout=120)
-        try:
-            folder = posixpath.join(_remote_home_path(sftp, dest), local.name)
-            for path in sorted(local.rglob("*")):
-                target = posixpath.join(folder, path.relative_to(local).as_posix())
-                if path.is_dir():
-                    continue
-                _sftp_makedirs(sftp, posixpath.dirname(target))
-                _sftp_put(sftp, path, target)
-                sftp.chmod(target, path.stat().st_mode & 0o777)
-        except OSError as err:
-            raise RemoteError(f"uploading the bundle to {dest} on {where} failed: {err}; "
-                              "check that the folder is writable and the disk has room") from err
-        finally:
-            sftp.close()
-    return posixpath.join(folder, library.name)
+        files = [(path, f"{local.name}/{path.relative_to(local).as_posix()}")
+                 for path in sorted(local.rglob("*")) if path.is_file()]
+        say(f"uploading the bundle ({report.size() / 1e6:.1f} MB, {len(files)} files)")
+        folder = _upload_files(client, files, dest, "the bundle", lambda _line: None)
+    return posixpath.join(folder, local.name, library.name)
+
+
+def _upload_files(client: Any, files: list[tuple[Path, str]], dest: str, what: str,
+                  say: Progress) -> str:
+    """SFTP (local file, path under dest) pairs, keeping their modes; returns dest's absolute
+    path on the board."""
+    sftp = sshmod.open_sftp(client, timeout=120)  # a stalled transfer fails, not hangs
+    try:
+        folder = _remote_home_path(sftp, dest)
+        for local, relative in files:
+            target = posixpath.join(folder, relative)
+            _sftp_makedirs(sftp, posixpath.dirname(target))
+            say(f"uploading {local.name} ({local.stat().st_size / 1e6:.1f} MB) to {target}")
+            _sftp_put(sftp, local, target)
+            sftp.chmod(target, local.stat().st_mode & 0o777)
+    except OSError as err:
+        raise RemoteError(f"uploading {what} to {dest} on the board failed: {err}; "
+                          "check that the folder is writable and the disk has room") from err
+    finally:
+        sftp.close()
+    return folder
 
 
 def _smoke_bundle(client: Any, python: str, where: str, remote_path: str) -> dict[str, Any]:
