@@ -190,7 +190,8 @@ def prepare(cache: Path = DEFAULT_CACHE, progress: Progress | None = None) -> Pa
 
     A marker written last records what was installed; while it matches, this returns at once.
     A cache without a matching marker (interrupted, or for other versions) is rebuilt, so do
-    not prepare a cache while a board runs from it, nor twice at the same time.
+    not prepare a cache while a board runs from it. Two processes preparing one cache take
+    turns (a file lock beside it).
 
     Args:
         cache: the folder to fill (created; ~400 MB).
@@ -204,8 +205,12 @@ def prepare(cache: Path = DEFAULT_CACHE, progress: Progress | None = None) -> Pa
         RemoteError: a download or unpack failed, or the board's python cannot import numpy.
         ConfigError: `cache` holds files edgec did not create.
     """
-    say = progress or (lambda _line: None)
     cache = Path(cache).expanduser()
+    with wheels.exclusive(cache.parent / f".{cache.name}.lock"):
+        return _prepare(cache, progress or (lambda _line: None))
+
+
+def _prepare(cache: Path, say: Progress) -> Path:
     wanted = {"format": FORMAT, "debs": DEBS, "wheels": _wanted_wheels()}
     with contextlib.suppress(OSError, ValueError):
         marker = json.loads((cache / MARKER).read_text())

@@ -3,12 +3,14 @@ runtime), downloaded once with pip into a cache shared by both."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import importlib.util
 import os
 import shlex
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from edgec.errors import MissingDependencyError, RemoteError
@@ -19,6 +21,16 @@ PLATFORMS = {
     "aarch64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),
     "x86_64": ("manylinux_2_28_x86_64", "manylinux2014_x86_64"),
 }
+
+
+@contextlib.contextmanager
+def exclusive(lock: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file `lock` (created), across processes: two edgec runs,
+    or two test workers, never fill one cache at the same time."""
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def download(specs: Sequence[str], arch: str, python_version: str = "3.11",
@@ -35,7 +47,12 @@ def download(specs: Sequence[str], arch: str, python_version: str = "3.11",
     if arch not in PLATFORMS:
         raise MissingDependencyError(f"no wheel platform known for {arch}")
     folder = CACHE / f"{arch}-cp{python_version.replace('.', '')}"
-    folder.mkdir(parents=True, exist_ok=True)
+    with exclusive(folder / ".lock"):
+        return _download(specs, folder, arch, python_version, progress)
+
+
+def _download(specs: Sequence[str], folder: Path, arch: str, python_version: str,
+              progress: Callable[[str], None] | None) -> list[Path]:
     wanted = [_normalized(spec.split("==")[0]) for spec in specs]
     missing = [spec for spec, name in zip(specs, wanted, strict=True)
                if _find(folder, name, spec) is None]
