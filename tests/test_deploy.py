@@ -103,7 +103,8 @@ def test_bench_over_ssh_reports_stats_profile_and_plot_and_leaves_nothing_runnin
         ssh_board, x86_lib, tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     result = run_cli("bench", str(x86_lib), *ssh_board.args(), "--remote-python", PYTHON,
-                     "--runs", "5", "--warmup", "1", "--profile", "--json", str(out),
+                     "--runs", "5", "--warmup", "1", "--max-seconds", "600", "--profile",
+                     "--json", str(out),
                      "--plot", str(png), timeout=300)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
@@ -129,7 +130,8 @@ def start_long_bench(ssh_board, library: Path) -> subprocess.Popen:
     """`edgec bench --ssh` with far more runs than the test waits for, once it is timing."""
     bench = subprocess.Popen(
         [PYTHON, "-m", "edgec", "bench", str(library), *ssh_board.args(), "--remote-python",
-         PYTHON, "--runs", "100000", "--warmup", "0"], cwd=REPO, text=True,
+         PYTHON, "--runs", "100000", "--warmup", "0", "--max-seconds", "3600"], cwd=REPO,
+        text=True,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     # rpc_server, its popen worker and the session it forks for our connection.
@@ -309,7 +311,8 @@ def test_bench_over_rpc_fails_fast_when_the_rpc_server_dies_mid_benchmark(x86_li
     log = tmp_path / "rpc.log"
     with stock_tvm_server("rpc_server", log) as (server, port):
         bench = subprocess.Popen([PYTHON, "-m", "edgec", "bench", str(x86_lib), "--rpc",
-                                  f"127.0.0.1:{port}", "--runs", "100000"], cwd=REPO,
+                                  f"127.0.0.1:{port}", "--runs", "100000",
+                                  "--max-seconds", "3600"], cwd=REPO,
                                  text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 60
         while "start serving" not in log.read_text() and time.monotonic() < deadline:
@@ -371,7 +374,8 @@ def server_processes(port: int) -> list[psutil.Process]:
 def test_bench_over_rpc_on_the_emulated_aarch64_board(emulated, rpi4_lib, tmp_path):
     out = tmp_path / "bench.json"
     result = run_cli("bench", str(rpi4_lib), "--rpc", f"127.0.0.1:{emulated.port}", "--runs",
-                     "3", "--warmup", "1", "--json", str(out), timeout=300)
+                     "3", "--warmup", "1", "--max-seconds", "600", "--json", str(out),
+                     timeout=600)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert report["where"] == f"rpc 127.0.0.1:{emulated.port}" and report["runs"] == 3
