@@ -96,9 +96,10 @@ def _tuning_line(stats: dict[str, Any]) -> str:
     if "tuned" not in stats:
         line = "schedules: no tuning logs for this target; every task uses edgec's defaults"
     else:
-        tuned, functions = stats["tuned"], stats["functions"]
-        line = (f"schedules: {tuned} of {functions} functions from tuning logs, "
-                f"{functions - tuned} on edgec's default schedules")
+        tuned, functions, confirmed = stats["tuned"], stats["functions"], stats["confirmed"]
+        line = (f"schedules: {tuned - confirmed} functions from tuned records, {confirmed} on "
+                f"defaults that tuning confirmed, {functions - tuned} untuned (edgec's "
+                "defaults)")
     generic = stats.get("generic_names")
     if generic:
         line += f"; {len(generic)} on the generic schedule (no edgec kernel): " + _grouped(generic)

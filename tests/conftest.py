@@ -15,6 +15,13 @@ from onnx import TensorProto, helper, numpy_helper
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session", autouse=True)
+def private_tuning_logs(tmp_path_factory):
+    """Tests tune into, and compile from, a user tuning database of their own, never the
+    one in ~/.cache/edgec (CLI subprocesses inherit the variable)."""
+    os.environ["EDGEC_TUNING_LOGS"] = str(tmp_path_factory.mktemp("user-tuning-logs"))
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None,
             timeout: int = 900) -> subprocess.CompletedProcess:
     """Run `python -m edgec ARGS` as a user would, capturing text output."""

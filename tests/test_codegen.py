@@ -84,7 +84,7 @@ def test_shipped_logs_cover_every_function_of_the_models_they_were_tuned_on(mode
     shipped database was tuned on still finds its record (MobileNetV2 34 of 34 and ResNet-18
     20 of 20 before the move)."""
     target = targets.load(target_name)
-    assert model in tune.read_metadata(tune.logs_dir(target))["models"]
+    assert model in tune.read_metadata(tune.logs_root() / target.name)["models"]
     prepared = pipeline.prepare(f"zoo:{model}", target, None, "auto")
     stats: dict = {}
     build.lower(prepared, target, tune.database_schedule(target, None, stats))

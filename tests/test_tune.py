@@ -146,6 +146,59 @@ def test_a_killed_tune_keeps_its_records_and_the_rerun_continues(dynamic_conv_mo
     assert {row.name: row.trials for row in status.rows if row.flops > 0} == complete
 
 
+def tree_digest(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.slow
+def test_tuning_goes_to_the_user_database_and_compile_says_what_it_confirmed(
+        dynamic_conv_model, tmp_path):
+    """Without --tuning-logs, records land in the user's database (EDGEC_TUNING_LOGS here),
+    the shipped logs stay byte for byte, and compile applies the user's records. With one
+    trial per task only edgec's defaults are measured, and compile says so instead of
+    counting them as tuned."""
+    shipped = tune.logs_root()
+    before = tree_digest(shipped)
+    user = tmp_path / "user"
+    env = {"EDGEC_TUNING_LOGS": str(user)}
+    result = run_cli("tune", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+                     "--trials", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    assert record_lines(user / "x86_64") and tree_digest(shipped) == before
+    compiled = run_cli("compile", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+                       "-o", str(tmp_path / "m.so"), env=env)
+    assert compiled.returncode == 0, compiled.stderr
+    convs = sum(1 for r in record_lines(user / "x86_64"))
+    assert convs >= 2
+    assert "0 functions from tuned records" in compiled.stdout, compiled.stdout
+    assert "untuned (edgec's defaults)" in compiled.stdout
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_the_batch_in_flight_and_keeps_the_records(dynamic_conv_model,
+                                                                      tmp_path):
+    logs = tmp_path / "logs"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgec", "tune", str(dynamic_conv_model), "--input-shape",
+         "image:1,3,16,16", "--trials", "256", "--tuning-logs", str(logs)], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and len(record_lines(logs)) < 3 and proc.poll() is None:
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)  # Ctrl-C
+    stdout, stderr = proc.communicate(timeout=600)
+    assert proc.returncode == 130, stderr
+    assert "stopped:" in stderr and "run the same command to resume" in stderr
+    assert "error:" not in stderr and "Traceback" not in stderr, stderr
+    assert "trials in" in stdout  # the report of what was done
+    assert record_lines(logs)  # every line parses: the kept records are whole
+    # MetaSchedule's per-task lines and tables go to its log, not over the progress bar.
+    assert "[INFO]" not in stdout + stderr
+    log = Path(stdout.split("MetaSchedule's log: ")[1].split()[0])
+    assert "TaskScheduler picks" in log.read_text()
+
+
 @pytest.mark.slow
 def test_remote_tuning_on_the_emulated_board_is_applied_by_a_later_compile(
         dynamic_conv_model, tmp_path):

@@ -66,7 +66,8 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
               help="Compare with ONNX Runtime before writing (random inputs; quantized "
                    "builds: calibration inputs).")
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
-              help="Tuning database folder (default: tuning_logs/<target> when present).")
+              help="Your tuning database (default: ~/.cache/edgec/tuning_logs/<target>), "
+                   "applied before the shipped logs of the target.")
 @quantize_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the result (and the accuracy report) as JSON.")
@@ -113,7 +114,8 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
               type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]),
               help=LAYOUT_HELP + " Tune with the layout you compile with.")
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
-              help="Database folder (default: tuning_logs/<target>).")
+              help="Database folder to write (default: ~/.cache/edgec/tuning_logs/<target>, "
+                   "layered over the shipped logs, which tuning never modifies).")
 @click.option("--status", is_flag=True, help="Show what the database covers for MODEL; no tuning.")
 @quantize_options
 def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker, key,
@@ -136,7 +138,8 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     quantization = quantization_from(quantize_kwargs)
     mode = quantization.mode
     say(f"tune {model}{f' ({mode})' if mode else ''} for {target}: "
-        f"{trials_per_task} trials per task, layout {layout}")
+        f"{trials_per_task} trials per task, layout {layout}; Ctrl-C stops after the batch "
+        "in flight, keeping every record")
     with ProgressBar("tuning", "{task.completed}/{task.total} trials", note=True) as bar:
         def show(report, total: int) -> None:
             est = report.estimated_ms
@@ -148,4 +151,8 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
                                      input_shapes=shapes, progress=show,
                                      quantization=quantization)
     click.echo(report.summary())
+    if report.stopped_by == "interrupt":
+        say(f"stopped: {report.trials_run + report.seeded} records kept in {report.logs}; "
+            "run the same command to resume")
+        raise SystemExit(130)
 

@@ -1,6 +1,7 @@
 """Tune stage: MetaSchedule search over a model's tasks, recorded in resumable tuning logs.
 
-Logs live in tuning_logs/<target>/ as a MetaSchedule JSON database: each measured batch is
+A user's tuning goes to ~/.cache/edgec/tuning_logs/<target>/ (or --tuning-logs DIR), a
+MetaSchedule JSON database layered over the read-only shipped one: each measured batch is
 appended as it finishes, so an interrupted tune loses at most the batch in flight. Records
 are keyed by workload (the TIR function), so a conv shape tuned for one model serves every
 model that has it. Tasks that already have their trials are skipped on the next run.
@@ -8,8 +9,11 @@ model that has it. Tasks that already have their trials are skipped on the next 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,36 +25,65 @@ from edgec.targets import Target
 
 
 def logs_root() -> Path:
-    """The shipped tuning databases, one folder per target (package data, see edgec.shipped);
-    $EDGEC_TUNING_LOGS overrides it."""
+    """The shipped tuning databases, one folder per target (package data, see edgec.shipped):
+    read-only, made by edgec's developers."""
+    return shipped.path("tuning_logs")
+
+
+def user_logs_root() -> Path:
+    """Where a user's tuning goes: $EDGEC_TUNING_LOGS, else ~/.cache/edgec/tuning_logs."""
     override = os.environ.get("EDGEC_TUNING_LOGS")
-    return Path(override) if override else shipped.path("tuning_logs")
+    cache = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser()
+    return Path(override) if override else cache / "tuning_logs"
 
 
 def logs_dir(target: Target, override: str | Path | None = None) -> Path:
-    return Path(override) if override else logs_root() / target.name
+    """The database `tune` writes: --tuning-logs DIR, else the user's one for the target.
+    Never the shipped logs: tuning does not modify files of the installed package."""
+    return Path(override) if override else user_logs_root() / target.name
+
+
+def _has_database(path: Path) -> bool:
+    return (path / "database_tuning_record.json").is_file()
+
+
+def database_layers(target: Target, logs: str | Path | None = None) -> list[Path]:
+    """The databases compile applies, first wins per workload: the user's (or --tuning-logs
+    DIR), then the shipped logs of the target."""
+    layers = [p for p in (logs_dir(target, logs), logs_root() / target.name) if _has_database(p)]
+    if logs and not _has_database(Path(logs)):
+        raise ConfigError(f"--tuning-logs {logs} holds no MetaSchedule database")
+    return layers
 
 
 def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
-    """A schedule callback for build.lower that applies the target's tuning logs, counting
-    into `stats` how many functions there were ("functions") and how many were tuned
-    ("tuned"); None when there are no logs for the target."""
-    path = logs_dir(target, logs)
-    if not (path / "database_tuning_record.json").is_file():
-        if logs:
-            raise ConfigError(f"--tuning-logs {path} holds no MetaSchedule database")
+    """A schedule callback for build.lower that applies the target's tuning databases,
+    counting into `stats` the functions ("functions"), those scheduled from records
+    ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
+    and kept by tuning ("confirmed"); None when there are no logs for the target."""
+    layers = database_layers(target, logs)
+    if not layers:
         return None
     from edgec.codegen import intrinsics
+    from edgec.codegen.schedules import schedule_function
     from edgec.tvm_compat import metaschedule as ms
 
-    database = ms.open_database(path)
+    database = ms.layered([ms.open_database(path) for path in layers])
     intrinsics.register_all()
 
     def schedule(ir):
-        functions = [f for _, f in ir.functions_items() if type(f).__name__ == "PrimFunc"]
-        ir = ms.apply_database(ir, database, target.tvm_target())
-        stats["functions"] = len(functions)
-        stats["tuned"] = sum(ms.is_scheduled(f) for _, f in ir.functions_items())
+        tvm_target = target.tvm_target()
+        before = {g.name_hint: f for g, f in ir.functions_items()
+                  if type(f).__name__ == "PrimFunc"}
+        ir = ms.apply_database(ir, database, tvm_target)
+        tuned = [(g.name_hint, f) for g, f in ir.functions_items() if ms.is_scheduled(f)]
+        confirmed = 0
+        for name, func in tuned:
+            with tvm_target:
+                default = schedule_function(before[name], tvm_target)
+            confirmed += default is not None and ms.same_schedule(func, default.mod["main"])
+        stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
+                     layers=[str(p) for p in layers])
         return ir
 
     return schedule
@@ -102,6 +135,12 @@ class TuneReport:
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
     seeded: int = 0  # edgec default schedules measured into the logs (new or changed ones)
+    stopped_by: str = ""  # "budget" or "interrupt" when the tune ended before its trials
+
+    @property
+    def log_file(self) -> Path:
+        """MetaSchedule's own log of the run (its per-task lines and tables)."""
+        return self.logs / "logs" / "tvm.s_tir.meta_schedule.logging.task_scheduler.log"
 
     @property
     def estimated_ms(self) -> float | None:
@@ -128,6 +167,8 @@ class TuneReport:
             f"({self.trials_per_minute:.0f}/min); sum of tuned tasks: "
             f"{f'{est:.2f} ms' if est else 'n/a (some tasks untuned)'}; logs: {self.logs}"
         )
+        if self.trials_run:
+            lines.append(f"MetaSchedule's log: {self.log_file}")
         return "\n".join(lines)
 
 
@@ -181,9 +222,9 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     start = time.perf_counter()
     spent_before = read_metadata(work_dir)
 
-    # Raised inside MetaSchedule's callback, _BudgetSpent comes back as whatever error the
-    # FFI makes of it (a bare RuntimeError with tvm-ffi 0.1.14), so the stop is also noted.
-    budget_spent: list[bool] = []
+    # Raised inside MetaSchedule's callback, _Stop comes back as whatever error the FFI makes
+    # of it (a bare RuntimeError with tvm-ffi 0.1.14), so the reason is also noted here.
+    stop: list[str] = []
 
     def on_batch(task_id: int, count: int, seconds: list[float]) -> None:
         row = pending_rows[task_id]
@@ -198,28 +239,49 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         if progress:
             progress(report, total)
         if options.budget_seconds and report.seconds > options.budget_seconds:
-            budget_spent.append(True)
-            raise _BudgetSpent()
+            stop.append("budget")
+        if stop:
+            raise _Stop()
 
     try:
-        _failing_as_tune_error(
-            target, work_dir, ms.run_tuning, pending, [float(t.weight) for t in pending],
-            work_dir, database, total_trials=total, trials_per_task=options.trials_per_task,
-            builder=builder, runner=runner, on_batch=on_batch,
-            stopped=lambda: bool(budget_spent))
+        with _ctrl_c_stops_after_the_batch(stop):
+            _failing_as_tune_error(
+                target, work_dir, ms.run_tuning, pending, [float(t.weight) for t in pending],
+                work_dir, database, total_trials=total, trials_per_task=options.trials_per_task,
+                builder=builder, runner=runner, on_batch=on_batch, stopped=lambda: bool(stop))
     except TuneError:
-        if not budget_spent:
+        if not stop:
             raise
-        # the batch that crossed the budget is already in the database
+        # the batch that crossed the budget, or ended after Ctrl-C, is in the database
     report.seconds = time.perf_counter() - start
+    report.stopped_by = stop[0] if stop else ""
     return report
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops_after_the_batch(stop: list[str]):
+    """The first Ctrl-C (SIGINT) asks the tune to stop once the batch in flight is committed;
+    a second one interrupts at once, as usual."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+
+    def first(_signum, _frame) -> None:
+        stop.append("interrupt")
+        signal.signal(signal.SIGINT, previous)
+
+    previous = signal.signal(signal.SIGINT, first)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _failing_as_tune_error(target: Target, work_dir: Path, step, *args,
                            stopped=lambda: False, **kwargs):
     """Run a MetaSchedule step; TVM's errors become TuneError, edgec's bugs keep their
-    traceback. `stopped()` True: the error is our own stop (_BudgetSpent, in whatever form
-    the FFI returns it), also a TuneError for the caller to recognise."""
+    traceback. `stopped()` True: the error is our own stop (_Stop, in whatever form the FFI
+    returns it), also a TuneError for the caller to recognise."""
     from edgec.tvm_compat.errors import is_tvm_error
 
     try:
@@ -261,8 +323,8 @@ def _add_spent(before: dict, name: str | None, seconds: float, trials: int) -> d
     return after
 
 
-class _BudgetSpent(Exception):
-    """Raised from the measure callback to stop MetaSchedule when --budget is spent."""
+class _Stop(Exception):
+    """Raised from the measure callback to stop MetaSchedule (--budget spent, or Ctrl-C)."""
 
 
 def parse_budget(text: str) -> float:

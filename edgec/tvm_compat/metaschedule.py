@@ -110,6 +110,22 @@ def open_database(work_dir: Path):
     return ms.database.JSONDatabase(work_dir=str(work_dir), allow_missing=True)
 
 
+def layered(databases: list):
+    """One database over several, in order: a workload's records come from the first that
+    has any (a user's tuning before the shipped logs, never mixed by speed: they may come
+    from different CPUs)."""
+    return databases[0] if len(databases) == 1 else ms.database.OrderedUnionDatabase(
+        *databases)
+
+
+def same_schedule(scheduled, default) -> bool:
+    """Whether a PrimFunc a database scheduled has the body edgec's default schedule gives
+    (the record holds the seeded default, which tuning confirmed)."""
+    import tvm_ffi  # TVM 0.27 moved structural_equal out of tvm.ir
+
+    return bool(tvm_ffi.structural_equal(scheduled.body, default.body, map_free_vars=True))
+
+
 def extract_tasks(ir, target) -> list:
     return list(ms.relax_integration.extract_tasks(ir, target))
 
@@ -158,6 +174,9 @@ def run_tuning(tasks, weights, work_dir: Path, database, *, total_trials: int,
     logger = logging.getLogger("tvm.s_tir.meta_schedule")
     for handler in [h for h in logger.handlers if h.get_name() is None]:
         logger.removeHandler(handler)
+    # Its console handler takes this logger's level: WARNING keeps the per-task INFO lines
+    # and tables in work_dir/logs (where edgec's report points) and off the progress bar.
+    logger.setLevel(logging.WARNING)
     contexts, _ = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted_tasks=tasks, work_dir=str(work_dir), space="post-order-apply",
         strategy="evolutionary", num_threads=os.cpu_count() or 1,
