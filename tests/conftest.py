@@ -15,6 +15,14 @@ from onnx import TensorProto, helper, numpy_helper
 REPO = Path(__file__).resolve().parent.parent
 
 
+# Under pytest-xdist two test files run at once on a 2-core machine: TVM's spinning thread
+# pool, two threads per worker, then slowed inference many times over (squeezenet: 3 ms alone,
+# 218 ms beside a test run). One thread each keeps both workers at full speed. Set before TVM
+# starts its pool; CLI subprocesses inherit it.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ.setdefault("TVM_NUM_THREADS", "1")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def private_tuning_logs(tmp_path_factory):
     """Tests tune into, and compile from, a user tuning database of their own, never the
