@@ -316,6 +316,9 @@ def board_emulate_cmd(port, tracker, key) -> None:
     emulator.prepare(board.cache, progress=say)  # once per machine: ~400 MB of arm64 packages
     say("starting the board (importing TVM under qemu takes ~25 s)")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the board cleanly too
+    # Started from a script in the background, a process inherits SIGINT ignored (POSIX) and
+    # Ctrl-C / `kill -INT` did nothing: the tests waited 60 s and left the board running.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with board:
         use = f"--tracker {tracker} --key {key}" if tracker else f"--rpc 127.0.0.1:{board.port}"
         click.echo(f"emulated aarch64 board ready: TVM RPC on 127.0.0.1:{board.port}\n"
