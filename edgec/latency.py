@@ -115,7 +115,7 @@ def _timed_runs(measure, count: int, deadline: float, phase: str,
     while len(done) < count:
         left = count - len(done)
         chunk = 1 if per_run is None else max(1, min(left, int(_CHUNK_SECONDS / per_run)))
-        if done:
+        if done and deadline != math.inf:  # no --max-seconds: no deadline to fit
             fits = int((deadline - time.monotonic()) / per_run)
             if fits < 1:
                 break
