@@ -26,19 +26,16 @@ from edgec import latency, pipeline, quant, runtime, zoo
 from edgec.model import TensorSpec
 
 MODELS = ("mobilenet_v2", "resnet18")
-PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "hubble_deep_field.jpg",
-          "ihc.png", "color.png", "motorcycle_left.png", "retina.jpg", "camera.png",
-          "coins.png", "moon.png")
 
 
 def photo_folder(where: Path) -> Path:
-    import skimage.data
+    """A folder of the stock photos `--calib samples` uses (scikit-image's)."""
+    from edgec.quant.calibration import sample_photos
 
-    source = Path(skimage.data.__file__).parent
     folder = where / "photos"
     folder.mkdir()
-    for name in PHOTOS:
-        shutil.copy(source / name, folder / name)
+    for photo in sample_photos():
+        shutil.copy(photo, folder / photo.name)
     return folder
 
 
