@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from edgec.boards import wheels
+from edgec.cache import cache_root
 from edgec.errors import ConfigError, MissingDependencyError, RemoteError
 
-DEFAULT_CACHE = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser() / "board-aarch64"
+DEFAULT_CACHE = cache_root() / "board-aarch64"
 
 QEMU = "qemu-aarch64-static"
 BINFMT_DIR = Path("/proc/sys/fs/binfmt_misc")

@@ -6,16 +6,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import importlib.util
-import os
 import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+from edgec.cache import cache_root
 from edgec.errors import MissingDependencyError, RemoteError
 
-CACHE = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser() / "wheels"
+CACHE = cache_root() / "wheels"
 # pip's platform tags for each architecture edgec builds for (TVM's wheels are manylinux_2_28).
 PLATFORMS = {
     "aarch64": ("manylinux_2_28_aarch64", "manylinux2014_aarch64"),

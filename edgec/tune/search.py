@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgec import shipped
+from edgec.cache import cache_root
 from edgec.errors import ConfigError, TuneError
 from edgec.targets import Target
 
@@ -33,7 +34,7 @@ def logs_root() -> Path:
 def user_logs_root() -> Path:
     """Where a user's tuning goes: $EDGEC_TUNING_LOGS, else ~/.cache/edgec/tuning_logs."""
     override = os.environ.get("EDGEC_TUNING_LOGS")
-    cache = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser()
+    cache = cache_root()
     return Path(override) if override else cache / "tuning_logs"
 
 

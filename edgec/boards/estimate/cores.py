@@ -13,15 +13,15 @@ for the x86 host, whose clock and bandwidth are measured here on first use.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from edgec.cache import cache_root
 from edgec.errors import ConfigError, MissingDependencyError, did_you_mean
 
-CACHE = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser() / "estimate"
+CACHE = cache_root() / "estimate"
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgec.cache import cache_root
 from edgec.errors import ArtifactError, MissingDependencyError
 from edgec.package import PackageInfo
 
@@ -29,7 +30,7 @@ from .cores import CACHE
 
 HERE = Path(__file__).parent
 QEMU = {"aarch64": "/usr/bin/qemu-aarch64", "x86_64": "/usr/bin/qemu-x86_64"}
-BOARD_ROOT = Path(os.environ.get("EDGEC_CACHE", "~/.cache/edgec")).expanduser() / "board-aarch64"
+BOARD_ROOT = cache_root() / "board-aarch64"
 TIMEOUT_S = 1800
 
 
