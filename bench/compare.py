@@ -99,7 +99,7 @@ def make_runtimes(args: argparse.Namespace, databases: dict[str, Path], workdir:
                   photos: list[np.ndarray]) -> dict:
     """One runtime per column, in the order they run."""
     return {
-        "edgec_untuned": runtimes.Edgec(databases["empty"], workdir, target=args.target),
+        "edgec_untuned": runtimes.Edgec(None, workdir, target=args.target),
         "edgec_tuned": runtimes.Edgec(databases["shipped"], workdir, target=args.target),
         "edgec_int8": runtimes.Edgec(databases["shipped"], workdir, target=args.target,
                                      quantize="int8", calibration=photos),
@@ -276,11 +276,9 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
 
 
 def databases(target: str, root: Path) -> dict[str, Path]:
-    """An empty database (edgec's default schedules) and a snapshot of the shipped one."""
-    empty = root / "empty"
-    measures.snapshot_database(root / "none", empty)  # two empty files
+    """A snapshot of the shipped database (untuned builds apply none: `--untuned`)."""
     shipped = tune.logs_root() / target
-    return {"empty": empty, "shipped": measures.snapshot_database(shipped, root / target)}
+    return {"shipped": measures.snapshot_database(shipped, root / target)}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,6 @@
 """edgec (untuned) beside the reference runtime of each real model from the test corpus:
-ONNX Runtime for .onnx, LiteRT with XNNPACK for .tflite, side by side in interleaved rounds.
+ONNX Runtime for .onnx, LiteRT with XNNPACK for .tflite, side by side in interleaved rounds;
+edgec both in its default layout (`--layout auto`) and in NHWC.
 
     .venv/bin/python bench/real_models.py [--models NAME ...] [--json FILE]
 
@@ -48,25 +49,28 @@ def measure_one(name: str, args, threads: int, work: Path) -> dict:
     shapes = SHAPES.get(name) or ({n: s for n, s, _ in model.inputs}
                                  if model.format == "onnx" else None)
     inputs = inputs_for(model, shapes)
-    empty = work / "empty-logs"
-    empty.mkdir(exist_ok=True)
-    contenders = {"edgec": runtimes.Edgec(empty, work, target=args.target, input_shapes=shapes),
+    contenders = {"edgec": runtimes.Edgec(None, work, target=args.target, input_shapes=shapes),
+                  "edgec_nhwc": runtimes.Edgec(None, work, target=args.target,
+                                               input_shapes=shapes, layout="NHWC"),
                   "reference": (runtimes.LiteRT(threads) if model.format == "tflite"
                                 else runtimes.OnnxRuntime(threads))}
     measured = runtimes.measure(contenders, path, inputs, args.runs, args.warmup,
                                 rounds=args.rounds)
-    edgec, ref = measured["edgec"], measured["reference"]
+    edgec, nhwc, ref = measured["edgec"], measured["edgec_nhwc"], measured["reference"]
     row = {"package": f"{model.package}=={model.version}", "format": model.format,
            "ops": model.ops, "notes": model.notes,
            "reference": "LiteRT (XNNPACK)" if model.format == "tflite" else "ONNX Runtime",
-           "edgec_ms": edgec["ms"], "reference_ms": ref["ms"],
+           "edgec_ms": edgec["ms"], "edgec_nhwc_ms": nhwc["ms"], "reference_ms": ref["ms"],
            "edgec_note": edgec.get("note"), "reference_note": ref.get("note")}
     if edgec["ms"] and ref["ms"]:
         ratios = [e / r for e, r in zip(edgec["info"]["ms_per_round"],
                                         ref["info"]["ms_per_round"], strict=True)]
         row["ratio"] = float(np.median(ratios))
+    if nhwc["ms"] and ref["ms"]:
+        row["nhwc_ratio"] = float(np.median([e / r for e, r in zip(
+            nhwc["info"]["ms_per_round"], ref["info"]["ms_per_round"], strict=True)]))
         if row["ratio"] > SLOWER:
-            library = next(work.glob(f"{path.stem}-fp32-*.so"))
+            library = next(work.glob(f"{path.stem}-fp32-untuned-auto.so"))
             row["heaviest"] = heaviest_function(library, inputs)
     return row
 
@@ -77,16 +81,18 @@ def markdown(rows: dict, args, threads: int) -> str:
              f"in {args.rounds} interleaved rounds; ratio = median of per-round edgec / "
              "reference.", "",
              "| model | package | format | ops | edgec untuned | reference | ratio | "
-             "where edgec loses |", "|---|---|---|---|---|---|---|---|"]
+             "edgec NHWC (ratio) | where edgec loses |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
         def ms(v):
             return f"{v:.2f} ms" if v else "n/a"
         where = (f"`{r['heaviest'][0]}` {r['heaviest'][1]:.2f} ms" if r.get("heaviest")
                  else "")
         ratio = f"{r['ratio']:.2f}" if r.get("ratio") else "n/a"
+        nhwc = (f"{ms(r.get('edgec_nhwc_ms'))} ({r['nhwc_ratio']:.2f})" if r.get("nhwc_ratio")
+                else "n/a")
         lines.append(f"| {name} | {r['package']} | {r['format']} | {r['ops']} | "
                      f"{ms(r['edgec_ms'])} | {ms(r['reference_ms'])} {r['reference']} | "
-                     f"{ratio} | {where} |")
+                     f"{ratio} | {nhwc} | {where} |")
     return "\n".join(lines) + "\n"
 
 
@@ -102,6 +108,7 @@ def main() -> int:
             rows[name] = measure_one(name, args, threads, Path(tmp))
             r = rows[name]
             print(f"{name:<38} edgec {r['edgec_ms'] or float('nan'):8.2f} ms  "
+                  f"NHWC {r['edgec_nhwc_ms'] or float('nan'):8.2f} ms  "
                   f"{r['reference']:<16} {r['reference_ms'] or float('nan'):8.2f} ms  "
                   f"ratio {r.get('ratio', float('nan')):.2f}", flush=True)
     table = markdown(rows, args, threads)

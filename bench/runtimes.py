@@ -167,16 +167,17 @@ def median_ms(run: Callable[[], object], runs: int, warmup: int) -> float:
 
 
 class Edgec:
-    """edgec's compile_model with a given tuning database (empty: edgec's default schedules).
+    """edgec's compile_model with a given tuning database (None: no tuning logs at all,
+    edgec's default schedules, as `edgec compile --untuned`).
 
     Latency comes from the VM's time_evaluator, as `edgec bench` measures it. Its threads
     are TVM_NUM_THREADS, set by the caller before TVM starts its thread pool.
     """
 
-    def __init__(self, logs: Path, workdir: Path, *, target: str = "x86_64",
+    def __init__(self, logs: Path | None, workdir: Path, *, target: str = "x86_64",
                  quantize: str | None = None, calibration: list[np.ndarray] | None = None,
-                 input_shapes: dict | None = None):
-        self.logs, self.workdir, self.target = logs, workdir, target
+                 input_shapes: dict | None = None, layout: str = "auto"):
+        self.logs, self.workdir, self.target, self.layout = logs, workdir, target, layout
         self.input_shapes = input_shapes or {}
         self.quantize, self.calibration = quantize, calibration
         self.model: runtime.CompiledModel | None = None
@@ -198,9 +199,11 @@ class Edgec:
 
     def prepare(self, onnx_path: Path) -> None:
         extra = self._quantize_options(onnx_path) if self.quantize else {}
-        out = self.workdir / f"{onnx_path.stem}-{self.quantize or 'fp32'}-{self.logs.name}.so"
+        logs = self.logs.name if self.logs else "untuned"
+        out = self.workdir / f"{onnx_path.stem}-{self.quantize or 'fp32'}-{logs}-{self.layout}.so"
         result = pipeline.compile_model(pipeline.CompileOptions(
             model=str(onnx_path), output=out, target=self.target, tuning_logs=self.logs,
+            use_tuning_logs=self.logs is not None, layout=self.layout,
             input_shapes=self.input_shapes, check=True, **extra))
         seconds = result.seconds
         self.info = {

@@ -32,16 +32,15 @@ def main() -> int:
           f"   ({args.target}, {threads} threads, median of {args.runs})")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        empty = measures.snapshot_database(work / "none", work / "empty")
         shipped = tune.logs_root() / args.target
-        logs = measures.snapshot_database(shipped, work / "shipped") if shipped.is_dir() else empty
+        logs = measures.snapshot_database(shipped, work / "shipped") if shipped.is_dir() else None
         for name in args.models:
             path = work / f"{name}.onnx"
             onnx.save(zoo.build(name), str(path))
             shape = tuple(d.dim_value for d in
                           onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim)
             inputs = {"input": measures.calibration_images(shape, 1)[0]}
-            ms = runtimes.measure({"untuned": runtimes.Edgec(empty, work, target=args.target),
+            ms = runtimes.measure({"untuned": runtimes.Edgec(None, work, target=args.target),
                                    "tuned": runtimes.Edgec(logs, work, target=args.target),
                                    "ort": runtimes.OnnxRuntime(threads)},
                                   path, inputs, args.runs, args.warmup, args.rounds)

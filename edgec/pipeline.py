@@ -35,6 +35,7 @@ class CompileOptions:
     layout: str = "auto"
     check: bool = True
     tuning_logs: Path | None = None
+    use_tuning_logs: bool = True  # False: edgec's default schedules only (--untuned)
     rtol: float = DEFAULT_RTOL
     min_cosine: float = DEFAULT_MIN_COSINE
     quantization: QuantizeOptions = field(default_factory=QuantizeOptions)
@@ -44,7 +45,8 @@ class CompileOptions:
         rows = [
             ("model", self.model), ("target", self.target), ("layout", self.layout),
             ("input shapes", shapes or "from the model"), ("output", str(self.output)),
-            ("tuning logs", str(self.tuning_logs or "the shipped logs of the target")),
+            ("tuning logs", "none (--untuned)" if not self.use_tuning_logs
+             else str(self.tuning_logs or "yours, then the shipped ones of the target")),
             ("check vs reference", ("yes (" + ("LiteRT" if frontend.is_tflite(self.model)
                                     else "ONNX Runtime") + ")") if self.check
              else "no (--no-check)"),
@@ -92,8 +94,17 @@ class CompileResult:
         }
 
 
+def _tuning_schedule(target, options: CompileOptions, stats: dict[str, Any]):
+    if not options.use_tuning_logs:
+        stats["untuned"] = True
+        return None
+    return tune.database_schedule(target, options.tuning_logs, stats)
+
+
 def _tuning_line(stats: dict[str, Any]) -> str:
-    if "tuned" not in stats:
+    if stats.get("untuned"):
+        line = "schedules: no tuning logs applied (--untuned); every task uses edgec's defaults"
+    elif "tuned" not in stats:
         line = "schedules: no tuning logs for this target; every task uses edgec's defaults"
     else:
         tuned, functions, confirmed = stats["tuned"], stats["functions"], stats["confirmed"]
@@ -168,7 +179,7 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     start = time.perf_counter()
     say(f"compiling for {target.name}")
     stats: dict[str, Any] = {}
-    schedule = tune.database_schedule(target, options.tuning_logs, stats)
+    schedule = _tuning_schedule(target, options, stats)
     executable = build.compile_to_executable(model, target, schedule, stats)
     seconds["compile"] = time.perf_counter() - start
     report = runnable = None
@@ -279,7 +290,7 @@ def _quant_report(model: Model, target: Target, executable: Any, runnable: Any,
     if target.is_native:
         float_model = layout.apply_layout(quantized.fp32, options.layout, target)
         # A schedule callback of its own: compile's counts into the quantized build's stats.
-        float_schedule = tune.database_schedule(target, options.tuning_logs, {})
+        float_schedule = _tuning_schedule(target, options, {})
         fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
         fp32_ms = check.median_ms(fp32_exec, float_model, samples[0])
         quantized_ms = check.median_ms(executable, model, samples[0])

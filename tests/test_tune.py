@@ -173,6 +173,12 @@ def test_tuning_goes_to_the_user_database_and_compile_says_what_it_confirmed(
     assert convs >= 2
     assert "0 functions from tuned records" in compiled.stdout, compiled.stdout
     assert "untuned (edgec's defaults)" in compiled.stdout
+    # --untuned ignores the same database (what the benchmarks' untuned columns build).
+    untuned = run_cli("compile", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+                      "-o", str(tmp_path / "u.so"), "--untuned", "--no-check", env=env)
+    assert untuned.returncode == 0, untuned.stderr
+    assert "no tuning logs applied (--untuned)" in untuned.stdout, untuned.stdout
+    assert "functions from tuned records" not in untuned.stdout
 
 
 @pytest.mark.slow

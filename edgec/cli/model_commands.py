@@ -68,11 +68,14 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
               help="Your tuning database (default: ~/.cache/edgec/tuning_logs/<target>), "
                    "applied before the shipped logs of the target.")
+@click.option("--untuned", is_flag=True,
+              help="Apply no tuning logs (neither yours nor the shipped ones): edgec's "
+                   "default schedules only, e.g. to measure what tuning gains.")
 @quantize_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the result (and the accuracy report) as JSON.")
-def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs, json_path,
-                **quantize_kwargs) -> None:
+def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs, untuned,
+                json_path, **quantize_kwargs) -> None:
     """Compile MODEL (an .onnx or .tflite file, or zoo:NAME; default zoo:mobilenet_v2) to a
     .so plus its metadata, checked against ONNX Runtime or LiteRT."""
     from edgec import pipeline
@@ -89,6 +92,7 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
         layout=layout,
         check=check,
         tuning_logs=Path(tuning_logs) if tuning_logs else None,
+        use_tuning_logs=not untuned,
         quantization=quantization,
     )
     result = pipeline.compile_model(options, progress=say)

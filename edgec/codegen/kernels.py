@@ -73,9 +73,10 @@ def pack_stem_kernel(kernel, block: int):
 
 
 def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype,
-                           out_block: int):
+                           out_block: int, out_channels: int = 0):
     """NCHW conv with kernel packed by pack_stem_kernel, computed on output channel blocks
-    (vectorizable) and unpacked to NCHW{out_block}c, or to NCHW when out_block is 0."""
+    (vectorizable) and unpacked to NCHW{out_block}c, or to NCHW when out_block is 0 (the
+    first `out_channels` of them when given: weights zero-padded to whole blocks)."""
     o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
     n = int(data.shape[0])
     ic = te.reduce_axis((0, i_channels), name="ic")
@@ -99,7 +100,7 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
             name="conv2d_unpack",
         )
     return te.compute(
-        (n, o_chunks * block, out_h, out_w),
+        (n, out_channels or o_chunks * block, out_h, out_w),
         lambda b, c, y, x: packed[b, c // block, y, x, c % block],
         name="conv2d_unpack",
     )

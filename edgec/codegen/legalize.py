@@ -28,6 +28,7 @@ from edgec.codegen.kernels import (
     pack_int8_stem_kernel,
     pack_stem_kernel,
 )
+from edgec.codegen.legalize_plain import legalize_plain_conv
 from edgec.codegen.winograd import conv2d_nchwc_winograd, winograd_weight
 from edgec.layout.blocks import block_of
 
@@ -54,8 +55,7 @@ def legalize_map(block: int, cpu) -> dict:
     """
     lanes = cpu.accumulator_lanes
     return {"relax.nn.conv2d":
-            lambda bb, call: _legalize_conv2d(bb, call, block, cpu.int8_dot, lanes,
-                                              cpu.winograd),
+            lambda bb, call: _legalize_conv2d(bb, call, block, cpu, lanes),
             "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, cpu.matmul_columns)}
 
 
@@ -146,9 +146,9 @@ def _sums_exact_in_float(call: relax.Call) -> bool:
     return terms <= MAX_FLOAT_EXACT_TERMS
 
 
-def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
-                     int8_dot: str | None, lanes: int, winograd: bool) -> relax.Expr:
-    attrs = call.attrs
+def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
+                     lanes: int) -> relax.Expr:
+    attrs, int8_dot, winograd = call.attrs, cpu.int8_dot, cpu.winograd
     args = (
         [int(s) for s in attrs.strides],
         [int(p) for p in attrs.padding],
@@ -201,7 +201,8 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int,
                             primfunc_name_hint="pack_stem_kernel")
         return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
-    return _by_tvm(bb, call)
+    plain = legalize_plain_conv(bb, call, cpu)
+    return plain if plain is not None else _by_tvm(bb, call)
 
 
 def _by_tvm(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:

@@ -18,8 +18,13 @@ from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_block
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
-    "conv2d_nchwc_int8",
+    "conv2d_nchwc_int8", "conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed",
 )
+_NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
+# Up to this much weight, row-major NHWC tiles re-read the weights from cache for each row.
+_ROW_MAJOR_WEIGHTS = 512 * 1024
+# Depthwise convs read their input through the border test instead of a padded copy.
+_DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 _MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
 # INT8 rows where the dot instruction's ISA has 32 vector registers: 14 pixels x 2 registers
 # of accumulators. More pixels per weight load took INT8 ResNet-18 from 2.52 to 2.22 ms and
@@ -73,7 +78,9 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 
 
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
-    for rule in (WinogradConv(), PackedConv(), ParallelVectorize()):
+    from edgec.codegen.plain_schedules import PlainDepthwiseConv
+
+    for rule in (WinogradConv(), PackedConv(), PlainDepthwiseConv(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch
@@ -134,7 +141,7 @@ class PackedConv:
         epilogue = blocks[index + 1:]
         for block in epilogue[:-1]:
             sch.compute_inline(block)
-        depthwise = sch.get(conv).name_hint == "depthwise_conv2d_nchwc"
+        depthwise = sch.get(conv).name_hint in _DEPTHWISE_BLOCKS
         for block in blocks[:index]:
             self._schedule_producer(sch, block, inline_padding=depthwise)
         loops = sch.get_loops(conv)
@@ -151,9 +158,15 @@ class PackedConv:
         if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost
             icc, icb, kh, kw = reduction
             sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
-        else:  # depthwise (kh, kw) or grouped (ic, kh, kw)
+        else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, col_inner, lane)
-        sch.parallel(sch.fuse(batch, chunk, row))
+        if sch.get(conv).name_hint in _NHWC_BLOCKS and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS:
+            # NHWC: all channel tiles of a row, then the next row, so each output pixel's
+            # channels (one cache line per 16) are written together instead of once per tile.
+            sch.reorder(row, chunk)
+            sch.parallel(sch.fuse(batch, row, chunk))
+        else:
+            sch.parallel(sch.fuse(batch, chunk, row))
         _schedule_epilogue(sch, conv, epilogue, col_outer)
         sch.unroll(col_inner)
         sch.vectorize(lane)
@@ -201,6 +214,15 @@ class PackedConv:
         sch.vectorize(loops[-1])
 
 
+def _weight_bytes(sch: s_tir.Schedule, conv) -> int:
+    """Bytes of a conv block's second input (its weights)."""
+    weight = sch.get(conv).reads[-1].source
+    count = 1
+    for dim in weight.shape:
+        count *= int(dim)
+    return count * weight.dtype.bits // 8
+
+
 def _elements(sch: s_tir.Schedule, block) -> int:
     shape = sch.get(block).writes[0].source.shape
     count = 1
@@ -216,7 +238,7 @@ def _schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> 
     PaddleOCR's detector) cannot be computed at the conv's loop, so it runs on its own."""
     if not epilogue:
         return
-    if _elements(sch, epilogue[-1]) == _elements(sch, conv):
+    if _elements(sch, epilogue[-1]) <= _elements(sch, conv):  # fewer: padded lanes cropped
         sch.reverse_compute_at(epilogue[-1], col_outer)
         sch.vectorize(sch.get_loops(epilogue[-1])[-1])
     else:

@@ -1,0 +1,67 @@
+"""Legalization of float convs in the plain layouts (NHWC with OHWI weights, NCHW with OIHW)
+onto edgec.codegen.plain_kernels; anything else returns None and goes on to TVM's own."""
+
+from __future__ import annotations
+
+import tvm
+from tvm import relax
+
+from edgec.codegen import plain_kernels
+from edgec.codegen.kernels import conv2d_nchw_packed_out
+
+# NHWC weights are OHWI after ConvertLayout, HWIO (HWOI depthwise) as TFLite imports them.
+_PLAIN = {("NHWC", "OHWI"), ("NHWC", "HWIO"), ("NHWC", "HWOI"), ("NCHW", "OIHW")}
+
+
+def _float32_with_constant_weight(call: relax.Call) -> bool:
+    data, weight = call.args[0], call.args[1]
+    if not isinstance(weight, tvm.ir.Constant):
+        return False
+    return {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} == {"float32"}
+
+
+def output_width(channels: int, cpu) -> int:
+    """Output channels per register tile: the accumulator width (two vectors where there
+    are 32 registers) unless one vector pads fewer channels (a 24-channel conv is 32 lanes
+    either way; an 8-channel one is better as one 8-lane AVX-512 half than 32 lanes)."""
+    widths = (cpu.accumulator_lanes, cpu.float_lanes)
+    return min(widths, key=lambda w: (plain_kernels.padded_tiles(channels, w) * w, -w))
+
+
+def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+    """The edgec kernel for a float NHWC or NCHW conv2d (dense or depthwise, constant
+    weights), None when it is none of those."""
+    attrs = call.attrs
+    layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
+    if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
+        return None
+    if not _float32_with_constant_weight(call):
+        return None
+    data, weight = call.args[0], call.args[1]
+    nhwc = layouts[0] == "NHWC"
+    channels = int(data.ty.shape[3 if nhwc else 1])
+    out_channels = int(call.ty.shape[3 if nhwc else 1])
+    per_group = int(weight.ty.shape[layouts[1].index("I")])
+    groups = int(attrs.groups)
+    args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+            [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
+    if groups == 1:
+        wide = output_width(out_channels, cpu)
+        if nhwc:
+            packed = bb.emit_te(plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
+                                primfunc_name_hint="pack_nhwc_kernel")
+            return bb.call_te(plain_kernels.conv2d_nhwc_dense, data, packed, *args,
+                              out_channels, primfunc_name_hint="conv2d_nhwc")
+        packed = bb.emit_te(plain_kernels.pack_nchw_kernel, weight, wide,
+                            primfunc_name_hint="pack_nchw_kernel")
+        return bb.call_te(conv2d_nchw_packed_out, data, packed, *args, 0, out_channels,
+                          primfunc_name_hint="conv2d_nchw")
+    if groups == channels == out_channels and per_group == 1:
+        if nhwc:
+            packed = bb.emit_te(plain_kernels.pack_nhwc_depthwise_kernel, weight, layouts[1],
+                                cpu.float_lanes, primfunc_name_hint="pack_nhwc_kernel")
+            return bb.call_te(plain_kernels.depthwise_conv2d_nhwc, data, packed, *args,
+                              primfunc_name_hint="depthwise_conv2d_nhwc")
+        return bb.call_te(plain_kernels.depthwise_conv2d_nchw, data, weight, *args,
+                          primfunc_name_hint="depthwise_conv2d_nchw")
+    return None
