@@ -51,6 +51,9 @@ def test_zoo_model_compiles_for_x86_and_matches_onnxruntime(name, layout, tmp_pa
     for key, ref in want.items():
         scale = max(1.0, float(np.abs(ref).max()))
         np.testing.assert_allclose(got[key], ref, atol=1e-3 * scale, rtol=0, err_msg=key)
+    if layout != "NCHWc":  # plain layouts: every conv on an edgec kernel, none on TOPI's
+        generic = result.tuning.get("generic_names", [])
+        assert not [n for n in generic if "conv2d" in n and "transpose" not in n], generic
     if layout == "NCHWc":
         assert compiled.info.layout == ("NCHW4c" if name == "shufflenet_v2" else "NCHW8c")
         assert result.layout_transforms <= MAX_TRANSFORMS.get(name, 3), result.layout_transforms

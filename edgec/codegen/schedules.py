@@ -20,6 +20,7 @@ _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
     "conv2d_nchwc_int8", "conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed",
 )
+_MAX_TRANSFORM_LANES = 16  # channels per Winograd input transform vector
 _NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
 # Up to this much weight, row-major NHWC tiles re-read the weights from cache for each row.
 _ROW_MAJOR_WEIGHTS = 512 * 1024
@@ -160,7 +161,8 @@ class PackedConv:
             sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, col_inner, lane)
-        if sch.get(conv).name_hint in _NHWC_BLOCKS and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS:
+        nhwc = sch.get(conv).name_hint in _NHWC_BLOCKS
+        if nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS:
             # NHWC: all channel tiles of a row, then the next row, so each output pixel's
             # channels (one cache line per 16) are written together instead of once per tile.
             sch.reorder(row, chunk)
@@ -271,14 +273,28 @@ class WinogradConv:
         from edgec.codegen.winograd import WINOGRAD_TILE
 
         block = sch.get_sblock
+        nhwc = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
+        if nhwc:  # NHWC data read as one block of all its channels: a view, no copy
+            sch.compute_inline(block("nhwc_as_one_block"))
         sch.compute_inline(block("data_pad"))
         eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
-        sch.reorder(icc, tile, eps, nu, lane)
-        sch.parallel(sch.fuse(icc, tile))
+        channels = extent(sch, lane) or 1
+        if channels > _MAX_TRANSFORM_LANES:
+            # NHWC's block is every channel (64-512): the unrolled 6x6 transform on vectors
+            # that wide would spill, so it runs on 16 channels at a time.
+            lanes = max(d for d in (16, 8, 4, 2, 1) if channels % d == 0)
+            lane_outer, lane = sch.split(lane, [None, lanes])
+            sch.reorder(icc, tile, lane_outer, eps, nu, lane)
+            sch.parallel(sch.fuse(icc, tile))
+            rows_at = sch.get_loops(block("winograd_input"))[1]
+        else:
+            sch.reorder(icc, tile, eps, nu, lane)
+            sch.parallel(sch.fuse(icc, tile))
+            rows_at = sch.get_loops(block("winograd_input"))[0]
         for loop in (eps, nu):
             sch.unroll(loop)
         sch.vectorize(lane)
-        sch.compute_at(block("winograd_input_rows"), sch.get_loops(block("winograd_input"))[0])
+        sch.compute_at(block("winograd_input_rows"), rows_at)
         *_, eps, col, lane = sch.get_loops(block("winograd_input_rows"))
         sch.unroll(eps)
         sch.unroll(col)
@@ -315,6 +331,9 @@ class WinogradConv:
         tail = blocks[names.index("winograd_output") + 1:]
         for later in tail[:-1]:
             sch.compute_inline(later)
+        if nhwc:  # rows of pixels, all channels of each (long channel rows in 16s)
+            ParallelVectorize.schedule_block(sch, tail[-1])
+            return
         loops = sch.get_loops(tail[-1])
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])

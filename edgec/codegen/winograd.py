@@ -35,6 +35,20 @@ def winograd_weight(kernel: np.ndarray, tile: int) -> np.ndarray:
     return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3)).astype(kernel.dtype)
 
 
+def winograd_weight_nhwc(kernel: np.ndarray, layout: str, wide: int) -> np.ndarray:
+    """Constant OHWI or HWIO 3x3 weights transformed like winograd_weight for NHWC data,
+    which conv2d_nhwc_winograd reads as one block of all I channels: (6, 6, ceil(O/wide),
+    1, I, wide), output channels zero-padded to whole tiles."""
+    oihw = kernel.transpose(*(layout.index(axis) for axis in "OIHW")).astype(np.float64)
+    o_channels, i_channels = oihw.shape[:2]
+    transformed = np.einsum("ak,oikl,bl->aboi", _G, oihw, _G)
+    tiles = (o_channels + wide - 1) // wide
+    padded = np.zeros((_WINOGRAD_ALPHA, _WINOGRAD_ALPHA, tiles * wide, i_channels))
+    padded[:, :, :o_channels] = transformed
+    packed = padded.reshape(_WINOGRAD_ALPHA, _WINOGRAD_ALPHA, tiles, wide, 1, i_channels)
+    return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3)).astype(kernel.dtype)
+
+
 def _combination(matrix: np.ndarray, row, term):
     """sum_k matrix[row, k] * term(k) for a symbolic row: one select arm per row with its
     nonzero terms only. Schedules unroll `row`, so the select folds away and no multiply by
@@ -64,6 +78,31 @@ def conv2d_nchwc_winograd(data, weight, padding, out_dtype):
     Returns:
         te.Tensor (N, O/b, OH, OW, b).
     """
+    block = int(data.shape[4])
+    untiled, (out_h, out_w) = _winograd(data, weight, padding, block)
+    n, o_chunks = (int(d) for d in untiled.shape[:2])
+    return te.compute((n, o_chunks, out_h, out_w, block),
+                      lambda b, oc, y, x, ob: untiled[b, oc, y, x, ob].astype(out_dtype),
+                      name="winograd_crop")
+
+
+def conv2d_nhwc_winograd(data, weight, padding, out_dtype, out_channels: int):
+    """conv2d_nchwc_winograd for NHWC data, read as NCHW{C}c (one block of all channels,
+    the same memory), weights from winograd_weight_nhwc; the output tiles are cropped
+    into NHWC. Returns te.Tensor (N, OH, OW, out_channels)."""
+    n, height, width, channels = (int(d) for d in data.shape)
+    one_block = te.compute((n, 1, height, width, channels),
+                           lambda b, c, y, x, i: data[b, y, x, i], name="nhwc_as_one_block")
+    wide = int(weight.shape[5])
+    untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
+    return te.compute((n, out_h, out_w, out_channels),
+                      lambda b, y, x, c: untiled[b, c // wide, y, x, c % wide].astype(out_dtype),
+                      name="winograd_crop")
+
+
+def _winograd(data, weight, padding, out_block: int):
+    """The stages of Winograd F(4x4, 3x3) on NCHW{b}c data up to the untiled output,
+    (N, O/out_block, tiles_h*4, tiles_w*4, out_block), and the output size (OH, OW)."""
     n, c_chunks, height, width, block = (int(d) for d in data.shape)
     alpha, _, o_tiles, _, _, wide = (int(d) for d in weight.shape)
     top, left, bottom, right = padding
@@ -105,7 +144,8 @@ def conv2d_nchwc_winograd(data, weight, padding, out_dtype):
         lambda oc, p, i, col, ov: _combination(_AT, i, lambda row: product[row, col, oc, p, ov]),
         name="winograd_output_rows",
     )
-    tile = wide // block
+    tile = wide // out_block
+    block = out_block
     untiled = te.compute(
         (n, o_tiles * tile, tiles_h * m, tiles_w * m, block),
         lambda b, oc, y, x, ob: _combination(
@@ -114,6 +154,4 @@ def conv2d_nchwc_winograd(data, weight, padding, out_dtype):
                 oc % tile * block + ob]),
         name="winograd_output",
     )
-    return te.compute((n, o_tiles * tile, out_h, out_w, block),
-                      lambda b, oc, y, x, ob: untiled[b, oc, y, x, ob].astype(out_dtype),
-                      name="winograd_crop")
+    return untiled, (out_h, out_w)
