@@ -73,3 +73,17 @@ def test_random_conv_graphs_compile_and_match_onnxruntime_in_every_layout(seed, 
     result = pipeline.compile_model(pipeline.CompileOptions(
         model=str(path), output=tmp_path / "g.so", layout=layout, target="x86_64"))
     assert result.verify is not None and result.verify.ok, result.verify.summary()
+
+
+def test_compile_warns_what_a_slow_layout_costs_and_not_for_the_fast_ones(tmp_path):
+    from conftest import run_cli
+
+    path = random_conv_graph(0, tmp_path / "g.onnx")
+    said = {}
+    for layout in ("NCHW", "NHWC"):
+        result = run_cli("compile", str(path), "-o", str(tmp_path / f"{layout}.so"),
+                         "--layout", layout, "--no-check")
+        assert result.returncode == 0, result.stderr
+        said[layout] = result.stdout + result.stderr
+    assert "WARNING: NCHW builds ran 1.6-1.8x slower than the packed layout" in said["NCHW"]
+    assert "WARNING" not in said["NHWC"], said["NHWC"]
