@@ -32,7 +32,7 @@ class CompileOptions:
     output: Path
     target: str = "x86_64"
     input_shapes: Mapping[str, tuple[int, ...]] = field(default_factory=dict)
-    layout: str = "auto"
+    layout: str = "default"  # the target's; "auto": edgec.layout.by_measurement
     check: bool = True
     tuning_logs: Path | None = None
     use_tuning_logs: bool = True  # False: edgec's default schedules only (--untuned)
@@ -67,11 +67,13 @@ class CompileResult:
     tuning: dict[str, int]
     quantization: QuantReport | None = None
     model: Model | None = None  # the compiled graph; .reference is what the check ran
+    layout_decision: Any = None  # --layout auto: edgec.layout.by_measurement.LayoutDecision
 
     def summary(self) -> str:
         lines = [
             f"wrote {self.path} (+ {self.path.name}.json), {self.info.arch}, "
             f"layout {self.info.layout}, {self.layout_transforms} layout transforms in the graph",
+            *([self.layout_decision.summary()] if self.layout_decision else []),
             "steps: " + ", ".join(self.info.applied),
             _tuning_line(self.tuning),
             "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()),
@@ -89,6 +91,10 @@ class CompileResult:
             "path": str(self.path), "info": json.loads(self.info.to_json()),
             "layout_transforms": self.layout_transforms, "seconds": self.seconds,
             "tuning": self.tuning,
+            "layout_decision": (None if self.layout_decision is None else
+                                {"layout": self.layout_decision.layout,
+                                 "ms": self.layout_decision.table,
+                                 "how": self.layout_decision.how}),
             "verify": json.loads(self.verify.to_json()) if self.verify else None,
             "quantization": self.quantization.to_dict() if self.quantization else None,
         }
@@ -173,17 +179,24 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
                                                 target, say)
     else:
         imported = frontend.import_model(options.model, options.input_shapes)
-    say(f"converting layout ({options.layout})")
-    model = layout.apply_layout(imported, options.layout, target)
+    stats: dict[str, Any] = {}
+    decision = None
+    if options.layout == "auto":
+        seconds["import"] = time.perf_counter() - start
+        start = time.perf_counter()
+        model, executable, decision = _layout_by_measurement(imported, target, options, stats,
+                                                             say)
+    else:
+        say(f"converting layout ({options.layout})")
+        model = layout.apply_layout(imported, options.layout, target)
+        seconds["import"] = time.perf_counter() - start
+        start = time.perf_counter()
+        say(f"compiling for {target.name}")
+        schedule = _tuning_schedule(target, options, stats)
+        executable = build.compile_to_executable(model, target, schedule, stats)
     transforms = layout.count_layout_transforms(model.ir) - layout.count_layout_transforms(
         imported.ir
     )
-    seconds["import"] = time.perf_counter() - start
-    start = time.perf_counter()
-    say(f"compiling for {target.name}")
-    stats: dict[str, Any] = {}
-    schedule = _tuning_schedule(target, options, stats)
-    executable = build.compile_to_executable(model, target, schedule, stats)
     seconds["compile"] = time.perf_counter() - start
     report = runnable = None
     if options.check or quantized is not None:
@@ -211,7 +224,66 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     info = build.export(executable, model, target, options.output, tuning=stats,
                         check=_verify_tolerance(options, quant_report))
     return CompileResult(Path(options.output), info, max(transforms, 0), report, seconds, stats,
-                         quant_report, model)
+                         quant_report, model, decision)
+
+
+def stored_layout(model: str, input_shapes: Mapping | None,
+                  quantization: QuantizeOptions | None, target: str | Target, logs) -> str:
+    """The layout `compile --layout auto` chose and stored for this model and target.
+
+    Raises:
+        ConfigError: none stored yet.
+    """
+    from edgec.layout import by_measurement
+
+    if isinstance(target, str):
+        target = targets.load(target)
+    mode = quantization.mode if quantization is not None else None
+    key = by_measurement.decision_key(model, dict(input_shapes or {}), mode,
+                                      by_measurement.where_measured(target) or "")
+    decision = by_measurement.load_decision(tune.logs_dir(target, logs), key)
+    if decision is None:
+        raise ConfigError(f"--layout auto: no layout was measured yet for {model} on "
+                          f"{target.name}; run `edgec compile {model} --layout auto` first "
+                          "(it stores its decision), or name a layout")
+    return decision.layout
+
+
+def _layout_by_measurement(imported: Model, target, options: CompileOptions,
+                           stats: dict[str, Any], say: Progress):
+    """--layout auto: the stored decision for this model and target, else build every
+    candidate layout and time (or estimate) them; returns (model, executable, decision)."""
+    from edgec.layout import by_measurement
+
+    where = by_measurement.where_measured(target)
+    folder = tune.logs_dir(target, options.tuning_logs)
+    key = by_measurement.decision_key(options.model, dict(options.input_shapes),
+                                      options.quantization.mode, where or "")
+    decision = by_measurement.load_decision(folder, key) if where else None
+    if decision is not None:
+        say(decision.summary())
+        model = layout.apply_layout(imported, decision.layout, target)
+        say(f"compiling for {target.name}")
+        executable = build.compile_to_executable(
+            model, target, _tuning_schedule(target, options, stats), stats)
+        return model, executable, decision
+    first: dict[str, Any] = {}
+
+    def build_one(model: Model):
+        counts: dict[str, Any] = {}
+        executable = build.compile_to_executable(
+            model, target, _tuning_schedule(target, options, counts), counts)
+        first[model.layout] = counts
+        return executable
+
+    inputs = check.random_inputs([{"name": s.name, "shape": s.shape, "dtype": s.dtype}
+                                  for s in imported.inputs], seed=0)
+    decision, built = by_measurement.decide(imported, target, build_one, inputs, say)
+    by_measurement.store_decision(folder, key, decision)
+    say(decision.summary())
+    stats.update(first[decision.layout])
+    model, executable = built[decision.layout]
+    return model, executable, decision
 
 
 def _verify_tolerance(options: CompileOptions, quant_report: QuantReport | None) -> dict:
@@ -291,7 +363,7 @@ def _quant_report(model: Model, target: Target, executable: Any, runnable: Any,
                 else [quant.SAMPLES_WARNING] if calib == quant.SAMPLES else [])
     fp32_ms = quantized_ms = None
     if target.is_native:
-        float_model = layout.apply_layout(quantized.fp32, options.layout, target)
+        float_model = layout.apply_layout(quantized.fp32, model.layout, target)
         # A schedule callback of its own: compile's counts into the quantized build's stats.
         float_schedule = _tuning_schedule(target, options, {})
         fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
@@ -318,7 +390,7 @@ def tune_model(
     options: tune.TuneOptions,
     *,
     input_shapes: Mapping | None = None,
-    layout_choice: str = "auto",
+    layout_choice: str = "default",
     progress: tune.Progress | None = None,
     quantization: QuantizeOptions | None = None,
 ) -> tune.TuneReport:
@@ -337,6 +409,8 @@ def tune_model(
             f"target {target.name} is {target.arch}: its code cannot be measured here; "
             "tune on the board with --rpc HOST:PORT or --tracker HOST:PORT --key KEY"
         )
+    if layout_choice == "auto":
+        layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs)
     if quantization is not None and quantization.mode:
         imported, _ = _import_quantized(model, input_shapes, quantization, target,
                                         lambda _msg: None)

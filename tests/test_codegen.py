@@ -50,7 +50,7 @@ def test_no_conv_or_matmul_falls_back_to_the_generic_schedule(every_kernel_net, 
     every output still right): the compile report's generic list must hold no conv or
     matmul."""
     target = targets.load(target_name)
-    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "auto", target)
+    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "default", target)
     stats: dict = {}
     build.compile_to_executable(model, target, None, stats)
     assert stats["generic"] == len(stats["generic_names"]) > 0  # pools, flatten: generic
@@ -68,7 +68,7 @@ def test_a_kernel_that_cannot_be_scheduled_fails_loudly(every_kernel_net, monkey
 
     monkeypatch.setattr(schedules.PackedConv, "_schedule", broken)
     target = targets.load("x86_64")
-    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "auto", target)
+    model = layout.apply_layout(frontend.import_model(str(every_kernel_net)), "default", target)
     with pytest.raises(RuntimeError, match=r"schedule for its \w*conv2d_nchwc kernel failed.*"
                                            r"loop nest changed.*bug in edgec") as caught:
         build.compile_to_executable(model, target)
@@ -85,7 +85,7 @@ def test_shipped_logs_cover_every_function_of_the_models_they_were_tuned_on(mode
     20 of 20 before the move)."""
     target = targets.load(target_name)
     assert model in tune.read_metadata(tune.logs_root() / target.name)["models"]
-    prepared = pipeline.prepare(f"zoo:{model}", target, None, "auto")
+    prepared = pipeline.prepare(f"zoo:{model}", target, None, "default")
     stats: dict = {}
     build.lower(prepared, target, tune.database_schedule(target, None, stats))
     assert stats["functions"] > 0

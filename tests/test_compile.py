@@ -65,7 +65,7 @@ def test_zoo_model_compiles_for_x86_and_matches_onnxruntime(name, layout, tmp_pa
     ("mobilenet_v2", "rpi4", "NCHW4c"),  # NEON: 4 floats per register
 ])
 def test_packed_block_is_the_widest_that_divides_the_model_channels(name, target, layout):
-    model = pipeline.prepare(f"zoo:{name}", targets.load(target), None, "auto")
+    model = pipeline.prepare(f"zoo:{name}", targets.load(target), None, "default")
     assert model.layout == layout
 
 
@@ -118,7 +118,7 @@ def test_image_stems_write_the_packed_layout_themselves(name, target, chain):
 
     from edgec.layout import count_layout_transforms
 
-    model = pipeline.prepare(f"zoo:{name}", targets.load(target), None, "auto")
+    model = pipeline.prepare(f"zoo:{name}", targets.load(target), None, "default")
     stems = []
 
     def visit(expr):
@@ -161,7 +161,7 @@ def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
         [weight("w1", (32, 32, 3, 3)), weight("b1", (32,)), weight("w2", (32, 32, 3, 3)),
          weight("w3", (32, 32, 3, 3))],
         tmp_path / "winograd.onnx")
-    model = pipeline.prepare(str(source), targets.load(target), None, "auto")
+    model = pipeline.prepare(str(source), targets.load(target), None, "default")
     lowered = build.lower(model, targets.load(target))
     kernels = [g.name_hint for g, f in lowered.functions.items()
                if isinstance(f, tirx.PrimFunc) and "winograd" in g.name_hint]

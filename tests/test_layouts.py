@@ -4,6 +4,8 @@ dense, grouped and depthwise, 1-64 channels, odd sizes, batch 1-2) in every layo
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -87,3 +89,50 @@ def test_compile_warns_what_a_slow_layout_costs_and_not_for_the_fast_ones(tmp_pa
         said[layout] = result.stdout + result.stderr
     assert "WARNING: NCHW builds ran 1.6-1.8x slower than the packed layout" in said["NCHW"]
     assert "WARNING" not in said["NHWC"], said["NHWC"]
+
+
+def _decision_table(text: str) -> dict[str, float]:
+    """The rows `--layout auto` printed: {layout: ms}."""
+    rows = re.findall(r"^\s+(NCHW\d+c|NHWC|NCHW)\s+([\d.]+)\s+[\d.]+x$", text, re.MULTILINE)
+    return {name: float(ms) for name, ms in rows}
+
+
+@pytest.mark.parametrize(("target", "how", "candidates"), [
+    ("x86_64", "measured on", {"NCHW8c", "NCHW4c", "NHWC"}),  # timed here
+    ("rpi4", "estimated for cortex-a72", {"NCHW4c", "NHWC"}),  # the emulated board, priced
+])
+def test_layout_auto_builds_the_candidates_keeps_the_fastest_and_stores_the_decision(
+        target, how, candidates, tmp_path):
+    from conftest import run_cli
+
+    path = random_conv_graph(3, tmp_path / "g.onnx")
+    env = {"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}
+    out = tmp_path / "auto.so"
+    first = run_cli("compile", str(path), "-t", target, "-o", str(out), "--layout", "auto",
+                    env=env)
+    assert first.returncode == 0, first.stderr
+    said = first.stdout + first.stderr
+    table = _decision_table(first.stdout)
+    assert set(table) == candidates, said
+    assert f"layout auto: {min(table, key=table.get)} ({how}" in said
+    # The library is the fastest candidate, and it matches ONNX Runtime (compile's check).
+    assert json.loads(out.with_name("auto.so.json").read_text())["layout"] == min(
+        table, key=table.get)
+    assert re.search(r"^y\s.*\sok$", first.stdout, re.MULTILINE), first.stdout
+    stored = json.loads((tmp_path / "logs" / target / "layout_decisions.json").read_text())
+    assert [d["layout"] for d in stored.values()] == [min(table, key=table.get)]
+    again = run_cli("compile", str(path), "-t", target, "-o", str(out), "--layout", "auto",
+                    "--no-check", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "stored decision" in again.stdout + again.stderr
+    assert "layout auto: building" not in again.stdout + again.stderr
+    assert _decision_table(again.stdout) == table
+
+
+def test_tune_layout_auto_needs_a_stored_decision(tmp_path):
+    from conftest import assert_only_error, run_cli
+
+    path = random_conv_graph(3, tmp_path / "g.onnx")
+    result = run_cli("tune", str(path), "--layout", "auto", "--trials", "1",
+                     env={"EDGEC_TUNING_LOGS": str(tmp_path / "logs")})
+    assert_only_error(result, "no layout was measured yet")

@@ -10,9 +10,12 @@ DEFAULT_MODEL = "zoo:mobilenet_v2"
 DEFAULT_TARGET = "x86_64"
 
 
-LAYOUT_HELP = ("Data layout of the convs: auto (the target's default: packed NCHWc on every "
-               "shipped target), NCHWc (packed, block from the target's vector width), NHWC "
-               "(as fast as packed for float models) or NCHW (1.6-1.8x slower).")
+LAYOUT_HELP = ("Data layout of the convs: default (the target's: packed NCHWc on every "
+               "shipped target), auto (build the packed and NHWC candidates, time them here "
+               "or estimate them for the target's board, keep the fastest; the decision is "
+               "stored beside your tuning logs), NCHWc (packed, block from the target's "
+               "vector width), NHWC (as fast as packed for float models) or NCHW (1.6-1.8x "
+               "slower).")
 INPUT_SHAPE_HELP = "Fix an input's shape, e.g. input:1,3,224,224 (repeatable)."
 
 

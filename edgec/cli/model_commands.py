@@ -60,8 +60,9 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
               help="Output library (default: build/<model>-<target>.so).")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
               help=INPUT_SHAPE_HELP)
-@click.option("--layout", default="auto", show_default=True,
-              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]), help=LAYOUT_HELP)
+@click.option("--layout", default="default", show_default=True,
+              type=click.Choice(["default", "auto", "NCHWc", "NHWC", "NCHW"]),
+              help=LAYOUT_HELP)
 @click.option("--check/--no-check", default=True, show_default=True,
               help="Compare with ONNX Runtime before writing (random inputs; quantized "
                    "builds: calibration inputs).")
@@ -114,8 +115,8 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
 @click.option("--key", help="The board's key at the tracker.")
 @click.option("--input-shape", "input_shapes", multiple=True, metavar="NAME:D1,D2,...",
               help=INPUT_SHAPE_HELP)
-@click.option("--layout", default="auto", show_default=True,
-              type=click.Choice(["auto", "NCHW", "NHWC", "NCHWc"]),
+@click.option("--layout", default="default", show_default=True,
+              type=click.Choice(["default", "auto", "NCHWc", "NHWC", "NCHW"]),
               help=LAYOUT_HELP + " Tune with the layout you compile with.")
 @click.option("--tuning-logs", type=click.Path(file_okay=False),
               help="Database folder to write (default: ~/.cache/edgec/tuning_logs/<target>, "
@@ -141,6 +142,8 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     shapes = parse_input_shapes(input_shapes)
     quantization = quantization_from(quantize_kwargs)
     mode = quantization.mode
+    if layout == "auto":  # before the banner: the layout compile measured, or one error line
+        layout = pipeline.stored_layout(model, shapes, quantization, target, options.logs)
     say(f"tune {model}{f' ({mode})' if mode else ''} for {target}: "
         f"{trials_per_task} trials per task, layout {layout}; Ctrl-C stops after the batch "
         "in flight, keeping every record")

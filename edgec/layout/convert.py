@@ -8,23 +8,28 @@ from edgec.layout.stems import pack_stem_outputs
 from edgec.model import Model
 from edgec.targets import LAYOUTS, Target
 
-CHOICES = ("auto", *LAYOUTS)
+# "default": the target's default layout; "auto": chosen by measuring the candidates
+# (edgec.layout.by_measurement, which the pipeline runs; here it stands for the default).
+CHOICES = ("default", "auto", *LAYOUTS)
 
 
 def resolve(layout: str, target: Target, ir=None) -> str:
-    """The concrete layout for a --layout choice: "auto" takes the target's default and
-    "NCHWc" gets its block from the target's vector width (NCHW8c on AVX2, NCHW4c on NEON),
-    narrowed for `ir` (a Relax module) by `choose_block`.
+    """The concrete layout for a --layout choice: "default" (and "auto", until measured)
+    take the target's default and "NCHWc" gets its block from the target's vector width
+    (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
+    `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is.
 
     Raises:
         ConfigError: unknown layout name.
     """
+    if block_of(layout):
+        return layout
     if layout not in CHOICES:
         raise ConfigError(
             f'unknown layout "{layout}"{did_you_mean(layout, CHOICES)}; '
             f'use one of {", ".join(CHOICES)}'
         )
-    if layout == "auto":
+    if layout in ("default", "auto"):
         layout = target.default_layout
     if layout != "NCHWc":
         return layout

@@ -1,0 +1,171 @@
+"""--layout auto: build the candidate layouts for the target, time them, keep the fastest.
+
+Where the code runs here (a target this machine executes) the candidates are timed here, in
+interleaved rounds (this kind of VM drifts by up to 1.5x within minutes, so only ratios
+within a round count). For a board that is absent they are priced by the instruction-level
+estimate (edgec.boards.estimate, qemu counts x llvm-mca; README "ARM speed without a
+board"). The decision is stored beside the user's tuning logs, keyed by the model file, its
+input shapes, the quantization mode and the CPU it was measured on, so the next compile of
+the same model for the same target does not measure again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from edgec.layout.blocks import block_of
+from edgec.layout.convert import apply_layout, resolve
+from edgec.model import Model
+from edgec.targets import Target
+
+DECISIONS_FILE = "layout_decisions.json"
+_ROUNDS, _RUNS = 3, 10
+
+
+@dataclass(frozen=True)
+class LayoutDecision:
+    """The layout --layout auto chose and the table it chose from (ms per candidate)."""
+
+    layout: str
+    table: dict[str, float]
+    how: str  # "measured on <cpu>" or "estimated for <core>"
+    cached: bool = False
+
+    def summary(self) -> str:
+        best = min(self.table.values())
+        rows = [f"layout auto: {self.layout} ({self.how}"
+                + ("; stored decision, delete it to measure again)" if self.cached else ")"),
+                f"  {'layout':<10} {'ms':>9} {'vs best':>8}"]
+        for name, ms in sorted(self.table.items(), key=lambda kv: kv[1]):
+            rows.append(f"  {name:<10} {ms:9.3f} {ms / best:7.2f}x")
+        return "\n".join(rows)
+
+
+def candidates(target: Target, ir) -> list[str]:
+    """The packed layout with the block edgec.layout.blocks chooses, the same with half that
+    block (narrower vectors pack more of some models' layers), and NHWC."""
+    packed = resolve("NCHWc", target, ir)
+    found = [packed]
+    half = (block_of(packed) or 0) // 2
+    if half >= 4:
+        found.append(f"NCHW{half}c")
+    return [*found, "NHWC"]
+
+
+def host_cpu() -> str:
+    """This machine's CPU model name, as /proc/cpuinfo spells it."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def decision_key(model_source: str, shapes: Mapping, mode: str | None, where: str) -> str:
+    """What a stored decision is valid for: the model's bytes (zoo:NAME by name), its input
+    shapes, the quantization mode and the CPU or core it was measured for."""
+    source = Path(model_source)
+    digest = (hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file()
+              else model_source)
+    shape_text = ";".join(f"{k}={','.join(map(str, v))}" for k, v in sorted(shapes.items()))
+    return f"{digest}|{shape_text}|{mode or 'fp32'}|{where}"
+
+
+def load_decision(folder: Path, key: str) -> LayoutDecision | None:
+    try:
+        stored = json.loads((folder / DECISIONS_FILE).read_text())[key]
+    except (OSError, ValueError, KeyError):
+        return None
+    return LayoutDecision(stored["layout"], stored["table"], stored["how"], cached=True)
+
+
+def store_decision(folder: Path, key: str, decision: LayoutDecision) -> None:
+    """Add the decision to folder/layout_decisions.json (written whole, then renamed)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / DECISIONS_FILE
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        stored = {}
+    stored[key] = {k: v for k, v in asdict(decision).items() if k != "cached"}
+    stored[key]["date"] = time.strftime("%Y-%m-%d")
+    partial = path.with_suffix(".partial")
+    partial.write_text(json.dumps(stored, indent=2))
+    partial.replace(path)
+
+
+def where_measured(target: Target) -> str | None:
+    """"measured on <cpu>" for a target this machine runs, "estimated for <core>" for one
+    with a [board] core, None when neither applies."""
+    if target.is_native:
+        return f"measured on {host_cpu()}"
+    core = target.board.get("core") if target.board else None
+    return f"estimated for {core}" if core else None
+
+
+def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
+           inputs: Mapping[str, Any], say: Callable[[str], None]) -> tuple[LayoutDecision, dict]:
+    """Build every candidate layout of `imported` with `build_one` (Model -> executable),
+    time or estimate each, and return the decision with the built {layout: (model,
+    executable)} so the winner is not built twice.
+
+    Raises:
+        ConfigError: the target neither runs here nor names a [board] core to estimate.
+    """
+    from edgec.errors import ConfigError
+
+    how = where_measured(target)
+    if how is None:
+        raise ConfigError(f"--layout auto cannot measure for {target.name}: it does not run "
+                          "here and its target file names no [board] core to estimate; "
+                          "choose --layout NCHWc or NHWC")
+    built = {}
+    for name in candidates(target, imported.ir):
+        say(f"layout auto: building {name}")
+        model = apply_layout(imported, name, target)
+        built[model.layout] = (model, build_one(model))
+    if target.is_native:
+        table = _time_here(built, inputs, say)
+    else:
+        table = _estimate(built, target, say)
+    best = min(table, key=table.get)
+    return LayoutDecision(best, table, how), built
+
+
+def _time_here(built: dict, inputs: Mapping[str, Any], say) -> dict[str, float]:
+    """Median per layout of the per-round medians, rounds interleaving the layouts."""
+    from edgec import check
+
+    rounds: dict[str, list[float]] = {name: [] for name in built}
+    for index in range(_ROUNDS):
+        say(f"layout auto: timing round {index + 1} of {_ROUNDS}")
+        for name, (model, executable) in built.items():
+            rounds[name].append(check.median_ms(executable, model, inputs, runs=_RUNS))
+    return {name: statistics.median(values) for name, values in rounds.items()}
+
+
+def _estimate(built: dict, target: Target, say) -> dict[str, float]:
+    """Single-thread estimate of each layout's library on the target's board core."""
+    from edgec import build
+    from edgec.boards.estimate.board_defaults import estimate_library
+
+    table = {}
+    with tempfile.TemporaryDirectory(prefix="edgec-layout-") as tmp:
+        for name, (model, executable) in built.items():
+            say(f"layout auto: estimating {name} on {target.board['core']}")
+            library = Path(tmp) / f"{name}.so"
+            build.export(executable, model, target, library)
+            table[name] = estimate_library(library, None).ms
+    return table
