@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import collections
-import dataclasses
 import json
 import re
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edgec import build, check, frontend, layout, quant, reference, targets, tune
+from edgec import quantized as quantized_steps
 from edgec.check import DEFAULT_MIN_COSINE, DEFAULT_RTOL, VerifyReport
 from edgec.errors import BuildError, ConfigError
 from edgec.model import Model
@@ -137,18 +137,6 @@ def prepare(model: str, target: Target, input_shapes: Mapping | None, layout_cho
     return layout.apply_layout(imported, layout_choice, target)
 
 
-@dataclass(frozen=True)
-class _Quantized:
-    """What the quantize stage leaves for the check and the accuracy report."""
-
-    fp32: Model  # the float model, imported (its .reference is the user's original)
-    graph: Any  # the simplified float ONNX graph that was quantized
-    qdq: Any  # the QDQ ONNX model (INT8 only)
-    samples: list[dict[str, Any]]
-    source: str
-    counts: dict[str, int]
-
-
 def compile_model(options: CompileOptions, progress: Progress | None = None) -> CompileResult:
     """Compile a model to OUT.so + OUT.so.json, checked against ONNX Runtime unless told not to.
 
@@ -175,8 +163,8 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     say("importing and simplifying the model")
     quantized = None
     if qopts.mode:
-        imported, quantized = _import_quantized(options.model, options.input_shapes, qopts,
-                                                target, say)
+        imported, quantized = quantized_steps.import_quantized(
+            options.model, options.input_shapes, qopts, target, say)
     else:
         imported = frontend.import_model(options.model, options.input_shapes)
     stats: dict[str, Any] = {}
@@ -218,7 +206,9 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
     if quantized is not None:
         start = time.perf_counter()
         say(f"measuring {qopts.mode} against FP32")
-        quant_report = _quant_report(model, target, executable, runnable, options, quantized)
+        quant_report = quantized_steps.quant_report(
+            model, target, executable, runnable, options, quantized,
+            _tuning_schedule(target, options, {}))
         seconds["accuracy"] = time.perf_counter() - start
     say(f"writing {options.output}")
     info = build.export(executable, model, target, options.output, tuning=stats,
@@ -229,61 +219,29 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
 
 def stored_layout(model: str, input_shapes: Mapping | None,
                   quantization: QuantizeOptions | None, target: str | Target, logs) -> str:
-    """The layout `compile --layout auto` chose and stored for this model and target.
-
-    Raises:
-        ConfigError: none stored yet.
-    """
+    """The layout `compile --layout auto` stored for this model and target (ConfigError
+    when none is)."""
     from edgec.layout import by_measurement
 
-    if isinstance(target, str):
-        target = targets.load(target)
+    target = targets.load(target) if isinstance(target, str) else target
     mode = quantization.mode if quantization is not None else None
-    key = by_measurement.decision_key(model, dict(input_shapes or {}), mode,
-                                      by_measurement.where_measured(target) or "")
-    decision = by_measurement.load_decision(tune.logs_dir(target, logs), key)
-    if decision is None:
-        raise ConfigError(f"--layout auto: no layout was measured yet for {model} on "
-                          f"{target.name}; run `edgec compile {model} --layout auto` first "
-                          "(it stores its decision), or name a layout")
-    return decision.layout
+    return by_measurement.stored_layout(model, dict(input_shapes or {}), mode, target,
+                                        tune.logs_dir(target, logs))
 
 
 def _layout_by_measurement(imported: Model, target, options: CompileOptions,
                            stats: dict[str, Any], say: Progress):
-    """--layout auto: the stored decision for this model and target, else build every
-    candidate layout and time (or estimate) them; returns (model, executable, decision)."""
+    """--layout auto (edgec.layout.by_measurement); returns (model, executable, decision)."""
     from edgec.layout import by_measurement
 
-    where = by_measurement.where_measured(target)
-    folder = tune.logs_dir(target, options.tuning_logs)
-    key = by_measurement.decision_key(options.model, dict(options.input_shapes),
-                                      options.quantization.mode, where or "")
-    decision = by_measurement.load_decision(folder, key) if where else None
-    if decision is not None:
-        say(decision.summary())
-        model = layout.apply_layout(imported, decision.layout, target)
-        say(f"compiling for {target.name}")
-        executable = build.compile_to_executable(
-            model, target, _tuning_schedule(target, options, stats), stats)
-        return model, executable, decision
-    first: dict[str, Any] = {}
+    def build_one(model: Model, counts: dict[str, Any]):
+        return build.compile_to_executable(model, target, _tuning_schedule(target, options,
+                                                                           counts), counts)
 
-    def build_one(model: Model):
-        counts: dict[str, Any] = {}
-        executable = build.compile_to_executable(
-            model, target, _tuning_schedule(target, options, counts), counts)
-        first[model.layout] = counts
-        return executable
-
-    inputs = check.random_inputs([{"name": s.name, "shape": s.shape, "dtype": s.dtype}
-                                  for s in imported.inputs], seed=0)
-    decision, built = by_measurement.decide(imported, target, build_one, inputs, say)
-    by_measurement.store_decision(folder, key, decision)
-    say(decision.summary())
-    stats.update(first[decision.layout])
-    model, executable = built[decision.layout]
-    return model, executable, decision
+    return by_measurement.choose(
+        imported, target, build_one, stats, say, source=options.model,
+        shapes=dict(options.input_shapes), mode=options.quantization.mode,
+        folder=tune.logs_dir(target, options.tuning_logs))
 
 
 def _verify_tolerance(options: CompileOptions, quant_report: QuantReport | None) -> dict:
@@ -301,39 +259,8 @@ def _verify_tolerance(options: CompileOptions, quant_report: QuantReport | None)
             "why": "float build: compile's check tolerance"}
 
 
-def _import_quantized(source: str, input_shapes: Mapping | None, qopts: QuantizeOptions,
-                      target: Target, say: Progress) -> tuple[Model, _Quantized]:
-    """import → quantize: INT8 quantizes the simplified ONNX graph and lowers the QDQ graph
-    to integer compute; FP16 converts the float Relax graph."""
-    from edgec.errors import QuantizeError
-    from edgec.quant import calibration
-
-    if frontend.is_tflite(source):
-        raise QuantizeError(f"--quantize {qopts.mode} quantizes ONNX models; {source} is TFLite "
-                            "(an int8 .tflite compiles as it is, without --quantize)")
-    prepared = frontend.prepare_onnx(source, input_shapes)
-    fp32 = frontend.convert(prepared)
-    if qopts.calib:
-        samples = quant.load_calibration(qopts.calib, qopts.calib_options, fp32.inputs)
-        origin = ("random inputs" if qopts.calib == quant.RANDOM
-                  else "scikit-image's stock photos" if qopts.calib == quant.SAMPLES
-                  else f"calibration inputs from {qopts.calib}")
-    else:  # FP16 needs no calibration; without data, compare on seeded random inputs
-        samples, origin = calibration.random_samples(fp32.inputs, 4), "random inputs"
-    if qopts.mode == "fp16":
-        return quant.to_fp16(fp32), _Quantized(fp32, prepared.graph, None, samples, origin, {})
-    say(f"calibrating on {len(samples)} samples ({qopts.method}) with ONNX Runtime")
-    cpu = target.cpu
-    qdq = quant.quantize_onnx(prepared.graph, samples, qopts.method, qopts.per_channel,
-                              reduce_range=cpu.int8_weight_bits < 8,
-                              activations=cpu.int8_activation_dtype)
-    model, counts = quant.lower_int8(
-        frontend.convert(dataclasses.replace(prepared, graph=qdq, reference=qdq)))
-    return model, _Quantized(fp32, prepared.graph, qdq, samples, origin, counts)
-
-
 def _check(runnable: Any, note: str, model: Model, options: CompileOptions,
-           quantized: _Quantized | None) -> VerifyReport:
+           quantized: quantized_steps.Quantized | None) -> VerifyReport:
     """Random inputs for a float build; the calibration inputs for a quantized one (random
     inputs would leave the calibrated ranges), against the same QDQ model in ONNX Runtime."""
     rtol, min_cosine = options.rtol, options.min_cosine
@@ -347,41 +274,6 @@ def _check(runnable: Any, note: str, model: Model, options: CompileOptions,
         note = (note + "; " if note else "") + (
             f"{mode} vs ONNX Runtime running {what} on {len(samples)} {quantized.source}")
     return check.check_against_reference(runnable, model, samples, rtol, min_cosine, note)
-
-
-def _quant_report(model: Model, target: Target, executable: Any, runnable: Any,
-                  options: CompileOptions, quantized: _Quantized) -> QuantReport:
-    """Agreement with FP32 (ORT), per-layer error, integer ops and instructions, and speed."""
-    from edgec.quant import accuracy, integer
-
-    mode = options.quantization.mode or ""
-    samples = quantized.samples
-    fp32_runs = [reference.outputs(quantized.fp32.reference, s) for s in samples]
-    outputs = accuracy.agreement(fp32_runs, [check.run(runnable, model, s) for s in samples])
-    calib = options.quantization.calib
-    warnings = ([quant.RANDOM_WARNING] if calib == quant.RANDOM
-                else [quant.SAMPLES_WARNING] if calib == quant.SAMPLES else [])
-    fp32_ms = quantized_ms = None
-    if target.is_native:
-        float_model = layout.apply_layout(quantized.fp32, model.layout, target)
-        # A schedule callback of its own: compile's counts into the quantized build's stats.
-        float_schedule = _tuning_schedule(target, options, {})
-        fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
-        fp32_ms = check.median_ms(fp32_exec, float_model, samples[0])
-        quantized_ms = check.median_ms(executable, model, samples[0])
-        if quantized_ms >= fp32_ms:
-            warnings.append(f"{mode} is not faster than FP32 here ({quantized_ms:.2f} "
-                            f"vs {fp32_ms:.2f} ms): it still saves memory; see the README")
-    return QuantReport(
-        mode=mode, samples=len(samples), sample_source=quantized.source,
-        outputs=outputs,
-        layers=(accuracy.layer_errors(quantized.graph, quantized.qdq, samples[:4])
-                if quantized.qdq else []),
-        qdq_left={k.removesuffix("_left"): v for k, v in quantized.counts.items()
-                  if k.endswith("_left")},
-        integer_layers=dict(collections.Counter(integer.integer_layers(model.ir))),
-        mac_instructions=accuracy.count_mnemonics(build.assembly(executable)),
-        fp32_ms=fp32_ms, quantized_ms=quantized_ms, warnings=warnings)
 
 
 def tune_model(
@@ -412,7 +304,7 @@ def tune_model(
     if layout_choice == "auto":
         layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs)
     if quantization is not None and quantization.mode:
-        imported, _ = _import_quantized(model, input_shapes, quantization, target,
+        imported, _ = quantized_steps.import_quantized(model, input_shapes, quantization, target,
                                         lambda _msg: None)
         prepared = layout.apply_layout(imported, layout_choice, target)
         name = f"{prepared.name}-{quantization.mode}"

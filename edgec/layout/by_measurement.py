@@ -115,6 +115,60 @@ def where_measured(target: Target) -> str | None:
     return f"estimated for {core}" if core else None
 
 
+def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target,
+                  folder: Path) -> str:
+    """The layout a compile --layout auto stored for this model and target.
+
+    Raises:
+        ConfigError: none stored yet.
+    """
+    from edgec.errors import ConfigError
+
+    decision = load_decision(folder, decision_key(source, shapes, mode,
+                                                  where_measured(target) or ""))
+    if decision is None:
+        raise ConfigError(f"--layout auto: no layout was measured yet for {source} on "
+                          f"{target.name}; run `edgec compile {source} --layout auto` first "
+                          "(it stores its decision), or name a layout")
+    return decision.layout
+
+
+def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], Any],
+           stats: dict, say: Callable[[str], None], *, source: str, shapes: Mapping,
+           mode: str | None, folder: Path) -> tuple[Model, Any, LayoutDecision]:
+    """The stored decision for this model and target, else every candidate built, timed or
+    estimated, and the decision stored in `folder`. build_one(model, counts) compiles one
+    layout (filling `counts` with its schedule statistics); `stats` gets the winner's.
+
+    Returns:
+        (the laid-out model, its executable, the decision).
+    """
+    where = where_measured(target)
+    key = decision_key(source, shapes, mode, where or "")
+    decision = load_decision(folder, key) if where else None
+    if decision is not None:
+        say(decision.summary())
+        model = apply_layout(imported, decision.layout, target)
+        say(f"compiling for {target.name}")
+        return model, build_one(model, stats), decision
+    counts: dict[str, dict] = {}
+
+    def build_counting(model: Model):
+        counts[model.layout] = {}
+        return build_one(model, counts[model.layout])
+
+    from edgec import check
+
+    inputs = check.random_inputs([{"name": s.name, "shape": s.shape, "dtype": s.dtype}
+                                  for s in imported.inputs], seed=0)
+    decision, built = decide(imported, target, build_counting, inputs, say)
+    store_decision(folder, key, decision)
+    say(decision.summary())
+    stats.update(counts[decision.layout])
+    model, executable = built[decision.layout]
+    return model, executable, decision
+
+
 def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
            inputs: Mapping[str, Any], say: Callable[[str], None]) -> tuple[LayoutDecision, dict]:
     """Build every candidate layout of `imported` with `build_one` (Model -> executable),
