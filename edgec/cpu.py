@@ -161,3 +161,28 @@ def cpuinfo_flags(text: str) -> set[str]:
     """The flags (x86) or Features (aarch64) line of /proc/cpuinfo text, as a set."""
     match = re.search(r"^(?:flags|Features)\s*:(.*)$", text, re.MULTILINE)
     return set(match.group(1).split()) if match else set()
+
+
+def host_label() -> str:
+    """This machine's CPU as tuning records and layout decisions are keyed: its model name
+    and its widest x86 vector class, e.g. "Intel(R) Xeon(R) Processor (avx512-vnni)". VMs
+    often show a generic model name, and Zen 3 (AVX2) and Zen 5 (AVX-512) boxes of one kind
+    time the same code differently."""
+    import platform
+    from pathlib import Path
+
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith(("model name", "Model"))), platform.machine())
+    flags = cpuinfo_flags(text)
+    isa = ("avx512-vnni" if {"avx512f", "avx512_vnni"} <= flags else "avx512"
+           if "avx512f" in flags else "avx2" if "avx2" in flags else "")
+    return f"{name} ({isa})" if isa else name
+
+
+def label_slug(label: str) -> str:
+    """A folder name for a CPU label: "intel-r-xeon-r-processor-avx512-vnni"."""
+    return re.sub(r"[^a-z0-9]+", "-", label.lower()).strip("-") or "unknown-cpu"

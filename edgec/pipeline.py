@@ -104,6 +104,8 @@ def _tuning_schedule(target, options: CompileOptions, stats: dict[str, Any]):
     if not options.use_tuning_logs:
         stats["untuned"] = True
         return None
+    # The CPU the code runs on, when it runs here; records from any other are noted.
+    stats["cpu"] = tune.measured_on() if target.is_native else None
     return tune.database_schedule(target, options.tuning_logs, stats)
 
 
@@ -117,6 +119,10 @@ def _tuning_line(stats: dict[str, Any]) -> str:
         line = (f"schedules: {tuned - confirmed} functions from tuned records, {confirmed} on "
                 f"defaults that tuning confirmed, {functions - tuned} untuned (edgec's "
                 "defaults)")
+    others = {cpu: n for cpu, n in stats.get("from_cpu", {}).items() if cpu != stats.get("cpu")}
+    if others:
+        line += "; records measured on another CPU, whose speed-ups may not hold here: " + (
+            ", ".join(f"{n} functions from {cpu}" for cpu, n in others.items()))
     generic = stats.get("generic_names")
     if generic:
         line += f"; {len(generic)} on the generic schedule (no edgec kernel): " + _grouped(generic)

@@ -5,6 +5,7 @@ Checks read MetaSchedule's own JSON files and compare outputs with ONNX Runtime.
 
 import base64
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -151,34 +152,55 @@ def tree_digest(folder: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
+def cpuinfo_model_name() -> str:
+    return next(line.split(":", 1)[1].strip() for line in
+                Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name"))
+
+
 @pytest.mark.slow
-def test_tuning_goes_to_the_user_database_and_compile_says_what_it_confirmed(
+def test_tuning_goes_to_the_user_database_of_this_cpu_and_compile_says_what_it_applied(
         dynamic_conv_model, tmp_path):
-    """Without --tuning-logs, records land in the user's database (EDGEC_TUNING_LOGS here),
-    the shipped logs stay byte for byte, and compile applies the user's records. With one
-    trial per task only edgec's defaults are measured, and compile says so instead of
-    counting them as tuned."""
+    """Without --tuning-logs, records land in the user's database for this machine's CPU
+    (EDGEC_TUNING_LOGS here), the shipped logs stay byte for byte, and compile applies the
+    user's records. With one trial per task only edgec's defaults are measured, and compile
+    says so instead of counting them as tuned. Records measured on another CPU are applied
+    with a note, and `tune --status` says which CPU each applied record came from."""
     shipped = tune.logs_root()
     before = tree_digest(shipped)
     user = tmp_path / "user"
     env = {"EDGEC_TUNING_LOGS": str(user)}
-    result = run_cli("tune", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
-                     "--trials", "1", env=env)
+    shape = ["--input-shape", "image:1,3,16,16"]
+    result = run_cli("tune", str(dynamic_conv_model), *shape, "--trials", "1", env=env)
     assert result.returncode == 0, result.stderr
-    assert record_lines(user / "x86_64") and tree_digest(shipped) == before
-    compiled = run_cli("compile", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+    (mine,) = [p.parent for p in (user / "x86_64").glob("*/database_tuning_record.json")]
+    metadata = json.loads((mine / "metadata.json").read_text())
+    assert cpuinfo_model_name() in metadata["measured_on"]  # keyed by the CPU measured on
+    assert record_lines(mine) and tree_digest(shipped) == before
+    compiled = run_cli("compile", str(dynamic_conv_model), *shape,
                        "-o", str(tmp_path / "m.so"), env=env)
     assert compiled.returncode == 0, compiled.stderr
-    convs = sum(1 for r in record_lines(user / "x86_64"))
-    assert convs >= 2
+    assert len(record_lines(mine)) >= 2
     assert "0 functions from tuned records" in compiled.stdout, compiled.stdout
     assert "untuned (edgec's defaults)" in compiled.stdout
+    assert "another CPU" not in compiled.stdout
     # --untuned ignores the same database (what the benchmarks' untuned columns build).
-    untuned = run_cli("compile", str(dynamic_conv_model), "--input-shape", "image:1,3,16,16",
+    untuned = run_cli("compile", str(dynamic_conv_model), *shape,
                       "-o", str(tmp_path / "u.so"), "--untuned", "--no-check", env=env)
     assert untuned.returncode == 0, untuned.stderr
     assert "no tuning logs applied (--untuned)" in untuned.stdout, untuned.stdout
     assert "functions from tuned records" not in untuned.stdout
+    # The same records as if measured on another machine: applied, and said so.
+    other = mine.parent / "other-cpu"
+    mine.rename(other)
+    (other / "metadata.json").write_text(json.dumps({**metadata, "measured_on": "Other CPU"}))
+    foreign = run_cli("compile", str(dynamic_conv_model), *shape,
+                      "-o", str(tmp_path / "f.so"), "--no-check", env=env)
+    assert foreign.returncode == 0, foreign.stderr
+    assert re.search(r"records measured on another CPU.*\d+ functions from Other CPU",
+                     foreign.stdout), foreign.stdout
+    status = run_cli("tune", str(dynamic_conv_model), *shape, "--status", env=env)
+    assert status.returncode == 0, status.stderr
+    assert "measured on" in status.stdout and "Other CPU" in status.stdout, status.stdout
 
 
 @pytest.mark.slow

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from edgec.cpu import host_label
 from edgec.layout.blocks import block_of
 from edgec.layout.convert import apply_layout, resolve
 from edgec.model import Model
@@ -60,19 +61,6 @@ def candidates(target: Target, ir) -> list[str]:
     return [*found, "NHWC"]
 
 
-def host_cpu() -> str:
-    """This machine's CPU model name, as /proc/cpuinfo spells it."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
-
-
 def decision_key(model_source: str, shapes: Mapping, mode: str | None, where: str) -> str:
     """What a stored decision is valid for: the model's bytes (zoo:NAME by name), its input
     shapes, the quantization mode and the CPU or core it was measured for."""
@@ -110,7 +98,7 @@ def where_measured(target: Target) -> str | None:
     """"measured on <cpu>" for a target this machine runs, "estimated for <core>" for one
     with a [board] core, None when neither applies."""
     if target.is_native:
-        return f"measured on {host_cpu()}"
+        return f"measured on {host_label()}"
     core = target.board.get("core") if target.board else None
     return f"estimated for {core}" if core else None
 

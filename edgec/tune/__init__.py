@@ -1,19 +1,19 @@
 """Tune stage: search schedules for a model's tasks with MetaSchedule (search), keep the
-records in a per-target database, and apply them when compiling (database_schedule)."""
+records in a database per target and CPU measured on, and apply them when compiling
+(databases: database_schedule)."""
 
-from edgec.tune.search import (
-    Progress,
-    TaskRow,
-    TuneOptions,
-    TuneReport,
+from edgec.tune.databases import (
+    database_layers,
     database_schedule,
     logs_dir,
     logs_root,
-    parse_budget,
+    measured_on,
     read_metadata,
-    tune,
+    user_logs_root,
     write_metadata,
 )
+from edgec.tune.search import Progress, TaskRow, TuneOptions, TuneReport, parse_budget, tune
 
-__all__ = ["Progress", "TaskRow", "TuneOptions", "TuneReport", "database_schedule", "logs_dir",
-           "logs_root", "parse_budget", "read_metadata", "tune", "write_metadata"]
+__all__ = ["Progress", "TaskRow", "TuneOptions", "TuneReport", "database_layers",
+           "database_schedule", "logs_dir", "logs_root", "measured_on", "parse_budget",
+           "read_metadata", "tune", "user_logs_root", "write_metadata"]

@@ -1,7 +1,8 @@
 """Tune stage: MetaSchedule search over a model's tasks, recorded in resumable tuning logs.
 
-A user's tuning goes to ~/.cache/edgec/tuning_logs/<target>/ (or --tuning-logs DIR), a
-MetaSchedule JSON database layered over the read-only shipped one: each measured batch is
+A user's tuning goes to ~/.cache/edgec/tuning_logs/<target>/<cpu>/ (or --tuning-logs DIR),
+one MetaSchedule JSON database per CPU the records were measured on (its metadata.json says
+which, in `measured_on`), layered over the read-only shipped one: each measured batch is
 appended as it finishes, so an interrupted tune loses at most the batch in flight. Records
 are keyed by workload (the TIR function), so a conv shape tuned for one model serves every
 model that has it. Tasks that already have their trials are skipped on the next run.
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import threading
 import time
@@ -19,75 +19,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from edgec import shipped
-from edgec.cache import cache_root
 from edgec.errors import ConfigError, TuneError
 from edgec.targets import Target
-
-
-def logs_root() -> Path:
-    """The shipped tuning databases, one folder per target (package data, see edgec.shipped):
-    read-only, made by edgec's developers."""
-    return shipped.path("tuning_logs")
-
-
-def user_logs_root() -> Path:
-    """Where a user's tuning goes: $EDGEC_TUNING_LOGS, else ~/.cache/edgec/tuning_logs."""
-    override = os.environ.get("EDGEC_TUNING_LOGS")
-    cache = cache_root()
-    return Path(override) if override else cache / "tuning_logs"
-
-
-def logs_dir(target: Target, override: str | Path | None = None) -> Path:
-    """The database `tune` writes: --tuning-logs DIR, else the user's one for the target.
-    Never the shipped logs: tuning does not modify files of the installed package."""
-    return Path(override) if override else user_logs_root() / target.name
-
-
-def _has_database(path: Path) -> bool:
-    return (path / "database_tuning_record.json").is_file()
-
-
-def database_layers(target: Target, logs: str | Path | None = None) -> list[Path]:
-    """The databases compile applies, first wins per workload: the user's (or --tuning-logs
-    DIR), then the shipped logs of the target."""
-    layers = [p for p in (logs_dir(target, logs), logs_root() / target.name) if _has_database(p)]
-    if logs and not _has_database(Path(logs)):
-        raise ConfigError(f"--tuning-logs {logs} holds no MetaSchedule database")
-    return layers
-
-
-def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
-    """A schedule callback for build.lower that applies the target's tuning databases,
-    counting into `stats` the functions ("functions"), those scheduled from records
-    ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
-    and kept by tuning ("confirmed"); None when there are no logs for the target."""
-    layers = database_layers(target, logs)
-    if not layers:
-        return None
-    from edgec.codegen import intrinsics
-    from edgec.codegen.schedules import schedule_function
-    from edgec.tvm_compat import metaschedule as ms
-
-    database = ms.layered([ms.open_database(path) for path in layers])
-    intrinsics.register_all()
-
-    def schedule(ir):
-        tvm_target = target.tvm_target()
-        before = {g.name_hint: f for g, f in ir.functions_items()
-                  if type(f).__name__ == "PrimFunc"}
-        ir = ms.apply_database(ir, database, tvm_target)
-        tuned = [(g.name_hint, f) for g, f in ir.functions_items() if ms.is_scheduled(f)]
-        confirmed = 0
-        for name, func in tuned:
-            with tvm_target:
-                default = schedule_function(before[name], tvm_target)
-            confirmed += default is not None and ms.same_schedule(func, default.mod["main"])
-        stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
-                     layers=[str(p) for p in layers])
-        return ir
-
-    return schedule
+from edgec.tune.databases import (
+    claim_for,
+    logs_dir,
+    measured_on,
+    read_metadata,
+    sources,
+    write_metadata,
+)
 
 
 @dataclass(frozen=True)
@@ -119,6 +60,7 @@ class TaskRow:
     flops: float
     trials: int = 0
     best_seconds: float | None = None
+    source: str = ""  # --status: the CPU whose record compile applies ("" none)
 
     @property
     def gflops(self) -> float | None:
@@ -154,12 +96,15 @@ class TuneReport:
         return 60.0 * self.trials_run / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>8} {'trials':>6} {'best ms':>9} {'GFLOP/s':>8}"]
+        sources = any(r.source for r in self.rows)
+        lines = [f"{'task':<44} {'x':>2} {'MFLOP':>8} {'trials':>6} {'best ms':>9} {'GFLOP/s':>8}"
+                 + ("  record compile applies, measured on" if sources else "")]
         for r in sorted(self.rows, key=lambda r: -(r.best_seconds or 0) * r.weight):
             best = f"{r.best_seconds * 1000:.3f}" if r.best_seconds else "-"
             rate = f"{r.gflops:.1f}" if r.gflops else "-"
             lines.append(f"{r.name[:44]:<44} {r.weight:>2} {r.flops / 1e6:>8.1f} "
-                         f"{r.trials:>6} {best:>9} {rate:>8}")
+                         f"{r.trials:>6} {best:>9} {rate:>8}"
+                         + (f"  {r.source or '- (edgec default)'}" if sources else ""))
         est = self.estimated_ms
         if self.seeded:
             lines.append(f"{self.seeded} new or changed default schedules measured as records")
@@ -192,7 +137,10 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
 
     use_all_cores()  # local runner workers inherit it: measure on the threads we deploy with
     tvm_target = target.tvm_target()
-    work_dir = logs_dir(target, options.logs)
+    cpu = measured_on(options)
+    work_dir = logs_dir(target, options.logs, cpu)
+    if not options.dry_run:
+        claim_for(work_dir, cpu)
     database = ms.open_database(work_dir)
     tasks = ms.extract_tasks(ir, tvm_target)
     report = TuneReport(target.name, work_dir, [])
@@ -206,11 +154,13 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             target, work_dir, ms.seed_database, database, tasks, tvm_target,
             schedule_function, builder, runner)
     pending, pending_rows = [], []
+    layers = sources(target, options) if options.dry_run else []
     for task in tasks:
         mod = ms.task_mod(task)
         records = ms.measured(database, mod)
         row = TaskRow(task.task_name, int(task.weight), ms.estimate_flops(mod), len(records),
                       ms.record_seconds(records[0]) if records else None)
+        row.source = next((label for label, db in layers if ms.measured(db, mod)), "")
         report.rows.append(row)
         if row.trials >= options.trials_per_task:
             report.skipped.append(row.name)
@@ -293,24 +243,6 @@ def _failing_as_tune_error(target: Target, work_dir: Path, step, *args,
         last_line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
         raise TuneError(f"tuning for {target.name} failed: {last_line}; "
                         f"records measured so far are kept in {work_dir}") from err
-
-
-def read_metadata(work_dir: Path) -> dict:
-    """The database's metadata.json: {"tuning_seconds", "trials", "models": {name: {...}}}."""
-    path = work_dir / "metadata.json"
-    if not path.is_file():
-        return {"tuning_seconds": 0.0, "trials": 0, "models": {}}
-    try:
-        return json.loads(path.read_text())
-    except ValueError as err:
-        raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it") from err
-
-
-def write_metadata(work_dir: Path, metadata: dict) -> None:
-    path = work_dir / "metadata.json"
-    partial = path.with_suffix(".json.partial")
-    partial.write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
-    partial.replace(path)  # atomic: a kill mid-write leaves the previous file
 
 
 def _add_spent(before: dict, name: str | None, seconds: float, trials: int) -> dict:

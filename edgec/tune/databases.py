@@ -1,0 +1,177 @@
+"""Tuning databases: where a user's records go (one MetaSchedule JSON database per target and
+CPU measured on), the layers compile applies (the user's for this CPU, then other CPUs',
+then the shipped logs), their metadata.json, and the schedule callback that applies them."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from edgec import shipped
+from edgec.cache import cache_root
+from edgec.errors import ConfigError
+from edgec.targets import Target
+
+if TYPE_CHECKING:
+    from edgec.tune.search import TuneOptions
+
+
+def logs_root() -> Path:
+    """The shipped tuning databases, one folder per target (package data, see edgec.shipped):
+    read-only, made by edgec's developers."""
+    return shipped.path("tuning_logs")
+
+
+def user_logs_root() -> Path:
+    """Where a user's tuning goes: $EDGEC_TUNING_LOGS, else ~/.cache/edgec/tuning_logs."""
+    override = os.environ.get("EDGEC_TUNING_LOGS")
+    cache = cache_root()
+    return Path(override) if override else cache / "tuning_logs"
+
+
+def measured_on(options: TuneOptions | None = None) -> str:
+    """The CPU a tune measures on: this machine's (edgec.cpu.host_label), or the board's
+    behind --rpc/--tracker."""
+    if options is not None and options.rpc:
+        return f"board at {options.rpc[0]}:{options.rpc[1]} (RPC)"
+    if options is not None and options.tracker:
+        return f"boards '{options.key}' (tracker)"
+    from edgec.cpu import host_label
+
+    return host_label()
+
+
+def logs_dir(target: Target, override: str | Path | None = None,
+             cpu: str | None = None) -> Path:
+    """The database `tune` writes: --tuning-logs DIR, else the user's one for the target and
+    the CPU measured on (`cpu`, default this machine's). Never the shipped logs: tuning does
+    not modify files of the installed package."""
+    from edgec.cpu import label_slug
+
+    if override:
+        return Path(override)
+    return user_logs_root() / target.name / label_slug(cpu or measured_on())
+
+
+def _has_database(path: Path) -> bool:
+    return (path / "database_tuning_record.json").is_file()
+
+
+def database_layers(target: Target, logs: str | Path | None = None) -> list[Path]:
+    """The databases compile applies, first wins per workload: --tuning-logs DIR, or the
+    user's for this machine's CPU and then those measured on other CPUs (boards), then the
+    shipped logs of the target."""
+    if logs:
+        if not _has_database(Path(logs)):
+            raise ConfigError(f"--tuning-logs {logs} holds no MetaSchedule database")
+        mine = [Path(logs)]
+    else:
+        here = logs_dir(target)
+        folder = user_logs_root() / target.name
+        others = sorted(p for p in folder.iterdir() if p != here) if folder.is_dir() else []
+        mine = [p for p in (here, *others, folder) if _has_database(p)]  # folder: pre-CPU logs
+    shipped = logs_root() / target.name
+    return mine + ([shipped] if _has_database(shipped) else [])
+
+
+def layer_cpu(path: Path) -> str:
+    """The CPU a database's records were measured on (its metadata.json), "?" if unrecorded."""
+    return str(read_metadata(path).get("measured_on") or "?")
+
+
+def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
+    """A schedule callback for build.lower that applies the target's tuning databases,
+    counting into `stats` the functions ("functions"), those scheduled from records
+    ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
+    and kept by tuning ("confirmed"); None when there are no logs for the target."""
+    layers = database_layers(target, logs)
+    if not layers:
+        return None
+    from edgec.codegen import intrinsics
+    from edgec.codegen.schedules import schedule_function
+    from edgec.tvm_compat import metaschedule as ms
+
+    database = ms.layered([ms.open_database(path) for path in layers])
+    intrinsics.register_all()
+
+    def schedule(ir):
+        tvm_target = target.tvm_target()
+        before = {g.name_hint: f for g, f in ir.functions_items()
+                  if type(f).__name__ == "PrimFunc"}
+        ir_before = ir
+        ir = ms.apply_database(ir, database, tvm_target)
+        tuned = [(g.name_hint, f) for g, f in ir.functions_items() if ms.is_scheduled(f)]
+        confirmed = 0
+        for name, func in tuned:
+            with tvm_target:
+                default = schedule_function(before[name], tvm_target)
+            confirmed += default is not None and ms.same_schedule(func, default.mod["main"])
+        stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
+                     layers=[str(p) for p in layers],
+                     from_cpu=_records_by_cpu(ir_before, layers, {n for n, _ in tuned},
+                                              tvm_target))
+        return ir
+
+    return schedule
+
+
+def _records_by_cpu(ir, layers: list[Path], tuned: set[str], tvm_target) -> dict[str, int]:
+    """{CPU the records were measured on: functions compile took from them}: each function
+    is credited to the first layer that schedules it, as the layered database applies them."""
+    from edgec.tvm_compat import metaschedule as ms
+
+    counts: dict[str, int] = {}
+    left = set(tuned)
+    for path in layers:
+        if not left:
+            break
+        scheduled = ms.apply_database(ir, ms.open_database(path), tvm_target)
+        mine = {g.name_hint for g, f in scheduled.functions_items()
+                if g.name_hint in left and ms.is_scheduled(f)}
+        if mine:
+            label = layer_cpu(path)
+            counts[label] = counts.get(label, 0) + len(mine)
+            left -= mine
+    return counts
+
+
+def read_metadata(work_dir: Path) -> dict:
+    """The database's metadata.json: {"tuning_seconds", "trials", "models": {name: {...}}}."""
+    path = work_dir / "metadata.json"
+    if not path.is_file():
+        return {"tuning_seconds": 0.0, "trials": 0, "models": {}}
+    try:
+        return json.loads(path.read_text())
+    except ValueError as err:
+        raise ConfigError(f"{path} is not valid JSON ({err}); fix or delete it") from err
+
+
+def write_metadata(work_dir: Path, metadata: dict) -> None:
+    path = work_dir / "metadata.json"
+    partial = path.with_suffix(".json.partial")
+    partial.write_text(json.dumps(metadata, indent=1, sort_keys=True) + "\n")
+    partial.replace(path)  # atomic: a kill mid-write leaves the previous file
+
+
+def claim_for(work_dir: Path, cpu: str) -> None:
+    """Record in the database's metadata which CPU its records are measured on; refuse to
+    mix in records from another (a --tuning-logs folder tuned on another machine)."""
+    metadata = read_metadata(work_dir)
+    if metadata.get("measured_on") not in (None, cpu):
+        raise ConfigError(f"--tuning-logs {work_dir} holds records measured on "
+                          f"{metadata['measured_on']}; this tune measures on {cpu}: give "
+                          "another folder (records are kept per CPU)")
+    if metadata.get("measured_on") != cpu:
+        work_dir.mkdir(parents=True, exist_ok=True)
+        write_metadata(work_dir, {**metadata, "measured_on": cpu})
+
+
+def sources(target: Target, options: TuneOptions) -> list[tuple[str, object]]:
+    """(label, database) of each layer compile applies, first wins: for --status."""
+    from edgec.tvm_compat import metaschedule as ms
+
+    shipped = logs_root() / target.name
+    return [(layer_cpu(path) + (" (shipped)" if path == shipped else ""),
+             ms.open_database(path)) for path in database_layers(target, options.logs)]
