@@ -119,7 +119,8 @@ def _tuning_line(stats: dict[str, Any]) -> str:
         line = (f"schedules: {tuned - confirmed} functions from tuned records, {confirmed} on "
                 f"defaults that tuning confirmed, {functions - tuned} untuned (edgec's "
                 "defaults)")
-    others = {cpu: n for cpu, n in stats.get("from_cpu", {}).items() if cpu != stats.get("cpu")}
+    here = stats.get("cpu")  # None for a board target: its records come from boards anyway
+    others = {cpu: n for cpu, n in stats.get("from_cpu", {}).items() if here and cpu != here}
     if others:
         line += "; records measured on another CPU, whose speed-ups may not hold here: " + (
             ", ".join(f"{n} functions from {cpu}" for cpu, n in others.items()))

@@ -109,7 +109,9 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
 @click.option("--trials", "trials_per_task", default=64, show_default=True,
               help="Measured trials per task (tasks that have them are skipped).")
 @click.option("--total-trials", type=int, help="Cap on trials over all tasks in this run.")
-@click.option("--budget", help="Stop after this long, e.g. 20m (the batch in flight is kept).")
+@click.option("--budget", default="20m", show_default=True,
+              help="Stop after this long, e.g. 20m, 90s, 1.5h, or none (the batch in flight "
+                   "is kept; heaviest tasks are tuned first).")
 @click.option("--rpc", metavar="HOST:PORT", help="Measure on a board's TVM RPC server.")
 @click.option("--tracker", metavar="HOST:PORT", help="Measure through a TVM RPC tracker.")
 @click.option("--key", help="The board's key at the tracker.")
@@ -132,7 +134,7 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     options = tune.TuneOptions(
         trials_per_task=trials_per_task,
         total_trials=total_trials,
-        budget_seconds=tune.parse_budget(budget) if budget else None,
+        budget_seconds=tune.parse_budget(budget),
         rpc=sessions.parse_endpoint(rpc, "--rpc") if rpc else None,
         tracker=sessions.parse_endpoint(tracker, "--tracker") if tracker else None,
         key=key,

@@ -31,13 +31,15 @@ def user_logs_root() -> Path:
     return Path(override) if override else cache / "tuning_logs"
 
 
-def measured_on(options: TuneOptions | None = None) -> str:
-    """The CPU a tune measures on: this machine's (edgec.cpu.host_label), or the board's
-    behind --rpc/--tracker."""
-    if options is not None and options.rpc:
-        return f"board at {options.rpc[0]}:{options.rpc[1]} (RPC)"
-    if options is not None and options.tracker:
-        return f"boards '{options.key}' (tracker)"
+def measured_on(options: TuneOptions | None = None, target: Target | None = None) -> str:
+    """The CPU a tune measures on: this machine's (edgec.cpu.host_label), or for --rpc and
+    --tracker the target's board (its [board] core when the target file names one; not the
+    address, which changes from one session to the next)."""
+    if options is not None and (options.rpc or options.tracker):
+        name = target.name if target is not None else "remote"
+        core = (target.board or {}).get("core") if target is not None else None
+        via = f"tracker key {options.key}" if options.tracker else "RPC"
+        return f"{name} board" + (f" ({core})" if core else "") + f" via {via}"
     from edgec.cpu import host_label
 
     return host_label()

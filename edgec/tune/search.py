@@ -137,7 +137,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
 
     use_all_cores()  # local runner workers inherit it: measure on the threads we deploy with
     tvm_target = target.tvm_target()
-    cpu = measured_on(options)
+    cpu = measured_on(options, target)
     work_dir = logs_dir(target, options.logs, cpu)
     if not options.dry_run:
         claim_for(work_dir, cpu)
@@ -169,6 +169,12 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             pending_rows.append(row)
     if options.dry_run or not pending:
         return report
+    # Heaviest first: by each task's share of the latency, its best measured time (the
+    # seeded default at least) times how often the model runs it, so a budget that ends
+    # the tune early has spent it where the time goes.
+    order = sorted(range(len(pending)), key=lambda i: -pending_rows[i].weight * (
+        pending_rows[i].best_seconds or pending_rows[i].flops * 1e-12))
+    pending, pending_rows = [pending[i] for i in order], [pending_rows[i] for i in order]
     total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
     start = time.perf_counter()
     spent_before = read_metadata(work_dir)
@@ -260,8 +266,10 @@ class _Stop(Exception):
     """Raised from the measure callback to stop MetaSchedule (--budget spent, or Ctrl-C)."""
 
 
-def parse_budget(text: str) -> float:
-    """'20m', '90s', '1.5h' or plain seconds → seconds."""
+def parse_budget(text: str | None) -> float | None:
+    """'20m', '90s', '1.5h' or plain seconds → seconds; 'none' (or None) → no limit."""
+    if text is None or text.strip().lower() in ("none", "no", "off"):
+        return None
     units = {"s": 1, "m": 60, "h": 3600}
     number, unit = (text[:-1], text[-1]) if text[-1:] in units else (text, "s")
     try:
@@ -269,6 +277,6 @@ def parse_budget(text: str) -> float:
     except ValueError:
         seconds = -1
     if seconds <= 0:
-        raise ConfigError(f'--budget "{text}" is not a duration like 20m, 90s or 1h')
+        raise ConfigError(f'--budget "{text}" is not a duration like 20m, 90s or 1h (or none)')
     return seconds
 
