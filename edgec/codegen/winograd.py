@@ -1,5 +1,5 @@
 """Winograd F(4x4, 3x3) for 3x3 stride-1 convs on packed NCHW{b}c data (edgec.codegen.legalize picks
-it for outputs of at least 14x14; edgec.codegen.schedules.WinogradConv schedules it).
+it for outputs of at least 14x14; edgec.codegen.winograd_schedule.WinogradConv schedules it).
 
 ResNet-18's 3x3 convs at 56/28/14 pixels ran 1.4-2.2x faster this way than as direct
 convs, which already ran at 90-95% of ONNX Runtime's speed.

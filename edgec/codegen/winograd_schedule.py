@@ -1,0 +1,104 @@
+"""Default schedule for edgec.codegen.winograd's Winograd F(4x4, 3x3) convs."""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+
+from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+
+_MAX_TRANSFORM_LANES = 16  # channels per Winograd input transform vector
+
+
+class WinogradConv:
+    """edgec.codegen.winograd.conv2d_nchwc_winograd: each stage parallel, its tile in registers.
+
+    Input and output transforms run per tile with their 6x6 (or 4x6) loops unrolled, so the
+    coefficient selects fold and the channel lanes are vectors; padding is read through
+    (not copied); the GEMM is PackedConv's micro-kernel with tiles as the pixel row.
+    """
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        names = [sch.get(b).name_hint for b in root_blocks(sch)]
+        if "conv2d_nchwc_winograd" not in names:
+            return None
+        try:
+            self._schedule(sch)
+        except Exception as err:  # a kernel of edgec's own: failing here is a bug
+            from edgec.codegen.schedules import _kernel_failed
+
+            raise _kernel_failed("conv2d_nchwc_winograd", err) from err
+        return sch
+
+    @staticmethod
+    def _schedule(sch: s_tir.Schedule) -> None:
+        from edgec.codegen.schedules import _row_length
+        from edgec.codegen.winograd import WINOGRAD_TILE
+
+        block = sch.get_sblock
+        nhwc = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
+        if nhwc:  # NHWC data read as one block of all its channels: a view, no copy
+            sch.compute_inline(block("nhwc_as_one_block"))
+        sch.compute_inline(block("data_pad"))
+        eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
+        channels = extent(sch, lane) or 1
+        if channels > _MAX_TRANSFORM_LANES:
+            # NHWC's block is every channel (64-512): the unrolled 6x6 transform on vectors
+            # that wide would spill, so it runs on 16 channels at a time.
+            lanes = max(d for d in (16, 8, 4, 2, 1) if channels % d == 0)
+            lane_outer, lane = sch.split(lane, [None, lanes])
+            sch.reorder(icc, tile, lane_outer, eps, nu, lane)
+            sch.parallel(sch.fuse(icc, tile))
+            rows_at = sch.get_loops(block("winograd_input"))[1]
+        else:
+            sch.reorder(icc, tile, eps, nu, lane)
+            sch.parallel(sch.fuse(icc, tile))
+            rows_at = sch.get_loops(block("winograd_input"))[0]
+        for loop in (eps, nu):
+            sch.unroll(loop)
+        sch.vectorize(lane)
+        sch.compute_at(block("winograd_input_rows"), rows_at)
+        *_, eps, col, lane = sch.get_loops(block("winograd_input_rows"))
+        sch.unroll(eps)
+        sch.unroll(col)
+        sch.vectorize(lane)
+
+        gemm = block("conv2d_nchwc_winograd")
+        eps, nu, chunk, tile, lane, icc, icb = sch.get_loops(gemm)
+        tile_outer, tile_inner = sch.split(tile, [None, _row_length(extent(sch, tile) or 1)])
+        sch.reorder(eps, nu, chunk, tile_outer, icc, icb, tile_inner, lane)
+        sch.parallel(sch.fuse(eps, nu, chunk, tile_outer))
+        sch.unroll(tile_inner)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(gemm, icc)
+        sch.vectorize(sch.get_loops(init)[-1])
+
+        output = block("winograd_output")
+        batch, chunk, row, col, lane = sch.get_loops(output)
+        row_outer, row_inner = sch.split(row, [None, WINOGRAD_TILE])
+        col_outer, col_inner = sch.split(col, [None, WINOGRAD_TILE])
+        sch.reorder(batch, chunk, row_outer, col_outer, row_inner, col_inner, lane)
+        sch.parallel(sch.fuse(batch, chunk, row_outer))
+        sch.unroll(row_inner)
+        sch.unroll(col_inner)
+        sch.vectorize(lane)
+        sch.compute_at(block("winograd_output_rows"), col_outer)
+        *_, i, col, lane = sch.get_loops(block("winograd_output_rows"))
+        sch.unroll(i)
+        sch.unroll(col)
+        sch.vectorize(lane)
+
+        # The crop and the bias/activation epilogue: one elementwise pass.
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        tail = blocks[names.index("winograd_output") + 1:]
+        for later in tail[:-1]:
+            sch.compute_inline(later)
+        if nhwc:  # rows of pixels, all channels of each (long channel rows in 16s)
+            ParallelVectorize.schedule_block(sch, tail[-1])
+            return
+        loops = sch.get_loops(tail[-1])
+        sch.parallel(sch.fuse(*loops[:3]))
+        sch.vectorize(loops[-1])
