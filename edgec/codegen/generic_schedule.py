@@ -19,6 +19,38 @@ def root_blocks(sch: s_tir.Schedule) -> list:
     return list(sch.get_child_blocks(sch.get_sblock("root")))
 
 
+def kernel_failed(kernel: str, err: Exception) -> RuntimeError:
+    """A kernel edgec owns met a loop nest its schedule does not expect: a bug in edgec (a
+    renamed or reshaped TE compute), never a reason to fall back to a 45x slower schedule.
+    A bug keeps its traceback (it is no user error), so this is no EdgecError."""
+    last = str(err).strip().splitlines()
+    return RuntimeError(f"edgec's default schedule for its {kernel} kernel failed "
+                      f"({type(err).__name__}: {last[-1] if last else err}); this is a bug "
+                      "in edgec, please report it")
+
+
+def row_length(width: int, longest: int = 8) -> int:
+    """The largest divisor of the output width that is at most `longest`."""
+    return max(d for d in range(1, min(width, longest) + 1) if width % d == 0)
+
+
+def schedule_named(func: tirx.PrimFunc, block: str, schedule) -> s_tir.Schedule | None:
+    """`schedule(sch)` applied to a Schedule of `func` when one of its root blocks is named
+    `block` (an edgec kernel's compute), None when none is. A failure is raised as
+    kernel_failed: an edgec kernel its schedule does not fit is a bug, never a reason to
+    fall back to a generic schedule."""
+    if not isinstance(func, tirx.PrimFunc):
+        return None
+    sch = s_tir.Schedule(func)
+    if block not in [sch.get(b).name_hint for b in root_blocks(sch)]:
+        return None
+    try:
+        schedule(sch)
+    except Exception as err:  # a kernel of edgec's own: failing here is a bug
+        raise kernel_failed(block, err) from err
+    return sch
+
+
 class ParallelVectorize:
     """Fallback: inline elementwise chains, then per block parallel outer loops and vectorize
     the innermost spatial loop."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from edgec.codegen.generic_schedule import extent, root_blocks
+from edgec.codegen.generic_schedule import extent, root_blocks, row_length, schedule_named
 
 _MAX_ROW = 16  # output pixels per vector tile: one AVX-512 register, four NEON ones
 
@@ -15,23 +15,10 @@ class PlainDepthwiseConv:
     bias/activation epilogue on each vector tile while it is in registers."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        if "depthwise_conv2d_nchw" not in names:
-            return None
-        from edgec.codegen.schedules import _kernel_failed
-
-        try:
-            self._schedule(sch)
-        except Exception as err:  # a kernel of edgec's own: failing here is a bug
-            raise _kernel_failed("depthwise_conv2d_nchw", err) from err
-        return sch
+        return schedule_named(func, "depthwise_conv2d_nchw", self._schedule)
 
     @staticmethod
     def _schedule(sch: s_tir.Schedule) -> None:
-        from edgec.codegen.schedules import _row_length
 
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
@@ -42,7 +29,7 @@ class PlainDepthwiseConv:
         for block in epilogue[:-1]:
             sch.compute_inline(block)
         batch, channel, row, col, kh, kw = sch.get_loops(conv)
-        col_outer, col_inner = sch.split(col, [None, _row_length(extent(sch, col) or 1,
+        col_outer, col_inner = sch.split(col, [None, row_length(extent(sch, col) or 1,
                                                                  _MAX_ROW)])
         sch.reorder(col_outer, kh, kw, col_inner)
         sch.parallel(sch.fuse(batch, channel, row))

@@ -14,7 +14,13 @@ from __future__ import annotations
 import tvm
 from tvm import s_tir, tirx
 
-from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    extent,
+    kernel_failed,
+    root_blocks,
+    row_length,
+)
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
@@ -94,21 +100,6 @@ def schedule_function(func: tirx.PrimFunc, target) -> s_tir.Schedule | None:
     return _first_rule(func, target)[1]
 
 
-def _kernel_failed(kernel: str, err: Exception) -> RuntimeError:
-    """A kernel edgec owns met a loop nest its schedule does not expect: a bug in edgec (a
-    renamed or reshaped TE compute), never a reason to fall back to a 45x slower schedule.
-    A bug keeps its traceback (it is no user error), so this is no EdgecError."""
-    last = str(err).strip().splitlines()
-    return RuntimeError(f"edgec's default schedule for its {kernel} kernel failed "
-                      f"({type(err).__name__}: {last[-1] if last else err}); this is a bug "
-                      "in edgec, please report it")
-
-
-def _row_length(width: int, longest: int = _MAX_ROW) -> int:
-    """The largest divisor of the output width that is at most `longest`."""
-    return max(d for d in range(1, min(width, longest) + 1) if width % d == 0)
-
-
 def _dot_kind(sch: s_tir.Schedule, conv) -> str:
     """The edgec.codegen.intrinsics kind an INT8 conv block was computed for."""
     return str(sch.get(conv).annotations.get("edgec_dot", "avx2"))
@@ -135,7 +126,7 @@ class PackedConv:
         try:
             self._schedule(sch, blocks, index)
         except Exception as err:  # a kernel of edgec's own: failing here is a bug
-            raise _kernel_failed(conv_names[0], err) from err
+            raise kernel_failed(conv_names[0], err) from err
         return sch
 
     def _schedule(self, sch: s_tir.Schedule, blocks: list, index: int) -> None:
@@ -152,7 +143,7 @@ class PackedConv:
         longest = _MAX_ROW
         if len(reduction) == 5 and _dot_kind(sch, conv) in _DOTS_WITH_32_REGISTERS:
             longest = _MAX_INT8_ROW
-        col_outer, col_inner = sch.split(col, [None, _row_length(width, longest)])
+        col_outer, col_inner = sch.split(col, [None, row_length(width, longest)])
         if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
             self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
                                 lane, reduction)

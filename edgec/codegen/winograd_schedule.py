@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    extent,
+    root_blocks,
+    row_length,
+    schedule_named,
+)
 
 _MAX_TRANSFORM_LANES = 16  # channels per Winograd input transform vector
 
@@ -18,23 +24,10 @@ class WinogradConv:
     """
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        if "conv2d_nchwc_winograd" not in names:
-            return None
-        try:
-            self._schedule(sch)
-        except Exception as err:  # a kernel of edgec's own: failing here is a bug
-            from edgec.codegen.schedules import _kernel_failed
-
-            raise _kernel_failed("conv2d_nchwc_winograd", err) from err
-        return sch
+        return schedule_named(func, "conv2d_nchwc_winograd", self._schedule)
 
     @staticmethod
     def _schedule(sch: s_tir.Schedule) -> None:
-        from edgec.codegen.schedules import _row_length
         from edgec.codegen.winograd import WINOGRAD_TILE
 
         block = sch.get_sblock
@@ -67,7 +60,7 @@ class WinogradConv:
 
         gemm = block("conv2d_nchwc_winograd")
         eps, nu, chunk, tile, lane, icc, icb = sch.get_loops(gemm)
-        tile_outer, tile_inner = sch.split(tile, [None, _row_length(extent(sch, tile) or 1)])
+        tile_outer, tile_inner = sch.split(tile, [None, row_length(extent(sch, tile) or 1)])
         sch.reorder(eps, nu, chunk, tile_outer, icc, icb, tile_inner, lane)
         sch.parallel(sch.fuse(eps, nu, chunk, tile_outer))
         sch.unroll(tile_inner)
