@@ -43,6 +43,14 @@ def output_width(channels: int, cpu) -> int:
     return min(widths, key=lambda w: (plain_kernels.padded_tiles(channels, w) * w, -w))
 
 
+def depthwise_lanes(channels: int, cpu) -> int:
+    """Channels per vector of an NHWC depthwise conv: the widest of a register, half of it
+    or 4 that divides the channel count (MediaPipe's 24, 28, 88 ... channels), else a full
+    register whose last lanes read a clamped channel and are cropped (a gather)."""
+    widths = [w for w in (cpu.float_lanes, cpu.float_lanes // 2, 4) if w >= 4]
+    return next((w for w in widths if channels % w == 0), cpu.float_lanes)
+
+
 def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
     """The edgec kernel for a float NHWC or NCHW conv2d (dense or depthwise, constant
     weights), None when it is none of those."""
@@ -78,7 +86,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
     if groups == channels == out_channels and per_group == 1:
         if nhwc:
             packed = bb.emit_te(plain_kernels.pack_nhwc_depthwise_kernel, weight, layouts[1],
-                                cpu.float_lanes, primfunc_name_hint="pack_nhwc_kernel")
+                                depthwise_lanes(channels, cpu),
+                                primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(plain_kernels.depthwise_conv2d_nhwc, data, packed, *args,
                               primfunc_name_hint="depthwise_conv2d_nhwc")
         return bb.call_te(plain_kernels.depthwise_conv2d_nchw, data, weight, *args,
