@@ -87,11 +87,24 @@ def isolated(function: Callable, *args):
         Unavailable: the child died (a crash in a runtime's native code).
     """
     context = multiprocessing.get_context("spawn")
-    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context) as pool:
+    with concurrent.futures.ProcessPoolExecutor(1, mp_context=context,
+                                                initializer=_die_with_parent) as pool:
         try:
             return pool.submit(function, *args).result()
         except concurrent.futures.process.BrokenProcessPool as err:
             raise Unavailable(f"its process died ({err})") from err
+
+
+def _die_with_parent() -> None:
+    """Linux: the child gets SIGKILL when the benchmark dies. Killed benchmarks had left
+    their children running, one spinning a core for minutes under the next measurement."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: int,
