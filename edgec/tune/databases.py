@@ -95,7 +95,8 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
     from edgec.codegen.schedules import schedule_function
     from edgec.tvm_compat import metaschedule as ms
 
-    database = ms.layered([ms.open_database(path) for path in layers])
+    opened = [_open_cached(path) for path in layers]
+    database = ms.layered(opened)
     intrinsics.register_all()
 
     def schedule(ir):
@@ -112,24 +113,42 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
             confirmed += default is not None and ms.same_schedule(func, default.mod["main"])
         stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
                      layers=[str(p) for p in layers],
-                     from_cpu=_records_by_cpu(ir_before, layers, {n for n, _ in tuned},
-                                              tvm_target))
+                     from_cpu=_records_by_cpu(ir_before, list(zip(layers, opened, strict=True)),
+                                              {n for n, _ in tuned}, tvm_target))
         return ir
 
     return schedule
 
 
-def _records_by_cpu(ir, layers: list[Path], tuned: set[str], tvm_target) -> dict[str, int]:
+_OPENED: dict[str, tuple[tuple[int, float], object]] = {}
+
+
+def _open_cached(path: Path):
+    """A database opened once per process while its records file is unchanged: parsing the
+    shipped x86_64-avx512-vnni logs (13 MB of workloads) takes ~7 s, and an INT8 compile
+    applies the logs to two builds."""
+    from edgec.tvm_compat import metaschedule as ms
+
+    stat = (path / "database_tuning_record.json").stat()
+    version = (stat.st_size, stat.st_mtime)
+    key = str(path.resolve())
+    if key not in _OPENED or _OPENED[key][0] != version:  # new, or tuned since
+        _OPENED[key] = (version, ms.open_database(path))
+    return _OPENED[key][1]
+
+
+def _records_by_cpu(ir, layers: list[tuple[Path, object]], tuned: set[str],
+                    tvm_target) -> dict[str, int]:
     """{CPU the records were measured on: functions compile took from them}: each function
     is credited to the first layer that schedules it, as the layered database applies them."""
     from edgec.tvm_compat import metaschedule as ms
 
     counts: dict[str, int] = {}
     left = set(tuned)
-    for path in layers:
+    for path, database in layers:
         if not left:
             break
-        scheduled = ms.apply_database(ir, ms.open_database(path), tvm_target)
+        scheduled = ms.apply_database(ir, database, tvm_target)
         mine = {g.name_hint for g, f in scheduled.functions_items()
                 if g.name_hint in left and ms.is_scheduled(f)}
         if mine:
