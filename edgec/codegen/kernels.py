@@ -61,15 +61,22 @@ def _sliding_window(data, kernel_size, strides, padding, dilation, out_dtype):
 
 
 def pack_stem_kernel(kernel, block: int):
-    """OIHW weights as (O/b, I, KH, KW, b), b the stem's accumulator width: each tap's
+    """OIHW weights as (ceil(O/b), I, KH, KW, b), b the accumulator width: each tap's
     output channels one vector load (inlined from OIHW, every FMA of ResNet-18's stem
-    gathered 16 scalars)."""
+    gathered 16 scalars). Output channels b does not divide (plain NCHW convs) are
+    zero-padded."""
     o_channels, i_channels, kh_size, kw_size = (int(d) for d in kernel.shape)
-    return te.compute(
-        (o_channels // block, i_channels, kh_size, kw_size, block),
-        lambda oc, ic, kh, kw, ob: kernel[oc * block + ob, ic, kh, kw],
-        name="stem_kernel_pack",
-    )
+
+    def packed(oc, ic, kh, kw, ob):
+        channel = oc * block + ob
+        if o_channels % block == 0:
+            return kernel[channel, ic, kh, kw]
+        return te.if_then_else(channel < o_channels,
+                               kernel[te.min(channel, o_channels - 1), ic, kh, kw],
+                               te.const(0, kernel.dtype))
+
+    return te.compute(((o_channels + block - 1) // block, i_channels, kh_size, kw_size, block),
+                      packed, name="stem_kernel_pack")
 
 
 def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype,

@@ -29,7 +29,11 @@ from edgec.codegen.kernels import (
     pack_stem_kernel,
 )
 from edgec.codegen.legalize_plain import legalize_plain_conv
-from edgec.codegen.winograd import conv2d_nchwc_winograd, winograd_weight
+from edgec.codegen.winograd import (
+    conv2d_nchwc_winograd,
+    winograd_geometry_fits,
+    winograd_weight,
+)
 from edgec.layout.blocks import block_of
 
 _PACKED_KERNEL = re.compile(r"^OIHW(\d+)o$")
@@ -107,12 +111,6 @@ def _int8_stem_applies(call: relax.Call, block: int, wide: int, kind: str | None
     return _dot_operands_fit(call, kind)
 
 
-# Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
-# filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
-# streaming them costs more than the multiplies saved.
-WINOGRAD_MIN_OUTPUT = 14
-
-
 def _winograd_applies(call: relax.Call, block: int) -> bool:
     """A packed float32 3x3 stride-1 ungrouped conv with constant weights on an output of
     at least WINOGRAD_MIN_OUTPUT pixels a side."""
@@ -123,13 +121,8 @@ def _winograd_applies(call: relax.Call, block: int) -> bool:
         return False
     if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
         return False
-    if (int(weight.ty.shape[2]), int(weight.ty.shape[3])) != (3, 3):
-        return False
-    if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
-        return False
     channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
-    smallest = min(int(call.ty.shape[2]), int(call.ty.shape[3]))
-    return channels % block == 0 and smallest >= WINOGRAD_MIN_OUTPUT
+    return channels % block == 0 and winograd_geometry_fits(call)
 
 
 def _sums_exact_in_float(call: relax.Call) -> bool:

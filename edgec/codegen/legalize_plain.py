@@ -7,8 +7,12 @@ import tvm
 from tvm import relax
 
 from edgec.codegen import plain_kernels
-from edgec.codegen.kernels import conv2d_nchw_packed_out
-from edgec.codegen.winograd import conv2d_nhwc_winograd, winograd_weight_nhwc
+from edgec.codegen.kernels import conv2d_nchw_packed_out, pack_stem_kernel
+from edgec.codegen.winograd import (
+    conv2d_nhwc_winograd,
+    winograd_geometry_fits,
+    winograd_weight_nhwc,
+)
 
 # NHWC weights are OHWI after ConvertLayout, HWIO (HWOI depthwise) as TFLite imports them.
 _PLAIN = {("NHWC", "OHWI"), ("NHWC", "HWIO"), ("NHWC", "HWOI"), ("NCHW", "OIHW")}
@@ -19,20 +23,6 @@ def _float32_with_constant_weight(call: relax.Call) -> bool:
     if not isinstance(weight, tvm.ir.Constant):
         return False
     return {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} == {"float32"}
-
-
-def _winograd_applies(call: relax.Call) -> bool:
-    """A 3x3 stride-1 undilated conv with an output of at least WINOGRAD_MIN_OUTPUT a side
-    (the packed layout's rule, edgec.codegen.legalize)."""
-    from edgec.codegen.legalize import WINOGRAD_MIN_OUTPUT
-
-    attrs, layout = call.attrs, str(call.attrs.kernel_layout)
-    shape = [int(d) for d in call.args[1].ty.shape]
-    if (shape[layout.index("H")], shape[layout.index("W")]) != (3, 3):
-        return False
-    if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
-        return False
-    return min(int(call.ty.shape[1]), int(call.ty.shape[2])) >= WINOGRAD_MIN_OUTPUT
 
 
 def output_width(channels: int, cpu) -> int:
@@ -70,7 +60,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if nhwc and cpu.winograd and _winograd_applies(call):
+        if nhwc and cpu.winograd and winograd_geometry_fits(call):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
             return bb.call_te(conv2d_nhwc_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, primfunc_name_hint="conv2d_nhwc_winograd")
@@ -79,8 +69,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
                                 primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(plain_kernels.conv2d_nhwc_dense, data, packed, *args,
                               out_channels, primfunc_name_hint="conv2d_nhwc")
-        packed = bb.emit_te(plain_kernels.pack_nchw_kernel, weight, wide,
-                            primfunc_name_hint="pack_nchw_kernel")
+        packed = bb.emit_te(pack_stem_kernel, weight, wide,
+                            primfunc_name_hint="pack_stem_kernel")
         return bb.call_te(conv2d_nchw_packed_out, data, packed, *args, 0, out_channels,
                           primfunc_name_hint="conv2d_nchw")
     if groups == channels == out_channels and per_group == 1:

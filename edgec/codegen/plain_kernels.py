@@ -134,19 +134,6 @@ def depthwise_conv2d_nhwc(data, kernel, strides, padding, dilation, groups, out_
     return _unpack_nhwc(accumulated, channels, "depthwise_conv2d_nhwc_unpack")
 
 
-def pack_nchw_kernel(kernel, wide: int):
-    """OIHW weights as (ceil(O/wide), I, KH, KW, wide), zero-padded: the layout
-    edgec.codegen.kernels.pack_stem_kernel gives stems, for any output channel count."""
-    o_channels, i_channels, kh_size, kw_size = (int(d) for d in kernel.shape)
-    return te.compute(
-        (padded_tiles(o_channels, wide), i_channels, kh_size, kw_size, wide),
-        lambda t, ic, kh, kw, v: te.if_then_else(
-            t * wide + v < o_channels, kernel[te.min(t * wide + v, o_channels - 1), ic, kh, kw],
-            te.const(0, kernel.dtype)),
-        name="nchw_kernel_pack",
-    )
-
-
 def depthwise_conv2d_nchw(data, kernel, strides, padding, dilation, groups, out_dtype):
     """Depthwise NCHW conv, (C, 1, KH, KW) weights. In NCHW the channels of a pixel are a
     plane apart, so edgec.codegen.schedules.PlainDepthwiseConv vectorizes along the output

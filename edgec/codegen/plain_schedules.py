@@ -19,7 +19,6 @@ class PlainDepthwiseConv:
 
     @staticmethod
     def _schedule(sch: s_tir.Schedule) -> None:
-
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
         index = names.index("depthwise_conv2d_nchw")

@@ -11,6 +11,8 @@ Everything else is parallelized over its outer loops and vectorized on its inner
 
 from __future__ import annotations
 
+import math
+
 import tvm
 from tvm import s_tir, tirx
 
@@ -210,8 +212,7 @@ class PackedConv:
             # in vectors, not a parallel task per pixel of 3 values. (MobileNetV2 NHWC
             # measured 1.01x of packed with this, 1.02x without: within noise.)
             row = sch.fuse(loops[2], loops[3])
-            length = extent(sch, row) or 1
-            _, lane = sch.split(row, [None, max(d for d in range(1, 17) if length % d == 0)])
+            _, lane = sch.split(row, [None, row_length(extent(sch, row) or 1, 16)])
             sch.parallel(sch.fuse(loops[0], loops[1]))
             sch.vectorize(lane)
             return
@@ -222,18 +223,15 @@ class PackedConv:
 def _weight_bytes(sch: s_tir.Schedule, conv) -> int:
     """Bytes of a conv block's second input (its weights)."""
     weight = sch.get(conv).reads[-1].source
-    count = 1
-    for dim in weight.shape:
-        count *= int(dim)
-    return count * weight.dtype.bits // 8
+    return _size(weight) * weight.dtype.bits // 8
 
 
 def _elements(sch: s_tir.Schedule, block) -> int:
-    shape = sch.get(block).writes[0].source.shape
-    count = 1
-    for dim in shape:
-        count *= int(dim)
-    return count
+    return _size(sch.get(block).writes[0].source)
+
+
+def _size(buffer) -> int:
+    return math.prod(int(dim) for dim in buffer.shape)
 
 
 def _schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:

@@ -22,6 +22,27 @@ _AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], dtype=float)
 
 
+# Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
+# filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
+# streaming them costs more than the multiplies saved.
+WINOGRAD_MIN_OUTPUT = 14
+
+
+def winograd_geometry_fits(call) -> bool:
+    """A Relax conv2d that F(4x4, 3x3) computes and where it pays: 3x3 weights, stride and
+    dilation 1, an output of at least WINOGRAD_MIN_OUTPUT pixels a side. Axes are found
+    by name, so packed (NCHW8c, OIHW8o) and NHWC (OHWI, HWIO) convs alike."""
+    attrs = call.attrs
+    kernel_layout, out_layout = str(attrs.kernel_layout), str(attrs.out_layout)
+    weight = [int(d) for d in call.args[1].ty.shape]
+    if (weight[kernel_layout.index("H")], weight[kernel_layout.index("W")]) != (3, 3):
+        return False
+    if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
+        return False
+    out = [int(d) for d in call.ty.shape]
+    return min(out[out_layout.index("H")], out[out_layout.index("W")]) >= WINOGRAD_MIN_OUTPUT
+
+
 def winograd_weight(kernel: np.ndarray, tile: int) -> np.ndarray:
     """Constant OIHW{b}o 3x3 weights transformed (G g G^T, in float64) and laid out as
     (6, 6, O/(b*tile), I/b, b_in, tile*b_out): per (eps, nu), the order the Winograd GEMM's

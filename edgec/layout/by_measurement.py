@@ -147,9 +147,8 @@ def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], A
 
     from edgec import check
 
-    inputs = check.random_inputs([{"name": s.name, "shape": s.shape, "dtype": s.dtype}
-                                  for s in imported.inputs], seed=0)
-    decision, built = decide(imported, target, build_counting, inputs, say)
+    inputs = check.random_inputs([s.to_dict() for s in imported.inputs], seed=0)
+    decision, built = decide(imported, target, build_counting, inputs, say, where)
     store_decision(folder, key, decision)
     say(decision.summary())
     stats.update(counts[decision.layout])
@@ -158,17 +157,17 @@ def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], A
 
 
 def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
-           inputs: Mapping[str, Any], say: Callable[[str], None]) -> tuple[LayoutDecision, dict]:
+           inputs: Mapping[str, Any], say: Callable[[str], None],
+           how: str | None) -> tuple[LayoutDecision, dict]:
     """Build every candidate layout of `imported` with `build_one` (Model -> executable),
     time or estimate each, and return the decision with the built {layout: (model,
-    executable)} so the winner is not built twice.
+    executable)} so the winner is not built twice. `how` is where_measured(target).
 
     Raises:
         ConfigError: the target neither runs here nor names a [board] core to estimate.
     """
     from edgec.errors import ConfigError
 
-    how = where_measured(target)
     if how is None:
         raise ConfigError(f"--layout auto cannot measure for {target.name}: it does not run "
                           "here and its target file names no [board] core to estimate; "

@@ -145,12 +145,15 @@ def _records_by_cpu(ir, layers: list[tuple[Path, object]], tuned: set[str],
 
     counts: dict[str, int] = {}
     left = set(tuned)
-    for path, database in layers:
+    for index, (path, database) in enumerate(layers):
         if not left:
             break
-        scheduled = ms.apply_database(ir, database, tvm_target)
-        mine = {g.name_hint for g, f in scheduled.functions_items()
-                if g.name_hint in left and ms.is_scheduled(f)}
+        if index == len(layers) - 1:  # what is left came from the last layer: no second pass
+            mine = set(left)
+        else:
+            scheduled = ms.apply_database(ir, database, tvm_target)
+            mine = {g.name_hint for g, f in scheduled.functions_items()
+                    if g.name_hint in left and ms.is_scheduled(f)}
         if mine:
             label = layer_cpu(path)
             counts[label] = counts.get(label, 0) + len(mine)
@@ -191,8 +194,7 @@ def claim_for(work_dir: Path, cpu: str) -> None:
 
 def sources(target: Target, options: TuneOptions) -> list[tuple[str, object]]:
     """(label, database) of each layer compile applies, first wins: for --status."""
-    from edgec.tvm_compat import metaschedule as ms
 
     shipped = logs_root() / target.name
-    return [(layer_cpu(path) + (" (shipped)" if path == shipped else ""),
-             ms.open_database(path)) for path in database_layers(target, options.logs)]
+    return [(layer_cpu(path) + (" (shipped)" if path == shipped else ""), _open_cached(path))
+            for path in database_layers(target, options.logs)]

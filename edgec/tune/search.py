@@ -96,15 +96,15 @@ class TuneReport:
         return 60.0 * self.trials_run / self.seconds if self.seconds else 0.0
 
     def summary(self) -> str:
-        sources = any(r.source for r in self.rows)
+        with_sources = any(r.source for r in self.rows)
         lines = [f"{'task':<44} {'x':>2} {'MFLOP':>8} {'trials':>6} {'best ms':>9} {'GFLOP/s':>8}"
-                 + ("  record compile applies, measured on" if sources else "")]
+                 + ("  record compile applies, measured on" if with_sources else "")]
         for r in sorted(self.rows, key=lambda r: -(r.best_seconds or 0) * r.weight):
             best = f"{r.best_seconds * 1000:.3f}" if r.best_seconds else "-"
             rate = f"{r.gflops:.1f}" if r.gflops else "-"
             lines.append(f"{r.name[:44]:<44} {r.weight:>2} {r.flops / 1e6:>8.1f} "
                          f"{r.trials:>6} {best:>9} {rate:>8}"
-                         + (f"  {r.source or '- (edgec default)'}" if sources else ""))
+                         + (f"  {r.source or '- (edgec default)'}" if with_sources else ""))
         est = self.estimated_ms
         if self.seeded:
             lines.append(f"{self.seeded} new or changed default schedules measured as records")
