@@ -1,6 +1,6 @@
 """edgec (untuned) beside the reference runtime of each real model from the test corpus:
 ONNX Runtime for .onnx, LiteRT with XNNPACK for .tflite, side by side in interleaved rounds;
-edgec both in its default layout (`--layout auto`) and in NHWC.
+edgec both in its default layout (`--layout default`) and in NHWC.
 
     .venv/bin/python bench/real_models.py [--models NAME ...] [--json FILE]
 
@@ -70,7 +70,7 @@ def measure_one(name: str, args, threads: int, work: Path) -> dict:
         row["nhwc_ratio"] = float(np.median([e / r for e, r in zip(
             nhwc["info"]["ms_per_round"], ref["info"]["ms_per_round"], strict=True)]))
         if row["ratio"] > SLOWER:
-            library = next(work.glob(f"{path.stem}-fp32-untuned-auto.so"))
+            library = next(work.glob(f"{path.stem}-fp32-untuned-default.so"))
             row["heaviest"] = heaviest_function(library, inputs)
     return row
 

@@ -189,7 +189,7 @@ class Edgec:
 
     def __init__(self, logs: Path | None, workdir: Path, *, target: str = "x86_64",
                  quantize: str | None = None, calibration: list[np.ndarray] | None = None,
-                 input_shapes: dict | None = None, layout: str = "auto"):
+                 input_shapes: dict | None = None, layout: str = "default"):
         self.logs, self.workdir, self.target, self.layout = logs, workdir, target, layout
         self.input_shapes = input_shapes or {}
         self.quantize, self.calibration = quantize, calibration
