@@ -243,6 +243,10 @@ def _schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> 
         return
     if _elements(sch, epilogue[-1]) <= _elements(sch, conv):  # fewer: padded lanes cropped
         sch.reverse_compute_at(epilogue[-1], col_outer)
-        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+        innermost = sch.get_loops(epilogue[-1])[-1]
+        # One value per tile (a 1-channel NCHW head over a row the tile length does not
+        # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
+        if not sch.get(innermost).same_as(sch.get(col_outer)):
+            sch.vectorize(innermost)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])
