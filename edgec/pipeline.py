@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import collections
-import json
-import re
+import dataclasses
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -14,9 +12,9 @@ from typing import Any
 from edgec import build, check, frontend, layout, quant, reference, targets, tune
 from edgec import quantized as quantized_steps
 from edgec.check import DEFAULT_MIN_COSINE, DEFAULT_RTOL, VerifyReport
+from edgec.compile_report import CompileResult
 from edgec.errors import BuildError, ConfigError
 from edgec.model import Model
-from edgec.package import PackageInfo
 from edgec.quant import QuantizeOptions
 from edgec.quant.accuracy import QuantReport
 from edgec.targets import Target
@@ -55,51 +53,6 @@ class CompileOptions:
         return "\n".join(f"  {k:<22} {v}" for k, v in rows)
 
 
-@dataclass(frozen=True)
-class CompileResult:
-    """What compile produced and how it was checked."""
-
-    path: Path
-    info: PackageInfo
-    layout_transforms: int
-    verify: VerifyReport | None
-    seconds: dict[str, float]
-    tuning: dict[str, int]
-    quantization: QuantReport | None = None
-    model: Model | None = None  # the compiled graph; .reference is what the check ran
-    layout_decision: Any = None  # --layout auto: edgec.layout.by_measurement.LayoutDecision
-
-    def summary(self) -> str:
-        lines = [
-            f"wrote {self.path} (+ {self.path.name}.json), {self.info.arch}, "
-            f"layout {self.info.layout}, {self.layout_transforms} layout transforms in the graph",
-            *([self.layout_decision.summary()] if self.layout_decision else []),
-            "steps: " + ", ".join(self.info.applied),
-            _tuning_line(self.tuning),
-            "time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()),
-        ]
-        if self.verify is not None:
-            against = self.model and reference.runtime_name(self.model.reference)
-            lines += [f"check against {against or 'the reference'}:", self.verify.summary()]
-        if self.quantization is not None:
-            lines.append(self.quantization.summary())
-        return "\n".join(lines)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Everything summary() shows, as plain data (for --json)."""
-        return {
-            "path": str(self.path), "info": json.loads(self.info.to_json()),
-            "layout_transforms": self.layout_transforms, "seconds": self.seconds,
-            "tuning": self.tuning,
-            "layout_decision": (None if self.layout_decision is None else
-                                {"layout": self.layout_decision.layout,
-                                 "ms": self.layout_decision.table,
-                                 "how": self.layout_decision.how}),
-            "verify": json.loads(self.verify.to_json()) if self.verify else None,
-            "quantization": self.quantization.to_dict() if self.quantization else None,
-        }
-
-
 def _tuning_schedule(target, options: CompileOptions, stats: dict[str, Any]):
     if not options.use_tuning_logs:
         stats["untuned"] = True
@@ -107,35 +60,6 @@ def _tuning_schedule(target, options: CompileOptions, stats: dict[str, Any]):
     # The CPU the code runs on, when it runs here; records from any other are noted.
     stats["cpu"] = tune.measured_on() if target.is_native else None
     return tune.database_schedule(target, options.tuning_logs, stats)
-
-
-def _tuning_line(stats: dict[str, Any]) -> str:
-    if stats.get("untuned"):
-        line = "schedules: no tuning logs applied (--untuned); every task uses edgec's defaults"
-    elif "tuned" not in stats:
-        line = "schedules: no tuning logs for this target; every task uses edgec's defaults"
-    else:
-        tuned, functions, confirmed = stats["tuned"], stats["functions"], stats["confirmed"]
-        line = (f"schedules: {tuned - confirmed} functions from tuned records, {confirmed} on "
-                f"defaults that tuning confirmed, {functions - tuned} untuned (edgec's "
-                "defaults)")
-    here = stats.get("cpu")  # None for a board target: its records come from boards anyway
-    others = {cpu: n for cpu, n in stats.get("from_cpu", {}).items() if here and cpu != here}
-    if others:
-        line += "; records measured on another CPU, whose speed-ups may not hold here: " + (
-            ", ".join(f"{n} functions from {cpu}" for cpu, n in others.items()))
-    generic = stats.get("generic_names")
-    if generic:
-        line += f"; {len(generic)} on the generic schedule (no edgec kernel): " + _grouped(generic)
-    return line
-
-
-def _grouped(names: list[str], most: int = 6) -> str:
-    """"conv2d x5, mean x8, ..." from TVM's numbered function names, most frequent first."""
-    groups = collections.Counter(re.sub(r"(?<=[a-z])\d+(?=_|$)", "", name) for name in names)
-    shown = [f"{name} x{count}" if count > 1 else name for name, count in groups.most_common(most)]
-    rest = len(groups) - most
-    return ", ".join(shown) + (f" and {rest} more kinds" if rest > 0 else "")
 
 
 def prepare(model: str, target: Target, input_shapes: Mapping | None, layout_choice: str) -> Model:
@@ -151,6 +75,8 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
         EdgecError subclasses; on any error no artifact is written.
     """
     say = progress or (lambda _msg: None)
+    if options.quantization.mode == "auto":
+        return _quantize_by_measurement(options, say)
     target = targets.load(options.target)
     targets.check_with_llvm(target)
     layout.resolve(options.layout, target)  # reject a bad layout before the slow import
@@ -249,6 +175,48 @@ def _layout_by_measurement(imported: Model, target, options: CompileOptions,
         imported, target, build_one, stats, say, source=options.model,
         shapes=dict(options.input_shapes), mode=options.quantization.mode,
         folder=tune.logs_dir(target, options.tuning_logs))
+
+
+def _quantize_by_measurement(options: CompileOptions, say: Progress) -> CompileResult:
+    """--quantize auto (edgec.quant.by_measurement): every precision compiled and checked,
+    the fastest that keeps FP32's accuracy written to options.output."""
+    from edgec.quant import by_measurement
+
+    target = targets.load(options.target)
+    qopts = options.quantization
+
+    def compile_one(mode: str | None, output: Path, progress: Progress) -> CompileResult:
+        # FP16 keeps the calibration data to measure its accuracy; FP32 takes none.
+        settings = {"mode": mode} if mode else {"mode": None, "calib": None}
+        return compile_model(dataclasses.replace(
+            options, output=output, quantization=dataclasses.replace(qopts, **settings)),
+            progress)
+
+    key = by_measurement.decision_key(options.model, dict(options.input_shapes), qopts,
+                                      options.layout, by_measurement.where_or_error(target))
+    result, decision = by_measurement.choose(
+        compile_one, Path(options.output), target, qopts.calib, say,
+        folder=tune.logs_dir(target, options.tuning_logs), key=key)
+    return dataclasses.replace(result, quantize_decision=decision)
+
+
+def stored_quantization(model: str, input_shapes: Mapping | None, quantization: QuantizeOptions,
+                        layout_choice: str, target: str | Target, logs) -> QuantizeOptions:
+    """The precision `compile --quantize auto` stored for this model, calibration data,
+    layout and target, as QuantizeOptions (ConfigError when none is stored)."""
+    from edgec.quant import by_measurement
+
+    target = targets.load(target) if isinstance(target, str) else target
+    key = by_measurement.decision_key(model, dict(input_shapes or {}), quantization,
+                                      layout_choice, by_measurement.where_or_error(target))
+    decision = by_measurement.stored(tune.logs_dir(target, logs), key)
+    if decision is None:
+        raise ConfigError(f"--quantize auto: no precision was measured yet for {model} on "
+                          f"{target.name}; run `edgec compile {model} --quantize auto` with the "
+                          "same options first (it stores its decision), or name one")
+    if decision.mode == by_measurement.FP32:
+        return dataclasses.replace(quantization, mode=None, calib=None)
+    return dataclasses.replace(quantization, mode=decision.mode)
 
 
 def _verify_tolerance(options: CompileOptions, quant_report: QuantReport | None) -> dict:

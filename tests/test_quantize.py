@@ -8,6 +8,7 @@ scikit-image (not edgec's reader), so the references share no code with edgec.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -370,3 +371,55 @@ def test_8_bit_convs_without_a_dot_kernel_sum_exactly_in_float():
     want = np.einsum("cyxij,ocij->oyx", windows, w.astype(np.int64))[None]
     assert want[0, 0, 0, 0] == -16_744_320
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def _precision_table(text: str) -> tuple[dict[str, float], set[str]]:
+    """The rows `--quantize auto` printed: ({precision: ms}, {rejected precisions})."""
+    rows = re.findall(r"^\s+(fp32|fp16|int8)\s+([\d.]+)\s+[\d.]+x$", text, re.MULTILINE)
+    rejected = re.findall(r"^\s+(fp32|fp16|int8)\s+rejected: ", text, re.MULTILINE)
+    return {name: float(ms) for name, ms in rows}, set(rejected)
+
+
+@pytest.mark.parametrize(("target", "how", "int8_mac"), [
+    ("x86_64", "measured on", "vpmaddubsw"),  # timed here, interleaved rounds
+    ("rpi5", "estimated for cortex-a76", "sdot"),  # priced on the emulated board
+])
+def test_quantize_auto_keeps_the_fastest_precision_that_passes_and_stores_it(
+        small_net, tmp_path, target, how, int8_mac):
+    samples = np.random.default_rng(6).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    env = {"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}
+    out = tmp_path / "auto.so"
+    args = ("compile", str(small_net), "-t", target, "-o", str(out), "--quantize", "auto",
+            "--calib", str(tmp_path / "calib.npy"))
+    first = run_cli(*args, env=env)
+    assert first.returncode == 0, first.stderr
+    said = first.stdout + first.stderr
+    table, rejected = _precision_table(first.stdout)
+    assert "fp32" in table and set(table) | rejected == {"fp32", "fp16", "int8"}, said
+    chosen = min(table, key=table.get)
+    assert f"quantize auto: {chosen} ({how}" in said
+    not_faster = "int8" in table and table["int8"] >= table["fp32"]
+    assert ("WARNING: INT8 is not faster than FP32" in first.stdout) == not_faster, said
+    # The library written is the chosen precision: its code multiplies in 8-bit integers
+    # exactly when INT8 won (ELF disassembly, not edgec's metadata) ...
+    objdump = "objdump" if target == "x86_64" else "aarch64-linux-gnu-objdump"
+    code = subprocess.run([objdump, "-d", str(out)], capture_output=True, text=True,
+                          check=True).stdout
+    assert (int8_mac in code) == (chosen == "int8"), (chosen, int8_mac)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".edgec-")] == []
+    if target == "x86_64":  # ... and stays close to FP32 in ONNX Runtime on the float model
+        session = ort.InferenceSession(str(small_net), providers=["CPUExecutionProvider"])
+        compiled = runtime.load(out)
+        for x in samples[:4]:
+            assert cosine(compiled.run({"input": x})["logits"],
+                          session.run(None, {"input": x})[0]) >= 0.99
+    # The decision is stored beside the tuning logs and reused, by compile and by tune.
+    again = run_cli(*args, "--no-check", env=env)
+    assert again.returncode == 0, again.stderr
+    assert "stored decision" in again.stdout and "compiling fp16" not in again.stderr
+    assert _precision_table(again.stdout) == (table, rejected)
+    fresh = run_cli("tune", str(small_net), "-t", target, "--quantize", "auto", "--calib",
+                    str(tmp_path / "calib.npy"), "--status",
+                    env={"EDGEC_TUNING_LOGS": str(tmp_path / "other")})
+    assert_clean_failure(fresh, "no precision was measured yet")

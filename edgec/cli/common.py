@@ -41,8 +41,11 @@ def parse_input_files(values: tuple[str, ...]) -> dict[str, str]:
 
 
 _QUANTIZE_OPTIONS = (
-    click.option("--quantize", type=click.Choice(["int8", "fp16"]),
-                 help="INT8 (needs --calib) or FP16 weights and activations."),
+    click.option("--quantize", type=click.Choice(["int8", "fp16", "auto"]),
+                 help="INT8 (needs --calib) or FP16 weights and activations; auto compiles "
+                      "FP32, FP16 and (with --calib) INT8, times them here or estimates "
+                      "them for the target's board, and keeps the fastest that stays close "
+                      "to FP32 (decision stored beside your tuning logs)."),
     click.option("--calib", metavar="PATH|samples|random",
                  help="Calibration data: a folder of images / .npy / .npz or one such file "
                       "(your own data: what a deployed model needs), 'samples' (12 stock "

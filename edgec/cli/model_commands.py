@@ -84,7 +84,7 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
     quantization = quantization_from(quantize_kwargs)
     stem = model.split(":", 1)[1] if model.startswith("zoo:") else Path(model).stem
     target_stem = Path(target).stem
-    suffix = f"-{quantization.mode}" if quantization.mode else ""
+    suffix = f"-{quantization.mode}" if quantization.mode in ("int8", "fp16") else ""
     options = pipeline.CompileOptions(
         model=model,
         output=Path(output or f"build/{stem}-{target_stem}{suffix}.so"),
@@ -144,6 +144,9 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     shapes = parse_input_shapes(input_shapes)
     quantization = quantization_from(quantize_kwargs)
     mode = quantization.mode
+    if quantization.mode == "auto":  # the precision compile measured, or one error line
+        quantization = pipeline.stored_quantization(model, shapes, quantization, layout, target,
+                                                    options.logs)
     if layout == "auto":  # before the banner: the layout compile measured, or one error line
         layout = pipeline.stored_layout(model, shapes, quantization, target, options.logs)
     say(f"tune {model}{f' ({mode})' if mode else ''} for {target}: "

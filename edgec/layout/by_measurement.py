@@ -11,24 +11,19 @@ the same model for the same target does not measure again.
 
 from __future__ import annotations
 
-import hashlib
-import json
-import statistics
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgec.cpu import host_label
+from edgec import measured_choice
 from edgec.layout.blocks import block_of
 from edgec.layout.convert import apply_layout, resolve
 from edgec.model import Model
 from edgec.targets import Target
 
 DECISIONS_FILE = "layout_decisions.json"
-_ROUNDS, _RUNS = 3, 10
 
 
 @dataclass(frozen=True)
@@ -62,45 +57,21 @@ def candidates(target: Target, ir) -> list[str]:
 
 
 def decision_key(model_source: str, shapes: Mapping, mode: str | None, where: str) -> str:
-    """What a stored decision is valid for: the model's bytes (zoo:NAME by name), its input
-    shapes, the quantization mode and the CPU or core it was measured for."""
-    source = Path(model_source)
-    digest = (hashlib.sha256(source.read_bytes()).hexdigest()[:16] if source.is_file()
-              else model_source)
-    shape_text = ";".join(f"{k}={','.join(map(str, v))}" for k, v in sorted(shapes.items()))
-    return f"{digest}|{shape_text}|{mode or 'fp32'}|{where}"
+    """What a stored decision is valid for: the model, its input shapes, the quantization
+    mode and the CPU or core it was measured for."""
+    return measured_choice.decision_key(model_source, shapes, mode or "fp32", where)
 
 
 def load_decision(folder: Path, key: str) -> LayoutDecision | None:
-    try:
-        stored = json.loads((folder / DECISIONS_FILE).read_text())[key]
-    except (OSError, ValueError, KeyError):
+    stored = measured_choice.load_decision(folder, DECISIONS_FILE, key)
+    if stored is None:
         return None
     return LayoutDecision(stored["layout"], stored["table"], stored["how"], cached=True)
 
 
 def store_decision(folder: Path, key: str, decision: LayoutDecision) -> None:
-    """Add the decision to folder/layout_decisions.json (written whole, then renamed)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / DECISIONS_FILE
-    try:
-        stored = json.loads(path.read_text())
-    except (OSError, ValueError):
-        stored = {}
-    stored[key] = {k: v for k, v in asdict(decision).items() if k != "cached"}
-    stored[key]["date"] = time.strftime("%Y-%m-%d")
-    partial = path.with_suffix(".partial")
-    partial.write_text(json.dumps(stored, indent=2))
-    partial.replace(path)
-
-
-def where_measured(target: Target) -> str | None:
-    """"measured on <cpu>" for a target this machine runs, "estimated for <core>" for one
-    with a [board] core, None when neither applies."""
-    if target.is_native:
-        return f"measured on {host_label()}"
-    core = target.board.get("core") if target.board else None
-    return f"estimated for {core}" if core else None
+    record = {k: v for k, v in asdict(decision).items() if k != "cached"}
+    measured_choice.store_decision(folder, DECISIONS_FILE, key, record)
 
 
 def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target,
@@ -113,7 +84,7 @@ def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target
     from edgec.errors import ConfigError
 
     decision = load_decision(folder, decision_key(source, shapes, mode,
-                                                  where_measured(target) or ""))
+                                                  measured_choice.where_measured(target) or ""))
     if decision is None:
         raise ConfigError(f"--layout auto: no layout was measured yet for {source} on "
                           f"{target.name}; run `edgec compile {source} --layout auto` first "
@@ -131,7 +102,7 @@ def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], A
     Returns:
         (the laid-out model, its executable, the decision).
     """
-    where = where_measured(target)
+    where = measured_choice.where_measured(target)
     key = decision_key(source, shapes, mode, where or "")
     decision = load_decision(folder, key) if where else None
     if decision is not None:
@@ -186,21 +157,18 @@ def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
 
 
 def _time_here(built: dict, inputs: Mapping[str, Any], say) -> dict[str, float]:
-    """Median per layout of the per-round medians, rounds interleaving the layouts."""
     from edgec import check
 
-    rounds: dict[str, list[float]] = {name: [] for name in built}
-    for index in range(_ROUNDS):
-        say(f"layout auto: timing round {index + 1} of {_ROUNDS}")
-        for name, (model, executable) in built.items():
-            rounds[name].append(check.median_ms(executable, model, inputs, runs=_RUNS))
-    return {name: statistics.median(values) for name, values in rounds.items()}
+    def timer(model, executable):
+        return lambda: check.median_ms(executable, model, inputs, runs=measured_choice.RUNS)
+
+    return measured_choice.interleaved_medians(
+        {name: timer(*built[name]) for name in built}, say, "layout auto")
 
 
 def _estimate(built: dict, target: Target, say) -> dict[str, float]:
     """Single-thread estimate of each layout's library on the target's board core."""
     from edgec import build
-    from edgec.boards.estimate.board_defaults import estimate_library
 
     table = {}
     with tempfile.TemporaryDirectory(prefix="edgec-layout-") as tmp:
@@ -208,5 +176,5 @@ def _estimate(built: dict, target: Target, say) -> dict[str, float]:
             say(f"layout auto: estimating {name} on {target.board['core']}")
             library = Path(tmp) / f"{name}.so"
             build.export(executable, model, target, library)
-            table[name] = estimate_library(library, None).ms
+            table[name] = measured_choice.estimate_ms(library)
     return table

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from edgec.errors import QuantizeError, did_you_mean
 
 MODES = ("int8", "fp16")
+AUTO = "auto"  # --quantize auto: edgec.quant.by_measurement picks one of FP32 and MODES
 METHODS = ("minmax", "entropy", "percentile")
 RANDOM = "random"
 SAMPLES = "samples"  # --calib samples: stock photos bundled with scikit-image
@@ -55,7 +56,7 @@ def check_settings(mode: str | None, calib: str | None, method: str) -> None:
             raise QuantizeError("--calib is only used with --quantize int8 (or fp16, to "
                                 "measure accuracy); add --quantize int8")
         return
-    choose("--quantize mode", mode, MODES)
+    choose("--quantize mode", mode, (*MODES, AUTO))
     choose("calibration method", method, METHODS)
     if mode == "int8" and not calib:
         raise QuantizeError("--quantize int8 needs calibration data: --calib FOLDER|FILE "
@@ -100,7 +101,7 @@ class QuantizeOptions:
     """--quantize and its calibration options (validated on creation).
 
     Attributes:
-        mode: None (float), "int8" or "fp16".
+        mode: None (float), "int8", "fp16" or "auto" (the fastest that keeps accuracy).
         calib: a folder, a .npy/.npz file or "random"; INT8 needs it, FP16 uses it only to
             measure accuracy.
         method: ONNX Runtime's calibration method ("minmax", "entropy", "percentile").
