@@ -52,6 +52,41 @@ def test_tune_then_compile_uses_the_records_and_still_matches_onnxruntime(
     assert report.ok, report.summary()
 
 
+def edgec_schedules(records: list[dict]) -> dict[int, set[str]]:
+    """Per workload, the distinct traces without sampled decisions: schedules written out by
+    edgec's rules (its default and its kernel-space variants). MetaSchedule's own
+    candidates come from its design space's sampling instructions, so they carry decisions."""
+    found: dict[int, set[str]] = {}
+    for workload, (trace, *_rest) in records:
+        instructions, decisions = trace
+        if not decisions:
+            found.setdefault(workload, set()).add(json.dumps(instructions))
+    return found
+
+
+@pytest.mark.slow
+def test_conv_tasks_tune_in_edgecs_kernel_space_first_and_compile_applies_the_fastest(
+        tmp_path):
+    """The heavy conv's variants (pixels per tile, channel vectors, loop orders) are measured
+    as records beside the default, and the compiled model still matches ONNX Runtime."""
+    logs = tmp_path / "logs"
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    result = run_cli("tune", str(model), "--trials", "6", "--tuning-logs", str(logs))
+    assert result.returncode == 0, result.stderr
+    records = record_lines(logs)
+    by_workload = edgec_schedules(records)
+    heaviest = max(records, key=mean_seconds)[0]
+    # Its default (the seed) and the 5 nearest variants: all edgec schedules, all distinct.
+    assert len(by_workload.get(heaviest, ())) == 6, {w: len(t) for w, t in by_workload.items()}
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(model), output=tmp_path / "m.so", tuning_logs=logs))
+    assert compiled.verify.ok
+    library = runtime.load(tmp_path / "m.so")
+    inputs = check.random_inputs(library.info.inputs, seed=5)
+    report = check.compare(library.run(inputs), reference.onnxruntime_outputs(str(model), inputs))
+    assert report.ok, report.summary()
+
+
 def light_then_heavy_model(path: Path) -> Path:
     """A tiny 1x1 conv, then a 3x3 conv with 16x the MACs of everything before it: the
     heaviest task is not the first one a model's graph order gives."""
@@ -242,9 +277,12 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_keeps_the_records(dynamic_co
         [sys.executable, "-m", "edgec", "tune", str(dynamic_conv_model), "--input-shape",
          "image:1,3,16,16", "--trials", "256", "--tuning-logs", str(logs)], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C once MetaSchedule's search runs (after edgec's kernel space): the harder stop.
+    log = logs / "logs" / "tvm.s_tir.meta_schedule.logging.task_scheduler.log"
     deadline = time.time() + 600
-    while time.time() < deadline and len(record_lines(logs)) < 3 and proc.poll() is None:
+    while time.time() < deadline and not log.exists() and proc.poll() is None:
         time.sleep(0.5)
+    time.sleep(2)
     proc.send_signal(signal.SIGINT)  # Ctrl-C
     stdout, stderr = proc.communicate(timeout=600)
     assert proc.returncode == 130, stderr
@@ -254,7 +292,7 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_keeps_the_records(dynamic_co
     assert record_lines(logs)  # every line parses: the kept records are whole
     # MetaSchedule's per-task lines and tables go to its log, not over the progress bar.
     assert "[INFO]" not in stdout + stderr
-    log = Path(stdout.split("MetaSchedule's log: ")[1].split()[0])
+    assert Path(stdout.split("MetaSchedule's log: ")[1].split()[0]) == log
     assert "TaskScheduler picks" in log.read_text()
 
 

@@ -14,11 +14,13 @@ class PlainDepthwiseConv:
     """Parallel over (batch, channel, row); a row's pixels in vectors across the taps, the
     bias/activation epilogue on each vector tile while it is in registers."""
 
+    def __init__(self, longest_row: int = _MAX_ROW):
+        self.longest_row = longest_row  # pixels per vector tile (kernel search varies it)
+
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         return schedule_named(func, "depthwise_conv2d_nchw", self._schedule)
 
-    @staticmethod
-    def _schedule(sch: s_tir.Schedule) -> None:
+    def _schedule(self, sch: s_tir.Schedule) -> None:
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
         index = names.index("depthwise_conv2d_nchw")
@@ -29,7 +31,7 @@ class PlainDepthwiseConv:
             sch.compute_inline(block)
         batch, channel, row, col, kh, kw = sch.get_loops(conv)
         col_outer, col_inner = sch.split(col, [None, row_length(extent(sch, col) or 1,
-                                                                 _MAX_ROW)])
+                                                                 self.longest_row)])
         sch.reorder(col_outer, kh, kw, col_inner)
         sch.parallel(sch.fuse(batch, channel, row))
         sch.vectorize(col_inner)

@@ -12,6 +12,7 @@ Everything else is parallelized over its outer loops and vectorized on its inner
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import tvm
 from tvm import s_tir, tirx
@@ -97,6 +98,11 @@ def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     return None, None
 
 
+def schedule_rule(func: tirx.PrimFunc, target) -> object | None:
+    """The rule whose schedule schedule_function gives (None: no rule fits)."""
+    return _first_rule(func, target)[0]
+
+
 def schedule_function(func: tirx.PrimFunc, target) -> s_tir.Schedule | None:
     """edgec's default schedule of one PrimFunc, as a traced Schedule (None: no rule fits)."""
     return _first_rule(func, target)[1]
@@ -111,9 +117,34 @@ def _same_shape(a, b) -> bool:
     return [int(d) for d in a.shape] == [int(d) for d in b.shape]
 
 
+@dataclass(frozen=True)
+class ConvKnobs:
+    """What edgec's kernel search (edgec.codegen.schedule_space) varies in PackedConv's
+    micro-kernel; the defaults are the rule-based schedule.
+
+    Attributes:
+        longest_row: output pixels per register tile, at most (None: 8, INT8 dots with 32
+            registers 14); the tile takes the largest divisor of the width up to it.
+        channel_tiles: output-channel vectors per register tile (1 or 2): each input value
+            loaded feeds that many FMAs; ignored where it does not divide the chunks.
+        taps_outside_channels: dense FP32 reduction order (kh, kw, icc, icb) instead of
+            (icc, kh, kw, icb).
+        rows_first: parallel tasks ordered (row, chunk) instead of (chunk, row); None: the
+            default rule (row-major for NHWC tiles with weights that fit in 512 KB).
+    """
+
+    longest_row: int | None = None
+    channel_tiles: int = 1
+    taps_outside_channels: bool = False
+    rows_first: bool | None = None
+
+
 class PackedConv:
     """Register-blocked schedule for edgec.codegen.kernels' NCHW{b}c convolutions and their
     epilogue."""
+
+    def __init__(self, knobs: ConvKnobs | None = None):
+        self.knobs = knobs or ConvKnobs()
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
@@ -139,31 +170,44 @@ class PackedConv:
         depthwise = sch.get(conv).name_hint in _DEPTHWISE_BLOCKS
         for block in blocks[:index]:
             self._schedule_producer(sch, block, inline_padding=depthwise)
+        knobs = self.knobs
         loops = sch.get_loops(conv)
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
         longest = _MAX_ROW
         if len(reduction) == 5 and _dot_kind(sch, conv) in _DOTS_WITH_32_REGISTERS:
             longest = _MAX_INT8_ROW
-        col_outer, col_inner = sch.split(col, [None, row_length(width, longest)])
+        col_outer, col_inner = sch.split(col, [None, row_length(width,
+                                                                knobs.longest_row or longest)])
         if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
             self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
                                 lane, reduction)
             return
+        tiles = []  # the output-channel vectors of one register tile, beside its pixels
+        if knobs.channel_tiles > 1 and (extent(sch, chunk) or 1) % knobs.channel_tiles == 0:
+            chunk, tile = sch.split(chunk, [None, knobs.channel_tiles])
+            sch.reorder(chunk, row, col_outer, tile)
+            tiles = [tile]
         if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost
             icc, icb, kh, kw = reduction
-            sch.reorder(col_outer, icc, kh, kw, icb, col_inner, lane)
+            order = (kh, kw, icc) if knobs.taps_outside_channels else (icc, kh, kw)
+            sch.reorder(col_outer, *order, icb, *tiles, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
-            sch.reorder(col_outer, *reduction, col_inner, lane)
+            sch.reorder(col_outer, *reduction, *tiles, col_inner, lane)
         nhwc = sch.get(conv).name_hint in _NHWC_BLOCKS
-        if nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS:
+        rows_first = knobs.rows_first
+        if rows_first is None:
             # NHWC: all channel tiles of a row, then the next row, so each output pixel's
             # channels (one cache line per 16) are written together instead of once per tile.
+            rows_first = nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS
+        if rows_first:
             sch.reorder(row, chunk)
             sch.parallel(sch.fuse(batch, row, chunk))
         else:
             sch.parallel(sch.fuse(batch, chunk, row))
         _schedule_epilogue(sch, conv, epilogue, col_outer)
+        for tile in tiles:
+            sch.unroll(tile)
         sch.unroll(col_inner)
         sch.vectorize(lane)
         # Zeroing the accumulators goes before the reduction, on the same register tile.

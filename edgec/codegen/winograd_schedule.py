@@ -23,11 +23,15 @@ class WinogradConv:
     (not copied); the GEMM is PackedConv's micro-kernel with tiles as the pixel row.
     """
 
+    def __init__(self, longest_row: int = 8, channel_tiles: int = 1):
+        # What the kernel search varies: tiles per GEMM register row, and output-channel
+        # vectors per register tile (where they divide the chunks).
+        self.longest_row, self.channel_tiles = longest_row, channel_tiles
+
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         return schedule_named(func, "conv2d_nchwc_winograd", self._schedule)
 
-    @staticmethod
-    def _schedule(sch: s_tir.Schedule) -> None:
+    def _schedule(self, sch: s_tir.Schedule) -> None:
         from edgec.codegen.winograd import WINOGRAD_TILE
 
         block = sch.get_sblock
@@ -60,10 +64,16 @@ class WinogradConv:
 
         gemm = block("conv2d_nchwc_winograd")
         eps, nu, chunk, tile, lane, icc, icb = sch.get_loops(gemm)
-        tile_outer, tile_inner = sch.split(tile, [None, row_length(extent(sch, tile) or 1)])
-        sch.reorder(eps, nu, chunk, tile_outer, icc, icb, tile_inner, lane)
+        tile_outer, tile_inner = sch.split(tile, [None, row_length(extent(sch, tile) or 1,
+                                                                    self.longest_row)])
+        vectors = []
+        if self.channel_tiles > 1 and (extent(sch, chunk) or 1) % self.channel_tiles == 0:
+            chunk, vector = sch.split(chunk, [None, self.channel_tiles])
+            vectors = [vector]
+        sch.reorder(eps, nu, chunk, tile_outer, icc, icb, *vectors, tile_inner, lane)
         sch.parallel(sch.fuse(eps, nu, chunk, tile_outer))
-        sch.unroll(tile_inner)
+        for loop in (*vectors, tile_inner):
+            sch.unroll(loop)
         sch.vectorize(lane)
         init = sch.decompose_reduction(gemm, icc)
         sch.vectorize(sch.get_loops(init)[-1])

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from edgec.errors import ConfigError, TuneError
 from edgec.targets import Target
+from edgec.tune import kernel_space
 from edgec.tune.databases import (
     claim_for,
     logs_dir,
@@ -113,7 +114,7 @@ class TuneReport:
             f"({self.trials_per_minute:.0f}/min); sum of tuned tasks: "
             f"{f'{est:.2f} ms' if est else 'n/a (some tasks untuned)'}; logs: {self.logs}"
         )
-        if self.trials_run:
+        if self.trials_run and self.log_file.exists():  # conv tasks alone never reach it
             lines.append(f"MetaSchedule's log: {self.log_file}")
         return "\n".join(lines)
 
@@ -202,10 +203,21 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
 
     try:
         with _ctrl_c_stops_after_the_batch(stop):
+            # edgec's kernel space first (conv tasks), then MetaSchedule's generic search
+            # with the trials each task has left.
             _failing_as_tune_error(
-                target, work_dir, ms.run_tuning, pending, [float(t.weight) for t in pending],
-                work_dir, database, total_trials=total, trials_per_task=options.trials_per_task,
-                builder=builder, runner=runner, on_batch=on_batch, stopped=lambda: bool(stop))
+                target, work_dir, kernel_space.search, pending,
+                [options.trials_per_task - r.trials for r in pending_rows], database,
+                tvm_target, builder=builder, runner=runner, on_batch=on_batch,
+                should_stop=lambda: bool(stop), stopped=lambda: bool(stop))
+            left = [i for i, r in enumerate(pending_rows) if r.trials < options.trials_per_task]
+            if not stop and left and report.trials_run < total:
+                generic = _generic_phase(pending, pending_rows, left, on_batch)
+                _failing_as_tune_error(
+                    target, work_dir, ms.run_tuning, generic.tasks, generic.weights, work_dir,
+                    database, total_trials=total - report.trials_run,
+                    trials_per_task=options.trials_per_task, builder=builder, runner=runner,
+                    on_batch=generic.on_batch, stopped=lambda: bool(stop))
     except TuneError:
         if not stop:
             raise
@@ -213,6 +225,21 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     report.seconds = time.perf_counter() - start
     report.stopped_by = stop[0] if stop else ""
     return report
+
+
+@dataclass
+class _GenericPhase:
+    tasks: list
+    weights: list[float]
+    on_batch: Callable[[int, int, list[float]], None]
+
+
+def _generic_phase(pending: list, rows: list[TaskRow], left: list[int],
+                   on_batch: Callable[[int, int, list[float]], None]) -> _GenericPhase:
+    """The tasks MetaSchedule's search still gets, with its task indices mapped back."""
+    return _GenericPhase([pending[i] for i in left], [float(pending[i].weight) for i in left],
+                         lambda task_id, count, seconds: on_batch(left[task_id], count,
+                                                                  seconds))
 
 
 @contextlib.contextmanager

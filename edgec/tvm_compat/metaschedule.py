@@ -214,35 +214,45 @@ def seed_database(database, tasks, target, schedule_fn, builder, runner) -> int:
     that changed since a database was made (a new edgec) is measured again, or the old
     records would win over it unmeasured. Returns how many records were committed.
     """
-    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
-
     candidates = []
     for task in tasks:
         mod = task_mod(task)
         sch = schedule_fn(mod["main"], target)
-        if sch is None:
-            continue
-        trace = str(sch.trace)
-        if not any(str(record.trace) == trace for record in measured(database, mod)):
+        if sch is not None and not has_trace(database, mod, sch):
             candidates.append((mod, sch))
+    seconds = measure_into(database, candidates, target, builder, runner)
+    return sum(1 for s in seconds if s is not None)
+
+
+def has_trace(database, mod, sch) -> bool:
+    """Whether the database holds a measured record of exactly this schedule of `mod`."""
+    trace = str(sch.trace)
+    return any(str(record.trace) == trace for record in measured(database, mod))
+
+
+def measure_into(database, candidates: list, target, builder, runner) -> list[float | None]:
+    """Build and run each (workload mod, traced Schedule) and commit it as a tuning record;
+    returns each one's mean seconds (None: it failed to build or run)."""
+    from tvm.s_tir.meta_schedule.arg_info import ArgInfo
+
     if not candidates:
-        return 0
+        return []
     built = builder.build([ms.builder.BuilderInput(sch.mod, target) for _, sch in candidates])
-    runs = []
-    for (mod, sch), result in zip(candidates, built, strict=True):
+    runs, seconds = [], [None] * len(candidates)
+    for index, ((_, sch), result) in enumerate(zip(candidates, built, strict=True)):
         if result.error_msg is None:
             args = ArgInfo.from_prim_func(sch.mod["main"])
-            runs.append((mod, sch, args, ms.runner.RunnerInput(
+            runs.append((index, args, ms.runner.RunnerInput(
                 result.artifact_path, "cpu", args)))  # CPU targets only
     futures = runner.run([entry[-1] for entry in runs])
-    committed = 0
-    for (mod, sch, args, _), future in zip(runs, futures, strict=True):
+    for (index, args, _), future in zip(runs, futures, strict=True):
         result = future.result()
         if result.error_msg is None and result.run_secs:
+            mod, sch = candidates[index]
             database.commit_tuning_record(ms.database.TuningRecord(
                 sch.trace, database.commit_workload(mod), result.run_secs, target, args))
-            committed += 1
-    return committed
+            seconds[index] = sum(float(s) for s in result.run_secs) / len(result.run_secs)
+    return seconds
 
 
 def apply_database(ir, database, target):
