@@ -135,11 +135,16 @@ def prepare_root(cpu: str = "cortex-a72") -> Path:
     return PEERS_ROOT
 
 
+def tools_ready() -> bool:
+    """Whether tools_python() is made already (else calling it installs ~2.7 GB)."""
+    return (WORK / "tools-venv" / "ready").exists()
+
+
 def tools_python() -> Path:
     """The x86 converters' venv (made once): onnx2tf + TensorFlow, pnnx, x86 ncnn."""
     venv = WORK / "tools-venv"
     python = venv / "bin" / "python"
-    if not (venv / "ready").exists():
+    if not tools_ready():
         shutil.rmtree(venv, ignore_errors=True)
         _run([sys.executable, "-m", "venv", venv])
         _run([python, "-m", "pip", "install", "-q", *TOOLS])
@@ -177,9 +182,19 @@ def prepare_inputs() -> tuple[Path, Path]:
     return folder / "input.npy", folder / "calib.npy"
 
 
-def prepare_model(peer: str, model: str, precision: str) -> Path:
-    """The model file the guest loads for (peer, model, precision), converted once."""
+def prepare_model(peer: str, model: str, precision: str, onnx: Path | None = None) -> Path:
+    """The model file the guest loads for (peer, model, precision), converted once.
+
+    onnx: the ONNX file to convert instead of zoo model `model` as zoo.save writes it
+    (bench/compare.py passes its own, so that all its runtimes run the same weights); the
+    files converted from an earlier, different `model`.onnx are removed and made anew.
+    """
     onnx_path = WORK / "onnx" / f"{model}.onnx"
+    if onnx is not None and (not onnx_path.exists()
+                             or onnx_path.read_bytes() != Path(onnx).read_bytes()):
+        _forget(model)
+        onnx_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(onnx, onnx_path)
     if not onnx_path.exists():
         from edgec import zoo
 
@@ -202,9 +217,13 @@ def prepare_model(peer: str, model: str, precision: str) -> Path:
             shutil.copy(calib.with_name("calibration_image_sample_data_20x128x128x3_float32"
                                         ".npy"), folder)
             env = {**os.environ, "PATH": f"{tools_python().parent}:{os.environ['PATH']}"}
-            _run([tools_python().parent / "onnx2tf", "-i", onnx_path, "-o", folder, "-oiqt",
+            # onnx2tf overwrites its input with the onnxsim'd model: give it a copy, so that
+            # onnx_path stays the file the other peers convert and prepare_model compares.
+            copy = shutil.copyfile(onnx_path, folder / onnx_path.name)
+            _run([tools_python().parent / "onnx2tf", "-i", copy, "-o", folder, "-oiqt",
                   "-cind", "input", nhwc, "[[[[0.0,0.0,0.0]]]]", "[[[[1.0,1.0,1.0]]]]"],
                  cwd=folder, env=env)
+            copy.unlink()
         return out
     folder = WORK / "ncnn"
     fp32 = folder / f"{model}.ncnn.param"
@@ -221,6 +240,15 @@ def prepare_model(peer: str, model: str, precision: str) -> Path:
     if not out.exists():
         _run([tools_python(), Path(__file__).with_name("ncnn_int8.py"), fp32, calib, out])
     return out
+
+
+def _forget(model: str) -> None:
+    """Remove everything converted from `model`.onnx (its copy too)."""
+    shutil.rmtree(WORK / "litert" / model, ignore_errors=True)
+    for pattern in (f"onnx/{model}.onnx", f"ort/{model}.int8.onnx", f"ncnn/{model}.*",
+                    f"ncnn/{model}_int8.*", f"ncnn/{model}_pnnx.py", f"ncnn/{model}_ncnn.py"):
+        for path in WORK.glob(pattern):
+            path.unlink()
 
 
 def _ort_int8(onnx_path: Path, calib: Path, out: Path) -> None:

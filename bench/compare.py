@@ -1,11 +1,15 @@
-"""edgec (untuned, tuned, INT8) against ONNX Runtime and OpenVINO (FP32, INT8), per zoo model.
+"""edgec (untuned, tuned, INT8) against ONNX Runtime, OpenVINO, LiteRT and ncnn (FP32, INT8),
+per zoo model.
 
-    python bench/compare.py [--models ...] [--runs N] [--json FILE] [--plot FILE.png]
-                            [--markdown FILE] [--readme] [--quick]
+    python bench/compare.py [--models ...] [--runs N] [--rounds N] [--json FILE]
+                            [--plot FILE.png] [--markdown FILE] [--readme] [--quick]
 
 Every number comes from this one run, on the same threads (TVM_NUM_THREADS, ONNX Runtime's
-intra_op_num_threads and OpenVINO's INFERENCE_NUM_THREADS all get --threads): one runtime at
-a time, warm-up, then the median of --runs single inferences of batch 1 on a real photo.
+intra_op_num_threads, OpenVINO's INFERENCE_NUM_THREADS, LiteRT's num_threads and ncnn's
+opt.num_threads all get --threads): one runtime at a time, warm-up, then the median of --runs
+single inferences of batch 1 on a real photo. LiteRT (XNNPACK) and ncnn run the models that
+bench/arm_peers.py converts from the same ONNX file (onnx2tf, pnnx; cached), with its own
+INT8 calibration; --quick skips them when their converters' venv is not installed.
 Each latency also shows the fraction of the machine's peak it reaches: 2 x MACs / latency
 over numpy's best SGEMM rate, measured at the start of the run. INT8 models are calibrated
 on photos bundled with scikit-image. README.md's "## Performance" section explains the columns.
@@ -14,6 +18,7 @@ on photos bundled with scikit-image. README.md's "## Performance" section explai
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import json
 import os
 import platform
@@ -23,6 +28,8 @@ import time
 from datetime import date
 from pathlib import Path
 
+import arm_peers
+import converted_runtimes
 import measures
 import numpy as np
 import onnx
@@ -39,7 +46,13 @@ COLUMNS = {  # JSON key: table header
     "edgec_untuned": "edgec untuned", "edgec_tuned": "edgec tuned", "edgec_int8": "edgec INT8",
     "ort_fp32": "ORT FP32", "ort_int8": "ORT INT8",
     "openvino_fp32": "OpenVINO FP32", "openvino_int8": "OpenVINO INT8",
+    "litert_fp32": "LiteRT FP32", "litert_int8": "LiteRT INT8",
+    "ncnn_fp32": "ncnn FP32", "ncnn_int8": "ncnn INT8",
 }
+# The ratio columns: edgec's build of each precision against the fastest other runtime's.
+EDGEC_OF = {"fp32": "edgec_tuned", "int8": "edgec_int8"}
+OTHERS = {precision: [k for k in COLUMNS if not k.startswith("edgec")
+                      and k.endswith(f"_{precision}")] for precision in EDGEC_OF}
 README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- compare:begin -->", "<!-- compare:end -->"
 
@@ -49,6 +62,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--models", nargs="+", help=f"zoo models (default: {' '.join(MODELS)})")
     parser.add_argument("--runs", type=int, help="timed runs per row (default 50, --quick 10)")
     parser.add_argument("--warmup", type=int, help="untimed runs first (default 10, --quick 3)")
+    parser.add_argument("--rounds", type=int, help="timing processes per runtime, interleaved "
+                                                   "with the others (default 3, --quick 1)")
     parser.add_argument("--threads", type=int,
                         default=int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)),
                         help="threads of every runtime (default: $TVM_NUM_THREADS or all cores)")
@@ -68,9 +83,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.models = args.models or list(QUICK_MODELS if args.quick else MODELS)
     args.runs = args.runs or (10 if args.quick else 50)
     args.warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
+    args.rounds = args.rounds or (1 if args.quick else 3)
     args.calibration = args.calibration or (4 if args.quick else 8)
-    if args.runs < 1 or args.warmup < 0 or args.threads < 1:
-        parser.error("--runs and --threads must be >= 1, --warmup >= 0")
+    if args.runs < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
+        parser.error("--runs, --rounds and --threads must be >= 1, --warmup >= 0")
     for name in args.models:
         if name not in zoo.names():
             parser.error(f'unknown zoo model "{name}"{did_you_mean(name, zoo.names())}')
@@ -97,7 +113,9 @@ def static_model(name: str, workdir: Path) -> tuple[Path, tuple[int, ...]]:
 
 def make_runtimes(args: argparse.Namespace, databases: dict[str, Path], workdir: Path,
                   photos: list[np.ndarray]) -> dict:
-    """One runtime per column, in the order they run."""
+    """One runtime per column, in the order they run. LiteRT and ncnn convert with
+    bench/arm_peers.py; --quick does not install its converters (TensorFlow, ~2.7 GB)."""
+    install = not args.quick
     return {
         "edgec_untuned": runtimes.Edgec(None, workdir, target=args.target),
         "edgec_tuned": runtimes.Edgec(databases["shipped"], workdir, target=args.target),
@@ -107,6 +125,10 @@ def make_runtimes(args: argparse.Namespace, databases: dict[str, Path], workdir:
         "ort_int8": runtimes.OnnxRuntime(args.threads, photos),
         "openvino_fp32": runtimes.OpenVino(args.threads),
         "openvino_int8": runtimes.OpenVino(args.threads, photos),
+        "litert_fp32": converted_runtimes.ConvertedLiteRT(args.threads, "fp32", install=install),
+        "litert_int8": converted_runtimes.ConvertedLiteRT(args.threads, "int8", install=install),
+        "ncnn_fp32": converted_runtimes.Ncnn(args.threads, "fp32", install=install),
+        "ncnn_int8": converted_runtimes.Ncnn(args.threads, "int8", install=install),
     }
 
 
@@ -126,9 +148,9 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
     macs = measures.macs(onnx.load(str(onnx_path)))
     row = {"input_shape": list(shape), "macs": macs, "latency_ms": {}, "peak_fraction": {},
            "cosine_vs_ort_fp32": {}, "details": {}, "notes": {}}
-    # The suite interleaves 7 runtimes: 3 rounds keep it near 10 minutes, 1 for --quick.
+    # The suite interleaves 11 runtimes: 3 rounds by default (--rounds), 1 for --quick.
     measured = runtimes.measure(make_runtimes(args, databases, workdir, photos), onnx_path,
-                                inputs, args.runs, args.warmup, rounds=1 if args.quick else 3)
+                                inputs, args.runs, args.warmup, rounds=args.rounds)
     for key, result in measured.items():
         if result["ms"] is not None:
             result["cosine"] = cosine(result.pop("outputs"), expected)
@@ -139,14 +161,53 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
         row["details"][key] = result.get("info", {})
         if "note" in result:
             row["notes"][key] = result["note"]
-        shown = f"{ms:9.2f} ms" if ms else f"      n/a  ({result['note']})"
+        shown = (f"{ms:9.2f} ms  (cosine vs ORT FP32 {result['cosine']:.5f})" if ms
+                 else f"      n/a  ({result['note']})")
         print(f"  {name:<20} {COLUMNS[key]:<15} {shown}", flush=True)
+    row["fastest_other"] = {p: fastest_other(measured, p) for p in EDGEC_OF}
     return row
+
+
+def fastest_other(measured: dict, precision: str) -> dict | None:
+    """The fastest runtime other than edgec at `precision` ("fp32", "int8") and edgec's
+    latency over it (`ratio`: above 1, edgec is slower), from measure's results. The ratio
+    pairs the rounds (runtimes.paired_ratio) when both have them; None if nothing ran."""
+    ran = [k for k in OTHERS[precision] if measured.get(k, {}).get("ms") is not None]
+    if not ran:
+        return None
+    best = min(ran, key=lambda k: measured[k]["ms"])
+    edgec = measured.get(EDGEC_OF[precision], {})
+    ratio = None
+    if edgec.get("ms") is not None:
+        try:
+            ratio = runtimes.paired_ratio(edgec, measured[best])
+        except (KeyError, TypeError, ValueError):  # no (equal) rounds: the medians' ratio
+            ratio = edgec["ms"] / measured[best]["ms"]
+    return {"runtime": best, "ms": measured[best]["ms"], "edgec": EDGEC_OF[precision],
+            "ratio": ratio}
 
 
 def _cell(row: dict, key: str) -> str:
     ms = row["latency_ms"][key]
     return "n/a" if ms is None else f"{ms:.1f} ({100 * row['peak_fraction'][key]:.0f}%)"
+
+
+def _runtime_name(key: str) -> str:
+    """"OpenVINO" for openvino_fp32: the column's label without its precision."""
+    return COLUMNS[key].rsplit(" ", 1)[0]
+
+
+def _fastest_cells(row: dict) -> list[str]:
+    cells = []
+    for precision in EDGEC_OF:
+        fastest = row.get("fastest_other", {}).get(precision)
+        if fastest is None:
+            cells += ["n/a", "n/a"]
+            continue
+        ratio = fastest["ratio"]
+        cells += [f"{_runtime_name(fastest['runtime'])} {fastest['ms']:.1f}",
+                  "n/a" if ratio is None else f"{ratio:.2f}×"]
+    return cells
 
 
 def _edgec_cells(row: dict, tuning: dict, name: str) -> list[str]:
@@ -164,25 +225,38 @@ def _edgec_cells(row: dict, tuning: dict, name: str) -> list[str]:
 def markdown(result: dict) -> str:
     """The table and the lines that say how it was measured."""
     s = result["settings"]
-    heads = ["model", "GMACs", *COLUMNS.values(), "edgec compile s (untuned / tuned / INT8)",
+    rounds = s.get("rounds", 1)
+    heads = ["model", "GMACs", *COLUMNS.values(), "fastest other FP32",
+             f"{COLUMNS[EDGEC_OF['fp32']]} ÷ it", "fastest other INT8",
+             f"{COLUMNS[EDGEC_OF['int8']]} ÷ it", "edgec compile s (untuned / tuned / INT8)",
              "tuned functions", "tuning min"]
     lines = [
         f"Measured {s['date']} on {s['cpu']}, {s['threads']} threads, batch 1; median of "
         f"{s['runs']} runs after {s['warmup']} warm-up. Each cell: latency in ms "
         f"(fraction of peak). Peak: numpy SGEMM {s['peak_gemm']}, "
         f"{result['peak_gflops']:.1f} GFLOP/s (OpenBLAS kernels: "
-        + ", ".join(f"{k} {v:.1f}" for k, v in result["peak_gemm_gflops"].items()) + ").", "",
+        + ", ".join(f"{k} {v:.1f}" for k, v in result["peak_gemm_gflops"].items()) + "). "
+        f"÷ it: edgec's latency over the fastest other runtime's of the same precision, the "
+        f"median of the per-round ratios over {rounds} round{'s' * (rounds != 1)} (below 1: "
+        "edgec is faster).", "",
         "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads),
     ]
     for name, row in result["models"].items():
         cells = [name, f"{row['macs'] / 1e9:.2f}", *(_cell(row, k) for k in COLUMNS),
-                 *_edgec_cells(row, result["tuning"], name)]
+                 *_fastest_cells(row), *_edgec_cells(row, result["tuning"], name)]
         lines.append("| " + " | ".join(cells) + " |")
     tuning = result["tuning"]
     total = (f"{tuning['seconds'] / 60:.0f} min, {tuning['trials']} trials ({tuning['source']})"
              if tuning["seconds"] is not None else tuning["source"])
     lines += ["", f"† Tuning is stored per workload, shared by models: the {s['target']} "
                   f"database took {total}."]
+    cosines = {key: [row["cosine_vs_ort_fp32"].get(key) for row in result["models"].values()]
+               for key in COLUMNS}
+    shown = [f"{label} {min(c for c in cosines[key] if c is not None):.4f}"
+             for key, label in COLUMNS.items() if any(c is not None for c in cosines[key])]
+    if shown:
+        lines.append("- Output against ONNX Runtime FP32 on the same photo, cosine, lowest over "
+                     "the models: " + ", ".join(shown) + ".")
     notes: dict[tuple[str, str], list[str]] = {}
     for name, row in result["models"].items():
         for key, note in row["notes"].items():
@@ -190,6 +264,13 @@ def markdown(result: dict) -> str:
     lines += [f"- {COLUMNS[key]} n/a ({', '.join(names)}): {note}"
               for (key, note), names in notes.items()]
     return "\n".join(lines) + "\n"
+
+
+# Bar colours: one hue per runtime (edgec three shades of blue), INT8 bars hatched.
+COLORS = {"edgec_untuned": "#9ecae1", "edgec_tuned": "#3182bd", "edgec_int8": "#08519c",
+          "ort_fp32": "#fd8d3c", "ort_int8": "#fd8d3c", "openvino_fp32": "#31a354",
+          "openvino_int8": "#31a354", "litert_fp32": "#de2d26", "litert_int8": "#de2d26",
+          "ncnn_fp32": "#756bb1", "ncnn_int8": "#756bb1"}
 
 
 def write_plot(result: dict, path: Path) -> None:
@@ -202,21 +283,24 @@ def write_plot(result: dict, path: Path) -> None:
 
     names = list(result["models"])
     width = 0.8 / len(COLUMNS)
-    fig, ax = plt.subplots(figsize=(max(6.0, 1.6 * len(names) + 2), 4.5))
+    fig, ax = plt.subplots(figsize=(max(8.0, 2.2 * len(names) + 4), 4.8))
     legend = []
     for i, (key, label) in enumerate(COLUMNS.items()):
         values = [result["models"][n]["latency_ms"][key] for n in names]
         xs = [j + (i - (len(COLUMNS) - 1) / 2) * width for j in range(len(names))]
+        hatch = "///" if key.endswith("int8") else None
         ax.bar([x for x, v in zip(xs, values, strict=True) if v],
-               [v for v in values if v], width, color=f"C{i}")
-        legend.append(Patch(color=f"C{i}", label=label if any(values) else f"{label} (n/a)"))
+               [v for v in values if v], width, color=COLORS[key], hatch=hatch,
+               edgecolor="white", linewidth=0.3)
+        legend.append(Patch(facecolor=COLORS[key], hatch=hatch, edgecolor="white",
+                            label=label if any(values) else f"{label} (n/a)"))
     ax.set_xticks(range(len(names)), names, rotation=20)
     ax.set_yscale("log")
     ax.set_ylabel("latency, ms (log scale; lower is better)")
     s = result["settings"]
     ax.set_title(f"batch 1, {s['threads']} threads, median of {s['runs']}, {s['cpu']}",
                  fontsize=9)
-    ax.legend(handles=legend, fontsize=8, ncol=2)
+    ax.legend(handles=legend, fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -269,8 +353,17 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
             versions[package] = __import__(package).__version__
         except ImportError:
             versions[package] = None
+    for package in ("ai-edge-litert", "ncnn"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            versions[package] = None
+    # bench/arm_peers.py's converters (its tools venv), pinned there
+    versions.update(pin.split("==") for pin in (*arm_peers.TOOLS, *arm_peers.TOOLS_NO_DEPS)
+                    if not pin.startswith("ncnn=="))
     return {"date": date.today().isoformat(), "cpu": cpu, "threads": args.threads,
-            "runs": args.runs, "warmup": args.warmup, "target": args.target,
+            "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+            "target": args.target,
             "calibration_images": args.calibration, "quick": args.quick,
             "peak_gemm": f"{peak_size}x{peak_size}x{peak_size}, best of 5", "versions": versions}
 
@@ -294,6 +387,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak: {peak:.1f} GFLOP/s (numpy SGEMM by OpenBLAS kernels: "
           + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
           + f"), {args.threads} threads, median of {args.runs} runs", flush=True)
+    if not arm_peers.tools_ready():
+        print("LiteRT and ncnn: " + ("skipped: --quick does not install their converters "
+                                     "(onnx2tf + TensorFlow, pnnx; ~2.7 GB)" if args.quick else
+                                     "installing their converters (onnx2tf + TensorFlow, pnnx; "
+                                     f"~2.7 GB) in {arm_peers.WORK / 'tools-venv'}, once"),
+              flush=True)
     with tempfile.TemporaryDirectory(prefix="edgec-compare-") as tmp:
         dbs = databases(args.target, Path(tmp))
         for name in args.models:

@@ -1,6 +1,7 @@
 """The runtimes bench/compare.py puts side by side, one small class each.
 
-Every class takes the thread count (and calibration images, for INT8) when built, then:
+Every class takes the thread count (and for INT8 calibration images, or a precision for
+the LiteRT and ncnn models that bench/arm_peers.py converts and calibrates) when built, then:
     prepare(onnx_path)        compile / quantize to files on disk; whatever is worth
                               reporting goes into `self.info` (compile seconds, checks)
     load()                    load what prepare wrote, ready to run
@@ -55,13 +56,16 @@ def paired_ratio(numerator: dict, denominator: dict) -> float:
     return statistics.median(a / b for a, b in pairs)
 
 
-def parse_script_arguments(doc: str, models: tuple[str, ...], runs: int):
-    """The head every side-by-side script shares: its arguments (default models filled in)
-    and the thread count all runtimes get. Returns (args, threads)."""
+def parse_script_arguments(doc: str, models: tuple[str, ...], runs: int, extra=()):
+    """The head every side-by-side script shares: its arguments (default models filled in;
+    `extra`: (flag, argparse keywords) of its own) and the thread count all runtimes get.
+    Returns (args, threads)."""
     import argparse
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     add_common_arguments(parser, runs=runs)
+    for flag, keywords in extra:
+        parser.add_argument(flag, **keywords)
     args = parser.parse_args()
     args.models = args.models or list(models)
     return args, same_threads_for_all()
@@ -263,18 +267,24 @@ class LiteRT:
         self.interpreter = Interpreter(model_path=str(self.path), num_threads=self.threads)
         self.interpreter.allocate_tensors()
 
-    def _set(self, inputs: dict) -> None:
+    def _feed(self, inputs: dict) -> dict:
+        """{input tensor name: array}, as the model takes them."""
+        return inputs
+
+    def _set(self, feed: dict) -> None:
         for detail in self.interpreter.get_input_details():
-            self.interpreter.set_tensor(detail["index"], inputs[detail["name"]])
+            self.interpreter.set_tensor(detail["index"], feed[detail["name"]])
 
     def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        feed = self._feed(inputs)
+
         def run():  # input copy included, as for the other runtimes
-            self._set(inputs)
+            self._set(feed)
             self.interpreter.invoke()
         return median_ms(run, runs, warmup)
 
     def outputs(self, inputs: dict) -> np.ndarray:
-        self._set(inputs)
+        self._set(self._feed(inputs))
         self.interpreter.invoke()
         first = self.interpreter.get_output_details()[0]["index"]
         return self.interpreter.get_tensor(first)

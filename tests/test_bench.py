@@ -12,8 +12,19 @@ import pytest
 from conftest import REPO
 
 COLUMNS = ("edgec_untuned", "edgec_tuned", "edgec_int8", "ort_fp32", "ort_int8",
-           "openvino_fp32", "openvino_int8")
+           "openvino_fp32", "openvino_int8", "litert_fp32", "litert_int8", "ncnn_fp32",
+           "ncnn_int8")
 MUST_RUN = ("edgec_untuned", "edgec_tuned", "ort_fp32", "openvino_fp32")
+# LiteRT and ncnn run models that bench/arm_peers.py converts in its tools venv (onnx2tf +
+# TensorFlow, pnnx): --quick does not install it, so without it they are n/a, with why.
+CONVERTED = ("litert_fp32", "litert_int8", "ncnn_fp32", "ncnn_int8")
+
+
+def _tools_ready() -> bool:
+    sys.path.insert(0, str(REPO / "bench"))
+    import arm_peers
+
+    return arm_peers.tools_ready()
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +51,11 @@ def test_compare_reports_every_runtime_column_as_a_number_or_explicit_na(quick_r
             assert ms > 0 and row["peak_fraction"][column] > 0
     for column in MUST_RUN:  # installed with .[bench]: n/a here would hide a broken runtime
         assert row["latency_ms"][column] is not None, row["notes"].get(column)
+    for column in CONVERTED:  # SqueezeNet converts to both: only a missing venv excuses n/a
+        if _tools_ready():
+            assert row["latency_ms"][column] is not None, row["notes"].get(column)
+        elif row["latency_ms"][column] is None:
+            assert "--quick does not install" in row["notes"][column]
     assert row["macs"] == pytest.approx(349.15e6, rel=1e-3)  # SqueezeNet 1.1: 0.35 GMACs
     assert result["peak_gflops"] > 1
 
@@ -54,9 +70,25 @@ def test_compare_checks_edgec_outputs_against_onnx_runtime(quick_run):
         assert row["cosine_vs_ort_fp32"][column] > 0.9999
     if row["latency_ms"]["edgec_int8"] is not None:  # checked against ORT on its QDQ model
         assert row["details"]["edgec_int8"]["check"]["ok"]
-    for column in ("edgec_int8", "ort_int8", "openvino_int8"):  # quantized, same network
-        if row["latency_ms"][column] is not None:
+    for column in ("edgec_int8", "ort_int8", "openvino_int8", "litert_int8", "ncnn_int8"):
+        if row["latency_ms"][column] is not None:  # quantized, same network
             assert row["cosine_vs_ort_fp32"][column] > 0.9
+    for column in ("litert_fp32", "ncnn_fp32"):  # converted from the same ONNX, same weights
+        if row["latency_ms"][column] is not None:
+            assert row["cosine_vs_ort_fp32"][column] > 0.999
+
+
+@pytest.mark.slow
+def test_compare_names_the_fastest_other_runtime_and_edgecs_ratio_to_it(quick_run):
+    result, _ = quick_run
+    row = result["models"]["squeezenet1_1"]
+    for precision, edgec in (("fp32", "edgec_tuned"), ("int8", "edgec_int8")):
+        others = {k: ms for k, ms in row["latency_ms"].items()
+                  if k.endswith(precision) and not k.startswith("edgec") and ms is not None}
+        fastest = row["fastest_other"][precision]
+        assert fastest["runtime"] == min(others, key=others.get)
+        if row["latency_ms"][edgec] is not None:  # one round: the ratio of the two medians
+            assert fastest["ratio"] == pytest.approx(row["latency_ms"][edgec] / fastest["ms"])
 
 
 @pytest.mark.slow
@@ -64,6 +96,41 @@ def test_compare_writes_a_real_png_chart(quick_run):
     _, png = quick_run
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size > 10_000
+
+
+def test_markdown_shows_the_fastest_other_runtime_per_precision_and_edgecs_ratio():
+    sys.path.insert(0, str(REPO / "bench"))
+    import compare
+
+    def timed(*per_round):
+        return {"ms": sorted(per_round)[len(per_round) // 2], "info": {"ms_per_round": per_round}}
+
+    measured = {key: {"ms": None, "note": "not here"} for key in COLUMNS}
+    measured.update(edgec_tuned=timed(4.0, 10.0, 6.0), ort_fp32=timed(6.0, 9.0, 7.0),
+                    ncnn_fp32=timed(2.0, 8.0, 5.0), litert_int8=timed(3.0, 3.0, 3.0))
+    fp32 = compare.fastest_other(measured, "fp32")
+    assert fp32["runtime"] == "ncnn_fp32" and fp32["edgec"] == "edgec_tuned"
+    assert fp32["ratio"] == pytest.approx(1.25)  # median of 4/2, 10/8, 6/5, not 6/5
+    assert compare.fastest_other(measured, "int8")["ratio"] is None  # edgec INT8 n/a
+    measured["litert_int8"] = {"ms": None, "note": "no venv"}
+    assert compare.fastest_other(measured, "int8") is None
+
+    row = {"macs": 1e9, "latency_ms": {k: measured[k]["ms"] for k in COLUMNS},
+           "peak_fraction": {k: 0.5 for k in COLUMNS}, "cosine_vs_ort_fp32": {},
+           "notes": {"litert_int8": "no venv"},
+           "fastest_other": {"fp32": fp32, "int8": None}, "details": {}}
+    result = {"settings": {"date": "2026-01-01", "cpu": "cpu", "threads": 2, "runs": 5,
+                           "warmup": 1, "rounds": 3, "peak_gemm": "8", "target": "x86_64"},
+              "peak_gflops": 10.0, "peak_gemm_gflops": {"auto": 10.0},
+              "tuning": {"seconds": None, "source": "none", "models": {}}, "models": {"m": row}}
+    lines = compare.markdown(result).splitlines()
+    head = next(line for line in lines if line.startswith("| model"))
+    cells = dict(zip(head.split(" | "), next(line for line in lines if line.startswith("| m "))
+                     .split(" | "), strict=True))
+    assert cells["fastest other FP32"] == "ncnn 5.0"
+    assert cells["edgec tuned ÷ it"] == "1.25×"
+    assert cells["fastest other INT8"] == cells["edgec INT8 ÷ it"] == "n/a"
+    assert cells["LiteRT INT8"] == "n/a" and "- LiteRT INT8 n/a (m): no venv" in lines
 
 
 def test_against_reports_how_far_each_latency_moved_between_two_runs():
