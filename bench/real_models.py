@@ -53,8 +53,9 @@ def with_input_shapes(path: Path, shapes: dict | None, work: Path) -> Path:
                 dim.ClearField("dim_param")
                 dim.dim_value = size
     del model.graph.value_info[:]
-    for value in model.graph.output:
-        value.type.tensor_type.ClearField("shape")
+    for value in model.graph.output:  # symbolic: the exported sizes no longer hold
+        for index, dim in enumerate(value.type.tensor_type.shape.dim):
+            dim.dim_param = f"{value.name}_{index}"
     out = work / f"{path.stem}-static.onnx"
     onnx.save(model, str(out))
     return out
