@@ -62,6 +62,7 @@ class TaskRow:
     trials: int = 0
     best_seconds: float | None = None
     source: str = ""  # --status: the CPU whose record compile applies ("" none)
+    left: int = 0  # trials it can still take (conv tasks: their unmeasured kernel variants)
 
     @property
     def gflops(self) -> float | None:
@@ -154,7 +155,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         report.seeded = _failing_as_tune_error(
             target, work_dir, ms.seed_database, database, tasks, tvm_target,
             schedule_function, builder, runner)
-    pending, pending_rows = [], []
+    pending, pending_rows, fresh = [], [], []
     layers = sources(target, options) if options.dry_run else []
     for task in tasks:
         mod = ms.task_mod(task)
@@ -163,11 +164,17 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
                       ms.record_seconds(records[0]) if records else None)
         row.source = next((label for label, db in layers if ms.measured(db, mod)), "")
         report.rows.append(row)
-        if row.trials >= options.trials_per_task:
+        space = kernel_space.unmeasured(mod, tvm_target, database)
+        row.left = max(0, options.trials_per_task - row.trials)
+        if space is not None:  # a conv task: done when its kernel space is measured
+            row.left = min(row.left, len(space))
+            space = space[:row.left]
+        if row.left == 0:
             report.skipped.append(row.name)
         else:
             pending.append(task)
             pending_rows.append(row)
+            fresh.append(space)
     if options.dry_run or not pending:
         return report
     # Heaviest first: by each task's share of the latency, its best measured time (the
@@ -176,7 +183,8 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     order = sorted(range(len(pending)), key=lambda i: -pending_rows[i].weight * (
         pending_rows[i].best_seconds or pending_rows[i].flops * 1e-12))
     pending, pending_rows = [pending[i] for i in order], [pending_rows[i] for i in order]
-    total = options.total_trials or sum(options.trials_per_task - r.trials for r in pending_rows)
+    fresh = [fresh[i] for i in order]
+    total = options.total_trials or sum(r.left for r in pending_rows)
     start = time.perf_counter()
     spent_before = read_metadata(work_dir)
 
@@ -203,14 +211,15 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
 
     try:
         with _ctrl_c_stops_after_the_batch(stop):
-            # edgec's kernel space first (conv tasks), then MetaSchedule's generic search
-            # with the trials each task has left.
+            # Conv tasks in edgec's kernel space, then MetaSchedule's generic search on the
+            # tasks no edgec kernel covers.
             _failing_as_tune_error(
-                target, work_dir, kernel_space.search, pending,
-                [options.trials_per_task - r.trials for r in pending_rows], database,
-                tvm_target, builder=builder, runner=runner, on_batch=on_batch,
-                should_stop=lambda: bool(stop), stopped=lambda: bool(stop))
-            left = [i for i, r in enumerate(pending_rows) if r.trials < options.trials_per_task]
+                target, work_dir, kernel_space.search,
+                [(i, ms.task_mod(pending[i]), space) for i, space in enumerate(fresh)
+                 if space is not None], database, tvm_target, builder=builder,
+                runner=runner, on_batch=on_batch, should_stop=lambda: bool(stop),
+                stopped=lambda: bool(stop))
+            left = [i for i, space in enumerate(fresh) if space is None]
             if not stop and left and report.trials_run < total:
                 generic = _generic_phase(pending, pending_rows, left, on_batch)
                 _failing_as_tune_error(
