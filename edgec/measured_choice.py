@@ -34,6 +34,19 @@ def where_measured(target: Target) -> str | None:
     return f"estimated for {core}" if core else None
 
 
+def decision_table(what: str, choice: str, how: str, cached: bool, column: str,
+                   table: Mapping[str, float]) -> list[str]:
+    """The lines a measured choice prints: what it chose, how, and every candidate's ms and
+    ratio to the best, fastest first."""
+    best = min(table.values())
+    rows = [f"{what}: {choice} ({how}"
+            + ("; stored decision, delete it to measure again)" if cached else ")"),
+            f"  {column:<10} {'ms':>9} {'vs best':>8}"]
+    for name, ms in sorted(table.items(), key=lambda kv: kv[1]):
+        rows.append(f"  {name:<10} {ms:9.3f} {ms / best:7.2f}x")
+    return rows
+
+
 def file_digest(source: str | None) -> str:
     """16 hex digits of a file's bytes; the text itself for zoo:NAME, random, or None."""
     if source is None:

@@ -160,3 +160,37 @@ def test_tune_layout_auto_needs_a_stored_decision(tmp_path):
     result = run_cli("tune", str(path), "--layout", "auto", "--trials", "1",
                      env={"EDGEC_TUNING_LOGS": str(tmp_path / "logs")})
     assert_only_error(result, "no layout was measured yet")
+
+
+def transposed_conv_graph(path: Path, kernel: int, stride: int, channels: int = 24) -> Path:
+    """conv -> ConvTranspose(kernel, stride) with bias -> ReLU: a decoder's upsampling."""
+    rng = np.random.default_rng(kernel * 10 + stride)
+    inits = [numpy_helper.from_array((rng.standard_normal((channels, 8, 3, 3)) * 0.3)
+                                     .astype(np.float32), "w0"),
+             numpy_helper.from_array((rng.standard_normal((channels, 16, kernel, kernel)) * 0.3)
+                                     .astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal(16).astype(np.float32), "b1")]
+    pads = [(kernel - stride) // 2] * 4
+    size = (13 - 1) * stride - 2 * pads[0] + kernel
+    nodes = [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["c0", "w1", "b1"], ["t"],
+                              kernel_shape=[kernel, kernel], strides=[stride, stride],
+                              pads=pads),
+             helper.make_node("Relu", ["t"], ["y"])]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 13, 13])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, size, size])],
+        inits, path)
+
+
+@pytest.mark.parametrize("layout", ["NCHWc", "NHWC", "NCHW"])
+def test_transposed_convs_whose_kernel_is_their_stride_run_on_edgec_kernels(layout, tmp_path):
+    """2x2 stride 2 (DBNet's, CenterFace's): no longer on TOPI's generic conv2d_transpose,
+    and still ONNX Runtime's result; 4x4 stride 2 (overlapping patches) stays correct."""
+    for kernel in (2, 4):
+        path = transposed_conv_graph(tmp_path / f"t{kernel}.onnx", kernel, 2)
+        result = pipeline.compile_model(pipeline.CompileOptions(
+            model=str(path), output=tmp_path / f"t{kernel}.so", layout=layout))
+        assert result.verify is not None and result.verify.ok, result.verify.summary()
+        on_topi = [n for n in result.tuning.get("generic_names", []) if "conv2d_transpose" in n]
+        assert bool(on_topi) == (kernel == 4), (kernel, result.tuning.get("generic_names"))

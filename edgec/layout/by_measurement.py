@@ -36,13 +36,8 @@ class LayoutDecision:
     cached: bool = False
 
     def summary(self) -> str:
-        best = min(self.table.values())
-        rows = [f"layout auto: {self.layout} ({self.how}"
-                + ("; stored decision, delete it to measure again)" if self.cached else ")"),
-                f"  {'layout':<10} {'ms':>9} {'vs best':>8}"]
-        for name, ms in sorted(self.table.items(), key=lambda kv: kv[1]):
-            rows.append(f"  {name:<10} {ms:9.3f} {ms / best:7.2f}x")
-        return "\n".join(rows)
+        return "\n".join(measured_choice.decision_table(
+            "layout auto", self.layout, self.how, self.cached, "layout", self.table))
 
 
 def candidates(target: Target, ir) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgec.errors import ConfigError, did_you_mean
 from edgec.layout.blocks import block_of, choose_block
 from edgec.layout.stems import pack_stem_outputs
+from edgec.layout.transposed_convs import as_pointwise_convs
 from edgec.model import Model
 from edgec.targets import LAYOUTS, Target
 
@@ -77,6 +78,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
     from tvm import relax
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
+    ir, _ = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
     concrete = resolve(layout, target, ir)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)

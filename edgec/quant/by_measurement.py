@@ -56,12 +56,8 @@ class QuantizeDecision:
         return []
 
     def summary(self) -> str:
-        best = min(self.table.values())
-        rows = [f"quantize auto: {self.mode} ({self.how}"
-                + ("; stored decision, delete it to measure again)" if self.cached else ")"),
-                f"  {'precision':<10} {'ms':>9} {'vs best':>8}"]
-        for name, ms in sorted(self.table.items(), key=lambda kv: kv[1]):
-            rows.append(f"  {name:<10} {ms:9.3f} {ms / best:7.2f}x")
+        rows = measured_choice.decision_table("quantize auto", self.mode, self.how, self.cached,
+                                              "precision", self.table)
         rows += [f"  {name:<10} rejected: {why}" for name, why in self.rejected.items()]
         rows += [f"WARNING: {w}" for w in self.warnings]
         return "\n".join(rows)
