@@ -192,11 +192,12 @@ def _quantize_by_measurement(options: CompileOptions, say: Progress) -> CompileR
             options, output=output, quantization=dataclasses.replace(qopts, **settings)),
             progress)
 
+    where = by_measurement.where_or_error(target)
     key = by_measurement.decision_key(options.model, dict(options.input_shapes), qopts,
-                                      options.layout, by_measurement.where_or_error(target))
+                                      options.layout, where)
     result, decision = by_measurement.choose(
         compile_one, Path(options.output), target, qopts.calib, say,
-        folder=tune.logs_dir(target, options.tuning_logs), key=key)
+        folder=tune.logs_dir(target, options.tuning_logs), key=key, where=where)
     return dataclasses.replace(result, quantize_decision=decision)
 
 

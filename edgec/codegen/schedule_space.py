@@ -26,9 +26,9 @@ _WINOGRAD_ROWS = (2, 4, 6, 8, 12)
 _PLAIN_DEPTHWISE_ROWS = (4, 8, 16, 32)
 
 
-def variants(func: tirx.PrimFunc, target, most: int | None = None) -> list[s_tir.Schedule]:
+def variants(func: tirx.PrimFunc, target) -> list[s_tir.Schedule]:
     """Distinct schedules of `func` in edgec's kernel space, nearest to the default first
-    (the default itself first), at most `most`; [] for a task no edgec kernel rule covers."""
+    (the default itself first); [] for a task no edgec kernel rule covers."""
     rule = schedule_rule(func, target)
     if isinstance(rule, PackedConv):
         rules = [PackedConv(k) for k in _conv_knobs(func)]
@@ -48,8 +48,6 @@ def variants(func: tirx.PrimFunc, target, most: int | None = None) -> list[s_tir
             continue  # a knob that changes nothing for this shape (e.g. a row past the width)
         traces.add(trace)
         found.append(sch)
-        if most is not None and len(found) >= most:
-            break
     return found
 
 

@@ -78,7 +78,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
     from tvm import relax
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
-    ir, _ = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
+    ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
     concrete = resolve(layout, target, ir)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)

@@ -17,15 +17,15 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 
-def as_pointwise_convs(ir: tvm.IRModule) -> tuple[tvm.IRModule, int]:
-    """`ir` with every rewritable conv2d_transpose replaced; returns (module, how many)."""
+def as_pointwise_convs(ir: tvm.IRModule) -> tvm.IRModule:
+    """`ir` with every rewritable conv2d_transpose replaced (unchanged when there is none)."""
     rewriter = _Rewriter(ir)
     main = rewriter.visit_expr(ir["main"])
-    if not rewriter.count:
-        return ir, 0
+    if not rewriter.rewritten:
+        return ir
     out = tvm.IRModule(dict(ir.functions_items()))
     out[out.get_global_var("main")] = relax.analysis.remove_all_unused(main)
-    return out, rewriter.count
+    return out
 
 
 def _ints(values) -> list[int]:
@@ -36,7 +36,7 @@ def _ints(values) -> list[int]:
 class _Rewriter(PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
-        self.count = 0
+        self.rewritten = False
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
@@ -45,7 +45,7 @@ class _Rewriter(PyExprMutator):
         rewritten = self._pointwise(call)
         if rewritten is None:
             return call
-        self.count += 1
+        self.rewritten = True
         return rewritten
 
     def _pointwise(self, call: relax.Call) -> relax.Expr | None:

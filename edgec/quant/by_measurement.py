@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,6 @@ from edgec.errors import ConfigError, EdgecError
 from edgec.targets import Target
 
 DECISIONS_FILE = "quantize_decisions.json"
-AUTO = "auto"
 FP32 = "fp32"
 # What a quantized variant may lose against FP32 and still be picked on speed. On 12 stock
 # photos (README "INT8 and FP16") the zoo's ResNet-18 INT8 keeps a mean logit cosine of
@@ -114,15 +113,15 @@ def where_or_error(target: Target) -> str:
 
 def choose(compile_one: Callable[[str | None, Path, Callable[[str], None]], Any],
            output: Path, target: Target, calib: str | None, say: Callable[[str], None],
-           *, folder: Path, key: str) -> tuple[Any, QuantizeDecision]:
+           *, folder: Path, key: str, where: str) -> tuple[Any, QuantizeDecision]:
     """Compile every candidate with compile_one(mode or None for FP32, output, progress) ->
     CompileResult, time or estimate those that pass, move the fastest to `output` (with its
-    metadata) and store the decision. A stored decision compiles only its choice.
+    metadata) and store the decision under `key`. A stored decision compiles only its
+    choice. `where`: where_or_error(target), which `key` was made with.
 
     Returns:
         (the winner's CompileResult, the decision).
     """
-    where = where_or_error(target)
     decision = stored(folder, key)
     if decision is not None:
         say(decision.summary())
@@ -155,8 +154,6 @@ def choose(compile_one: Callable[[str | None, Path, Callable[[str], None]], Any]
         os.replace(f"{winner.path}.json", f"{output}.json")
     measured_choice.store_decision(folder, DECISIONS_FILE, key, decision.record())
     say(decision.summary())
-    from dataclasses import replace
-
     return replace(winner, path=output), decision
 
 
