@@ -272,6 +272,10 @@ def tune_model(
     targets.check_with_llvm(target)
     if options.rpc or options.tracker:
         build.check_toolchain(target)
+    elif tune.simulated_board.applies_to(target):  # no board: its estimate is the runner
+        build.check_toolchain(target)
+        if not options.dry_run:
+            tune.simulated_board.check(target)
     elif not target.is_native:
         raise ConfigError(
             f"target {target.name} is {target.arch}: its code cannot be measured here; "

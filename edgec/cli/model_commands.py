@@ -149,9 +149,12 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
                                                     options.logs)
     if layout == "auto":  # before the banner: the layout compile measured, or one error line
         layout = pipeline.stored_layout(model, shapes, quantization, target, options.logs)
+    from edgec import targets
+
+    where = tune.measured_on(options, targets.load(target))
     say(f"tune {model}{f' ({mode})' if mode else ''} for {target}: "
-        f"{trials_per_task} trials per task, layout {layout}; Ctrl-C stops after the batch "
-        "in flight, keeping every record")
+        f"{trials_per_task} trials per task, layout {layout}, measured on {where}; Ctrl-C "
+        "stops after the batch in flight, keeping every record")
     with ProgressBar("tuning", "{task.completed}/{task.total} trials", note=True) as bar:
         def show(report, total: int) -> None:
             est = report.estimated_ms

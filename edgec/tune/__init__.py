@@ -2,6 +2,7 @@
 records in a database per target and CPU measured on, and apply them when compiling
 (databases: database_schedule)."""
 
+from edgec.tune import simulated_board
 from edgec.tune.databases import (
     database_layers,
     database_schedule,
@@ -16,4 +17,4 @@ from edgec.tune.search import Progress, TaskRow, TuneOptions, TuneReport, parse_
 
 __all__ = ["Progress", "TaskRow", "TuneOptions", "TuneReport", "database_layers",
            "database_schedule", "logs_dir", "logs_root", "measured_on", "parse_budget",
-           "read_metadata", "tune", "user_logs_root", "write_metadata"]
+           "read_metadata", "simulated_board", "tune", "user_logs_root", "write_metadata"]

@@ -34,7 +34,13 @@ def user_logs_root() -> Path:
 def measured_on(options: TuneOptions | None = None, target: Target | None = None) -> str:
     """The CPU a tune measures on: this machine's (edgec.cpu.host_label), or for --rpc and
     --tracker the target's board (its [board] core when the target file names one; not the
-    address, which changes from one session to the next)."""
+    address, which changes from one session to the next), or for an absent aarch64 board
+    the simulated one (edgec.tune.simulated_board)."""
+    from edgec.tune import simulated_board
+
+    remote = options is not None and bool(options.rpc or options.tracker)
+    if target is not None and not remote and simulated_board.applies_to(target):
+        return simulated_board.label(target)
     if options is not None and (options.rpc or options.tracker):
         name = target.name if target is not None else "remote"
         core = (target.board or {}).get("core") if target is not None else None

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgec.errors import ConfigError, TuneError
 from edgec.targets import Target
-from edgec.tune import kernel_space
+from edgec.tune import kernel_space, simulated_board
 from edgec.tune.databases import (
     claim_for,
     logs_dir,
@@ -148,9 +148,11 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     report = TuneReport(target.name, work_dir, [])
     remote = options.rpc or options.tracker
     builder = runner = None
+    simulated = not remote and simulated_board.applies_to(target)
     if not options.dry_run:
-        builder = ms.make_builder(target.cross_compiler if remote else None)
-        runner = ms.make_runner(options.rpc, options.tracker, options.key)
+        builder = ms.make_builder(target.cross_compiler if remote or simulated else None)
+        runner = simulated_board.runner(target) if simulated else ms.make_runner(
+            options.rpc, options.tracker, options.key)
         # Default schedules first: they count as trials, so --trials 1 measures just them.
         report.seeded = _failing_as_tune_error(
             target, work_dir, ms.seed_database, database, tasks, tvm_target,

@@ -78,11 +78,58 @@ def make_runner(rpc: tuple[str, int] | None = None, tracker: tuple[str, int] | N
         return _Synchronous(ms.runner.RPCRunner(config, evaluator, max_workers=1,
                                                 f_create_session=_connect_direct))
     if tracker is not None:
+        # One connection per board under the key (RPCRunner's default is one): each worker
+        # asks the tracker for a session, which hands out the free boards in turn.
         config = RPCConfig(tracker[0], tracker[1], key, 1, int(timeout))
-        return _Synchronous(ms.runner.RPCRunner(config, evaluator))
+        boards = boards_at_tracker(tracker, key)
+        return _Synchronous(ms.runner.RPCRunner(config, evaluator, max_workers=max(1, boards)))
     cold = ms.runner.EvaluatorConfig(number=1, repeat=10, min_repeat_ms=0,
                                      enable_cpu_cache_flush=True)
     return _Synchronous(ms.runner.LocalRunner(timeout_sec=timeout, evaluator_config=cold))
+
+
+def boards_at_tracker(tracker: tuple[str, int], key: str) -> int:
+    """How many RPC servers are registered at the tracker under `key` (free or busy)."""
+    from tvm import rpc
+
+    summary = rpc.connect_tracker(*tracker).summary()
+    return sum(1 for server in summary.get("server_info", [])
+               if str(server.get("key", "")).split(":")[-1] == key)
+
+
+Job = tuple[str, list[tuple[tuple[int, ...], str]]]  # artifact path, its arguments' shapes, dtypes
+
+
+def make_estimating_runner(estimate: Callable[[list[Job]], list[tuple[float | None, str]]]):
+    """A runner that prices each built candidate with `estimate` instead of timing it: the
+    simulated board. `estimate` gets (artifact, [(shape, dtype)...]) per candidate and gives
+    (seconds, "") or (None, error) for each."""
+    return _Estimating(estimate)
+
+
+@derived_object
+class _Estimating(ms.runner.PyRunner):
+    def __init__(self, estimate) -> None:
+        super().__init__()
+        self.estimate = estimate
+
+    def run(self, runner_inputs):
+        import shutil
+
+        jobs = [(str(inp.artifact_path),
+                 [(tuple(int(d) for d in arg.shape), str(arg.dtype)) for arg in inp.args_info])
+                for inp in runner_inputs]
+        try:
+            results = self.estimate(jobs)
+        finally:
+            for path, _ in jobs:  # the builder's temporary folder per candidate
+                shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        futures = []
+        for seconds, error in results:
+            result = ms.runner.RunnerResult(
+                None if seconds is None else [seconds], error or None if seconds is None else None)
+            futures.append(ms.runner.RunnerFuture(lambda: True, lambda r=result: r))
+        return futures
 
 
 @derived_object

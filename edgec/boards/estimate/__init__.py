@@ -29,9 +29,6 @@ from .cores import HOST, Core, lookup, names, with_overrides
 __all__ = ["EstimateReport", "FunctionEstimate", "estimate", "names", "report_from_counts"]
 
 RUNTIME = "(runtime overhead)"  # blocks outside the library, named by file
-# Blocks that together execute this share of the instructions are priced one by one; the
-# cold tail (start-up of lazily bound symbols, Python between the markers) at 1 cycle each.
-PRICED_SHARE = 0.9999
 # How a function's compute and memory terms combine (memory.combine). Measured on x86 with
 # bench/estimate_check.py (11 libraries, 2026-12-01): "sum" Spearman 0.936, median error
 # 10.6%, worst 26%; "max" 0.918, 9.7%, worst 41%. llvm-mca's cycles assume L1 hits, so
@@ -159,7 +156,8 @@ def price_cycles(blocks: list[counting.Block], cpu: str) -> float:
     """Cycles of everything `blocks` executed on `cpu`, priced as `estimate` prices a
     library's blocks (for other runtimes counted under the same plugin: bench/arm.py)."""
     core = lookup(cpu)
-    return sum(b.count * p.cycles for b, p in zip(blocks, _price(blocks, core), strict=True))
+    prices = costing.price_blocks(blocks, core)
+    return sum(b.count * p.cycles for b, p in zip(blocks, prices, strict=True))
 
 
 def report_from_counts(library: Path, cpu: str, counts: counting.Counts,
@@ -173,7 +171,7 @@ def report_from_counts(library: Path, cpu: str, counts: counting.Counts,
     """
     core, info = _core_for(library, cpu, core_overrides)
     start = time.perf_counter()
-    per_block = _price(counts.blocks, core)
+    per_block = costing.price_blocks(counts.blocks, core)
     pricing_s = time.perf_counter() - start
     functions = _per_function(Path(library), counts, per_block, core)
     live = memory.footprint(memory.traffic(counts.calls, counts.inputs))
@@ -202,22 +200,6 @@ def _core_for(library: Path, cpu: str, overrides: Mapping[str, float] | None = N
             f"pick one of: {', '.join(same)}"
         )
     return core, info
-
-
-def _price(blocks: list[counting.Block], core: Core) -> list[costing.Price]:
-    """A price per block: llvm-mca for the hot ones, 1 cycle per instruction for the tail."""
-    order = sorted(range(len(blocks)), key=lambda i: -blocks[i].count * len(blocks[i].insns))
-    total = sum(b.count * len(b.insns) for b in blocks)
-    hot, running = [], 0
-    for i in order:
-        if running >= PRICED_SHARE * total:
-            break
-        hot.append(i)
-        running += blocks[i].count * len(blocks[i].insns)
-    cache = costing.PriceCache(core)
-    priced = dict(zip(hot, cache.price([blocks[i].insns for i in hot]), strict=True))
-    return [priced.get(i) or costing.Price(float(len(b.insns)), 0.0, 0.0, len(b.insns))
-            for i, b in enumerate(blocks)]
 
 
 def _per_function(library: Path, counts: counting.Counts, prices: list[costing.Price],

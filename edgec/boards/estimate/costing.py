@@ -55,6 +55,11 @@ def _unchain_stack(insn: str) -> str:
     return insn
 
 
+# Blocks that together execute this share of the instructions are priced one by one; the
+# cold tail (start-up of lazily bound symbols, Python between the markers) at 1 cycle each.
+PRICED_SHARE = 0.9999
+
+
 @dataclass(frozen=True)
 class Price:
     """What one execution of a block costs and computes."""
@@ -261,3 +266,20 @@ class PriceCache:
         tmp.write_text(json.dumps({k: list(v.__dict__.values()) for k, v in self.prices.items()}))
         os.replace(tmp, self.path)
         self._dirty = False
+
+
+def price_blocks(blocks: list, core: Core) -> list[Price]:
+    """A price per executed block (counting.Block): llvm-mca for the hot ones, 1 cycle per
+    instruction for the cold tail."""
+    order = sorted(range(len(blocks)), key=lambda i: -blocks[i].count * len(blocks[i].insns))
+    total = sum(b.count * len(b.insns) for b in blocks)
+    hot, running = [], 0
+    for i in order:
+        if running >= PRICED_SHARE * total:
+            break
+        hot.append(i)
+        running += blocks[i].count * len(blocks[i].insns)
+    cache = PriceCache(core)
+    priced = dict(zip(hot, cache.price([blocks[i].insns for i in hot]), strict=True))
+    return [priced.get(i) or Price(float(len(b.insns)), 0.0, 0.0, len(b.insns))
+            for i, b in enumerate(blocks)]

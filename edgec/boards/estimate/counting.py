@@ -78,7 +78,7 @@ def plugin_library() -> Path:
     return built
 
 
-def _guest(arch: str) -> tuple[list[str], str, dict[str, str]]:
+def guest(arch: str) -> tuple[list[str], str, dict[str, str]]:
     """qemu with its options, the guest's python, and the environment for `arch`."""
     qemu = QEMU[arch]
     if not os.path.exists(qemu):
@@ -133,7 +133,7 @@ def count(library: Path, info: PackageInfo, inputs: Mapping[str, np.ndarray] | N
 
     say = progress or (lambda _line: None)
     plugin = plugin_library()
-    prefix, python, env = _guest(info.arch)
+    prefix, python, env = guest(info.arch)
     values = dict(inputs) if inputs is not None else random_inputs(info)
     with tempfile.TemporaryDirectory(prefix="edgec-estimate-") as tmp:
         blocks_path, result_path = Path(tmp) / "blocks.txt", Path(tmp) / "result.json"

@@ -6,7 +6,8 @@
  * qemu-plugin.h, so the few API functions used are declared here, as in that header
  * (plugin API version 1; qemu 7.2 refuses 2 and up).
  *
- * Arguments: out=PATH (required). The guest brackets the work to count with marker
+ * Arguments: out=PATH (required); each=1 also writes the counts of every START..STOP segment
+ * to PATH.N (N = 0, 1, ...) at its STOP, for a guest that counts several kernels in one run. The guest brackets the work to count with marker
  * syscalls, lseek(-1, MARK_x, 0): they fail with EBADF in the guest and cost nothing, and
  * the plugin sees their arguments. Counts are zeroed at START and frozen at STOP; between
  * them, what runs from PAUSE to RESUME is left out (the guest's own bookkeeping). Without
@@ -68,7 +69,8 @@ static struct block **chunks;
 static size_t n_chunks, n_blocks;
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 static char *out_path;
-static int started, stopped;
+static int started, stopped, each, segments;
+static void write_to(const char *path);
 
 static struct block *new_block(void)
 {
@@ -127,13 +129,23 @@ static void on_syscall(qemu_plugin_id_t id, unsigned int vcpu, int64_t num, uint
     }
     started |= a2 == MARK_START;
     stopped |= a2 == MARK_STOP;
+    if (each && a2 == MARK_STOP) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s.%d", out_path, segments++);
+        write_to(path);
+    }
 }
 
 /* Text output, one executed block per line: "vaddr count insns" then the instruction bytes
  * in hex with '.' between instructions. */
 static void write_counts(qemu_plugin_id_t id, void *userdata)
 {
-    FILE *f = fopen(out_path, "w");
+    write_to(out_path);
+}
+
+static void write_to(const char *path)
+{
+    FILE *f = fopen(path, "w");
     if (!f) {
         qemu_plugin_outs("edgec block counter: cannot open the output file\n");
         return;
@@ -166,6 +178,8 @@ qemu_plugin_install(qemu_plugin_id_t id, const qemu_info_t *info, int argc, char
     for (int i = 0; i < argc; i++) {
         if (strncmp(argv[i], "out=", 4) == 0) {
             out_path = strdup(argv[i] + 4);
+        } else if (strcmp(argv[i], "each=1") == 0) {
+            each = 1;
         }
     }
     if (!out_path) {
