@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +121,25 @@ def wait_for_port(port: int, proc: subprocess.Popen, log: Path, timeout: float =
         except OSError:
             time.sleep(0.1)
     pytest.fail(f"{proc.args[0]} did not listen on {port} within {timeout:g}s:\n{log.read_text()}")
+
+
+@contextlib.contextmanager
+def stock_tvm_server(module: str, log: Path):
+    """`python -m tvm.exec.<module>` (rpc_server, rpc_tracker) on a free loopback port, in a
+    process group of its own that is killed on exit; yields (process, port)."""
+    port = free_port()
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", f"tvm.exec.{module}", "--host", "127.0.0.1", "--port", str(port),
+             "--port-end", str(port + 1)], stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for_port(port, process, log)
+        yield process, port
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
 
 
 class SshBoard:

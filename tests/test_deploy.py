@@ -7,7 +7,6 @@ that cannot start fails the test with its reason; nothing here is skipped or moc
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -21,7 +20,7 @@ import numpy as np
 import psutil
 import pytest
 
-from conftest import REPO, assert_clean_failure, free_port, run_cli, wait_for_port
+from conftest import REPO, assert_clean_failure, free_port, run_cli, stock_tvm_server
 from edgec import check, pipeline, runtime
 from edgec.boards import emulator, probe
 
@@ -285,25 +284,6 @@ def test_profile_over_plain_rpc_is_refused_before_connecting(x86_lib):
 
 
 # --- a direct TVM RPC server (x86) dying mid-benchmark -----------------------------------
-
-
-@contextlib.contextmanager
-def stock_tvm_server(module: str, log: Path):
-    """`python -m tvm.exec.<module>` (rpc_server, rpc_tracker) on a free loopback port, in a
-    process group of its own that is killed on exit; yields (process, port)."""
-    port = free_port()
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [PYTHON, "-m", f"tvm.exec.{module}", "--host", "127.0.0.1", "--port", str(port),
-             "--port-end", str(port + 1)], stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True)
-    try:
-        wait_for_port(port, process, log)
-        yield process, port
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
 
 
 @pytest.mark.slow

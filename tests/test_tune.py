@@ -322,10 +322,90 @@ def test_remote_tuning_on_the_emulated_board_is_applied_by_a_later_compile(
     assert record_lines(logs)
 
 
-def test_tuning_a_board_target_without_a_board_is_refused(tmp_path):
-    result = run_cli("tune", "zoo:squeezenet1_1", "--target", "rpi4",
-                     "--tuning-logs", str(tmp_path))
-    assert result.returncode == 1 and "--rpc HOST:PORT" in result.stderr
+def test_tuning_a_board_target_with_no_board_and_no_core_to_simulate_is_refused(tmp_path):
+    """rpi4.toml without its [board] table: neither a board to measure on nor a core for the
+    simulated board."""
+    text = (REPO / "edgec" / "shipped" / "targets" / "rpi4.toml").read_text()
+    target = tmp_path / "bare-a72.toml"
+    target.write_text(text.split("[board]")[0])
+    result = run_cli("tune", "zoo:squeezenet1_1", "--target", str(target),
+                     "--tuning-logs", str(tmp_path / "logs"))
+    assert result.returncode == 1 and "--rpc HOST:PORT" in result.stderr, result.stderr
+    assert not (tmp_path / "logs").exists()
+
+
+# Cortex-A76 (rpi5.toml's [board] core): two 128-bit FMA pipes, 16 FP32 FLOPs a cycle.
+A76_PEAK_FLOPS = 16 * 2.4e9
+
+
+@pytest.mark.slow
+def test_tuning_for_an_absent_board_prices_candidates_on_the_simulated_board(tmp_path):
+    """No board for rpi5: candidates are cross-compiled and priced by the instruction-level
+    estimate. The heavy conv's figure must respect the A76's peak (a physical lower bound
+    from the layer's FLOPs) and be a vectorised kernel's (within 4x of it); the records are
+    labelled as estimated; compile applies them and the library still computes what ONNX
+    Runtime does, run on the emulated board."""
+    logs = tmp_path / "logs"
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    result = run_cli("tune", str(model), "--target", "rpi5", "--trials", "4",
+                     "--tuning-logs", str(logs), timeout=1200)
+    assert result.returncode == 0, result.stderr
+    assert "measured on rpi5 board (cortex-a76 at 2.4 GHz), estimated" in result.stderr
+    measured_on = json.loads((logs / "metadata.json").read_text())["measured_on"]
+    assert "cortex-a76" in measured_on and "estimated" in measured_on
+    records = record_lines(logs)
+    heavy_flops = 2 * 64 * 64 * 9 * 48 * 48
+    fastest_heavy = min(mean_seconds(r) for r in records
+                        if r[0] == max(records, key=mean_seconds)[0])
+    bound = heavy_flops / A76_PEAK_FLOPS
+    assert bound <= fastest_heavy <= 4 * bound, (fastest_heavy, bound)
+    assert len(edgec_schedules(records)[max(records, key=mean_seconds)[0]]) == 4
+
+    out = tmp_path / "m-rpi5.so"
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(model), output=out, target="rpi5", tuning_logs=logs))
+    assert compiled.tuning["tuned"] >= 1
+    assert any("estimated" in cpu for cpu in compiled.tuning["from_cpu"])
+    with emulator.EmulatedBoard() as board:
+        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
+        inputs = check.random_inputs(on_board.info.inputs, seed=9)
+        got = on_board.run(inputs)
+    expected = reference.onnxruntime_outputs(str(model), inputs)
+    np.testing.assert_allclose(got["y"], expected["y"], atol=1e-3, rtol=1e-3)
+
+
+@pytest.mark.slow
+def test_tuning_through_a_tracker_measures_on_every_board_under_its_key(tmp_path):
+    """Two emulated boards registered under one key at a stock TVM tracker: a tune's
+    candidates are timed on both (each board's own server log shows candidates loaded),
+    every record comes from one of them, and the tuned library, run through the tracker,
+    matches ONNX Runtime."""
+    from conftest import stock_tvm_server
+
+    logs, key = tmp_path / "logs", "pool"
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    with stock_tvm_server("rpc_tracker", tmp_path / "tracker.log") as (_, port):
+        tracker = ("127.0.0.1", port)
+        with emulator.EmulatedBoard(tracker=tracker, key=key) as first, \
+                emulator.EmulatedBoard(tracker=tracker, key=key) as second:
+            assert first.port != second.port
+            result = run_cli("tune", str(model), "--target", "rpi4", "--trials", "6",
+                             "--tracker", f"127.0.0.1:{port}", "--key", key,
+                             "--tuning-logs", str(logs), timeout=1800)
+            assert result.returncode == 0, result.stderr
+            loads = [board.log_path.read_text().count("candidate.so")
+                     for board in (first, second)]
+            out = tmp_path / "m-rpi4.so"
+            compiled = pipeline.compile_model(pipeline.CompileOptions(
+                model=str(model), output=out, target="rpi4", tuning_logs=logs))
+            on_board = runtime.load_remote(first.connect(session_timeout=300), out)
+            inputs = check.random_inputs(on_board.info.inputs, seed=10)
+            got = on_board.run(inputs)
+    assert all(n >= 1 for n in loads), loads
+    assert sum(loads) >= len(record_lines(logs)), (loads, len(record_lines(logs)))
+    assert compiled.tuning["tuned"] >= 1
+    expected = reference.onnxruntime_outputs(str(model), inputs)
+    np.testing.assert_allclose(got["y"], expected["y"], atol=1e-3, rtol=1e-3)
 
 
 @pytest.mark.parametrize("text,seconds", [("20m", 1200), ("90s", 90), ("1.5h", 5400), ("30", 30),

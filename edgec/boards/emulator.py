@@ -114,6 +114,8 @@ class EmulatedBoard:
                 code = self._proc.returncode if self._proc else None
                 self._fail(f"the emulated board's RPC server exited with code {code}")
             try:
+                if self.tracker and not self._registered():
+                    raise RuntimeError(f"not yet registered at the tracker under {self.key}")
                 session = self._open(60)
                 # Asking the board about its CPU round-trips through the session process.
                 alive = session.cpu(0).exist
@@ -134,6 +136,15 @@ class EmulatedBoard:
         except OSError:
             tail = "(no log)"
         raise RemoteError(f"{what}; last lines of {self.log_path}:\n{tail}")
+
+    def _registered(self) -> bool:
+        """Whether the tracker lists this server (its port) under the key: with several
+        boards under one key, a session the tracker hands out may be another board's."""
+        import tvm.rpc
+
+        servers = tvm.rpc.connect_tracker(*self.tracker).summary().get("server_info", [])
+        return any(info.get("key") == f"server:{self.key}"
+                   and int((info.get("addr") or [0, 0])[1]) == self.port for info in servers)
 
     def _open(self, session_timeout: float) -> Any:
         import tvm.rpc

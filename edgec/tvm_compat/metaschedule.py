@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import shutil
 import sys
 import tempfile
 import types
@@ -114,16 +115,10 @@ class _Estimating(ms.runner.PyRunner):
         self.estimate = estimate
 
     def run(self, runner_inputs):
-        import shutil
-
         jobs = [(str(inp.artifact_path),
                  [(tuple(int(d) for d in arg.shape), str(arg.dtype)) for arg in inp.args_info])
                 for inp in runner_inputs]
-        try:
-            results = self.estimate(jobs)
-        finally:
-            for path, _ in jobs:  # the builder's temporary folder per candidate
-                shutil.rmtree(os.path.dirname(path), ignore_errors=True)
+        results = self.estimate(jobs)  # artifacts: removed by the caller, as after any runner
         futures = []
         for seconds, error in results:
             result = ms.runner.RunnerResult(
@@ -294,6 +289,7 @@ def measure_into(database, candidates: list, target, builder, runner) -> list[fl
     futures = runner.run([entry[-1] for entry in runs])
     for (index, args, _), future in zip(runs, futures, strict=True):
         result = future.result()
+        shutil.rmtree(os.path.dirname(built[index].artifact_path), ignore_errors=True)
         if result.error_msg is None and result.run_secs:
             mod, sch = candidates[index]
             database.commit_tuning_record(ms.database.TuningRecord(
