@@ -234,12 +234,29 @@ def prepare_model(peer: str, model: str, precision: str, onnx: Path | None = Non
         # fp16=0: keep the weights FP32 in the .bin; ncnn's FP32 runs read them as they are.
         _run([pnnx, f"{model}.onnx", "inputshape=[1,3,224,224]", "fp16=0"], cwd=folder)
         (folder / f"{model}.onnx").unlink()
+    _complete_slices(fp32)
     if precision == "fp32":
         return fp32
     out = folder / f"{model}_int8.ncnn.param"
     if not out.exists():
         _run([tools_python(), Path(__file__).with_name("ncnn_int8.py"), fp32, calib, out])
     return out
+
+
+def _complete_slices(param: Path) -> None:
+    """Give the Slice layers pnnx writes for an ONNX Split into equal parts without sizes
+    (ShuffleNetV2's channel split) ncnn's "equal parts" sizes, -23300=N,-233,...: without
+    them ncnn crashes in the layer. Idempotent; the outputs are checked against ONNX
+    Runtime wherever the model runs."""
+    lines = param.read_text().splitlines()
+    changed = False
+    for i, line in enumerate(lines[2:], start=2):
+        kind, name, _inputs, outputs, *rest = line.split()
+        if kind == "Slice" and not any(p.startswith(("0=", "-23300=")) for p in rest):
+            lines[i] = line + " -23300=" + ",".join([outputs] + ["-233"] * int(outputs))
+            changed = True
+    if changed:
+        param.write_text("\n".join(lines) + "\n")
 
 
 def _forget(model: str) -> None:

@@ -19,7 +19,8 @@ import numpy as np
 
 QUANTIZED = {"Convolution": 2, "ConvolutionDepthWise": 1, "InnerProduct": 2}  # ncnn2int8's
 WEIGHTLESS = {"Input", "Split", "Pooling", "ReLU", "Clip", "HardSwish", "HardSigmoid",
-              "Sigmoid", "BinaryOp", "Flatten", "Reshape", "Softmax", "Concat", "Noop"}
+              "Sigmoid", "BinaryOp", "Flatten", "Reshape", "Softmax", "Concat", "Noop",
+              "Slice", "ShuffleChannel", "Reduction"}  # ShuffleNetV2: split, shuffle, mean
 
 
 def _parse(param_path: str):
