@@ -25,9 +25,13 @@ from edgec.targets import Target
 ROUNDS, RUNS = 3, 10
 
 
-def where_measured(target: Target) -> str | None:
-    """"measured on <cpu>" for a target this machine runs, "estimated for <core>" for one
-    with a [board] core, None when neither applies."""
+def where_measured(target: Target, on_board: bool = False) -> str | None:
+    """"measured on <cpu>" for a target this machine runs, "measured on <target> board" when
+    a board is given (--rpc, --tracker, --ssh; not its address, which changes between
+    sessions), "estimated for <core>" for one with a [board] core, None when none applies."""
+    if on_board:
+        core = target.board.get("core") if target.board else None
+        return f"measured on {target.name} board" + (f" ({core})" if core else "")
     if target.is_native:
         return f"measured on {host_label()}"
     core = target.board.get("core") if target.board else None
@@ -115,3 +119,34 @@ def estimate_ms(library: Path) -> float:
     from edgec.boards.estimate.board_defaults import estimate_library
 
     return estimate_library(library, None).ms
+
+
+def time_libraries(libraries: Mapping[str, Path], target: Target, inputs: Mapping[str, Any],
+                   say: Callable[[str], None], what: str, board: Any = None) -> dict[str, float]:
+    """ms per exported candidate library: timed on the board (a sessions.BoardEndpoint) in
+    interleaved rounds, else here in interleaved rounds for a target this machine runs,
+    else estimated for the target's [board] core."""
+    if board is not None:
+        from edgec import latency
+        from edgec.boards import sessions
+
+        with sessions.open_board(board, progress=say) as remote:
+            models = {}
+            for name, library in libraries.items():
+                say(f"{what}: uploading {name} to {remote.where}")
+                models[name] = remote.load(library)
+
+            def remote_timer(model):
+                return lambda: latency.benchmark(model, inputs, runs=RUNS,
+                                                 warmup=2).stats()["median"]
+
+            return interleaved_medians({name: remote_timer(m) for name, m in models.items()},
+                                       say, what)
+    if target.is_native:
+        return interleaved_medians({name: library_timer(library, inputs)
+                                    for name, library in libraries.items()}, say, what)
+    table = {}
+    for name, library in libraries.items():
+        say(f"{what}: estimating {name} on {target.board['core']}")
+        table[name] = estimate_ms(library)
+    return table

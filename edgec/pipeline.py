@@ -37,6 +37,9 @@ class CompileOptions:
     rtol: float = DEFAULT_RTOL
     min_cosine: float = DEFAULT_MIN_COSINE
     quantization: QuantizeOptions = field(default_factory=QuantizeOptions)
+    # Where --layout auto and --quantize auto time their candidates: a board
+    # (edgec.boards.sessions.BoardEndpoint); None: here, or the estimate for a board target.
+    board: Any = None
 
     def display(self) -> str:
         shapes = ", ".join(f"{k}:{','.join(map(str, v))}" for k, v in self.input_shapes.items())
@@ -49,6 +52,7 @@ class CompileOptions:
                                     else "ONNX Runtime") + ")") if self.check
              else "no (--no-check)"),
             *self.quantization.display_rows(),
+            *([("auto choices timed on", self.board.where)] if self.board else []),
         ]
         return "\n".join(f"  {k:<22} {v}" for k, v in rows)
 
@@ -75,6 +79,10 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
         EdgecError subclasses; on any error no artifact is written.
     """
     say = progress or (lambda _msg: None)
+    if options.board is not None and "auto" not in (options.layout, options.quantization.mode):
+        raise ConfigError("--rpc, --tracker and --ssh tell compile where --layout auto and "
+                          "--quantize auto time their candidates: give one of those, or time "
+                          "a compiled library on the board with `edgec bench`")
     if options.quantization.mode == "auto":
         return _quantize_by_measurement(options, say)
     target = targets.load(options.target)
@@ -151,15 +159,16 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
 
 
 def stored_layout(model: str, input_shapes: Mapping | None,
-                  quantization: QuantizeOptions | None, target: str | Target, logs) -> str:
+                  quantization: QuantizeOptions | None, target: str | Target, logs,
+                  on_board: bool = False) -> str:
     """The layout `compile --layout auto` stored for this model and target (ConfigError
-    when none is)."""
+    when none is); on_board: the one timed on the target's board."""
     from edgec.layout import by_measurement
 
     target = targets.load(target) if isinstance(target, str) else target
     mode = quantization.mode if quantization is not None else None
     return by_measurement.stored_layout(model, dict(input_shapes or {}), mode, target,
-                                        tune.logs_dir(target, logs))
+                                        tune.logs_dir(target, logs), on_board)
 
 
 def _layout_by_measurement(imported: Model, target, options: CompileOptions,
@@ -174,7 +183,7 @@ def _layout_by_measurement(imported: Model, target, options: CompileOptions,
     return by_measurement.choose(
         imported, target, build_one, stats, say, source=options.model,
         shapes=dict(options.input_shapes), mode=options.quantization.mode,
-        folder=tune.logs_dir(target, options.tuning_logs))
+        folder=tune.logs_dir(target, options.tuning_logs), board=options.board)
 
 
 def _quantize_by_measurement(options: CompileOptions, say: Progress) -> CompileResult:
@@ -189,27 +198,31 @@ def _quantize_by_measurement(options: CompileOptions, say: Progress) -> CompileR
         # FP16 keeps the calibration data to measure its accuracy; FP32 takes none.
         settings = {"mode": mode} if mode else {"mode": None, "calib": None}
         return compile_model(dataclasses.replace(
-            options, output=output, quantization=dataclasses.replace(qopts, **settings)),
-            progress)
+            options, output=output, quantization=dataclasses.replace(qopts, **settings),
+            board=options.board if options.layout == "auto" else None), progress)
 
-    where = by_measurement.where_or_error(target)
+    where = by_measurement.where_or_error(target, options.board is not None)
     key = by_measurement.decision_key(options.model, dict(options.input_shapes), qopts,
                                       options.layout, where)
     result, decision = by_measurement.choose(
         compile_one, Path(options.output), target, qopts.calib, say,
-        folder=tune.logs_dir(target, options.tuning_logs), key=key, where=where)
+        folder=tune.logs_dir(target, options.tuning_logs), key=key, where=where,
+        board=options.board)
     return dataclasses.replace(result, quantize_decision=decision)
 
 
 def stored_quantization(model: str, input_shapes: Mapping | None, quantization: QuantizeOptions,
-                        layout_choice: str, target: str | Target, logs) -> QuantizeOptions:
+                        layout_choice: str, target: str | Target, logs,
+                        on_board: bool = False) -> QuantizeOptions:
     """The precision `compile --quantize auto` stored for this model, calibration data,
-    layout and target, as QuantizeOptions (ConfigError when none is stored)."""
+    layout and target, as QuantizeOptions (ConfigError when none is stored); on_board: the
+    one timed on the target's board."""
     from edgec.quant import by_measurement
 
     target = targets.load(target) if isinstance(target, str) else target
     key = by_measurement.decision_key(model, dict(input_shapes or {}), quantization,
-                                      layout_choice, by_measurement.where_or_error(target))
+                                      layout_choice,
+                                      by_measurement.where_or_error(target, on_board))
     decision = by_measurement.stored(tune.logs_dir(target, logs), key)
     if decision is None:
         raise ConfigError(f"--quantize auto: no precision was measured yet for {model} on "
@@ -282,7 +295,8 @@ def tune_model(
             "tune on the board with --rpc HOST:PORT or --tracker HOST:PORT --key KEY"
         )
     if layout_choice == "auto":
-        layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs)
+        layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs,
+                                      bool(options.rpc or options.tracker))
     if quantization is not None and quantization.mode:
         imported, _ = quantized_steps.import_quantized(model, input_shapes, quantization, target,
                                         lambda _msg: None)

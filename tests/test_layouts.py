@@ -153,6 +153,44 @@ def test_layout_auto_builds_the_candidates_keeps_the_fastest_and_stores_the_deci
     assert _decision_table(again.stdout) == table
 
 
+@pytest.mark.slow
+def test_layout_auto_times_the_candidates_on_the_board_it_is_given(tmp_path):
+    """compile --layout auto --rpc: every candidate is uploaded to the board (the emulated
+    one; its own server log shows each library loaded) and timed there; the decision says
+    so and is stored for that board, apart from the estimate's."""
+    from conftest import run_cli
+    from edgec.boards import emulator
+
+    path = random_conv_graph(3, tmp_path / "g.onnx")
+    env = {"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}
+    out = tmp_path / "auto.so"
+    with emulator.EmulatedBoard() as board:
+        first = run_cli("compile", str(path), "-t", "rpi4", "-o", str(out), "--layout", "auto",
+                        "--rpc", f"127.0.0.1:{board.port}", env=env, timeout=900)
+        server_log = board.log_path.read_text()
+    assert first.returncode == 0, first.stderr
+    said = first.stdout + first.stderr
+    table = _decision_table(first.stdout)
+    assert set(table) == {"NCHW4c", "NHWC"}, said
+    best = min(table, key=table.get)
+    assert f"layout auto: {best} (measured on rpi4 board (cortex-a72))" in said, said
+    assert len(re.findall(r"load_module \S+/edgec_\w+\.so", server_log)) >= 2, server_log
+    assert json.loads(out.with_name("auto.so.json").read_text())["layout"] == best
+    stored = json.loads(next((tmp_path / "logs" / "rpi4").glob("*/layout_decisions.json"))
+                        .read_text())
+    assert [d["how"] for d in stored.values()] == ["measured on rpi4 board (cortex-a72)"]
+
+
+def test_compile_refuses_a_board_when_nothing_is_chosen_by_measurement(tmp_path):
+    from conftest import assert_only_error, run_cli
+
+    path = random_conv_graph(3, tmp_path / "g.onnx")
+    result = run_cli("compile", str(path), "-t", "rpi4", "-o", str(tmp_path / "x.so"),
+                     "--rpc", "127.0.0.1:9")
+    assert_only_error(result, "--layout auto", "edgec bench")
+    assert not (tmp_path / "x.so").exists()
+
+
 def test_tune_layout_auto_needs_a_stored_decision(tmp_path):
     from conftest import assert_only_error, run_cli
 

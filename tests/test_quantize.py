@@ -423,3 +423,32 @@ def test_quantize_auto_keeps_the_fastest_precision_that_passes_and_stores_it(
                     str(tmp_path / "calib.npy"), "--status",
                     env={"EDGEC_TUNING_LOGS": str(tmp_path / "other")})
     assert_clean_failure(fresh, "no precision was measured yet")
+
+
+@pytest.mark.slow
+def test_quantize_auto_times_the_precisions_on_the_board_it_is_given(small_net, tmp_path):
+    """compile --quantize auto --rpc: the precisions that pass are uploaded to the (emulated)
+    board and timed there (its server log shows each loaded); the decision names the board,
+    and the library written runs there close to ONNX Runtime on the float model."""
+    from edgec.boards import emulator
+
+    samples = np.random.default_rng(7).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "auto.so"
+    with emulator.EmulatedBoard() as board:
+        result = run_cli("compile", str(small_net), "-t", "rpi5", "-o", str(out), "--quantize",
+                         "auto", "--calib", str(tmp_path / "calib.npy"), "--rpc",
+                         f"127.0.0.1:{board.port}",
+                         env={"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}, timeout=900)
+        assert result.returncode == 0, result.stderr
+        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
+        got = [on_board.run({"input": x})["logits"] for x in samples[:2]]
+        server_log = board.log_path.read_text()
+    table, _rejected = _precision_table(result.stdout)
+    assert "fp32" in table, result.stdout
+    chosen = min(table, key=table.get)
+    assert f"quantize auto: {chosen} (measured on rpi5 board (cortex-a76)" in result.stdout
+    assert len(re.findall(r"load_module \S+/edgec_\w+\.so", server_log)) >= len(table) + 1
+    session = ort.InferenceSession(str(small_net), providers=["CPUExecutionProvider"])
+    for x, logits in zip(samples[:2], got, strict=True):
+        assert cosine(logits, session.run(None, {"input": x})[0]) >= 0.99

@@ -31,7 +31,7 @@ def _ssh_options(func=None, *, required: bool = False):
     return func
 
 
-def _board_options(func):
+def board_options(func):
     """Where run and bench execute: here, or a board by --rpc, --tracker + --key or --ssh."""
     func = _ssh_options(func)
     for option in reversed([
@@ -54,7 +54,7 @@ def _ssh_login(ssh_target, identity, known_hosts, accept_new_host_key, **_unused
                           ask_secret=ssh.terminal_prompt())
 
 
-def _board_endpoint(rpc, tracker, key, remote_python, **login):
+def board_endpoint(rpc, tracker, key, remote_python, **login):
     """None (this machine) or the board the options name."""
     from edgec.boards import sessions
 
@@ -73,7 +73,7 @@ def _board_endpoint(rpc, tracker, key, remote_python, **login):
 @click.option("--input", "inputs", multiple=True, metavar="NAME=FILE.npy",
               help="Input tensor (repeatable); random inputs when omitted.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Save outputs as .npz.")
-@_board_options
+@board_options
 def run_cmd(library, inputs, output, **board_options) -> None:
     """Run one inference of a compiled LIBRARY here, or on a board (--rpc, --tracker, --ssh)."""
     import numpy as np
@@ -84,7 +84,7 @@ def run_cmd(library, inputs, output, **board_options) -> None:
     if output and not Path(output).resolve().parent.is_dir():  # before a slow inference
         raise EdgecError(f"-o {output}: folder {Path(output).parent} does not exist; "
                          "create it or choose another path")
-    with sessions.open_board(_board_endpoint(**board_options), progress=say) as board:
+    with sessions.open_board(board_endpoint(**board_options), progress=say) as board:
         model = board.load(library)
         if not inputs:
             say("no --input given: running on seeded random inputs")
@@ -116,7 +116,7 @@ def run_cmd(library, inputs, output, **board_options) -> None:
                    "build: 1e-3 for float, looser for INT8/FP16).")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the comparison as JSON.")
-@_board_options
+@board_options
 def verify_cmd(library, reference, inputs, rtol, json_path, **board_options) -> None:
     """Run LIBRARY (here or on a board) and the reference model on the same inputs; exit 1
     past tolerance."""
@@ -128,7 +128,7 @@ def verify_cmd(library, reference, inputs, rtol, json_path, **board_options) -> 
     info = read_info(library)
     default_rtol, min_cosine, why = check.verify_tolerance(info.check, info.applied)
     source = frontend.read_reference(reference)  # a bad --reference fails before the board
-    with sessions.open_board(_board_endpoint(**board_options), progress=say) as board:
+    with sessions.open_board(board_endpoint(**board_options), progress=say) as board:
         model = board.load(library)
         arrays = (check.load_inputs(parse_input_files(inputs)) if inputs
                   else check.random_inputs(model.info.inputs))
@@ -166,7 +166,7 @@ def verify_cmd(library, reference, inputs, rtol, json_path, **board_options) -> 
                    "cortex-a55, cortex-a72, cortex-a76, neoverse-n1, x86-host; default: the "
                    "library's target's board) from instructions counted under qemu and "
                    "priced with llvm-mca.")
-@_board_options
+@board_options
 def bench_cmd(library, runs, warmup, max_seconds, json_path, profile, plot, estimate_cpu,
               **board_options) -> None:
     """Measure the latency of LIBRARY here, or on a board (--rpc, --tracker or --ssh), or
@@ -177,7 +177,7 @@ def bench_cmd(library, runs, warmup, max_seconds, json_path, profile, plot, esti
     if estimate_cpu is not None:
         _estimate(library, estimate_cpu, json_path)
         return
-    endpoint = _board_endpoint(**board_options)
+    endpoint = board_endpoint(**board_options)
     if _looks_emulated(library, endpoint):
         say("note: an aarch64 board on this machine's loopback without --ssh is most likely "
             "edgec's emulated board (qemu): its wall times mean nothing. For an ARM figure "

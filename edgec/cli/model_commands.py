@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from edgec.cli.board_commands import board_endpoint, board_options
 from edgec.cli.common import (
     DEFAULT_MODEL,
     DEFAULT_TARGET,
@@ -75,12 +76,21 @@ def zoo_cmd(name: str | None, output: str | None, seed: int) -> None:
 @quantize_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="Also write the result (and the accuracy report) as JSON.")
+@board_options
 def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs, untuned,
-                json_path, **quantize_kwargs) -> None:
+                json_path, rpc, tracker, key, remote_python, ssh_target, identity, known_hosts,
+                accept_new_host_key, **quantize_kwargs) -> None:
     """Compile MODEL (an .onnx or .tflite file, or zoo:NAME; default zoo:mobilenet_v2) to a
-    .so plus its metadata, checked against ONNX Runtime or LiteRT."""
+    .so plus its metadata, checked against ONNX Runtime or LiteRT.
+
+    With --layout auto or --quantize auto, the candidates are timed here for a target this
+    machine runs, on the board given by --rpc, --tracker or --ssh, or else estimated for the
+    target's [board] core."""
     from edgec import pipeline
 
+    board = board_endpoint(rpc, tracker, key, remote_python, ssh_target=ssh_target,
+                           identity=identity, known_hosts=known_hosts,
+                           accept_new_host_key=accept_new_host_key)
     quantization = quantization_from(quantize_kwargs)
     stem = model.split(":", 1)[1] if model.startswith("zoo:") else Path(model).stem
     target_stem = Path(target).stem
@@ -95,6 +105,7 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
         tuning_logs=Path(tuning_logs) if tuning_logs else None,
         use_tuning_logs=not untuned,
         quantization=quantization,
+        board=board,
     )
     result = pipeline.compile_model(options, progress=say)
     click.echo(result.summary())
@@ -144,11 +155,13 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
     shapes = parse_input_shapes(input_shapes)
     quantization = quantization_from(quantize_kwargs)
     mode = quantization.mode
+    on_board = bool(options.rpc or options.tracker)  # decisions a compile timed on the board
     if quantization.mode == "auto":  # the precision compile measured, or one error line
         quantization = pipeline.stored_quantization(model, shapes, quantization, layout, target,
-                                                    options.logs)
+                                                    options.logs, on_board)
     if layout == "auto":  # before the banner: the layout compile measured, or one error line
-        layout = pipeline.stored_layout(model, shapes, quantization, target, options.logs)
+        layout = pipeline.stored_layout(model, shapes, quantization, target, options.logs,
+                                        on_board)
     from edgec import targets
 
     where = tune.measured_on(options, targets.load(target))

@@ -70,7 +70,7 @@ def store_decision(folder: Path, key: str, decision: LayoutDecision) -> None:
 
 
 def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target,
-                  folder: Path) -> str:
+                  folder: Path, on_board: bool = False) -> str:
     """The layout a compile --layout auto stored for this model and target.
 
     Raises:
@@ -78,8 +78,8 @@ def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target
     """
     from edgec.errors import ConfigError
 
-    decision = load_decision(folder, decision_key(source, shapes, mode,
-                                                  measured_choice.where_measured(target) or ""))
+    where = measured_choice.where_measured(target, on_board) or ""
+    decision = load_decision(folder, decision_key(source, shapes, mode, where))
     if decision is None:
         raise ConfigError(f"--layout auto: no layout was measured yet for {source} on "
                           f"{target.name}; run `edgec compile {source} --layout auto` first "
@@ -89,15 +89,17 @@ def stored_layout(source: str, shapes: Mapping, mode: str | None, target: Target
 
 def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], Any],
            stats: dict, say: Callable[[str], None], *, source: str, shapes: Mapping,
-           mode: str | None, folder: Path) -> tuple[Model, Any, LayoutDecision]:
+           mode: str | None, folder: Path,
+           board: Any = None) -> tuple[Model, Any, LayoutDecision]:
     """The stored decision for this model and target, else every candidate built, timed or
     estimated, and the decision stored in `folder`. build_one(model, counts) compiles one
     layout (filling `counts` with its schedule statistics); `stats` gets the winner's.
+    `board`: a sessions.BoardEndpoint to time the candidates on.
 
     Returns:
         (the laid-out model, its executable, the decision).
     """
-    where = measured_choice.where_measured(target)
+    where = measured_choice.where_measured(target, board is not None)
     key = decision_key(source, shapes, mode, where or "")
     decision = load_decision(folder, key) if where else None
     if decision is not None:
@@ -114,7 +116,7 @@ def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], A
     from edgec import check
 
     inputs = check.random_inputs([s.to_dict() for s in imported.inputs], seed=0)
-    decision, built = decide(imported, target, build_counting, inputs, say, where)
+    decision, built = decide(imported, target, build_counting, inputs, say, where, board)
     store_decision(folder, key, decision)
     say(decision.summary())
     stats.update(counts[decision.layout])
@@ -124,7 +126,7 @@ def choose(imported: Model, target: Target, build_one: Callable[[Model, dict], A
 
 def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
            inputs: Mapping[str, Any], say: Callable[[str], None],
-           how: str | None) -> tuple[LayoutDecision, dict]:
+           how: str | None, board: Any = None) -> tuple[LayoutDecision, dict]:
     """Build every candidate layout of `imported` with `build_one` (Model -> executable),
     time or estimate each, and return the decision with the built {layout: (model,
     executable)} so the winner is not built twice. `how` is where_measured(target).
@@ -136,17 +138,17 @@ def decide(imported: Model, target: Target, build_one: Callable[[Model], Any],
 
     if how is None:
         raise ConfigError(f"--layout auto cannot measure for {target.name}: it does not run "
-                          "here and its target file names no [board] core to estimate; "
-                          "choose --layout NCHWc or NHWC")
+                          "here and its target file names no [board] core to estimate; give "
+                          "its board (--rpc, --tracker or --ssh) or choose --layout NCHWc or NHWC")
     built = {}
     for name in candidates(target, imported.ir):
         say(f"layout auto: building {name}")
         model = apply_layout(imported, name, target)
         built[model.layout] = (model, build_one(model))
-    if target.is_native:
+    if target.is_native and board is None:
         table = _time_here(built, inputs, say)
     else:
-        table = _estimate(built, target, say)
+        table = _exported(built, target, inputs, say, board)
     best = min(table, key=table.get)
     return LayoutDecision(best, table, how), built
 
@@ -161,15 +163,15 @@ def _time_here(built: dict, inputs: Mapping[str, Any], say) -> dict[str, float]:
         {name: timer(*built[name]) for name in built}, say, "layout auto")
 
 
-def _estimate(built: dict, target: Target, say) -> dict[str, float]:
-    """Single-thread estimate of each layout's library on the target's board core."""
+def _exported(built: dict, target: Target, inputs: Mapping[str, Any], say,
+              board: Any) -> dict[str, float]:
+    """Each layout's library exported, then timed on the board or estimated for its core."""
     from edgec import build
 
-    table = {}
     with tempfile.TemporaryDirectory(prefix="edgec-layout-") as tmp:
+        libraries = {}
         for name, (model, executable) in built.items():
-            say(f"layout auto: estimating {name} on {target.board['core']}")
-            library = Path(tmp) / f"{name}.so"
-            build.export(executable, model, target, library)
-            table[name] = measured_choice.estimate_ms(library)
-    return table
+            libraries[name] = Path(tmp) / f"{name}.so"
+            build.export(executable, model, target, libraries[name])
+        return measured_choice.time_libraries(libraries, target, inputs, say, "layout auto",
+                                              board)

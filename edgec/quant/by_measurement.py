@@ -102,8 +102,8 @@ def stored(folder: Path, key: str) -> QuantizeDecision | None:
                             record["how"], cached=True)
 
 
-def where_or_error(target: Target) -> str:
-    where = measured_choice.where_measured(target)
+def where_or_error(target: Target, on_board: bool = False) -> str:
+    where = measured_choice.where_measured(target, on_board)
     if where is None:
         raise ConfigError(f"--quantize auto cannot measure for {target.name}: it does not run "
                           "here and its target file names no [board] core to estimate; "
@@ -113,11 +113,13 @@ def where_or_error(target: Target) -> str:
 
 def choose(compile_one: Callable[[str | None, Path, Callable[[str], None]], Any],
            output: Path, target: Target, calib: str | None, say: Callable[[str], None],
-           *, folder: Path, key: str, where: str) -> tuple[Any, QuantizeDecision]:
+           *, folder: Path, key: str, where: str,
+           board: Any = None) -> tuple[Any, QuantizeDecision]:
     """Compile every candidate with compile_one(mode or None for FP32, output, progress) ->
     CompileResult, time or estimate those that pass, move the fastest to `output` (with its
     metadata) and store the decision under `key`. A stored decision compiles only its
-    choice. `where`: where_or_error(target), which `key` was made with.
+    choice. `where`: where_or_error(target), which `key` was made with; `board`: a
+    sessions.BoardEndpoint to time the candidates on.
 
     Returns:
         (the winner's CompileResult, the decision).
@@ -146,7 +148,7 @@ def choose(compile_one: Callable[[str | None, Path, Callable[[str], None]], Any]
                 rejected[mode] = problem
             else:
                 passed[mode] = result
-        table = _time_or_estimate(passed, target, say)
+        table = _time_or_estimate(passed, target, say, board)
         best = min(table, key=table.get)
         decision = QuantizeDecision(best, table, rejected, where)
         winner = passed[best]
@@ -165,17 +167,11 @@ def _prefixed(say: Callable[[str], None], prefix: str) -> Callable[[str], None]:
     return lambda message: say(prefix + message.replace("\n", "\n" + prefix))
 
 
-def _time_or_estimate(passed: Mapping[str, Any], target: Target, say) -> dict[str, float]:
-    if not target.is_native:
-        table = {}
-        for mode, result in passed.items():
-            say(f"quantize auto: estimating {mode} on {target.board['core']}")
-            table[mode] = measured_choice.estimate_ms(result.path)
-        return table
+def _time_or_estimate(passed: Mapping[str, Any], target: Target, say,
+                      board: Any = None) -> dict[str, float]:
     from edgec import check
 
     first = next(iter(passed.values()))
     inputs = check.random_inputs([s.to_dict() for s in first.model.inputs], seed=0)
-    timers = {mode: measured_choice.library_timer(result.path, inputs)
-              for mode, result in passed.items()}
-    return measured_choice.interleaved_medians(timers, say, "quantize auto")
+    return measured_choice.time_libraries({mode: result.path for mode, result in passed.items()},
+                                          target, inputs, say, "quantize auto", board)
