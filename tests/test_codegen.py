@@ -122,3 +122,63 @@ def test_a_tvm_codegen_failure_names_the_op_and_its_layouts_not_an_ir_line(monke
     saved = Path(message.split("the IR that failed is in ")[1].split(";")[0])
     assert "conv2d" in saved.read_text()
     assert isinstance(caught.value.__cause__, tvm.error.InternalError | RuntimeError | ValueError)
+
+
+def pooled_stem(path: Path) -> Path:
+    """ShuffleNetV2's stem at 64x64: a 24-channel 3x3/2 conv, ReLU, then 3x3/2 max and
+    average pools (padded) over the plain rows, added."""
+    rng = np.random.default_rng(8)
+    weight = numpy_helper.from_array((rng.standard_normal((24, 3, 3, 3)) * 0.3)
+                                     .astype(np.float32), "w")
+    nodes = [
+        helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("MaxPool", ["r"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("AveragePool", ["r"], ["a"], kernel_shape=[3, 3], strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Add", ["m", "a"], ["y"]),
+    ]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 16, 16])], [weight],
+        path)
+
+
+def function_code(library: Path, objdump: str, name: str) -> str:
+    """The disassembly of every symbol of the library whose name contains `name` (with the
+    unnamed parallel-loop bodies that follow it)."""
+    import shutil
+    import subprocess
+
+    assert shutil.which(objdump), f"{objdump} (binutils) is needed to inspect the code"
+    text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(library)],
+                          capture_output=True, text=True, check=True).stdout
+    return "\n".join(part for part in text.split("\n\n")
+                     if part.split(":", 1)[0].count(name) and not part.startswith("Disas"))
+
+
+@pytest.mark.parametrize(("target_name", "objdump", "vector_max", "scalar_max"), [
+    ("x86_64", "objdump", r"vmaxps\s+[^\n]*%ymm", r"vmaxss"),
+    ("x86_64-avx512", "objdump", r"vmaxps\s+[^\n]*%[xyz]mm", r"vmaxss"),
+    # aarch64: TVM's max is a compare and a select, fcmgt + bif on vectors, fcsel on scalars
+    ("rpi5", "aarch64-linux-gnu-objdump", r"(fmax|fcmgt)\s+v\d+\.4s",
+     r"(fmax|fcsel)\s+s\d+"),
+])
+def test_pools_over_plain_rows_take_a_vector_of_output_columns_per_window_tap(
+        tmp_path, target_name, objdump, vector_max, scalar_max):
+    """NCHW pools (3x3, stride 2): the max pool's code takes its maximum over whole vectors
+    of output columns (vector max in the disassembly, no scalar one), and the model still
+    matches ONNX Runtime (compile's check; for rpi5 through a host build)."""
+    import re
+
+    from conftest import run_cli
+
+    out = tmp_path / "pooled.so"
+    result = run_cli("compile", str(pooled_stem(tmp_path / "p.onnx")), "-t", target_name,
+                     "--layout", "NCHW", "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^y\s.*\sok$", result.stdout, re.MULTILINE), result.stdout
+    code = function_code(out, objdump, "max_pool2d")
+    assert code, "no max_pool2d function in the library"
+    assert re.search(vector_max, code) and not re.search(scalar_max, code), code[:3000]

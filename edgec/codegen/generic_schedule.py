@@ -61,6 +61,8 @@ class ParallelVectorize:
         sch = s_tir.Schedule(func)
         blocks = root_blocks(sch)
         for block in blocks[:-1]:
+            if _pads_a_window(sch, block):
+                continue
             try:
                 sch.compute_inline(block)
             except s_tir.ScheduleError:  # not inlinable (reduction, several consumers)
@@ -85,6 +87,9 @@ class ParallelVectorize:
             return
         if spatial < len(kinds) and _contiguous_lanes(stmt, spatial):
             _vectorize_across_reduction(sch, block, loops, spatial)
+            return
+        if spatial < len(kinds) and _reduces_windows(stmt, spatial):
+            _vectorize_rows_across_window(sch, block, loops, spatial)
             return
         inner = extent(sch, loops[-1])
         if spatial == len(kinds) and len(loops) > 1 and inner:  # purely spatial: rows
@@ -140,3 +145,53 @@ def _vectorize_across_reduction(sch: s_tir.Schedule, block, loops: list, spatial
     sch.vectorize(lane)  # before decompose_reduction: afterwards TVM refuses it
     init = sch.decompose_reduction(block, loops[spatial])
     sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _reduces_windows(stmt, spatial: int) -> bool:
+    """True for a pooling window: a reduction whose last spatial axis (the output column)
+    indexes the innermost dimension of its input (as column * stride + tap), in a multiple
+    of 4 columns to make whole vectors of."""
+    from tvm.tirx.analysis import undefined_vars
+
+    column = stmt.iter_vars[spatial - 1]
+    extent_value = column.dom.extent
+    if not isinstance(extent_value, tirx.IntImm) or int(extent_value) % 4:
+        return False  # whole vectors only: a partial one would need a predicate
+    for region in stmt.reads:
+        indices = [r.min for r in region.region]
+        if not indices or not any(column.var.same_as(v) for v in undefined_vars(indices[-1])):
+            return False
+        if any(column.var.same_as(v) for i in indices[:-1] for v in undefined_vars(i)):
+            return False
+    return True
+
+
+def _vectorize_rows_across_window(sch: s_tir.Schedule, block, loops: list, spatial: int) -> None:
+    """A pool over plain rows (NCHW, NHWC's pools come packed): a vector of output columns
+    accumulates over the window taps, each tap one (strided) load of the row. Scalar, with
+    the window innermost, ShuffleNetV2's 3x3/2 stem pool over 24x112x112 took 10% of the
+    model's estimated single-thread time on x86 (0.97 of 9.5 ms)."""
+    length = extent(sch, loops[spatial - 1]) or 1
+    lanes = max(d for d in (16, 8, 4) if length % d == 0)
+    outer, lane = sch.split(loops[spatial - 1], [None, lanes])
+    sch.reorder(*loops[:spatial - 1], outer, *loops[spatial:], lane)
+    if spatial > 1:
+        sch.parallel(sch.fuse(*loops[:spatial - 1]))
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(block, loops[spatial])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _pads_a_window(sch: s_tir.Schedule, block) -> bool:
+    """A pool's padded copy of its input: kept as a copy, so that every window tap is one
+    plain (strided) vector load; inlined, each lane's load carried its own bounds test and
+    aarch64 ran the pool as scalar compares and selects."""
+    if not sch.get(block).name_hint.startswith("pad_temp"):
+        return False
+    for consumer in sch.get_consumers(block):
+        stmt = sch.get(consumer)
+        kinds = [iv.iter_type for iv in stmt.iter_vars]
+        spatial = next((i for i, k in enumerate(kinds) if k != tirx.IterVar.DataPar), len(kinds))
+        if 0 < spatial < len(kinds) and _reduces_windows(stmt, spatial):
+            return True
+    return False
