@@ -77,7 +77,8 @@ def test_a_kernel_that_cannot_be_scheduled_fails_loudly(every_kernel_net, monkey
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("model", "target_name"), [("mobilenet_v2", "x86_64"),
-                                                     ("resnet18", "x86_64-avx512-vnni")])
+                                                     ("resnet18", "x86_64-avx512-vnni"),
+                                                     ("mobilenet_v3_small", "rpi5")])
 def test_shipped_logs_cover_every_function_of_the_models_they_were_tuned_on(model,
                                                                              target_name):
     """The restructure kept TE compute names and workloads: every function of a model the

@@ -157,6 +157,8 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
         report.seeded = _failing_as_tune_error(
             target, work_dir, ms.seed_database, database, tasks, tvm_target,
             schedule_function, builder, runner)
+        if simulated:  # searched candidates must beat the default by the estimate's error
+            runner = simulated_board.runner(target, simulated_board.HANDICAP)
     pending, pending_rows, fresh = [], [], []
     layers = sources(target, options) if options.dry_run else []
     for task in tasks:
