@@ -29,12 +29,11 @@ def where_measured(target: Target, on_board: bool = False) -> str | None:
     """"measured on <cpu>" for a target this machine runs, "measured on <target> board" when
     a board is given (--rpc, --tracker, --ssh; not its address, which changes between
     sessions), "estimated for <core>" for one with a [board] core, None when none applies."""
+    core = target.board.get("core") if target.board else None
     if on_board:
-        core = target.board.get("core") if target.board else None
         return f"measured on {target.name} board" + (f" ({core})" if core else "")
     if target.is_native:
         return f"measured on {host_label()}"
-    core = target.board.get("core") if target.board else None
     return f"estimated for {core}" if core else None
 
 
@@ -104,14 +103,16 @@ def interleaved_medians(timers: Mapping[str, Callable[[], float]], say: Callable
 
 def library_timer(library: Path, inputs: Mapping[str, Any]) -> Callable[[], float]:
     """A timer of one exported library on this machine: the median of RUNS inferences."""
-    from edgec import latency, runtime
+    from edgec import runtime
 
-    model = runtime.load(library, check=False)
+    return model_timer(runtime.load(library, check=False), inputs)
 
-    def median_ms() -> float:
-        return latency.benchmark(model, inputs, runs=RUNS, warmup=2).stats()["median"]
 
-    return median_ms
+def model_timer(model: Any, inputs: Mapping[str, Any]) -> Callable[[], float]:
+    """A timer of one loaded model, here or on a board: the median of RUNS inferences."""
+    from edgec import latency
+
+    return lambda: latency.benchmark(model, inputs, runs=RUNS, warmup=2).stats()["median"]
 
 
 def estimate_ms(library: Path) -> float:
@@ -127,21 +128,14 @@ def time_libraries(libraries: Mapping[str, Path], target: Target, inputs: Mappin
     interleaved rounds, else here in interleaved rounds for a target this machine runs,
     else estimated for the target's [board] core."""
     if board is not None:
-        from edgec import latency
         from edgec.boards import sessions
 
         with sessions.open_board(board, progress=say) as remote:
-            models = {}
+            timers = {}
             for name, library in libraries.items():
                 say(f"{what}: uploading {name} to {remote.where}")
-                models[name] = remote.load(library)
-
-            def remote_timer(model):
-                return lambda: latency.benchmark(model, inputs, runs=RUNS,
-                                                 warmup=2).stats()["median"]
-
-            return interleaved_medians({name: remote_timer(m) for name, m in models.items()},
-                                       say, what)
+                timers[name] = model_timer(remote.load(library), inputs)
+            return interleaved_medians(timers, say, what)
     if target.is_native:
         return interleaved_medians({name: library_timer(library, inputs)
                                     for name, library in libraries.items()}, say, what)

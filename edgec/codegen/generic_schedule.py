@@ -80,9 +80,7 @@ class ParallelVectorize:
         loops = sch.get_loops(block)
         if len(loops) != len(kinds) or not loops:
             return
-        spatial = 0
-        while spatial < len(kinds) and kinds[spatial] == tirx.IterVar.DataPar:
-            spatial += 1
+        spatial = _leading_spatial(stmt)
         if spatial == 0:
             return
         if spatial < len(kinds) and _contiguous_lanes(stmt, spatial):
@@ -105,6 +103,12 @@ class ParallelVectorize:
             spatial -= 1
         if spatial:
             sch.parallel(sch.fuse(*loops[:spatial]) if spatial > 1 else loops[0])
+
+
+def _leading_spatial(stmt) -> int:
+    """How many of a block's iteration axes, from the outermost, are spatial."""
+    kinds = [iv.iter_type for iv in stmt.iter_vars]
+    return next((i for i, k in enumerate(kinds) if k != tirx.IterVar.DataPar), len(kinds))
 
 
 def _contiguous_lanes(stmt, spatial: int) -> bool:
@@ -190,8 +194,7 @@ def _pads_a_window(sch: s_tir.Schedule, block) -> bool:
         return False
     for consumer in sch.get_consumers(block):
         stmt = sch.get(consumer)
-        kinds = [iv.iter_type for iv in stmt.iter_vars]
-        spatial = next((i for i, k in enumerate(kinds) if k != tirx.IterVar.DataPar), len(kinds))
-        if 0 < spatial < len(kinds) and _reduces_windows(stmt, spatial):
+        spatial = _leading_spatial(stmt)
+        if 0 < spatial < len(stmt.iter_vars) and _reduces_windows(stmt, spatial):
             return True
     return False

@@ -121,8 +121,9 @@ class _Estimating(ms.runner.PyRunner):
         results = self.estimate(jobs)  # artifacts: removed by the caller, as after any runner
         futures = []
         for seconds, error in results:
-            result = ms.runner.RunnerResult(
-                None if seconds is None else [seconds], error or None if seconds is None else None)
+            ok = seconds is not None
+            result = ms.runner.RunnerResult([seconds] if ok else None,
+                                            None if ok else (error or None))
             futures.append(ms.runner.RunnerFuture(lambda: True, lambda r=result: r))
         return futures
 
