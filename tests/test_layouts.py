@@ -232,3 +232,55 @@ def test_transposed_convs_whose_kernel_is_their_stride_run_on_edgec_kernels(layo
         assert result.verify is not None and result.verify.ok, result.verify.summary()
         on_topi = [n for n in result.tuning.get("generic_names", []) if "conv2d_transpose" in n]
         assert bool(on_topi) == (kernel == 4), (kernel, result.tuning.get("generic_names"))
+
+
+def _fma_registers(library: Path, function: str) -> dict[str, int]:
+    """FP32 FMA instructions by register class, and gathers, in one function of a library's
+    code (objdump, not edgec)."""
+    import subprocess
+
+    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)],
+                             capture_output=True, text=True, check=True).stdout
+    counts = {"xmm": 0, "ymm": 0, "zmm": 0, "gathers": 0}
+    inside = False
+    for line in listing.splitlines():
+        if re.match(r"[0-9a-f]+ <.*>:$", line):
+            inside = f"<{function}" in line
+        if not inside:
+            continue
+        if re.search(r"\bvfmadd\d+ps\b", line):
+            kind = re.search(r"%([xyz]mm)\d+", line)
+            counts[kind.group(1)] += 1 if kind else 0
+        if re.search(r"\b(vgatherdps|vgatherqps|vinsertps)\b", line):
+            counts["gathers"] += 1
+    return counts
+
+
+@pytest.mark.parametrize(("channels", "stride"), [(20, 2), (58, 1), (116, 1)])
+def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels, stride,
+                                                                        tmp_path):
+    """MediaPipe's and ShuffleNetV2's channel counts (20, 58, 116) on AVX-512's 16 lanes: the
+    last channel tile overlaps the one before instead of narrowing every vector to the
+    widest divisor (4 lanes for 20 and 116, 0.46 of ShuffleNetV2's 2.4 ms) or gathering
+    clamped channels (58). Checked against ONNX Runtime; objdump shows the FMAs on zmm
+    registers and no gathers in the conv's loop."""
+    rng = np.random.default_rng(channels)
+    weight = rng.standard_normal((channels, 1, 3, 3)).astype(np.float32)
+    bias = rng.standard_normal(channels).astype(np.float32)
+    size = 15
+    out = (size + 2 - 3) // stride + 1
+    path = save_model(
+        [helper.make_node("Conv", ["x", "w", "b"], ["y"], kernel_shape=[3, 3],
+                          strides=[stride, stride], pads=[1, 1, 1, 1], group=channels)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, out, out])],
+        [numpy_helper.from_array(weight, "w"), numpy_helper.from_array(bias, "b")],
+        tmp_path / "depthwise.onnx")
+    library = tmp_path / "depthwise.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NHWC", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    fmas = _fma_registers(library, "fused_depthwise_conv2d_nhwc")
+    # Before, 20 and 116 channels ran on xmm FMAs and 58 had 60 gathers.
+    assert fmas["zmm"] > 0 and fmas["xmm"] == fmas["ymm"] == 0, fmas
+    assert fmas["gathers"] == 0, fmas

@@ -34,10 +34,15 @@ def output_width(channels: int, cpu) -> int:
 
 
 def depthwise_lanes(channels: int, cpu) -> int:
-    """Channels per vector of an NHWC depthwise conv: the widest of a register, half of it
-    or 4 that divides the channel count (MediaPipe's 24, 28, 88 ... channels), else a full
-    register whose last lanes read a clamped channel and are cropped (a gather)."""
-    widths = [w for w in (cpu.float_lanes, cpu.float_lanes // 2, 4) if w >= 4]
+    """Channels per vector of an NHWC depthwise conv: a full register when the channels
+    fill one (a last tile the register does not divide overlaps the one before it, see
+    plain_kernels.depthwise_tile_start), else the widest of half a register or 4 that
+    divides them, else a full register whose last lanes read a clamped channel (a gather).
+    ShuffleNetV2's 116-channel depthwise convs had taken 4 lanes on AVX-512 (the widest
+    divisor): 0.46 ms of its 2.4."""
+    if channels >= cpu.float_lanes:
+        return cpu.float_lanes
+    widths = [w for w in (cpu.float_lanes // 2, 4) if w >= 4]
     return next((w for w in widths if channels % w == 0), cpu.float_lanes)
 
 

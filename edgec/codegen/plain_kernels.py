@@ -44,17 +44,31 @@ def pack_nhwc_kernel(kernel, layout: str, wide: int):
     )
 
 
+def depthwise_tile_start(t, lanes: int, channels: int):
+    """First channel of depthwise tile t. When `lanes` does not divide the channels, the
+    last tile is moved back to end at the last channel, overlapping the one before: every
+    tile is then a contiguous vector load in bounds (116 channels on 16 lanes: tiles at
+    0, 16, ..., 96 and 100). Fewer channels than lanes: one tile, its lanes past the last
+    channel clamped (a gather) and cropped."""
+    if channels % lanes == 0 or channels < lanes:
+        return t * lanes
+    return te.min(t * lanes, channels - lanes)
+
+
+def _depthwise_channel(t, v, lanes: int, channels: int):
+    c = depthwise_tile_start(t, lanes, channels) + v
+    return te.min(c, channels - 1) if channels < lanes else c
+
+
 def pack_nhwc_depthwise_kernel(kernel, layout: str, lanes: int):
     """Depthwise weights, OHWI (C, KH, KW, 1) or HWOI (KH, KW, C, 1), as (ceil(C/lanes), KH,
-    KW, lanes), zero-padded."""
+    KW, lanes) in the channel order of depthwise_tile_start."""
     dims = _weight_dims(kernel, layout)
     channels = dims["O"]
     return te.compute(
         (padded_tiles(channels, lanes), dims["H"], dims["W"], lanes),
-        lambda t, kh, kw, v: te.if_then_else(
-            t * lanes + v < channels,
-            _weight_at(kernel, layout, te.min(t * lanes + v, channels - 1), kh, kw, 0),
-            te.const(0, kernel.dtype)),
+        lambda t, kh, kw, v: _weight_at(kernel, layout,
+                                        _depthwise_channel(t, v, lanes, channels), kh, kw, 0),
         name="nhwc_depthwise_kernel_pack",
     )
 
@@ -118,20 +132,25 @@ def depthwise_conv2d_nhwc(data, kernel, strides, padding, dilation, groups, out_
     tiles, kh_size, kw_size, lanes = (int(d) for d in kernel.shape)
     out_h, out_w, kh, kw, window = _nhwc_window(data, (kh_size, kw_size), strides, padding,
                                                 dilation, out_dtype)
-
-    def channel(t, v):
-        c = t * lanes + v
-        return c if channels % lanes == 0 else te.min(c, channels - 1)  # padded lanes: cropped
-
     accumulated = te.compute(
         (n, tiles, out_h, out_w, lanes),
         lambda b, t, y, x, v: te.sum(
-            window(b, y, x, channel(t, v)) * kernel[t, kh, kw, v].astype(out_dtype),
+            window(b, y, x, _depthwise_channel(t, v, lanes, channels))
+            * kernel[t, kh, kw, v].astype(out_dtype),
             axis=[kh, kw],
         ),
         name="depthwise_conv2d_nhwc_packed",
+        attrs=({} if channels % lanes == 0 or channels < lanes
+               else {"edgec_overlapping_tiles": 1}),
     )
-    return _unpack_nhwc(accumulated, channels, "depthwise_conv2d_nhwc_unpack")
+    if channels % lanes == 0 or channels < lanes:
+        return _unpack_nhwc(accumulated, channels, "depthwise_conv2d_nhwc_unpack")
+
+    def unpack(b, y, x, c):  # channels of the overlapping last tile come from it
+        t = te.min(c // lanes, tiles - 1)
+        return accumulated[b, t, y, x, c - depthwise_tile_start(t, lanes, channels)]
+
+    return te.compute((n, out_h, out_w, channels), unpack, name="depthwise_conv2d_nhwc_unpack")
 
 
 def depthwise_conv2d_nchw(data, kernel, strides, padding, dilation, groups, out_dtype):

@@ -23,15 +23,33 @@ def choose_block(ir, widest: int) -> int:
     candidates = [b for b in (widest, widest // 2, widest // 4) if b >= 4] or [widest]
     convs = _convs(ir)
 
-    def packed_macs(block: int) -> int:
-        return sum(macs for macs, inputs, outputs, per_group in convs
-                   if outputs % block == 0 and (inputs % block == 0 or inputs < block)
-                   and (per_group % block == 0 or per_group == 1 or inputs < block))
-
     # Narrowing halves the vector width of every layer, so it must pay: a UNet's 4-class
     # output conv (under 1% of the MACs) is no reason to run the rest at half width.
-    packed = {b: packed_macs(b) for b in candidates}
+    packed = {b: _packed_macs(convs, b) for b in candidates}
     return next(b for b in candidates if packed[b] >= 0.98 * max(packed.values()))
+
+
+def packs_poorly(ir, widest: int) -> bool:
+    """Whether the packed layout would serve this float model badly, so that NHWC (which
+    takes any channel count) is the better default: its block narrows to a quarter of the
+    vector or less, or it leaves more than 5% of the conv MACs unpacked (NCHW, with layout
+    transforms around them). ShuffleNetV2's 58- and 116-channel branches do both on
+    AVX-512 (NCHW4c, its 58-channel stage unpacked): packed took 3.80 ms there, NHWC 2.42
+    (x86_64-avx512-vnni, this Xeon, side by side). MobileNetV2's NCHW8c on AVX-512 packs
+    everything and stays: NHWC measured 1.03x of it."""
+    convs = _convs(ir)
+    total = sum(macs for macs, *_ in convs)
+    if not total:
+        return False
+    block = choose_block(ir, widest)
+    return block * 4 <= widest or _packed_macs(convs, block) < 0.95 * total
+
+
+def _packed_macs(convs: list, block: int) -> int:
+    """MACs of the convs NCHW{block}c packs (stems, with fewer inputs than the block, too)."""
+    return sum(macs for macs, inputs, outputs, per_group in convs
+               if outputs % block == 0 and (inputs % block == 0 or inputs < block)
+               and (per_group % block == 0 or per_group == 1 or inputs < block))
 
 
 def _convs(ir) -> list[tuple[int, int, int, int]]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from edgec.errors import ConfigError, did_you_mean
-from edgec.layout.blocks import block_of, choose_block
+from edgec.layout.blocks import block_of, choose_block, packs_poorly
+from edgec.layout.nhwc_regions import keep_nhwc
 from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
 from edgec.model import Model
@@ -14,11 +15,13 @@ from edgec.targets import LAYOUTS, Target
 CHOICES = ("default", "auto", *LAYOUTS)
 
 
-def resolve(layout: str, target: Target, ir=None) -> str:
+def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> str:
     """The concrete layout for a --layout choice: "default" (and "auto", until measured)
     take the target's default and "NCHWc" gets its block from the target's vector width
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
-    `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is.
+    `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is. A float model
+    whose channel counts the packed layout serves badly (`packs_poorly`) defaults to NHWC;
+    a `quantized` one stays packed, where its 8-bit kernels are.
 
     Raises:
         ConfigError: unknown layout name.
@@ -30,11 +33,13 @@ def resolve(layout: str, target: Target, ir=None) -> str:
             f'unknown layout "{layout}"{did_you_mean(layout, CHOICES)}; '
             f'use one of {", ".join(CHOICES)}'
         )
+    widest = target.cpu.nchwc_block
     if layout in ("default", "auto"):
         layout = target.default_layout
+        if layout == "NCHWc" and ir is not None and not quantized and packs_poorly(ir, widest):
+            return "NHWC"
     if layout != "NCHWc":
         return layout
-    widest = target.cpu.nchwc_block
     block = widest if ir is None else choose_block(ir, widest)
     return f"NCHW{block}c"
 
@@ -79,9 +84,12 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
     ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
-    concrete = resolve(layout, target, ir)
+    quantized = any(step.startswith("quantize:") for step in model.applied)
+    concrete = resolve(layout, target, ir, quantized)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
+    if concrete == "NHWC":
+        ir = keep_nhwc(ir)
     ir = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(ir))
     if block_of(concrete):
         ir = pack_stem_outputs(ir, concrete)
