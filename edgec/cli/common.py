@@ -11,7 +11,8 @@ DEFAULT_TARGET = "x86_64"
 
 
 LAYOUT_HELP = ("Data layout of the convs: default (the target's: packed NCHWc on every "
-               "shipped target), auto (build the packed and NHWC candidates, time them here "
+               "shipped target; NHWC for a float model whose channel counts the packed "
+               "block does not fit, as ShuffleNetV2's), auto (build the packed and NHWC candidates, time them here "
                "or estimate them for the target's board, keep the fastest; the decision is "
                "stored beside your tuning logs), NCHWc (packed, block from the target's "
                "vector width), NHWC (as fast as packed for float models) or NCHW (1.6-1.8x "
