@@ -21,7 +21,7 @@ def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> st
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
     `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is. A float model
     whose channel counts the packed layout serves badly (`packs_poorly`) defaults to NHWC;
-    a `quantized` one stays packed, where its 8-bit kernels are.
+    a `quantized` one is packed whatever the target's default, as its 8-bit kernels are.
 
     Raises:
         ConfigError: unknown layout name.
@@ -36,7 +36,9 @@ def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> st
     widest = target.cpu.nchwc_block
     if layout in ("default", "auto"):
         layout = target.default_layout
-        if layout == "NCHWc" and ir is not None and not quantized and packs_poorly(ir, widest):
+        if quantized:
+            layout = "NCHWc"  # the 8-bit (and float16) kernels are packed-layout ones
+        elif layout == "NCHWc" and ir is not None and packs_poorly(ir, widest):
             return "NHWC"
     if layout != "NCHWc":
         return layout
@@ -46,17 +48,18 @@ def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> st
 
 def expected_cost_warning(layout: str, mode: str | None) -> str | None:
     """What a slow layout choice costs, measured (README "Layouts"), or None when the layout
-    runs at the packed layout's speed. NHWC float convs do (0.94-1.03x of packed on
-    MobileNetV2, 1.00x on ResNet-18, x86); NCHW ones are 1.6-1.8x slower, and 8-bit convs
-    have dot-product (and float16) kernels only in the packed layout. `mode`: the
-    quantization mode (int8, fp16) or None."""
+    runs at the packed layout's speed. NHWC float convs do (0.49-1.04x of packed on the ten
+    zoo models, x86, bench/layouts.py); NCHW ones are 1.2-3.2x slower on eight of them, and
+    8-bit convs have dot-product (and float16) kernels only in the packed layout. `mode`:
+    the quantization mode (int8, fp16) or None."""
     if mode and layout in ("NCHW", "NHWC"):
         return (f"{mode.upper()} convs in {layout} run on TVM's generic kernels, no faster "
                 "than FP32; edgec's kernels for them need the packed layout (--layout NCHWc, "
-                "the default)")
+                "or the default, which packs INT8 and FP16 builds)")
     if layout == "NCHW":
-        return ("NCHW builds ran 1.6-1.8x slower than the packed layout (ResNet-18 and "
-                "MobileNetV2 on x86); --layout NHWC or the default run at packed speed")
+        return ("NCHW builds ran 1.2-3.2x slower than the packed layout on most zoo models "
+                "(x86, bench/layouts.py); --layout NHWC or the default run at packed speed "
+                "or faster")
     return None
 
 
