@@ -23,7 +23,7 @@ import measures  # bench/ is on sys.path when run as a script
 import onnx
 import runtimes
 
-from edgec import frontend, layout, targets, tune, zoo
+from edgec import pipeline, targets, tune, zoo
 
 # The zoo at the sizes compare.py and the tests use; pp_lcnet and unet have symbolic H/W.
 SHAPES = {"pp_lcnet": {"input": (1, 3, 224, 224)}, "unet": {"input": (1, 3, 128, 128)}}
@@ -31,12 +31,9 @@ GOAL = 1.25
 
 
 def default_layout(name: str, target: str) -> str:
-    """The layout `--layout default` resolves to for a zoo model (edgec.layout.resolve)."""
-    from tvm import relax
-
-    model = frontend.import_model(f"zoo:{name}", SHAPES.get(name))
-    ir = relax.transform.DecomposeOpsForInference()(model.ir)
-    return layout.convert.resolve("default", targets.load(target), ir)
+    """The layout `--layout default` gives a zoo model for the target."""
+    return pipeline.prepare(f"zoo:{name}", targets.load(target), SHAPES.get(name),
+                            "default").layout
 
 
 def main() -> int:

@@ -12,6 +12,7 @@ import numpy as np
 
 from edgec import reference
 from edgec.errors import ConfigError
+from edgec.model import quantization_mode
 from edgec.tvm_compat.log_filters import quiet_scope_warnings
 
 # FP32 code that reorders sums (packed layouts, tiling) differs from ORT by rounding only;
@@ -73,8 +74,7 @@ def verify_tolerance(recorded: Mapping[str, Any], applied: Sequence[str]
         return recorded["rtol"], recorded["min_cosine"], recorded["why"]
     from edgec.quant.options import CHECK_TOLERANCE
 
-    modes = [step.split(":", 1)[1] for step in applied if step.startswith("quantize:")]
-    mode = modes[-1] if modes else None
+    mode = quantization_mode(applied)
     if mode == "int8":
         return (*_OLD_INT8_VERIFY, "int8 build (its metadata records no tolerance: edgec's "
                                    "fixed bound for INT8 against the float model)")

@@ -48,3 +48,15 @@ class Model:
     def evolve(self, step: str, **changes: Any) -> Model:
         """A copy with `changes` applied and `step` recorded in `applied`."""
         return dataclasses.replace(self, applied=(*self.applied, step), **changes)
+
+    @property
+    def quantization(self) -> str | None:
+        """The quantization mode applied ("int8", "fp16"), None for a float model."""
+        return quantization_mode(self.applied)
+
+
+def quantization_mode(applied: tuple[str, ...] | list[str]) -> str | None:
+    """The last "quantize:<mode>" step of a model's (or a library metadata's) applied
+    steps, None when there is none."""
+    modes = [step.split(":", 1)[1] for step in applied if step.startswith("quantize:")]
+    return modes[-1] if modes else None

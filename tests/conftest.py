@@ -62,6 +62,19 @@ def assert_only_error(result: subprocess.CompletedProcess, *needles: str) -> str
     return line
 
 
+def function_code(library: Path, objdump: str, name: str) -> str:
+    """The disassembly of every symbol of the library whose name contains `name` (with the
+    unnamed parallel-loop bodies that follow it)."""
+    import shutil
+    import subprocess
+
+    assert shutil.which(objdump), f"{objdump} (binutils) is needed to inspect the code"
+    text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(library)],
+                          capture_output=True, text=True, check=True).stdout
+    return "\n".join(part for part in text.split("\n\n")
+                     if part.split(":", 1)[0].count(name) and not part.startswith("Disas"))
+
+
 def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Path:
     graph = helper.make_graph(nodes, "test", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import save_model
+from conftest import function_code, save_model
 from edgec import build, frontend, layout, pipeline, targets, tune
 from edgec.errors import BuildError
 
@@ -144,19 +144,6 @@ def pooled_stem(path: Path) -> Path:
         nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 16, 16])], [weight],
         path)
-
-
-def function_code(library: Path, objdump: str, name: str) -> str:
-    """The disassembly of every symbol of the library whose name contains `name` (with the
-    unnamed parallel-loop bodies that follow it)."""
-    import shutil
-    import subprocess
-
-    assert shutil.which(objdump), f"{objdump} (binutils) is needed to inspect the code"
-    text = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(library)],
-                          capture_output=True, text=True, check=True).stdout
-    return "\n".join(part for part in text.split("\n\n")
-                     if part.split(":", 1)[0].count(name) and not part.startswith("Disas"))
 
 
 @pytest.mark.parametrize(("target_name", "objdump", "vector_max", "scalar_max"), [

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import save_model
+from conftest import function_code, save_model
 from edgec import pipeline
 
 GRAPHS = 6  # x 3 layouts: about 2 minutes on 2 cores
@@ -237,20 +237,12 @@ def test_transposed_convs_whose_kernel_is_their_stride_run_on_edgec_kernels(layo
 def _fma_registers(library: Path, function: str) -> dict[str, int]:
     """FP32 FMA instructions by register class, and gathers, in one function of a library's
     code (objdump, not edgec)."""
-    import subprocess
-
-    listing = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)],
-                             capture_output=True, text=True, check=True).stdout
     counts = {"xmm": 0, "ymm": 0, "zmm": 0, "gathers": 0}
-    inside = False
-    for line in listing.splitlines():
-        if re.match(r"[0-9a-f]+ <.*>:$", line):
-            inside = f"<{function}" in line
-        if not inside:
-            continue
+    for line in function_code(library, "objdump", function).splitlines():
         if re.search(r"\bvfmadd\d+ps\b", line):
             kind = re.search(r"%([xyz]mm)\d+", line)
-            counts[kind.group(1)] += 1 if kind else 0
+            if kind:
+                counts[kind.group(1)] += 1
         if re.search(r"\b(vgatherdps|vgatherqps|vinsertps)\b", line):
             counts["gathers"] += 1
     return counts

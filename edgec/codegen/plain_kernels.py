@@ -44,13 +44,18 @@ def pack_nhwc_kernel(kernel, layout: str, wide: int):
     )
 
 
+def _tiles_overlap(lanes: int, channels: int) -> bool:
+    """Whether the last depthwise tile overlaps the one before (depthwise_tile_start)."""
+    return channels % lanes != 0 and channels >= lanes
+
+
 def depthwise_tile_start(t, lanes: int, channels: int):
     """First channel of depthwise tile t. When `lanes` does not divide the channels, the
     last tile is moved back to end at the last channel, overlapping the one before: every
     tile is then a contiguous vector load in bounds (116 channels on 16 lanes: tiles at
     0, 16, ..., 96 and 100). Fewer channels than lanes: one tile, its lanes past the last
     channel clamped (a gather) and cropped."""
-    if channels % lanes == 0 or channels < lanes:
+    if not _tiles_overlap(lanes, channels):
         return t * lanes
     return te.min(t * lanes, channels - lanes)
 
@@ -140,10 +145,9 @@ def depthwise_conv2d_nhwc(data, kernel, strides, padding, dilation, groups, out_
             axis=[kh, kw],
         ),
         name="depthwise_conv2d_nhwc_packed",
-        attrs=({} if channels % lanes == 0 or channels < lanes
-               else {"edgec_overlapping_tiles": 1}),
+        attrs={"edgec_overlapping_tiles": 1} if _tiles_overlap(lanes, channels) else {},
     )
-    if channels % lanes == 0 or channels < lanes:
+    if not _tiles_overlap(lanes, channels):
         return _unpack_nhwc(accumulated, channels, "depthwise_conv2d_nhwc_unpack")
 
     def unpack(b, y, x, c):  # channels of the overlapping last tile come from it

@@ -20,9 +20,12 @@ def choose_block(ir, widest: int) -> int:
     cost more in NCHW on AVX-512 (block 16) than the whole model takes in NCHW8c. Stems
     (fewer input channels than the block) have their own kernel and do not count.
     """
-    candidates = [b for b in (widest, widest // 2, widest // 4) if b >= 4] or [widest]
-    convs = _convs(ir)
+    return _choose(_convs(ir), widest)
 
+
+def _choose(convs: list, widest: int) -> int:
+    """choose_block on the (MACs, inputs, outputs, per group) of a model's convs."""
+    candidates = [b for b in (widest, widest // 2, widest // 4) if b >= 4] or [widest]
     # Narrowing halves the vector width of every layer, so it must pay: a UNet's 4-class
     # output conv (under 1% of the MACs) is no reason to run the rest at half width.
     packed = {b: _packed_macs(convs, b) for b in candidates}
@@ -41,7 +44,7 @@ def packs_poorly(ir, widest: int) -> bool:
     total = sum(macs for macs, *_ in convs)
     if not total:
         return False
-    block = choose_block(ir, widest)
+    block = _choose(convs, widest)
     return block * 4 <= widest or _packed_macs(convs, block) < 0.95 * total
 
 

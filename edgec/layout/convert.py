@@ -87,8 +87,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
     ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
-    quantized = any(step.startswith("quantize:") for step in model.applied)
-    concrete = resolve(layout, target, ir, quantized)
+    concrete = resolve(layout, target, ir, model.quantization is not None)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
     if concrete == "NHWC":
