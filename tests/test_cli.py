@@ -128,9 +128,13 @@ def test_compile_rejects_an_unknown_target(tmp_path):
 
 
 def test_compile_names_the_missing_cross_compiler_and_its_package(tmp_path):
-    python_dir = Path(shutil.which("python3") or "/usr/bin/python3").parent
+    # A PATH with python3 alone: python3's own folder is /usr/bin on a stock Debian, where
+    # the cross compiler is installed too (the test then found it and compiled).
+    only_python = tmp_path / "bin"
+    only_python.mkdir()
+    (only_python / "python3").symlink_to(shutil.which("python3") or "/usr/bin/python3")
     result = run_cli("compile", "zoo:squeezenet1_1", "--target", "rpi4",
-                     "-o", str(tmp_path / "m.so"), env={"PATH": str(python_dir)})
+                     "-o", str(tmp_path / "m.so"), env={"PATH": str(only_python)})
     assert_clean_failure(result, "aarch64-linux-gnu-g++", "apt-get install g++-aarch64-linux-gnu")
     assert leftovers(tmp_path) == []
 
