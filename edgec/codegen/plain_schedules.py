@@ -1,5 +1,7 @@
-"""Default schedule for edgec.codegen.plain_kernels.depthwise_conv2d_nchw, the one plain
-layout kernel whose vectors run along the output row (the others use PackedConv's tile)."""
+"""Default schedules of the plain NCHW kernels whose vectors run along output pixels (the
+NHWC ones use PackedConv's tile): PlaneConv for edgec.codegen.nchw_planes' flat-plane convs,
+PlainDepthwiseConv for plain_kernels.depthwise_conv2d_nchw (dilations that skip a stride
+phase, which the flat planes do not take)."""
 
 from __future__ import annotations
 
@@ -40,3 +42,110 @@ class PlainDepthwiseConv:
             sch.vectorize(sch.get_loops(epilogue[-1])[-1])
         init = sch.decompose_reduction(conv, kh)
         sch.vectorize(sch.get_loops(init)[-1])
+
+
+_PLANE_BLOCKS = ("conv2d_nchw_planes", "depthwise_conv2d_nchw_planes")
+_LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectorized loop
+
+
+class PlaneConv:
+    """Schedule of edgec.codegen.nchw_planes' flat-plane NCHW convs: parallel over (batch,
+    output-channel tile); a register tile of `vectors` pixel vectors (times the dense
+    conv's output channels) accumulated across the whole reduction; the crop and
+    bias/activation epilogue on each channel tile's planes while they are in cache."""
+
+    def __init__(self, vectors: int | None = None):
+        self.vectors = vectors  # pixel vectors per register tile (None: the kernel's)
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        if not isinstance(func, tirx.PrimFunc):
+            return None
+        sch = s_tir.Schedule(func)
+        names = [sch.get(b).name_hint for b in root_blocks(sch)]
+        found = [n for n in names if n in _PLANE_BLOCKS]
+        if len(found) != 1:
+            return None
+        return schedule_named(func, found[0], self._schedule)
+
+    def _schedule(self, sch: s_tir.Schedule) -> None:
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        index = next(i for i, n in enumerate(names) if n in _PLANE_BLOCKS)
+        conv, epilogue = blocks[index], blocks[index + 1:]
+        for block in epilogue[:-1]:
+            sch.compute_inline(block)
+        planes = None
+        for block in blocks[:index]:
+            if sch.get(block).name_hint == "phase_planes":
+                planes = block
+            else:  # weight packing (folded at build time) and casts
+                sch.compute_inline(block)
+        annotations = sch.get(conv).annotations
+        lanes, vectors = int(annotations["edgec_lanes"]), int(annotations["edgec_vectors"])
+        loops = sch.get_loops(conv)
+        depthwise = sch.get(conv).name_hint.startswith("depthwise")
+        length = extent(sch, loops[2 if depthwise else 3]) or 0
+        if self.vectors and length % (self.vectors * lanes) == 0:
+            vectors = self.vectors  # a searched tile that divides the accumulated plane
+        if depthwise:
+            batch, channel, pixel, *reduction = loops
+            tiles = []
+        else:
+            batch, channel, tile, pixel, *reduction = loops
+            tiles = [tile]
+        outer, vector, lane = sch.split(pixel, [None, vectors, lanes])
+        sch.reorder(outer, *reduction, *tiles, vector, lane)
+        task = sch.fuse(batch, channel)
+        if epilogue:
+            # The crop (pixel y*pitch + x of the flat plane) and the bias/activation run in
+            # the same parallel task as the channel tile that feeds them, while its planes
+            # are in cache. reverse_compute_at cannot place them (it finds no loop domain
+            # for a flat index), so their channel loop is split alike and the two task loops
+            # merged.
+            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], len(tiles) and int(
+                sch.get(conv).writes[0].source.shape[2])))
+        sch.parallel(task)
+        if planes is not None:
+            # A pass of its own, before the conv: computed at the task (in cache, for a
+            # depthwise conv), TVM shrinks it to the last tap's reach, not a whole row,
+            # and the copy loses its split into rows.
+            self._schedule_planes(sch, planes)
+        for loop in (*tiles, vector):
+            sch.unroll(loop)
+        sch.vectorize(lane)
+        init = sch.decompose_reduction(conv, reduction[0])
+        sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
+        """The phase copy row by row (its flat index split at the pitch, so each row is a
+        run of contiguous writes), each row in vectors."""
+        loops = sch.get_loops(planes)
+        annotations = sch.get(planes).annotations
+        pitch = int(annotations["edgec_pitch"])
+        first, end = (int(c) for c in annotations["edgec_inner_columns"])
+        _, col = sch.split(loops[-1], [None, pitch])
+        sch.parallel(sch.fuse(*loops[:2]))
+        parts = [n for n in (first, end - first) if n]
+        if end == pitch and len(parts) < 2:
+            PlaneConv._vectorize_row(sch, col)
+            return
+        pieces = sch.loop_partition(col, [*parts, None] if end < pitch else [*parts[:-1], None])
+        sch.vectorize(pieces[1 if first else 0])  # a partitioned loop cannot be split again
+
+    @staticmethod
+    def _epilogue_tasks(sch: s_tir.Schedule, block, tile: int):
+        """The epilogue's (batch, channel tile) loop, its rows vectorized."""
+        batch, channel, _, col = sch.get_loops(block)
+        if tile:
+            channel, _ = sch.split(channel, [None, tile])
+        PlaneConv._vectorize_row(sch, col)
+        return sch.fuse(batch, channel)
+
+    @staticmethod
+    def _vectorize_row(sch: s_tir.Schedule, col) -> None:
+        width = extent(sch, col) or 1
+        if width <= _LONGEST_VECTOR_ROW:
+            sch.vectorize(col)
+        else:
+            sch.vectorize(sch.split(col, [None, 16])[-1])

@@ -4,9 +4,10 @@ MetaSchedule's generic space (multi-level tiling of any loop nest) rarely beat e
 default micro-kernels (README "Tuning"): most of its candidates break the register tile.
 This space keeps the kernel's design and varies what the rules guess: pixels per register
 tile, output-channel vectors per tile, the dense reduction order and the parallel order
-(edgec.codegen.schedules.ConvKnobs), and the row lengths of the Winograd GEMM and of plain
-NCHW depthwise tiles. Each variant is a traced Schedule, measured and recorded like any
-tuning record (edgec.tune.kernel_space); the default schedule is always one of them.
+(edgec.codegen.schedules.ConvKnobs), the row lengths of the Winograd GEMM and of plain
+NCHW depthwise tiles, and the pixel vectors of flat-plane NCHW tiles. Each variant is a
+traced Schedule, measured and recorded like any tuning record (edgec.tune.kernel_space);
+the default schedule is always one of them.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import itertools
 from tvm import s_tir, tirx
 
 from edgec.codegen.generic_schedule import root_blocks
-from edgec.codegen.plain_schedules import PlainDepthwiseConv
+from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
 from edgec.codegen.schedules import ConvKnobs, PackedConv, schedule_rule
 from edgec.codegen.winograd_schedule import WinogradConv
 
@@ -24,6 +25,7 @@ _ROWS = (2, 4, 6, 8)  # pixels per register tile, at most
 _INT8_ROWS = (4, 6, 8, 10, 12, 14)  # INT8 on dot instructions with 32 vector registers
 _WINOGRAD_ROWS = (2, 4, 6, 8, 12)
 _PLAIN_DEPTHWISE_ROWS = (4, 8, 16, 32)
+_PLANE_VECTORS = (1, 2, 3, 4, 6)  # pixel vectors of a flat-plane NCHW tile
 
 
 def variants(func: tirx.PrimFunc, target) -> list[s_tir.Schedule]:
@@ -35,6 +37,8 @@ def variants(func: tirx.PrimFunc, target) -> list[s_tir.Schedule]:
     elif isinstance(rule, WinogradConv):
         rules = [WinogradConv(r, t) for t in (1, 2)
                  for r in sorted(_WINOGRAD_ROWS, key=lambda r: abs(r - 8))]
+    elif isinstance(rule, PlaneConv):  # a count that does not divide the plane is skipped
+        rules = [PlaneConv(v) for v in _PLANE_VECTORS]
     elif isinstance(rule, PlainDepthwiseConv):
         rules = [PlainDepthwiseConv(r) for r in sorted(_PLAIN_DEPTHWISE_ROWS,
                                                        key=lambda r: abs(r - 16))]

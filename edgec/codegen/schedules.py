@@ -88,10 +88,11 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 
 
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
-    from edgec.codegen.plain_schedules import PlainDepthwiseConv
+    from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
     from edgec.codegen.winograd_schedule import WinogradConv
 
-    for rule in (WinogradConv(), PackedConv(), PlainDepthwiseConv(), ParallelVectorize()):
+    for rule in (WinogradConv(), PackedConv(), PlaneConv(), PlainDepthwiseConv(),
+                 ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch

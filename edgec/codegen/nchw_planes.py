@@ -1,0 +1,178 @@
+"""Compute definitions for plain NCHW convs vectorized over output pixels.
+
+In NCHW a pixel's channels are a plane apart, so the packed kernels' tile (a row of pixels
+times a vector of output channels) read its inputs one plane per FMA and wrote its outputs
+transposed into planes: MobileNetV2 in NCHW ran 2.2x behind the packed layout, its stride-2
+depthwise convs (vectorized along rows, every lane a strided load) 0.51 ms of 5.8. Here
+each output plane is computed flat, as a sequence of pixels, so every vector is a
+contiguous run of one plane:
+
+- the input is padded and split into stride phases ("polyphase"): phase (ph, pw) holds the
+  padded pixels (y*sh + ph, x*sw + pw), row after row at a pitch of ceil(padded_w / sw).
+  Tap (kh, kw) of output pixel q = y*pitch + x then reads phase ((kh*dh) % sh, (kw*dw) % sw)
+  at q + ((kh*dh) // sh) * pitch + (kw*dw) // sw: for every stride, the taps of a run of
+  output pixels are a run of input pixels (ncnn's NCHW kernels unroll each stride by hand;
+  here stride 2 is stride 1 over four phases);
+- outputs are accumulated over out_h rows at that pitch (the pitch - out_w extra columns
+  per row are computed and cropped: 2 of 9 on a 7x7 map with a 3x3 kernel), the flat length
+  rounded up to whole register tiles so no tile needs a tail;
+- dense convs accumulate `tile` output channels times a run of pixels: each input vector
+  feeds `tile` FMAs against broadcast weights (a GEMM micro-kernel over the flat plane);
+  depthwise convs a run of pixels of one channel.
+
+The phases are one copy of the input (for 1x1 stride-1 convs too: their planes are only
+padded at the end, to whole tiles); the crop to NCHW is the epilogue.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from tvm import te
+
+
+@dataclass(frozen=True)
+class PlaneGeometry:
+    """Where the taps of a flat output plane read their phase planes.
+
+    Attributes:
+        out_h, out_w: the conv's output size.
+        pitch: pixels per row of a phase plane and of the accumulated output plane.
+        phase_rows, phase_cols: stride phases along each axis (1 where the stride is 1 or
+            every tap falls on phase 0, as a 1x1 stride-2 conv's).
+        rows: rows of each phase plane (enough for every tap of the last tile).
+        length: accumulated pixels per output plane: out_h * pitch rounded up to a tile.
+        lanes, vectors: a register tile's pixels, `vectors` SIMD registers of `lanes`.
+    """
+
+    out_h: int
+    out_w: int
+    pitch: int
+    phase_rows: int
+    phase_cols: int
+    rows: int
+    length: int
+    strides: tuple[int, int]
+    dilation: tuple[int, int]
+    padding: tuple[int, int, int, int]
+    lanes: int
+    vectors: int
+
+    @property
+    def attrs(self) -> dict:
+        """The register tile, for the schedule (edgec.codegen.plain_schedules.PlaneConv)."""
+        return {"edgec_lanes": self.lanes, "edgec_vectors": self.vectors,
+                "edgec_pitch": self.pitch}
+
+    @property
+    def phases(self) -> int:
+        return self.phase_rows * self.phase_cols
+
+    def tap(self, kh, kw):
+        """(phase, offset) of tap (kh, kw): TE expressions of the reduction axes."""
+        (sh, sw), (dh, dw) = self.strides, self.dilation
+        phase = ((kh * dh) % sh) * self.phase_cols + (kw * dw) % sw
+        return phase, ((kh * dh) // sh) * self.pitch + (kw * dw) // sw
+
+
+def _axis_phases(size: int, stride: int, dilation: int) -> int | None:
+    """Phases the taps of one axis fall on; None when they are not 0..n-1 (a dilation that
+    skips a phase: the plain kernels take such a conv)."""
+    used = {(k * dilation) % stride for k in range(size)}
+    return len(used) if used == set(range(len(used))) else None
+
+
+def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: int,
+                   vectors: int = 1) -> PlaneGeometry | None:
+    """The flat-plane geometry of an NCHW conv whose register tile is `vectors` registers of
+    `lanes` pixels, None when its taps skip a phase."""
+    height, width = (int(d) for d in data_shape[2:4])
+    (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    top, left, bottom, right = padding
+    padded_h, padded_w = height + top + bottom, width + left + right
+    out_h = (padded_h - (kh_size - 1) * dh - 1) // sh + 1
+    out_w = (padded_w - (kw_size - 1) * dw - 1) // sw + 1
+    phase_rows, phase_cols = _axis_phases(kh_size, sh, dh), _axis_phases(kw_size, sw, dw)
+    if phase_rows is None or phase_cols is None or out_h <= 0 or out_w <= 0:
+        return None
+    pitch = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
+    tile = lanes * vectors
+    length = math.ceil(out_h * pitch / tile) * tile
+    reach = ((kh_size - 1) * dh // sh) * pitch + (kw_size - 1) * dw // sw  # farthest tap
+    rows = -(-(length + reach) // pitch)
+    return PlaneGeometry(out_h, out_w, pitch, phase_rows, phase_cols, rows, length,
+                         (sh, sw), (dh, dw), (top, left, bottom, right), lanes, vectors)
+
+
+def phase_planes(data, geometry: PlaneGeometry):
+    """(N, C, H, W) data as (N, C, phases, rows * pitch): padded, split into stride phases,
+    each phase's rows one after another; zero past the padded input."""
+    n, channels, height, width = (int(d) for d in data.shape)
+    g = geometry
+    (sh, sw), (top, left, _, _) = g.strides, g.padding
+
+    def value(b, c, phase, i):
+        y = (i // g.pitch) * sh + phase // g.phase_cols - top
+        x = (i % g.pitch) * sw + phase % g.phase_cols - left
+        inside = te.all(y >= 0, y < height, x >= 0, x < width)
+        return te.if_then_else(inside, data[b, c, y, x], te.const(0, data.dtype))
+
+    return te.compute((n, channels, g.phases, g.rows * g.pitch), value, name="phase_planes",
+                      attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width)})
+
+
+def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
+    """The columns [first, end) of a phase row that hold input pixels in every column
+    phase: the copy's schedule splits the row there, so this middle part is a run of
+    contiguous loads with no border test (the tests kept the whole copy scalar)."""
+    sw, left = g.strides[1], g.padding[1]
+    firsts = [max(0, -((pw - left) // sw)) for pw in range(g.phase_cols)]
+    ends = [min(g.pitch, -(-(width + left - pw) // sw)) for pw in range(g.phase_cols)]
+    first = max(firsts)
+    return first, max(first, min(ends))
+
+
+def _crop(accumulated, geometry: PlaneGeometry, channels: int, read):
+    n = int(accumulated.shape[0])
+    return te.compute((n, channels, geometry.out_h, geometry.out_w),
+                      lambda b, c, y, x: read(b, c, y * geometry.pitch + x),
+                      name="plane_crop")
+
+
+def conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_channels: int, out_dtype):
+    """Ungrouped NCHW conv with weights packed by edgec.codegen.kernels.pack_stem_kernel,
+    (ceil(O/tile), I, KH, KW, tile) -> (N, O, OH, OW)."""
+    chunks, i_channels, kh_size, kw_size, tile = (int(d) for d in kernel.shape)
+    planes = phase_planes(data, geometry)
+    ic = te.reduce_axis((0, i_channels), name="ic")
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+    phase, offset = geometry.tap(kh, kw)
+    accumulated = te.compute(
+        (int(data.shape[0]), chunks, tile, geometry.length),
+        lambda b, oc, t, q: te.sum(
+            planes[b, ic, phase, q + offset].astype(out_dtype)
+            * kernel[oc, ic, kh, kw, t].astype(out_dtype),
+            axis=[ic, kh, kw]),
+        name="conv2d_nchw_planes", attrs=geometry.attrs,
+    )
+    return _crop(accumulated, geometry, out_channels,
+                 lambda b, c, q: accumulated[b, c // tile, c % tile, q])
+
+
+def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtype):
+    """Depthwise NCHW conv, (C, 1, KH, KW) weights -> (N, C, OH, OW)."""
+    n, channels = (int(d) for d in data.shape[:2])
+    kh_size, kw_size = (int(d) for d in kernel.shape[2:])
+    planes = phase_planes(data, geometry)
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+    phase, offset = geometry.tap(kh, kw)
+    accumulated = te.compute(
+        (n, channels, geometry.length),
+        lambda b, c, q: te.sum(planes[b, c, phase, q + offset].astype(out_dtype)
+                               * kernel[c, 0, kh, kw].astype(out_dtype), axis=[kh, kw]),
+        name="depthwise_conv2d_nchw_planes", attrs=geometry.attrs,
+    )
+    return _crop(accumulated, geometry, channels, lambda b, c, q: accumulated[b, c, q])
