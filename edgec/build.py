@@ -116,7 +116,9 @@ def _failure_message(model: Model, target: Target, stage: str, ir: Any,
 
     op = errors.failing_op(err)
     where = f" at {op}" if op else ""
-    hint = "try --layout NCHW or another --target"
+    # The other plain layout: suggesting the one that just failed sends the user in a circle.
+    other = "NHWC" if model.layout == "NCHW" else "NCHW"
+    hint = f"try --layout {other} or another --target"
     if errors.debug_enabled():
         hint = f"the IR that failed is in {errors.save_failing_ir(ir, model.name)}; " + hint
     else:

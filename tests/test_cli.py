@@ -110,6 +110,25 @@ def test_compile_rejects_a_dynamic_model_without_shapes(dynamic_conv_model, tmp_
     assert leftovers(tmp_path) == []
 
 
+def test_dims_an_exporter_named_for_nobody_become_the_axes_roles_in_the_hint(
+        dynamic_conv_model, tmp_path):
+    """PaddlePaddle names every dynamic dim "DynamicDimension.N" (PP-LCNet's orientation
+    model); spelled back they read "DYNAMICDIMENSION_0", not a placeholder anyone fills."""
+    import onnx
+
+    model = onnx.load(str(dynamic_conv_model))
+    for value in (*model.graph.input, *model.graph.output):
+        for axis, dim in enumerate(value.type.tensor_type.shape.dim):
+            if dim.dim_param:
+                dim.dim_param = f"DynamicDimension.{axis}"
+    path = tmp_path / "paddle_named.onnx"
+    onnx.save(model, str(path))
+    result = run_cli("compile", str(path), "-o", str(tmp_path / "m.so"))
+    assert_only_error(result, "--input-shape image:BATCH,3,H,W (replace BATCH, H, W by sizes)")
+    assert "DYNAMICDIMENSION" not in result.stderr
+    assert leftovers(tmp_path) == []
+
+
 def test_an_input_shape_too_small_for_the_model_is_one_line_naming_the_op(tmp_path):
     result = run_cli("compile", "zoo:squeezenet1_1", "--input-shape", "input:1,3,8,8",
                      "-o", str(tmp_path / "m.so"))

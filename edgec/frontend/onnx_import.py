@@ -110,6 +110,12 @@ def resolve_input_shapes(
     return shapes
 
 
+# Names exporters give dims nobody named (PaddlePaddle's "DynamicDimension.0", tf2onnx's
+# "unk__123", "?"): as placeholders they read as noise ("DYNAMICDIMENSION_0").
+_GENERATED_DIM = re.compile(r"^(\?|DynamicDimension\.\d+|unk__\d+|dim_?\d*|-1)?$", re.IGNORECASE)
+_IMAGE_AXES = ("BATCH", "C", "H", "W")
+
+
 def _shape_hint(open_inputs: Mapping[str, list[int | str]]) -> str:
     """--input-shape options spelled from the model's own dims, its dynamic ones as
     placeholders to fill: "--input-shape image:BATCH,3,H,W (replace BATCH, H, W by sizes)"."""
@@ -123,8 +129,9 @@ def _shape_hint(open_inputs: Mapping[str, list[int | str]]) -> str:
             if isinstance(dim, int):
                 cells.append(str(dim))
                 continue
-            word = re.sub(r"\W+", "_", dim).strip("_").upper() if dim != "?" else ""
-            word = word if word and not word[0].isdigit() else f"DIM{axis}"
+            word = "" if _GENERATED_DIM.match(dim) else re.sub(r"\W+", "_", dim).strip("_").upper()
+            if not word or word[0].isdigit():  # no name of the model's own: the axis's role
+                word = _IMAGE_AXES[axis] if len(dims) == 4 else f"DIM{axis}"
             cells.append(word)
             if word not in placeholders:
                 placeholders.append(word)
