@@ -106,20 +106,29 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
 
 
 def phase_planes(data, geometry: PlaneGeometry):
-    """(N, C, H, W) data as (N, C, phases, rows * pitch): padded, split into stride phases,
-    each phase's rows one after another; zero past the padded input."""
+    """(N, C, H, W) data as (N, C, phases, rows, pitch): padded, split into stride phases;
+    zero past the padded input. The convs read it at a flat pixel index (planes_at): a
+    plane's rows are one run of memory, and a depthwise conv's schedule can still copy
+    whole rows of one channel just before using them."""
     n, channels, height, width = (int(d) for d in data.shape)
     g = geometry
     (sh, sw), (top, left, _, _) = g.strides, g.padding
 
-    def value(b, c, phase, i):
-        y = (i // g.pitch) * sh + phase // g.phase_cols - top
-        x = (i % g.pitch) * sw + phase % g.phase_cols - left
+    def value(b, c, phase, row, col):
+        y = row * sh + phase // g.phase_cols - top
+        x = col * sw + phase % g.phase_cols - left
         inside = te.all(y >= 0, y < height, x >= 0, x < width)
         return te.if_then_else(inside, data[b, c, y, x], te.const(0, data.dtype))
 
-    return te.compute((n, channels, g.phases, g.rows * g.pitch), value, name="phase_planes",
+    return te.compute((n, channels, g.phases, g.rows, g.pitch), value, name="phase_planes",
                       attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width)})
+
+
+def planes_at(planes, b, c, phase, flat):
+    """Pixel `flat` of a phase plane counted across its rows. Flattening the buffer merges
+    (flat // pitch) * pitch + flat % pitch back into `flat`: the loads stay contiguous."""
+    pitch = int(planes.shape[-1])
+    return planes[b, c, phase, flat // pitch, flat % pitch]
 
 
 def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
@@ -152,7 +161,7 @@ def conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_channels: int,
     accumulated = te.compute(
         (int(data.shape[0]), chunks, tile, geometry.length),
         lambda b, oc, t, q: te.sum(
-            planes[b, ic, phase, q + offset].astype(out_dtype)
+            planes_at(planes, b, ic, phase, q + offset).astype(out_dtype)
             * kernel[oc, ic, kh, kw, t].astype(out_dtype),
             axis=[ic, kh, kw]),
         name="conv2d_nchw_planes", attrs=geometry.attrs,
@@ -171,7 +180,7 @@ def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtyp
     phase, offset = geometry.tap(kh, kw)
     accumulated = te.compute(
         (n, channels, geometry.length),
-        lambda b, c, q: te.sum(planes[b, c, phase, q + offset].astype(out_dtype)
+        lambda b, c, q: te.sum(planes_at(planes, b, c, phase, q + offset).astype(out_dtype)
                                * kernel[c, 0, kh, kw].astype(out_dtype), axis=[kh, kw]),
         name="depthwise_conv2d_nchw_planes", attrs=geometry.attrs,
     )

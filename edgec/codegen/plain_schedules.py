@@ -106,10 +106,9 @@ class PlaneConv:
                 sch.get(conv).writes[0].source.shape[2])))
         sch.parallel(task)
         if planes is not None:
-            # A pass of its own, before the conv: computed at the task (in cache, for a
-            # depthwise conv), TVM shrinks it to the last tap's reach, not a whole row,
-            # and the copy loses its split into rows.
-            self._schedule_planes(sch, planes)
+            if depthwise:  # the channel's planes, copied where they are used, in cache
+                sch.compute_at(planes, task)
+            self._schedule_planes(sch, planes, parallel=not depthwise)
         for loop in (*tiles, vector):
             sch.unroll(loop)
         sch.vectorize(lane)
@@ -117,15 +116,16 @@ class PlaneConv:
         sch.vectorize(sch.get_loops(init)[-1])
 
     @staticmethod
-    def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
-        """The phase copy row by row (its flat index split at the pitch, so each row is a
-        run of contiguous writes), each row in vectors."""
+    def _schedule_planes(sch: s_tir.Schedule, planes, parallel: bool) -> None:
+        """The phase copy row by row, each row's inner columns (no border test) in
+        vectors."""
         loops = sch.get_loops(planes)
         annotations = sch.get(planes).annotations
         pitch = int(annotations["edgec_pitch"])
         first, end = (int(c) for c in annotations["edgec_inner_columns"])
-        _, col = sch.split(loops[-1], [None, pitch])
-        sch.parallel(sch.fuse(*loops[:2]))
+        col = loops[-1]
+        if parallel:
+            sch.parallel(sch.fuse(*loops[:2]))
         parts = [n for n in (first, end - first) if n]
         if end == pitch and len(parts) < 2:
             PlaneConv._vectorize_row(sch, col)
