@@ -110,10 +110,13 @@ _MOST_PLANE_CHANNELS = 12  # output channels of a dense tile (one broadcast each
 _SHORT_TILE_COST = 0.25
 
 
-def plane_tile(pixels: int, out_channels: int, cpu, depthwise: bool) -> tuple[int, int]:
+def plane_tile(pixels: int, out_channels: int, cpu, depthwise: bool,
+               copy_free: bool = False) -> tuple[int, int]:
     """(output channels, pixel vectors) of a flat-plane NCHW register tile: the run of
     pixel vectors that pads the plane least (short runs costed), then as many output
-    channels as accumulators remain."""
+    channels as accumulators remain. `copy_free` (a 1x1 stride-1 conv without padding):
+    the longest run that divides the plane, if one does, so the conv reads its input
+    without a copy."""
     lanes, registers = cpu.float_lanes, cpu.vector_registers
     most = _DEPTHWISE_PLANE_VECTORS if depthwise else _PLANE_VECTORS[registers]
 
@@ -121,7 +124,8 @@ def plane_tile(pixels: int, out_channels: int, cpu, depthwise: bool) -> tuple[in
         tile = vectors * lanes
         return -(-pixels // tile) * tile * (1 + _SHORT_TILE_COST / vectors)
 
-    vectors = min(range(1, most + 1), key=cost)
+    dividing = [v for v in range(1, most + 1) if pixels % (v * lanes) == 0]
+    vectors = max(dividing) if copy_free and dividing else min(range(1, most + 1), key=cost)
     if depthwise:
         return 1, vectors
     channels = min(_MOST_PLANE_CHANNELS, _PLANE_ACCUMULATORS[registers] // vectors,
@@ -142,7 +146,10 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu,
     first = nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes)
     if first is None:
         return None
-    channels, vectors = plane_tile(first.out_h * first.pitch, out_channels, cpu, depthwise)
+    pointwise = (kernel_size == [1, 1] and first.strides == (1, 1) and first.phases == 1
+                 and not any(first.padding))
+    channels, vectors = plane_tile(first.out_h * first.pitch, out_channels, cpu, depthwise,
+                                   copy_free=pointwise)
     geometry = nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes, vectors)
     dtype = str(call.ty.dtype)
     # call_te converts only TVM objects and Python scalars; the geometry is bound here.

@@ -20,8 +20,8 @@ contiguous run of one plane:
   feeds `tile` FMAs against broadcast weights (a GEMM micro-kernel over the flat plane);
   depthwise convs a run of pixels of one channel.
 
-The phases are one copy of the input (for 1x1 stride-1 convs too: their planes are only
-padded at the end, to whole tiles); the crop to NCHW is the epilogue.
+The phases are one copy of the input, except for a 1x1 stride-1 conv whose plane whole
+tiles cover exactly: it reads its input as it is. The crop to NCHW is the epilogue.
 """
 
 from __future__ import annotations
@@ -128,7 +128,24 @@ def planes_at(planes, b, c, phase, flat):
     """Pixel `flat` of a phase plane counted across its rows. Flattening the buffer merges
     (flat // pitch) * pitch + flat % pitch back into `flat`: the loads stay contiguous."""
     pitch = int(planes.shape[-1])
+    if len(planes.shape) == 4:  # the input itself (reads_input_directly): one phase
+        return planes[b, c, flat // pitch, flat % pitch]
     return planes[b, c, phase, flat // pitch, flat % pitch]
+
+
+def reads_input_directly(data_shape, kernel_size, geometry: PlaneGeometry) -> bool:
+    """A 1x1 stride-1 conv without padding whose whole tiles cover the plane exactly reads
+    its input as it is: no copy (MobileNets' 1x1 convs at 112x112, 56x56)."""
+    height, width = (int(d) for d in data_shape[2:4])
+    return (tuple(kernel_size) == (1, 1) and geometry.phases == 1
+            and geometry.strides == (1, 1) and not any(geometry.padding)
+            and geometry.pitch == width and geometry.length == height * width)
+
+
+def _source(data, kernel_size, geometry: PlaneGeometry):
+    if reads_input_directly(data.shape, kernel_size, geometry):
+        return data
+    return phase_planes(data, geometry)
 
 
 def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
@@ -153,7 +170,7 @@ def conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_channels: int,
     """Ungrouped NCHW conv with weights packed by edgec.codegen.kernels.pack_stem_kernel,
     (ceil(O/tile), I, KH, KW, tile) -> (N, O, OH, OW)."""
     chunks, i_channels, kh_size, kw_size, tile = (int(d) for d in kernel.shape)
-    planes = phase_planes(data, geometry)
+    planes = _source(data, (kh_size, kw_size), geometry)
     ic = te.reduce_axis((0, i_channels), name="ic")
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
@@ -174,7 +191,7 @@ def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtyp
     """Depthwise NCHW conv, (C, 1, KH, KW) weights -> (N, C, OH, OW)."""
     n, channels = (int(d) for d in data.shape[:2])
     kh_size, kw_size = (int(d) for d in kernel.shape[2:])
-    planes = phase_planes(data, geometry)
+    planes = _source(data, (kh_size, kw_size), geometry)
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
     phase, offset = geometry.tap(kh, kw)
