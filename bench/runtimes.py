@@ -122,10 +122,11 @@ def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: 
     see the same drift, and info["ms_per_round"] shows how much there was.
     """
     prepared, results = {}, {}
-    for key, contender in contenders.items():
-        prepared[key] = _isolated_or_note(_prepare_here, contender, onnx_path)
-        if isinstance(prepared[key], dict):  # the note of a failure
-            results[key] = prepared.pop(key)
+    for key, done in prepare_each(contenders, onnx_path).items():
+        if isinstance(done, dict):  # the note of a failure
+            results[key] = done
+        else:
+            prepared[key] = done
     rounds_of: dict[str, list[dict]] = {key: [] for key in prepared}
     for _ in range(rounds):
         for key, contender in prepared.items():
@@ -141,6 +142,13 @@ def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: 
             results[key] = {**timed[0], "ms": statistics.median(per_round),
                             "info": {**timed[0]["info"], "ms_per_round": per_round}}
     return {key: results[key] for key in contenders}
+
+
+def prepare_each(contenders: dict, onnx_path: Path) -> dict:
+    """Each runtime prepared in a child process of its own: {key: the prepared runtime}, or
+    {key: {"ms": None, "note": why}} for one that cannot run or fails."""
+    return {key: _isolated_or_note(_prepare_here, contender, onnx_path)
+            for key, contender in contenders.items()}
 
 
 def _isolated_or_note(step: Callable, *args):
@@ -233,6 +241,7 @@ class Edgec:
                 "ok": result.verify.ok,
                 "max_abs_error": max(o.max_abs_error for o in result.verify.outputs),
                 "min_cosine": min(o.cosine for o in result.verify.outputs),
+                "note": result.verify.note,  # how a cross-compiled build was checked
             },
         }
         self.library = out
