@@ -101,36 +101,51 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
 # Accumulators a flat-plane NCHW register tile keeps: of 32 vector registers (AVX-512,
 # AArch64) or 16 (AVX2), the rest hold the input vectors and the broadcast weight.
 _PLANE_ACCUMULATORS = {32: 24, 16: 12}
-_PLANE_VECTORS = {32: 6, 16: 3}  # pixel vectors of a dense tile, at most
+# Pixel vectors of a dense tile, at most: 7 x 16 = 112 pixels is a whole number of rows of
+# 112, 56, 28, 14 (MobileNets' planes), so their blocks need no padded rows.
+_PLANE_VECTORS = {32: 7, 16: 3}
 _DEPTHWISE_PLANE_VECTORS = 4
 _MOST_PLANE_CHANNELS = 12  # output channels of a dense tile (one broadcast each)
-# What one more pixel vector per tile is worth against computing padded pixels: a 256-
-# channel 3x3 conv at 14x14 (AVX-512, one thread) took 1.62 ms with 6 vectors (288 pixels
-# for 224), 1.23 with 2 (224) and 1.38 with 1 x 16 channels (208).
+# What a dense tile's loads cost beside its FMAs, against computing padded pixels: each
+# input vector (from L2 on deep layers: one plane per input channel) feeds `channels` FMAs,
+# each broadcast weight (L1) feeds `vectors`. A 256-channel 3x3 conv at 14x14 (AVX-512, one
+# thread) took 1.33 ms as 6 vectors x 4 channels (288 pixels for 196), 1.33 as 4 x 6
+# (256), 1.23 as 2 x 12 (224), 1.38 as 1 x 16 (208); 384 -> 64 channels at 14x14 ran 3.2x
+# its NHWC time as 7 vectors x 3 channels. Depthwise tiles (one channel) cost their short
+# runs alone.
+_INPUT_LOAD_COST = 1.5
+_WEIGHT_LOAD_COST = 0.25
 _SHORT_TILE_COST = 0.25
 
 
-def plane_tile(pixels: int, out_channels: int, cpu, depthwise: bool,
-               copy_free: bool = False) -> tuple[int, int]:
-    """(output channels, pixel vectors) of a flat-plane NCHW register tile: the run of
-    pixel vectors that pads the plane least (short runs costed), then as many output
-    channels as accumulators remain. `copy_free` (a 1x1 stride-1 conv without padding):
-    the longest run that divides the plane, if one does, so the conv reads its input
-    without a copy."""
+def plane_tile(geometry_args: tuple, out_channels: int, cpu, depthwise: bool):
+    """(output channels, geometry) of a flat-plane NCHW conv: the run of pixel vectors whose
+    blocking computes the fewest pixels (short runs costed), then as many output channels
+    as accumulators remain. A 1x1 stride-1 conv without padding whose blocks can cover its
+    plane exactly keeps its input's width as the pitch: it then reads the input without a
+    copy (nchw_planes.reads_input_directly). None when the taps skip a stride phase."""
     lanes, registers = cpu.float_lanes, cpu.vector_registers
     most = _DEPTHWISE_PLANE_VECTORS if depthwise else _PLANE_VECTORS[registers]
+    shape, kernel_size = geometry_args[:2]
+    candidates = [nchw_planes.plane_geometry(*geometry_args, lanes, v)
+                  for v in range(1, most + 1)]
+    if candidates[0] is None:
+        return None
+    direct = [g for g in (nchw_planes.plane_geometry(*geometry_args, lanes, v, shape[3])
+                          for v in range(1, most + 1))
+              if nchw_planes.reads_input_directly(shape, kernel_size, g)]
 
-    def cost(vectors: int) -> float:
-        tile = vectors * lanes
-        return -(-pixels // tile) * tile * (1 + _SHORT_TILE_COST / vectors)
+    def channels(g) -> int:
+        return 1 if depthwise else min(_MOST_PLANE_CHANNELS,
+                                       _PLANE_ACCUMULATORS[registers] // g.vectors, out_channels)
 
-    dividing = [v for v in range(1, most + 1) if pixels % (v * lanes) == 0]
-    vectors = max(dividing) if copy_free and dividing else min(range(1, most + 1), key=cost)
-    if depthwise:
-        return 1, vectors
-    channels = min(_MOST_PLANE_CHANNELS, _PLANE_ACCUMULATORS[registers] // vectors,
-                   out_channels)
-    return channels, vectors
+    def cost(g) -> float:
+        if depthwise:
+            return g.length * (1 + _SHORT_TILE_COST / g.vectors)
+        return g.length * (1 + _INPUT_LOAD_COST / channels(g) + _WEIGHT_LOAD_COST / g.vectors)
+
+    geometry = min(direct, key=cost) if direct else min(candidates, key=cost)
+    return channels(geometry), geometry
 
 
 def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu,
@@ -143,14 +158,10 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu,
     out_channels = int(call.ty.shape[1])
     geometry_args = (shape, kernel_size, [int(s) for s in attrs.strides],
                      [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation])
-    first = nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes)
-    if first is None:
+    chosen = plane_tile(geometry_args, out_channels, cpu, depthwise)
+    if chosen is None:
         return None
-    pointwise = (kernel_size == [1, 1] and first.strides == (1, 1) and first.phases == 1
-                 and not any(first.padding))
-    channels, vectors = plane_tile(first.out_h * first.pitch, out_channels, cpu, depthwise,
-                                   copy_free=pointwise)
-    geometry = nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes, vectors)
+    channels, geometry = chosen
     dtype = str(call.ty.dtype)
     # call_te converts only TVM objects and Python scalars; the geometry is bound here.
     if depthwise:

@@ -44,6 +44,8 @@ class PlaneGeometry:
         rows: rows of each phase plane (enough for every tap of the last tile).
         length: accumulated pixels per output plane: out_h * pitch rounded up to a tile.
         lanes, vectors: a register tile's pixels, `vectors` SIMD registers of `lanes`.
+        block_rows, blocks: the plane is accumulated and cropped in `blocks` blocks of
+            `block_rows` whole rows (each a whole number of tiles), one parallel task each.
     """
 
     out_h: int
@@ -58,12 +60,15 @@ class PlaneGeometry:
     padding: tuple[int, int, int, int]
     lanes: int
     vectors: int
+    block_rows: int
+    blocks: int
 
     @property
     def attrs(self) -> dict:
         """The register tile, for the schedule (edgec.codegen.plain_schedules.PlaneConv)."""
         return {"edgec_lanes": self.lanes, "edgec_vectors": self.vectors,
-                "edgec_pitch": self.pitch}
+                "edgec_pitch": self.pitch, "edgec_block_rows": self.block_rows,
+                "edgec_blocks": self.blocks, "edgec_out": [self.out_h, self.out_w]}
 
     @property
     def phases(self) -> int:
@@ -83,10 +88,36 @@ def _axis_phases(size: int, stride: int, dilation: int) -> int | None:
     return len(used) if used == set(range(len(used))) else None
 
 
+# Pixels of a block of rows: at least the first (fewer, and each parallel task's fixed
+# costs show), at most the second when a whole-tile block that small exists (a block is
+# what one task accumulates and crops: 12 output channels x 2048 pixels is 96 KB, in L2).
+_BLOCK_PIXELS = (512, 2048)
+
+
+def _blocking(out_h: int, pitch: int, tile: int) -> tuple[int, int, int]:
+    """(block_rows, blocks, length) of an output plane at `pitch`: blocks of whole rows that
+    are whole tiles (rows a multiple of tile / gcd(pitch, tile)) and hold 512-2048 pixels
+    where such exist, the fewest pixels accumulated; else one block of out_h rows, its
+    last tile partly past the plane."""
+    unit = tile // math.gcd(pitch, tile)
+    fewest, most = _BLOCK_PIXELS
+    choices = []
+    for rows in range(unit, out_h, unit):
+        blocks = -(-out_h // rows)
+        length = blocks * rows * pitch
+        if rows * pitch <= most or rows == unit:
+            choices.append((length * (1 + fewest / 16 / (rows * pitch)), rows, blocks, length))
+    whole = math.ceil(out_h * pitch / tile) * tile
+    if not choices or whole <= most:
+        choices.append((whole * (1 + fewest / 16 / whole), out_h, 1, whole))
+    return min(choices)[1:]
+
+
 def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: int,
-                   vectors: int = 1) -> PlaneGeometry | None:
+                   vectors: int = 1, pitch: int | None = None) -> PlaneGeometry | None:
     """The flat-plane geometry of an NCHW conv whose register tile is `vectors` registers of
-    `lanes` pixels, None when its taps skip a phase."""
+    `lanes` pixels, None when its taps skip a phase. The pitch is the narrowest that fits a
+    padded row (or `pitch`, if wider) whose blocking computes the fewest pixels."""
     height, width = (int(d) for d in data_shape[2:4])
     (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     top, left, bottom, right = padding
@@ -96,13 +127,16 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
     phase_rows, phase_cols = _axis_phases(kh_size, sh, dh), _axis_phases(kw_size, sw, dw)
     if phase_rows is None or phase_cols is None or out_h <= 0 or out_w <= 0:
         return None
-    pitch = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
+    narrowest = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
     tile = lanes * vectors
-    length = math.ceil(out_h * pitch / tile) * tile
+    pitches = [pitch] if pitch and pitch >= narrowest else range(narrowest, narrowest + lanes)
+    pitch = min(pitches, key=lambda p: (_blocking(out_h, p, tile)[2], p))
+    block_rows, blocks, length = _blocking(out_h, pitch, tile)
     reach = ((kh_size - 1) * dh // sh) * pitch + (kw_size - 1) * dw // sw  # farthest tap
     rows = -(-(length + reach) // pitch)
     return PlaneGeometry(out_h, out_w, pitch, phase_rows, phase_cols, rows, length,
-                         (sh, sw), (dh, dw), (top, left, bottom, right), lanes, vectors)
+                         (sh, sw), (dh, dw), (top, left, bottom, right), lanes, vectors,
+                         block_rows, blocks)
 
 
 def phase_planes(data, geometry: PlaneGeometry):

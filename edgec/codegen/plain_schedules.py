@@ -7,7 +7,13 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from edgec.codegen.generic_schedule import extent, root_blocks, row_length, schedule_named
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    extent,
+    root_blocks,
+    row_length,
+    schedule_named,
+)
 
 _MAX_ROW = 16  # output pixels per vector tile: one AVX-512 register, four NEON ones
 
@@ -50,7 +56,7 @@ _LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectori
 
 class PlaneConv:
     """Schedule of edgec.codegen.nchw_planes' flat-plane NCHW convs: parallel over (batch,
-    output-channel tile); a register tile of `vectors` pixel vectors (times the dense
+    output-channel tile, block of rows); a register tile of `vectors` pixel vectors (times the dense
     conv's output channels) accumulated across the whole reduction; the crop and
     bias/activation epilogue on each channel tile's planes while they are in cache."""
 
@@ -84,26 +90,34 @@ class PlaneConv:
         lanes, vectors = int(annotations["edgec_lanes"]), int(annotations["edgec_vectors"])
         loops = sch.get_loops(conv)
         depthwise = sch.get(conv).name_hint.startswith("depthwise")
-        length = extent(sch, loops[2 if depthwise else 3]) or 0
-        if self.vectors and length % (self.vectors * lanes) == 0:
-            vectors = self.vectors  # a searched tile that divides the accumulated plane
+        blocks = int(annotations["edgec_blocks"])
+        block_length = (extent(sch, loops[2 if depthwise else 3]) or 0) // blocks
+        if self.vectors and block_length % (self.vectors * lanes) == 0:
+            vectors = self.vectors  # a searched tile that divides a block of the plane
         if depthwise:
             batch, channel, pixel, *reduction = loops
             tiles = []
         else:
             batch, channel, tile, pixel, *reduction = loops
             tiles = [tile]
-        outer, vector, lane = sch.split(pixel, [None, vectors, lanes])
-        sch.reorder(outer, *reduction, *tiles, vector, lane)
-        task = sch.fuse(batch, channel)
-        if epilogue:
+        block, outer, vector, lane = sch.split(pixel, [blocks, None, vectors, lanes])
+        sch.reorder(block, outer, *reduction, *tiles, vector, lane)
+        task = sch.fuse(batch, channel, block)
+        out = [int(d) for d in annotations["edgec_out"]]
+        if epilogue and not self._over_the_output(sch, epilogue[-1], out):
+            # A reduction fused after the conv (a squeeze-excitation mean), or a gate that
+            # broadcasts a 1x1 conv's output over a larger map (MobileNetV3's): a pass of
+            # its own.
+            ParallelVectorize.schedule_block(sch, epilogue[-1])
+        elif epilogue:
             # The crop (pixel y*pitch + x of the flat plane) and the bias/activation run in
             # the same parallel task as the channel tile that feeds them, while its planes
             # are in cache. reverse_compute_at cannot place them (it finds no loop domain
             # for a flat index), so their channel loop is split alike and the two task loops
             # merged.
-            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], len(tiles) and int(
-                sch.get(conv).writes[0].source.shape[2])))
+            tile = len(tiles) and int(sch.get(conv).writes[0].source.shape[2])
+            rows = int(annotations["edgec_block_rows"])
+            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], tile, blocks, rows))
         sch.parallel(task)
         if planes is not None:
             if depthwise:  # the channel's planes, copied where they are used, in cache
@@ -134,13 +148,22 @@ class PlaneConv:
         sch.vectorize(pieces[1 if first else 0])  # a partitioned loop cannot be split again
 
     @staticmethod
-    def _epilogue_tasks(sch: s_tir.Schedule, block, tile: int):
-        """The epilogue's (batch, channel tile) loop, its rows vectorized."""
-        batch, channel, _, col = sch.get_loops(block)
+    def _over_the_output(sch: s_tir.Schedule, block, out: list[int]) -> bool:
+        """Whether the epilogue's last block is elementwise over the conv's output."""
+        stmt = sch.get(block)
+        return (all(iv.iter_type == tirx.IterVar.DataPar for iv in stmt.iter_vars)
+                and [extent(sch, loop) for loop in sch.get_loops(block)][2:] == out)
+
+    @staticmethod
+    def _epilogue_tasks(sch: s_tir.Schedule, block, tile: int, blocks: int, rows: int):
+        """The epilogue's (batch, channel tile, block of rows) loop, its rows vectorized."""
+        batch, channel, row, col = sch.get_loops(block)
+        row_block, _ = sch.split(row, [blocks, rows])  # the last block may pass out_h
         if tile:
-            channel, _ = sch.split(channel, [None, tile])
+            channel, inner = sch.split(channel, [None, tile])
+            sch.reorder(row_block, inner)
         PlaneConv._vectorize_row(sch, col)
-        return sch.fuse(batch, channel)
+        return sch.fuse(batch, channel, row_block)
 
     @staticmethod
     def _vectorize_row(sch: s_tir.Schedule, col) -> None:
