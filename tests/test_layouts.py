@@ -281,12 +281,12 @@ def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels
 @pytest.mark.parametrize(("target", "register"), [("x86_64", "ymm"), ("x86_64-avx512", "zmm")])
 def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(target, register,
                                                                              tmp_path):
-    """Plain NCHW convs run on flat output planes (edgec.codegen.nchw_planes): a stride-2
-    depthwise conv (MobileNetV2's 96 channels at 112x112 took 0.51 ms of 5.8 with every
-    lane a strided load), a 5x5 depthwise, a 1x1 conv to a channel count no tile divides.
-    Checked against ONNX Runtime; objdump shows full-width FMAs in every conv (the kernels
-    they replaced ran a 29-pixel row on scalar FMAs: no vector divides 29). The phase copy
-    before each conv still inserts its border lanes one by one (not asserted)."""
+    """Depthwise NCHW convs run on flat output planes (edgec.codegen.nchw_planes): at stride
+    2 (MobileNetV2's 96 channels at 112x112 took 0.51 ms of 5.8 with every lane a strided
+    load) and 5x5; then a 1x1 conv to a channel count no tile divides (the packed tile).
+    Checked against ONNX Runtime; objdump shows full-width FMAs in every conv (the kernel
+    the flat planes replaced ran a 15-pixel row on partial vectors). The stride-2 phase copy
+    still builds its vectors lane by lane (not asserted)."""
     rng = np.random.default_rng(7)
     specs = [("dw2", 24, 24, 3, 2, 24), ("dw5", 24, 24, 5, 1, 24), ("pw", 24, 20, 1, 1, 1)]
     nodes, inits, name, size = [], [], "x", 29

@@ -76,9 +76,10 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
                                 primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(plain_kernels.conv2d_nhwc_dense, data, packed, *args,
                               out_channels, primfunc_name_hint="conv2d_nhwc")
-        planes = _nchw_planes(bb, call, cpu, depthwise=False)
-        if planes is not None:
-            return planes
+        # Dense convs keep the packed tile, transposed into planes in the epilogue. On flat
+        # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs
+        # 6.26 ms) and lost on MobileNetV2 (5.07 vs 4.70) and ResNet-50 (37.2 vs 35.5), and
+        # ResNet-18's 3x3 convs took it from 1.18x to 1.65x of packed (AVX-512, 2 threads).
         packed = bb.emit_te(pack_stem_kernel, weight, wide,
                             primfunc_name_hint="pack_stem_kernel")
         return bb.call_te(conv2d_nchw_packed_out, data, packed, *args, 0, out_channels,
@@ -90,7 +91,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
                                 primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(plain_kernels.depthwise_conv2d_nhwc, data, packed, *args,
                               primfunc_name_hint="depthwise_conv2d_nhwc")
-        planes = _nchw_planes(bb, call, cpu, depthwise=True)
+        planes = _nchw_planes(bb, call, cpu)
         if planes is not None:
             return planes
         return bb.call_te(plain_kernels.depthwise_conv2d_nchw, data, weight, *args,
@@ -98,78 +99,35 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
     return None
 
 
-# Accumulators a flat-plane NCHW register tile keeps: of 32 vector registers (AVX-512,
-# AArch64) or 16 (AVX2), the rest hold the input vectors and the broadcast weight.
-_PLANE_ACCUMULATORS = {32: 24, 16: 12}
-# Pixel vectors of a dense tile, at most: 7 x 16 = 112 pixels is a whole number of rows of
-# 112, 56, 28, 14 (MobileNets' planes), so their blocks need no padded rows.
-_PLANE_VECTORS = {32: 7, 16: 3}
+# Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and
+# broadcast per tap against computing padded pixels.
 _DEPTHWISE_PLANE_VECTORS = 4
-_MOST_PLANE_CHANNELS = 12  # output channels of a dense tile (one broadcast each)
-# What a dense tile's loads cost beside its FMAs, against computing padded pixels: each
-# input vector (from L2 on deep layers: one plane per input channel) feeds `channels` FMAs,
-# each broadcast weight (L1) feeds `vectors`. A 256-channel 3x3 conv at 14x14 (AVX-512, one
-# thread) took 1.33 ms as 6 vectors x 4 channels (288 pixels for 196), 1.33 as 4 x 6
-# (256), 1.23 as 2 x 12 (224), 1.38 as 1 x 16 (208); 384 -> 64 channels at 14x14 ran 3.2x
-# its NHWC time as 7 vectors x 3 channels. Depthwise tiles (one channel) cost their short
-# runs alone.
-_INPUT_LOAD_COST = 1.5
-_WEIGHT_LOAD_COST = 0.25
 _SHORT_TILE_COST = 0.25
 
 
-def plane_tile(geometry_args: tuple, out_channels: int, cpu, depthwise: bool):
-    """(output channels, geometry) of a flat-plane NCHW conv: the run of pixel vectors whose
-    blocking computes the fewest pixels (short runs costed), then as many output channels
-    as accumulators remain. A 1x1 stride-1 conv without padding whose blocks can cover its
-    plane exactly keeps its input's width as the pitch: it then reads the input without a
-    copy (nchw_planes.reads_input_directly). None when the taps skip a stride phase."""
-    lanes, registers = cpu.float_lanes, cpu.vector_registers
-    most = _DEPTHWISE_PLANE_VECTORS if depthwise else _PLANE_VECTORS[registers]
-    shape, kernel_size = geometry_args[:2]
-    candidates = [nchw_planes.plane_geometry(*geometry_args, lanes, v)
-                  for v in range(1, most + 1)]
+def plane_geometry_for(geometry_args: tuple, cpu):
+    """The geometry of a depthwise flat-plane NCHW conv: the run of pixel vectors whose
+    blocking computes the fewest pixels, short runs costed. None when the taps skip a
+    stride phase."""
+    candidates = [nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes, v)
+                  for v in range(1, _DEPTHWISE_PLANE_VECTORS + 1)]
     if candidates[0] is None:
         return None
-    direct = [g for g in (nchw_planes.plane_geometry(*geometry_args, lanes, v, shape[3])
-                          for v in range(1, most + 1))
-              if nchw_planes.reads_input_directly(shape, kernel_size, g)]
-
-    def channels(g) -> int:
-        return 1 if depthwise else min(_MOST_PLANE_CHANNELS,
-                                       _PLANE_ACCUMULATORS[registers] // g.vectors, out_channels)
-
-    def cost(g) -> float:
-        if depthwise:
-            return g.length * (1 + _SHORT_TILE_COST / g.vectors)
-        return g.length * (1 + _INPUT_LOAD_COST / channels(g) + _WEIGHT_LOAD_COST / g.vectors)
-
-    geometry = min(direct, key=cost) if direct else min(candidates, key=cost)
-    return channels(geometry), geometry
+    return min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
 
 
-def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu,
-                 depthwise: bool) -> relax.Expr | None:
-    """A float NCHW conv on edgec.codegen.nchw_planes, None when its taps skip a stride
-    phase (a dilation the plain kernels take instead)."""
+def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+    """A float depthwise NCHW conv on edgec.codegen.nchw_planes, None when its taps skip a
+    stride phase (a dilation the plain kernels take instead)."""
     attrs, (data, weight) = call.attrs, call.args[:2]
     shape = [int(d) for d in data.ty.shape]
     kernel_size = [int(d) for d in list(weight.ty.shape)[2:]]
-    out_channels = int(call.ty.shape[1])
     geometry_args = (shape, kernel_size, [int(s) for s in attrs.strides],
                      [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation])
-    chosen = plane_tile(geometry_args, out_channels, cpu, depthwise)
-    if chosen is None:
+    geometry = plane_geometry_for(geometry_args, cpu)
+    if geometry is None:
         return None
-    channels, geometry = chosen
-    dtype = str(call.ty.dtype)
     # call_te converts only TVM objects and Python scalars; the geometry is bound here.
-    if depthwise:
-        kernel = functools.partial(nchw_planes.depthwise_conv2d_nchw_planes,
-                                   geometry=geometry, out_dtype=dtype)
-        return bb.call_te(kernel, data, weight, primfunc_name_hint="depthwise_conv2d_nchw")
-    packed = bb.emit_te(pack_stem_kernel, weight, channels,
-                        primfunc_name_hint="pack_stem_kernel")
-    kernel = functools.partial(nchw_planes.conv2d_nchw_planes, geometry=geometry,
-                               out_channels=out_channels, out_dtype=dtype)
-    return bb.call_te(kernel, data, packed, primfunc_name_hint="conv2d_nchw")
+    kernel = functools.partial(nchw_planes.depthwise_conv2d_nchw_planes, geometry=geometry,
+                               out_dtype=str(call.ty.dtype))
+    return bb.call_te(kernel, data, weight, primfunc_name_hint="depthwise_conv2d_nchw")

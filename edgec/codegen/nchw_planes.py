@@ -1,27 +1,24 @@
-"""Compute definitions for plain NCHW convs vectorized over output pixels.
+"""Compute definitions for depthwise NCHW convs vectorized over output pixels.
 
-In NCHW a pixel's channels are a plane apart, so the packed kernels' tile (a row of pixels
-times a vector of output channels) read its inputs one plane per FMA and wrote its outputs
-transposed into planes: MobileNetV2 in NCHW ran 2.2x behind the packed layout, its stride-2
-depthwise convs (vectorized along rows, every lane a strided load) 0.51 ms of 5.8. Here
-each output plane is computed flat, as a sequence of pixels, so every vector is a
-contiguous run of one plane:
+In NCHW a pixel's channels are a plane apart, so a depthwise conv vectorizes over pixels of
+one channel. Along output rows (plain_kernels.depthwise_conv2d_nchw) that gave strided loads
+at stride 2 and scalar FMAs on rows no vector divides: MobileNetV2 in NCHW ran 2.2x behind
+the packed layout, its stride-2 depthwise convs 0.51 ms of 5.8. Here each output plane is
+computed flat, as a sequence of pixels, so every vector is a contiguous run of one plane:
 
 - the input is padded and split into stride phases ("polyphase"): phase (ph, pw) holds the
-  padded pixels (y*sh + ph, x*sw + pw), row after row at a pitch of ceil(padded_w / sw).
+  padded pixels (y*sh + ph, x*sw + pw), row after row at a pitch of about padded_w / sw.
   Tap (kh, kw) of output pixel q = y*pitch + x then reads phase ((kh*dh) % sh, (kw*dw) % sw)
   at q + ((kh*dh) // sh) * pitch + (kw*dw) // sw: for every stride, the taps of a run of
   output pixels are a run of input pixels (ncnn's NCHW kernels unroll each stride by hand;
   here stride 2 is stride 1 over four phases);
 - outputs are accumulated over out_h rows at that pitch (the pitch - out_w extra columns
-  per row are computed and cropped: 2 of 9 on a 7x7 map with a 3x3 kernel), the flat length
-  rounded up to whole register tiles so no tile needs a tail;
-- dense convs accumulate `tile` output channels times a run of pixels: each input vector
-  feeds `tile` FMAs against broadcast weights (a GEMM micro-kernel over the flat plane);
-  depthwise convs a run of pixels of one channel.
+  per row are computed and cropped: 2 of 9 on a 7x7 map with a 3x3 kernel), in blocks of
+  whole rows that are whole register tiles, so no tile needs a tail;
+- each (channel, block) is one parallel task: it copies its phase rows, accumulates, crops
+  and runs the bias/activation epilogue while all of it is in cache.
 
-The phases are one copy of the input, except for a 1x1 stride-1 conv whose plane whole
-tiles cover exactly: it reads its input as it is. The crop to NCHW is the epilogue.
+Dense NCHW convs stay on the packed tile (legalize_plain says what this kernel did for them).
 """
 
 from __future__ import annotations
@@ -114,10 +111,10 @@ def _blocking(out_h: int, pitch: int, tile: int) -> tuple[int, int, int]:
 
 
 def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: int,
-                   vectors: int = 1, pitch: int | None = None) -> PlaneGeometry | None:
+                   vectors: int = 1) -> PlaneGeometry | None:
     """The flat-plane geometry of an NCHW conv whose register tile is `vectors` registers of
     `lanes` pixels, None when its taps skip a phase. The pitch is the narrowest that fits a
-    padded row (or `pitch`, if wider) whose blocking computes the fewest pixels."""
+    padded row, or a little wider where its blocking computes fewer pixels."""
     height, width = (int(d) for d in data_shape[2:4])
     (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     top, left, bottom, right = padding
@@ -129,8 +126,8 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
         return None
     narrowest = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
     tile = lanes * vectors
-    pitches = [pitch] if pitch and pitch >= narrowest else range(narrowest, narrowest + lanes)
-    pitch = min(pitches, key=lambda p: (_blocking(out_h, p, tile)[2], p))
+    pitch = min(range(narrowest, narrowest + lanes),
+                key=lambda p: (_blocking(out_h, p, tile)[2], p))
     block_rows, blocks, length = _blocking(out_h, pitch, tile)
     reach = ((kh_size - 1) * dh // sh) * pitch + (kw_size - 1) * dw // sw  # farthest tap
     rows = -(-(length + reach) // pitch)
@@ -162,24 +159,9 @@ def planes_at(planes, b, c, phase, flat):
     """Pixel `flat` of a phase plane counted across its rows. Flattening the buffer merges
     (flat // pitch) * pitch + flat % pitch back into `flat`: the loads stay contiguous."""
     pitch = int(planes.shape[-1])
-    if len(planes.shape) == 4:  # the input itself (reads_input_directly): one phase
-        return planes[b, c, flat // pitch, flat % pitch]
     return planes[b, c, phase, flat // pitch, flat % pitch]
 
 
-def reads_input_directly(data_shape, kernel_size, geometry: PlaneGeometry) -> bool:
-    """A 1x1 stride-1 conv without padding whose whole tiles cover the plane exactly reads
-    its input as it is: no copy (MobileNets' 1x1 convs at 112x112, 56x56)."""
-    height, width = (int(d) for d in data_shape[2:4])
-    return (tuple(kernel_size) == (1, 1) and geometry.phases == 1
-            and geometry.strides == (1, 1) and not any(geometry.padding)
-            and geometry.pitch == width and geometry.length == height * width)
-
-
-def _source(data, kernel_size, geometry: PlaneGeometry):
-    if reads_input_directly(data.shape, kernel_size, geometry):
-        return data
-    return phase_planes(data, geometry)
 
 
 def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
@@ -200,32 +182,11 @@ def _crop(accumulated, geometry: PlaneGeometry, channels: int, read):
                       name="plane_crop")
 
 
-def conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_channels: int, out_dtype):
-    """Ungrouped NCHW conv with weights packed by edgec.codegen.kernels.pack_stem_kernel,
-    (ceil(O/tile), I, KH, KW, tile) -> (N, O, OH, OW)."""
-    chunks, i_channels, kh_size, kw_size, tile = (int(d) for d in kernel.shape)
-    planes = _source(data, (kh_size, kw_size), geometry)
-    ic = te.reduce_axis((0, i_channels), name="ic")
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
-    phase, offset = geometry.tap(kh, kw)
-    accumulated = te.compute(
-        (int(data.shape[0]), chunks, tile, geometry.length),
-        lambda b, oc, t, q: te.sum(
-            planes_at(planes, b, ic, phase, q + offset).astype(out_dtype)
-            * kernel[oc, ic, kh, kw, t].astype(out_dtype),
-            axis=[ic, kh, kw]),
-        name="conv2d_nchw_planes", attrs=geometry.attrs,
-    )
-    return _crop(accumulated, geometry, out_channels,
-                 lambda b, c, q: accumulated[b, c // tile, c % tile, q])
-
-
 def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtype):
     """Depthwise NCHW conv, (C, 1, KH, KW) weights -> (N, C, OH, OW)."""
     n, channels = (int(d) for d in data.shape[:2])
     kh_size, kw_size = (int(d) for d in kernel.shape[2:])
-    planes = _source(data, (kh_size, kw_size), geometry)
+    planes = phase_planes(data, geometry)
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
     phase, offset = geometry.tap(kh, kw)

@@ -1,7 +1,7 @@
-"""Default schedules of the plain NCHW kernels whose vectors run along output pixels (the
-NHWC ones use PackedConv's tile): PlaneConv for edgec.codegen.nchw_planes' flat-plane convs,
-PlainDepthwiseConv for plain_kernels.depthwise_conv2d_nchw (dilations that skip a stride
-phase, which the flat planes do not take)."""
+"""Default schedules of the depthwise NCHW kernels, whose vectors run along output pixels
+(the other plain kernels use PackedConv's tile): PlaneConv for edgec.codegen.nchw_planes'
+flat planes, PlainDepthwiseConv for plain_kernels.depthwise_conv2d_nchw (dilations that
+skip a stride phase, which the flat planes do not take)."""
 
 from __future__ import annotations
 
@@ -50,33 +50,25 @@ class PlainDepthwiseConv:
         sch.vectorize(sch.get_loops(init)[-1])
 
 
-_PLANE_BLOCKS = ("conv2d_nchw_planes", "depthwise_conv2d_nchw_planes")
 _LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectorized loop
 
 
 class PlaneConv:
-    """Schedule of edgec.codegen.nchw_planes' flat-plane NCHW convs: parallel over (batch,
-    output-channel tile, block of rows); a register tile of `vectors` pixel vectors (times the dense
-    conv's output channels) accumulated across the whole reduction; the crop and
-    bias/activation epilogue on each channel tile's planes while they are in cache."""
+    """Schedule of edgec.codegen.nchw_planes' flat-plane depthwise convs: parallel over
+    (batch, channel, block of rows); each task copies its phase rows, accumulates
+    `vectors` pixel vectors at a time across the taps, then crops and runs the
+    bias/activation epilogue on the block while it is in cache."""
 
     def __init__(self, vectors: int | None = None):
         self.vectors = vectors  # pixel vectors per register tile (None: the kernel's)
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        found = [n for n in names if n in _PLANE_BLOCKS]
-        if len(found) != 1:
-            return None
-        return schedule_named(func, found[0], self._schedule)
+        return schedule_named(func, "depthwise_conv2d_nchw_planes", self._schedule)
 
     def _schedule(self, sch: s_tir.Schedule) -> None:
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
-        index = next(i for i, n in enumerate(names) if n in _PLANE_BLOCKS)
+        index = names.index("depthwise_conv2d_nchw_planes")
         conv, epilogue = blocks[index], blocks[index + 1:]
         for block in epilogue[:-1]:
             sch.compute_inline(block)
@@ -84,62 +76,46 @@ class PlaneConv:
         for block in blocks[:index]:
             if sch.get(block).name_hint == "phase_planes":
                 planes = block
-            else:  # weight packing (folded at build time) and casts
+            else:  # casts
                 sch.compute_inline(block)
         annotations = sch.get(conv).annotations
         lanes, vectors = int(annotations["edgec_lanes"]), int(annotations["edgec_vectors"])
-        loops = sch.get_loops(conv)
-        depthwise = sch.get(conv).name_hint.startswith("depthwise")
-        blocks = int(annotations["edgec_blocks"])
-        block_length = (extent(sch, loops[2 if depthwise else 3]) or 0) // blocks
-        if self.vectors and block_length % (self.vectors * lanes) == 0:
+        row_blocks = int(annotations["edgec_blocks"])
+        batch, channel, pixel, *taps = sch.get_loops(conv)
+        if self.vectors and ((extent(sch, pixel) or 0) // row_blocks) % (
+                self.vectors * lanes) == 0:
             vectors = self.vectors  # a searched tile that divides a block of the plane
-        if depthwise:
-            batch, channel, pixel, *reduction = loops
-            tiles = []
-        else:
-            batch, channel, tile, pixel, *reduction = loops
-            tiles = [tile]
-        block, outer, vector, lane = sch.split(pixel, [blocks, None, vectors, lanes])
-        sch.reorder(block, outer, *reduction, *tiles, vector, lane)
-        task = sch.fuse(batch, channel, block)
+        row_block, outer, vector, lane = sch.split(pixel, [row_blocks, None, vectors, lanes])
+        sch.reorder(outer, *taps, vector, lane)
+        task = sch.fuse(batch, channel, row_block)
         out = [int(d) for d in annotations["edgec_out"]]
         if epilogue and not self._over_the_output(sch, epilogue[-1], out):
-            # A reduction fused after the conv (a squeeze-excitation mean), or a gate that
-            # broadcasts a 1x1 conv's output over a larger map (MobileNetV3's): a pass of
-            # its own.
+            # A reduction fused after the conv (a squeeze-excitation mean): a pass of its own.
             ParallelVectorize.schedule_block(sch, epilogue[-1])
         elif epilogue:
             # The crop (pixel y*pitch + x of the flat plane) and the bias/activation run in
-            # the same parallel task as the channel tile that feeds them, while its planes
-            # are in cache. reverse_compute_at cannot place them (it finds no loop domain
-            # for a flat index), so their channel loop is split alike and the two task loops
-            # merged.
-            tile = len(tiles) and int(sch.get(conv).writes[0].source.shape[2])
+            # the task that accumulated their block. reverse_compute_at cannot place them
+            # (it finds no loop domain for a flat index), so their rows are split into the
+            # same blocks and the two task loops merged.
             rows = int(annotations["edgec_block_rows"])
-            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], tile, blocks, rows))
+            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows))
         sch.parallel(task)
-        if planes is not None:
-            if depthwise:  # the channel's planes, copied where they are used, in cache
-                sch.compute_at(planes, task)
-            self._schedule_planes(sch, planes, parallel=not depthwise)
-        for loop in (*tiles, vector):
-            sch.unroll(loop)
+        if planes is not None:  # the task's phase rows, copied where they are used
+            sch.compute_at(planes, task)
+            self._schedule_planes(sch, planes)
+        sch.unroll(vector)
         sch.vectorize(lane)
-        init = sch.decompose_reduction(conv, reduction[0])
+        init = sch.decompose_reduction(conv, taps[0])
         sch.vectorize(sch.get_loops(init)[-1])
 
     @staticmethod
-    def _schedule_planes(sch: s_tir.Schedule, planes, parallel: bool) -> None:
+    def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
         """The phase copy row by row, each row's inner columns (no border test) in
         vectors."""
-        loops = sch.get_loops(planes)
+        col = sch.get_loops(planes)[-1]
         annotations = sch.get(planes).annotations
         pitch = int(annotations["edgec_pitch"])
         first, end = (int(c) for c in annotations["edgec_inner_columns"])
-        col = loops[-1]
-        if parallel:
-            sch.parallel(sch.fuse(*loops[:2]))
         parts = [n for n in (first, end - first) if n]
         if end == pitch and len(parts) < 2:
             PlaneConv._vectorize_row(sch, col)
@@ -155,13 +131,10 @@ class PlaneConv:
                 and [extent(sch, loop) for loop in sch.get_loops(block)][2:] == out)
 
     @staticmethod
-    def _epilogue_tasks(sch: s_tir.Schedule, block, tile: int, blocks: int, rows: int):
-        """The epilogue's (batch, channel tile, block of rows) loop, its rows vectorized."""
+    def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int):
+        """The epilogue's (batch, channel, block of rows) loop, its rows vectorized."""
         batch, channel, row, col = sch.get_loops(block)
         row_block, _ = sch.split(row, [blocks, rows])  # the last block may pass out_h
-        if tile:
-            channel, inner = sch.split(channel, [None, tile])
-            sch.reorder(row_block, inner)
         PlaneConv._vectorize_row(sch, col)
         return sch.fuse(batch, channel, row_block)
 
