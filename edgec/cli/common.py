@@ -17,7 +17,7 @@ LAYOUT_HELP = ("Data layout of the convs: default (the target's: NHWC for float 
                "or estimate them for the target's board, keep the fastest; the decision is "
                "stored beside your tuning logs), NCHWc (packed, block from the target's "
                "vector width), NHWC (at packed speed or faster for float models) or NCHW "
-               "(1.2-3.2x slower).")
+               "(1.2-1.8x slower).")
 INPUT_SHAPE_HELP = "Fix an input's shape, e.g. input:1,3,224,224 (repeatable)."
 
 

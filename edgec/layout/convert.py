@@ -48,8 +48,8 @@ def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> st
 
 def expected_cost_warning(layout: str, mode: str | None) -> str | None:
     """What a slow layout choice costs, measured (README "Layouts"), or None when the layout
-    runs at the packed layout's speed. NHWC float convs do (0.49-1.04x of packed on the ten
-    zoo models, x86, bench/layouts.py); NCHW ones are 1.2-3.2x slower on eight of them, and
+    runs at the packed layout's speed. NHWC float convs do (0.48-1.03x of packed on the ten
+    zoo models, x86, bench/layouts.py); NCHW ones are 1.2-1.8x slower on eight of them, and
     8-bit convs have dot-product (and float16) kernels only in the packed layout. `mode`:
     the quantization mode (int8, fp16) or None."""
     if mode and layout in ("NCHW", "NHWC"):
@@ -57,7 +57,7 @@ def expected_cost_warning(layout: str, mode: str | None) -> str | None:
                 "than FP32; edgec's kernels for them need the packed layout (--layout NCHWc, "
                 "or the default, which packs INT8 and FP16 builds)")
     if layout == "NCHW":
-        return ("NCHW builds ran 1.2-3.2x slower than the packed layout on most zoo models "
+        return ("NCHW builds ran 1.2-1.8x slower than the packed layout on most zoo models "
                 "(x86, bench/layouts.py); --layout NHWC or the default run at packed speed "
                 "or faster")
     return None
