@@ -315,3 +315,46 @@ def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(targ
                      "fused_conv2d_nchw_"):
         fmas = _fma_registers(library, function)
         assert fmas[register] > 0 and fmas["xmm"] == 0, (function, fmas)
+
+
+@pytest.mark.slow
+def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_board(tmp_path):
+    """The flat-plane depthwise kernel with NEON's 4 lanes (stride 2, 5x5, 3x3 on a 29-pixel
+    plane: tiles and row blocks that divide nothing evenly), run on the emulated aarch64
+    board, against ONNX Runtime on the host. Every FMA is a full 4-lane fmla (aarch64
+    objdump); along rows of 15 the kernel before it ran 2-lane and scalar ones."""
+    import onnxruntime as ort
+
+    from edgec import runtime
+    from edgec.boards import emulator
+
+    rng = np.random.default_rng(3)
+    nodes, inits, name, size = [], [], "x", 29
+    for label, kernel, stride in [("a", 3, 2), ("b", 5, 1), ("c", 3, 1)]:
+        inits += [numpy_helper.from_array(
+                      (rng.standard_normal((24, 1, kernel, kernel)) * 0.3).astype(np.float32),
+                      f"w{label}"),
+                  numpy_helper.from_array(rng.standard_normal(24).astype(np.float32),
+                                          f"b{label}")]
+        nodes += [helper.make_node("Conv", [name, f"w{label}", f"b{label}"], [label],
+                                   kernel_shape=[kernel, kernel], strides=[stride, stride],
+                                   pads=[kernel // 2] * 4, group=24),
+                  helper.make_node("Relu", [label], [f"r{label}"])]
+        name, size = f"r{label}", (size + 2 * (kernel // 2) - kernel) // stride + 1
+    nodes.append(helper.make_node("Identity", [name], ["y"]))
+    path = save_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 29, 29])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, size, size])],
+        inits, tmp_path / "depthwise.onnx")
+    library = tmp_path / "depthwise-rpi4.so"
+    pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target="rpi4", check=False))
+    fmas = re.findall(r"\b(fmla\s+v\d+\.\d+s|fmadd\s+s)", function_code(
+        library, "aarch64-linux-gnu-objdump", "fused_depthwise_conv2d_nchw"))
+    assert fmas and all(f.endswith(".4s") for f in fmas), sorted(set(fmas))
+    x = rng.standard_normal((1, 24, 29, 29)).astype(np.float32)
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    with emulator.EmulatedBoard() as board:
+        on_board = runtime.load_remote(board.connect(session_timeout=300), library)
+        got = on_board.run({"x": x})["y"]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
