@@ -32,10 +32,15 @@ class CompileResult:
     layout_decision: Any = None  # --layout auto: edgec.layout.by_measurement.LayoutDecision
     quantize_decision: Any = None  # --quantize auto: edgec.quant.by_measurement
 
+    def _layout_why(self) -> str:
+        why = self.model.layout_why if self.model is not None else ""
+        return f" ({why})" if why and self.layout_decision is None else ""
+
     def summary(self) -> str:
         lines = [
             f"wrote {self.path} (+ {self.path.name}.json), {self.info.arch}, "
-            f"layout {self.info.layout}, {self.layout_transforms} layout transforms in the graph",
+            f"layout {self.info.layout}{self._layout_why()}, {self.layout_transforms} layout "
+            "transforms in the graph",
             *([self.layout_decision.summary()] if self.layout_decision else []),
             *([self.quantize_decision.summary()] if self.quantize_decision else []),
             "steps: " + ", ".join(self.info.applied),

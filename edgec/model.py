@@ -34,6 +34,8 @@ class Model:
         ir: the tvm.IRModule (Relax) with weights bound as constants.
         inputs / outputs: names, static shapes and dtypes, in call order.
         layout: data layout of the conv layers ("NCHW", "NHWC", "NCHW8c", ...).
+        layout_why: why the layout stage chose it when asked for the default ("" when the
+            layout was named).
         applied: the steps applied so far, in order ("simplified", "layout:NCHW8c", ...).
     """
 
@@ -44,6 +46,7 @@ class Model:
     outputs: tuple[TensorSpec, ...]
     layout: str = "NCHW"
     applied: tuple[str, ...] = ()
+    layout_why: str = ""
 
     def evolve(self, step: str, **changes: Any) -> Model:
         """A copy with `changes` applied and `step` recorded in `applied`."""

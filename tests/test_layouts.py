@@ -358,3 +358,39 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
         on_board = runtime.load_remote(board.connect(session_timeout=300), library)
         got = on_board.run({"x": x})["y"]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+
+
+def _two_convs(path: Path, channels: int) -> Path:
+    rng = np.random.default_rng(channels)
+    inits = [numpy_helper.from_array((rng.standard_normal((channels, 3, 3, 3)) * 0.3)
+                                     .astype(np.float32), "w0"),
+             numpy_helper.from_array((rng.standard_normal((channels, channels, 1, 1)) * 0.3)
+                                     .astype(np.float32), "w1")]
+    return save_model(
+        [helper.make_node("Conv", ["x", "w0"], ["c0"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["c0"], ["r0"]),
+         helper.make_node("Conv", ["r0", "w1"], ["y"])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, 16, 16])],
+        inits, path)
+
+
+@pytest.mark.parametrize(("target", "channels", "layout", "why"), [
+    ("x86_64", 32, "NCHW8c", "(x86_64's default)"),
+    ("x86_64", 58, "NHWC", "(not x86_64's packed default: the model's channel counts fit "
+                           "NCHW8c badly)"),  # ShuffleNetV2's branch width
+    ("x86_64-avx512", 32, "NHWC", "(x86_64-avx512's default for float models)"),
+])
+def test_compile_says_why_the_default_layout_is_what_it_is(target, channels, layout, why,
+                                                           tmp_path):
+    from conftest import run_cli
+
+    path = _two_convs(tmp_path / "m.onnx", channels)
+    out = tmp_path / "m.so"
+    result = run_cli("compile", str(path), "-t", target, "-o", str(out), "--no-check")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(out.with_name("m.so.json").read_text())["layout"] == layout
+    assert f"layout {layout} {why}," in result.stdout, result.stdout
+    named = run_cli("compile", str(path), "-t", target, "-o", str(out), "--no-check",
+                    "--layout", "NHWC" if layout == "NHWC" else "NCHWc")
+    assert f"layout {layout}," in named.stdout, named.stdout  # asked for by name: no reason

@@ -16,6 +16,12 @@ CHOICES = ("default", "auto", *LAYOUTS)
 
 
 def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> str:
+    """The concrete layout for a --layout choice (see resolve_why)."""
+    return resolve_why(layout, target, ir, quantized)[0]
+
+
+def resolve_why(layout: str, target: Target, ir=None,
+                quantized: bool = False) -> tuple[str, str]:
     """The concrete layout for a --layout choice: "default" (and "auto", until measured)
     take the target's default and "NCHWc" gets its block from the target's vector width
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
@@ -23,27 +29,37 @@ def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> st
     whose channel counts the packed layout serves badly (`packs_poorly`) defaults to NHWC;
     a `quantized` one is packed whatever the target's default, as its 8-bit kernels are.
 
+    Returns:
+        (layout, why): why is what the compile report says of a default choice ("" for a
+        layout asked for by name).
+
     Raises:
         ConfigError: unknown layout name.
     """
     if block_of(layout):
-        return layout
+        return layout, ""
     if layout not in CHOICES:
         raise ConfigError(
             f'unknown layout "{layout}"{did_you_mean(layout, CHOICES)}; '
             f'use one of {", ".join(CHOICES)}'
         )
     widest = target.cpu.nchwc_block
+    why = ""
     if layout in ("default", "auto"):
         layout = target.default_layout
+        why = f"{target.name}'s default"
+        if layout != "NCHWc" and not quantized:
+            why += " for float models"
         if quantized:
             layout = "NCHWc"  # the 8-bit (and float16) kernels are packed-layout ones
+            why = "INT8 and FP16 kernels are packed-layout ones"
         elif layout == "NCHWc" and ir is not None and packs_poorly(ir, widest):
-            return "NHWC"
+            return "NHWC", (f"not {target.name}'s packed default: the model's channel counts fit "
+                            f"NCHW{choose_block(ir, widest)}c badly")
     if layout != "NCHWc":
-        return layout
+        return layout, why
     block = widest if ir is None else choose_block(ir, widest)
-    return f"NCHW{block}c"
+    return f"NCHW{block}c", why
 
 
 def expected_cost_warning(layout: str, mode: str | None) -> str | None:
@@ -87,7 +103,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
     ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
-    concrete = resolve(layout, target, ir, model.quantization is not None)
+    concrete, why = resolve_why(layout, target, ir, model.quantization is not None)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
     if concrete == "NHWC":
@@ -95,7 +111,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
     ir = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(ir))
     if block_of(concrete):
         ir = pack_stem_outputs(ir, concrete)
-    return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete)
+    return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete, layout_why=why)
 
 
 def count_layout_transforms(ir) -> int:
