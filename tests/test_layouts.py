@@ -278,6 +278,29 @@ def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels
     assert fmas["gathers"] == 0, fmas
 
 
+def _conv_chain(path: Path, seed: int, specs: list) -> Path:
+    """Conv + ReLU layers (label, out channels, kernel, stride, groups) on a 1x24x29x29
+    input, each padded by half its kernel."""
+    rng = np.random.default_rng(seed)
+    nodes, inits, name, channels, size = [], [], "x", 24, 29
+    for label, out, kernel, stride, groups in specs:
+        weight = rng.standard_normal((out, channels // groups, kernel, kernel)) * 0.3
+        inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{label}"),
+                  numpy_helper.from_array(rng.standard_normal(out).astype(np.float32),
+                                          f"b{label}")]
+        nodes += [helper.make_node("Conv", [name, f"w{label}", f"b{label}"], [label],
+                                   kernel_shape=[kernel, kernel], strides=[stride, stride],
+                                   pads=[kernel // 2] * 4, group=groups),
+                  helper.make_node("Relu", [label], [f"r{label}"])]
+        name, channels = f"r{label}", out
+        size = (size + 2 * (kernel // 2) - kernel) // stride + 1
+    nodes.append(helper.make_node("Identity", [name], ["y"]))
+    return save_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 29, 29])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+        inits, path)
+
+
 @pytest.mark.parametrize(("target", "register"), [("x86_64", "ymm"), ("x86_64-avx512", "zmm")])
 def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(target, register,
                                                                              tmp_path):
@@ -287,25 +310,8 @@ def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(targ
     Checked against ONNX Runtime; objdump shows full-width FMAs in every conv (the kernel
     the flat planes replaced ran a 15-pixel row on partial vectors). The stride-2 phase copy
     still builds its vectors lane by lane (not asserted)."""
-    rng = np.random.default_rng(7)
-    specs = [("dw2", 24, 24, 3, 2, 24), ("dw5", 24, 24, 5, 1, 24), ("pw", 24, 20, 1, 1, 1)]
-    nodes, inits, name, size = [], [], "x", 29
-    for label, cin, cout, kernel, stride, groups in specs:
-        weight = rng.standard_normal((cout, cin // groups, kernel, kernel)) * 0.3
-        inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{label}"),
-                  numpy_helper.from_array(rng.standard_normal(cout).astype(np.float32),
-                                          f"b{label}")]
-        pad = kernel // 2
-        nodes += [helper.make_node("Conv", [name, f"w{label}", f"b{label}"], [label],
-                                   kernel_shape=[kernel, kernel], strides=[stride, stride],
-                                   pads=[pad] * 4, group=groups),
-                  helper.make_node("Relu", [label], [f"r{label}"])]
-        name, size = f"r{label}", (size + 2 * pad - kernel) // stride + 1
-    nodes.append(helper.make_node("Identity", [name], ["y"]))
-    path = save_model(
-        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 29, 29])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 20, size, size])],
-        inits, tmp_path / "nchw.onnx")
+    path = _conv_chain(tmp_path / "nchw.onnx", seed=7, specs=[
+        ("dw2", 24, 3, 2, 24), ("dw5", 24, 5, 1, 24), ("pw", 20, 1, 1, 1)])
     library = tmp_path / "nchw.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
         model=str(path), output=library, layout="NCHW", target=target))
@@ -328,24 +334,9 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     from edgec import runtime
     from edgec.boards import emulator
 
+    path = _conv_chain(tmp_path / "depthwise.onnx", seed=3, specs=[
+        ("a", 24, 3, 2, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 1, 24)])
     rng = np.random.default_rng(3)
-    nodes, inits, name, size = [], [], "x", 29
-    for label, kernel, stride in [("a", 3, 2), ("b", 5, 1), ("c", 3, 1)]:
-        inits += [numpy_helper.from_array(
-                      (rng.standard_normal((24, 1, kernel, kernel)) * 0.3).astype(np.float32),
-                      f"w{label}"),
-                  numpy_helper.from_array(rng.standard_normal(24).astype(np.float32),
-                                          f"b{label}")]
-        nodes += [helper.make_node("Conv", [name, f"w{label}", f"b{label}"], [label],
-                                   kernel_shape=[kernel, kernel], strides=[stride, stride],
-                                   pads=[kernel // 2] * 4, group=24),
-                  helper.make_node("Relu", [label], [f"r{label}"])]
-        name, size = f"r{label}", (size + 2 * (kernel // 2) - kernel) // stride + 1
-    nodes.append(helper.make_node("Identity", [name], ["y"]))
-    path = save_model(
-        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 29, 29])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, size, size])],
-        inits, tmp_path / "depthwise.onnx")
     library = tmp_path / "depthwise-rpi4.so"
     pipeline.compile_model(pipeline.CompileOptions(
         model=str(path), output=library, layout="NCHW", target="rpi4", check=False))
