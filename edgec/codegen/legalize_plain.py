@@ -105,28 +105,19 @@ _DEPTHWISE_PLANE_VECTORS = 4
 _SHORT_TILE_COST = 0.25
 
 
-def plane_geometry_for(geometry_args: tuple, cpu):
-    """The geometry of a depthwise flat-plane NCHW conv: the run of pixel vectors whose
-    blocking computes the fewest pixels, short runs costed. None when the taps skip a
-    stride phase."""
-    candidates = [nchw_planes.plane_geometry(*geometry_args, cpu.float_lanes, v)
+def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+    """A float depthwise NCHW conv on edgec.codegen.nchw_planes, its run of pixel vectors
+    the one whose blocking computes the fewest pixels (short runs costed); None when its
+    taps skip a stride phase (a dilation the plain kernels take instead)."""
+    attrs, (data, weight) = call.attrs, call.args[:2]
+    geometry_args = ([int(d) for d in data.ty.shape], [int(d) for d in list(weight.ty.shape)[2:]],
+                     [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                     [int(d) for d in attrs.dilation], cpu.float_lanes)
+    candidates = [nchw_planes.plane_geometry(*geometry_args, v)
                   for v in range(1, _DEPTHWISE_PLANE_VECTORS + 1)]
     if candidates[0] is None:
         return None
-    return min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
-
-
-def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
-    """A float depthwise NCHW conv on edgec.codegen.nchw_planes, None when its taps skip a
-    stride phase (a dilation the plain kernels take instead)."""
-    attrs, (data, weight) = call.attrs, call.args[:2]
-    shape = [int(d) for d in data.ty.shape]
-    kernel_size = [int(d) for d in list(weight.ty.shape)[2:]]
-    geometry_args = (shape, kernel_size, [int(s) for s in attrs.strides],
-                     [int(p) for p in attrs.padding], [int(d) for d in attrs.dilation])
-    geometry = plane_geometry_for(geometry_args, cpu)
-    if geometry is None:
-        return None
+    geometry = min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
     # call_te converts only TVM objects and Python scalars; the geometry is bound here.
     kernel = functools.partial(nchw_planes.depthwise_conv2d_nchw_planes, geometry=geometry,
                                out_dtype=str(call.ty.dtype))

@@ -39,7 +39,7 @@ class PlaneGeometry:
         phase_rows, phase_cols: stride phases along each axis (1 where the stride is 1 or
             every tap falls on phase 0, as a 1x1 stride-2 conv's).
         rows: rows of each phase plane (enough for every tap of the last tile).
-        length: accumulated pixels per output plane: out_h * pitch rounded up to a tile.
+        length: accumulated pixels per output plane: whole blocks of rows at the pitch.
         lanes, vectors: a register tile's pixels, `vectors` SIMD registers of `lanes`.
         block_rows, blocks: the plane is accumulated and cropped in `blocks` blocks of
             `block_rows` whole rows (each a whole number of tiles), one parallel task each.
@@ -62,7 +62,8 @@ class PlaneGeometry:
 
     @property
     def attrs(self) -> dict:
-        """The register tile, for the schedule (edgec.codegen.plain_schedules.PlaneConv)."""
+        """The tile, pitch, blocks and output size, for the schedule
+        (edgec.codegen.plain_schedules.PlaneConv)."""
         return {"edgec_lanes": self.lanes, "edgec_vectors": self.vectors,
                 "edgec_pitch": self.pitch, "edgec_block_rows": self.block_rows,
                 "edgec_blocks": self.blocks, "edgec_out": [self.out_h, self.out_w]}
@@ -85,28 +86,30 @@ def _axis_phases(size: int, stride: int, dilation: int) -> int | None:
     return len(used) if used == set(range(len(used))) else None
 
 
-# Pixels of a block of rows: at least the first (fewer, and each parallel task's fixed
-# costs show), at most the second when a whole-tile block that small exists (a block is
-# what one task accumulates and crops: 12 output channels x 2048 pixels is 96 KB, in L2).
-_BLOCK_PIXELS = (512, 2048)
+# A block of rows is what one task copies, accumulates and crops: at most this many pixels
+# when a whole-tile block that small exists (one channel's 2048 pixels and their phase rows
+# stay in L1).
+_MOST_BLOCK_PIXELS = 2048
+# A task's fixed cost, counted as pixels computed: many small blocks cost more than their
+# pixels alone.
+_TASK_COST_PIXELS = 32
 
 
 def _blocking(out_h: int, pitch: int, tile: int) -> tuple[int, int, int]:
     """(block_rows, blocks, length) of an output plane at `pitch`: blocks of whole rows that
-    are whole tiles (rows a multiple of tile / gcd(pitch, tile)) and hold 512-2048 pixels
-    where such exist, the fewest pixels accumulated; else one block of out_h rows, its
-    last tile partly past the plane."""
+    are whole tiles (rows a multiple of tile / gcd(pitch, tile)), at most 2048 pixels where
+    such exist, the fewest pixels accumulated (each block's task cost added); else one
+    block of out_h rows, its last tile partly past the plane."""
     unit = tile // math.gcd(pitch, tile)
-    fewest, most = _BLOCK_PIXELS
     choices = []
     for rows in range(unit, out_h, unit):
         blocks = -(-out_h // rows)
         length = blocks * rows * pitch
-        if rows * pitch <= most or rows == unit:
-            choices.append((length * (1 + fewest / 16 / (rows * pitch)), rows, blocks, length))
+        if rows * pitch <= _MOST_BLOCK_PIXELS or rows == unit:
+            choices.append((length + blocks * _TASK_COST_PIXELS, rows, blocks, length))
     whole = math.ceil(out_h * pitch / tile) * tile
-    if not choices or whole <= most:
-        choices.append((whole * (1 + fewest / 16 / whole), out_h, 1, whole))
+    if not choices or whole <= _MOST_BLOCK_PIXELS:
+        choices.append((whole + _TASK_COST_PIXELS, out_h, 1, whole))
     return min(choices)[1:]
 
 
@@ -162,8 +165,6 @@ def planes_at(planes, b, c, phase, flat):
     return planes[b, c, phase, flat // pitch, flat % pitch]
 
 
-
-
 def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
     """The columns [first, end) of a phase row that hold input pixels in every column
     phase: the copy's schedule splits the row there, so this middle part is a run of
@@ -173,13 +174,6 @@ def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
     ends = [min(g.pitch, -(-(width + left - pw) // sw)) for pw in range(g.phase_cols)]
     first = max(firsts)
     return first, max(first, min(ends))
-
-
-def _crop(accumulated, geometry: PlaneGeometry, channels: int, read):
-    n = int(accumulated.shape[0])
-    return te.compute((n, channels, geometry.out_h, geometry.out_w),
-                      lambda b, c, y, x: read(b, c, y * geometry.pitch + x),
-                      name="plane_crop")
 
 
 def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtype):
@@ -196,4 +190,6 @@ def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtyp
                                * kernel[c, 0, kh, kw].astype(out_dtype), axis=[kh, kw]),
         name="depthwise_conv2d_nchw_planes", attrs=geometry.attrs,
     )
-    return _crop(accumulated, geometry, channels, lambda b, c, q: accumulated[b, c, q])
+    return te.compute((n, channels, geometry.out_h, geometry.out_w),
+                      lambda b, c, y, x: accumulated[b, c, y * geometry.pitch + x],
+                      name="plane_crop")
