@@ -32,9 +32,10 @@ def _choose(convs: list, widest: int) -> int:
     return next(b for b in candidates if packed[b] >= 0.98 * max(packed.values()))
 
 
-def packs_poorly(ir, widest: int) -> bool:
-    """Whether the packed layout would serve this float model badly, so that NHWC (which
-    takes any channel count) is the better default: its block narrows to a quarter of the
+def poorly_packed_block(ir, widest: int) -> int | None:
+    """The block the packed layout would take for this float model when it serves the model
+    badly, so that NHWC (which takes any channel count) is the better default; None when
+    it serves it well. Badly: its block narrows to a quarter of the
     vector or less, or it leaves more than 5% of the conv MACs unpacked (NCHW, with layout
     transforms around them). ShuffleNetV2's 58- and 116-channel branches do both on
     AVX-512 (NCHW4c, its 58-channel stage unpacked): packed took 3.80 ms there, NHWC 2.42
@@ -43,9 +44,10 @@ def packs_poorly(ir, widest: int) -> bool:
     convs = _convs(ir)
     total = sum(macs for macs, *_ in convs)
     if not total:
-        return False
+        return None
     block = _choose(convs, widest)
-    return block * 4 <= widest or _packed_macs(convs, block) < 0.95 * total
+    poor = block * 4 <= widest or _packed_macs(convs, block) < 0.95 * total
+    return block if poor else None
 
 
 def _packed_macs(convs: list, block: int) -> int:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgec.errors import ConfigError, did_you_mean
-from edgec.layout.blocks import block_of, choose_block, packs_poorly
+from edgec.layout.blocks import block_of, choose_block, poorly_packed_block
 from edgec.layout.nhwc_regions import keep_nhwc
 from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
@@ -26,7 +26,7 @@ def resolve_why(layout: str, target: Target, ir=None,
     take the target's default and "NCHWc" gets its block from the target's vector width
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
     `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is. A float model
-    whose channel counts the packed layout serves badly (`packs_poorly`) defaults to NHWC;
+    whose channel counts the packed layout serves badly (`poorly_packed_block`) defaults to NHWC;
     a `quantized` one is packed whatever the target's default, as its 8-bit kernels are.
 
     Returns:
@@ -53,9 +53,11 @@ def resolve_why(layout: str, target: Target, ir=None,
         if quantized:
             layout = "NCHWc"  # the 8-bit (and float16) kernels are packed-layout ones
             why = "INT8 and FP16 kernels are packed-layout ones"
-        elif layout == "NCHWc" and ir is not None and packs_poorly(ir, widest):
-            return "NHWC", (f"not {target.name}'s packed default: the model's channel counts fit "
-                            f"NCHW{choose_block(ir, widest)}c badly")
+        elif layout == "NCHWc" and ir is not None:
+            poor = poorly_packed_block(ir, widest)
+            if poor:
+                return "NHWC", (f"not {target.name}'s packed default: the model's channel "
+                                f"counts fit NCHW{poor}c badly")
     if layout != "NCHWc":
         return layout, why
     block = widest if ir is None else choose_block(ir, widest)
