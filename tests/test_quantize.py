@@ -339,6 +339,58 @@ def test_unreadable_calibration_image_is_refused(small_net, tmp_path):
     assert leftovers(tmp_path) == []
 
 
+@pytest.fixture
+def unpackable_net(tmp_path: Path) -> Path:
+    """A stem, then a 6-channel middle (1x1 conv, depthwise 3x3 at stride 2, 1x1 conv) that
+    no packed block divides, as ShuffleNetV2's 58-channel stage, then a classifier."""
+    rng = np.random.default_rng(11)
+
+    def weight(name, *shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], group=6, strides=[2, 2],
+                         pads=[1, 1, 1, 1]),
+        helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("GlobalAveragePool", ["r3"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w4", "b4"], ["logits"], transB=1),
+    ]
+    inits = [weight("w0", 16, 3, 3, 3), weight("b0", 16), weight("w1", 6, 16, 1, 1),
+             weight("b1", 6), weight("w2", 6, 1, 3, 3), weight("b2", 6),
+             weight("w3", 16, 6, 1, 1), weight("b3", 16), weight("w4", 10, 16),
+             weight("b4", 10)]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 20, 20])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+        tmp_path / "unpackable.onnx")
+
+
+@pytest.mark.parametrize("layout", ["default", "NHWC"])
+def test_int8_convs_no_packed_block_divides_run_on_edgec_kernels_and_match_the_qdq_model(
+        unpackable_net, tmp_path, layout):
+    """Convs whose channels the block does not divide stay NCHW in the packed layout (and
+    every conv is plain in NHWC): they sum exactly in float on the plain layouts' kernels
+    instead of TVM's generic int32 conv, which took half of ShuffleNetV2's INT8 time."""
+    samples = np.random.default_rng(12).uniform(-1, 1, (16, 1, 3, 20, 20)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "unpackable.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(unpackable_net), output=out, target="x86_64", layout=layout,
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    convs = integer_convs(result.model.ir)
+    assert len(convs) == 4 and all(c[1:] == ("int8", "int32") for c in convs), convs
+    generic = [name for name in result.tuning["generic_names"] if "conv2d" in name]
+    assert generic == [], generic
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
+
+
 def test_8_bit_convs_without_a_dot_kernel_sum_exactly_in_float():
     """Stems and depthwise convs sum 8-bit x int8 products in float32 (vpmulld is several
     times slower than an FMA). At the bound, 513 terms of 255 x -128, every sum must still

@@ -131,11 +131,12 @@ def _sums_exact_in_float(call: relax.Call) -> bool:
     data, weight = call.args[0], call.args[1]
     if str(data.ty.dtype) not in ("uint8", "int8") or str(weight.ty.dtype) != "int8":
         return False
-    if str(call.ty.dtype) != "int32" or call.attrs.kernel_layout[:4] != "OIHW":
+    kernel_layout = str(call.attrs.kernel_layout)
+    if str(call.ty.dtype) != "int32" or sorted(kernel_layout[:4]) != sorted("OIHW"):
         return False
     terms = 1
-    for axis in (1, 2, 3):  # input channels per group, kernel height, kernel width
-        terms *= int(weight.ty.shape[axis])
+    for axis in "IHW":  # input channels per group, kernel height, kernel width
+        terms *= int(weight.ty.shape[kernel_layout.index(axis)])
     return terms <= MAX_FLOAT_EXACT_TERMS
 
 
@@ -194,7 +195,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
                             primfunc_name_hint="pack_stem_kernel")
         return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
-    plain = legalize_plain_conv(bb, call, cpu)
+    plain = legalize_plain_conv(bb, call, cpu, integer=_sums_exact_in_float(call))
     return plain if plain is not None else _by_tvm(bb, call)
 
 

@@ -9,7 +9,11 @@ import tvm
 from tvm import relax
 
 from edgec.codegen import nchw_planes, plain_kernels
-from edgec.codegen.kernels import conv2d_nchw_packed_out, pack_stem_kernel
+from edgec.codegen.kernels import (
+    conv2d_nchw_packed_out,
+    integer_sums_in_float,
+    pack_stem_kernel,
+)
 from edgec.codegen.winograd import (
     conv2d_nhwc_winograd,
     winograd_geometry_fits,
@@ -25,6 +29,12 @@ def _float32_with_constant_weight(call: relax.Call) -> bool:
     if not isinstance(weight, tvm.ir.Constant):
         return False
     return {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} == {"float32"}
+
+
+def _as_float_kernel(kernel, integer: bool):
+    """The TE kernel itself, or for exact integer sums (8-bit data x int8 weights -> int32,
+    few terms) the same kernel on float-converted data with a cast of its sums."""
+    return integer_sums_in_float(kernel) if integer else kernel
 
 
 def output_width(channels: int, cpu) -> int:
@@ -48,16 +58,28 @@ def depthwise_lanes(channels: int, cpu) -> int:
     return next((w for w in widths if channels % w == 0), cpu.float_lanes)
 
 
-def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
+                        integer: bool = False) -> relax.Expr | None:
     """The edgec kernel for a float NHWC or NCHW conv2d (dense or depthwise, constant
-    weights), None when it is none of those."""
+    weights), None when it is none of those.
+
+    integer: the conv is 8-bit x int8 -> int32 with few enough terms per output that
+    float32 sums are exact (edgec.codegen.legalize checks): it runs the same float kernel
+    on converted data and weights. These are the INT8 convs whose channels the packed
+    block does not divide: ShuffleNetV2's 58-channel stage stays NCHW in NCHW4c, where
+    TVM's generic int32 conv took half of its INT8 latency.
+    """
     attrs = call.attrs
     layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
     if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
         return None
-    if not _float32_with_constant_weight(call):
+    if integer and isinstance(call.args[1], tvm.ir.Constant):
+        weight = relax.const(call.args[1].value.numpy().astype("float32"))
+    elif _float32_with_constant_weight(call):
+        weight = call.args[1]
+    else:
         return None
-    data, weight = call.args[0], call.args[1]
+    data = call.args[0]
     nhwc = layouts[0] == "NHWC"
     channels = int(data.ty.shape[3 if nhwc else 1])
     out_channels = int(call.ty.shape[3 if nhwc else 1])
@@ -67,35 +89,35 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if nhwc and cpu.winograd and winograd_geometry_fits(call):
+        if nhwc and cpu.winograd and not integer and winograd_geometry_fits(call):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
             return bb.call_te(conv2d_nhwc_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, primfunc_name_hint="conv2d_nhwc_winograd")
         if nhwc:
             packed = bb.emit_te(plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
                                 primfunc_name_hint="pack_nhwc_kernel")
-            return bb.call_te(plain_kernels.conv2d_nhwc_dense, data, packed, *args,
-                              out_channels, primfunc_name_hint="conv2d_nhwc")
+            return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
+                              packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
         # Dense convs keep the packed tile, transposed into planes in the epilogue. On flat
         # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs
         # 6.26 ms) and lost on MobileNetV2 (5.07 vs 4.70) and ResNet-50 (37.2 vs 35.5), and
         # ResNet-18's 3x3 convs took it from 1.18x to 1.65x of packed (AVX-512, 2 threads).
         packed = bb.emit_te(pack_stem_kernel, weight, wide,
                             primfunc_name_hint="pack_stem_kernel")
-        return bb.call_te(conv2d_nchw_packed_out, data, packed, *args, 0, out_channels,
-                          primfunc_name_hint="conv2d_nchw")
+        return bb.call_te(_as_float_kernel(conv2d_nchw_packed_out, integer), data, packed,
+                          *args, 0, out_channels, primfunc_name_hint="conv2d_nchw")
     if groups == channels == out_channels and per_group == 1:
         if nhwc:
             packed = bb.emit_te(plain_kernels.pack_nhwc_depthwise_kernel, weight, layouts[1],
                                 depthwise_lanes(channels, cpu),
                                 primfunc_name_hint="pack_nhwc_kernel")
-            return bb.call_te(plain_kernels.depthwise_conv2d_nhwc, data, packed, *args,
-                              primfunc_name_hint="depthwise_conv2d_nhwc")
-        planes = _nchw_planes(bb, call, cpu)
+            return bb.call_te(_as_float_kernel(plain_kernels.depthwise_conv2d_nhwc, integer),
+                              data, packed, *args, primfunc_name_hint="depthwise_conv2d_nhwc")
+        planes = _nchw_planes(bb, call, data, weight, cpu, integer)
         if planes is not None:
             return planes
-        return bb.call_te(plain_kernels.depthwise_conv2d_nchw, data, weight, *args,
-                          primfunc_name_hint="depthwise_conv2d_nchw")
+        return bb.call_te(_as_float_kernel(plain_kernels.depthwise_conv2d_nchw, integer), data,
+                          weight, *args, primfunc_name_hint="depthwise_conv2d_nchw")
     return None
 
 
@@ -105,11 +127,13 @@ _DEPTHWISE_PLANE_VECTORS = 4
 _SHORT_TILE_COST = 0.25
 
 
-def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
-    """A float depthwise NCHW conv on edgec.codegen.nchw_planes, its run of pixel vectors
-    the one whose blocking computes the fewest pixels (short runs costed); None when its
-    taps skip a stride phase (a dilation the plain kernels take instead)."""
-    attrs, (data, weight) = call.attrs, call.args[:2]
+def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, data: relax.Expr,
+                 weight: relax.Expr, cpu, integer: bool) -> relax.Expr | None:
+    """A depthwise NCHW conv of `data` and (float) `weight` on edgec.codegen.nchw_planes,
+    its run of pixel vectors the one whose blocking computes the fewest pixels (short runs
+    costed); None when its taps skip a stride phase (a dilation the plain kernels take
+    instead)."""
+    attrs = call.attrs
     geometry_args = ([int(d) for d in data.ty.shape], [int(d) for d in list(weight.ty.shape)[2:]],
                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                      [int(d) for d in attrs.dilation], cpu.float_lanes)
@@ -118,7 +142,11 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | 
     if candidates[0] is None:
         return None
     geometry = min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
+
+    def conv(data, kernel, strides, padding, dilation, groups, out_dtype):
+        return nchw_planes.depthwise_conv2d_nchw_planes(data, kernel, geometry, out_dtype)
+
     # call_te converts only TVM objects and Python scalars; the geometry is bound here.
-    kernel = functools.partial(nchw_planes.depthwise_conv2d_nchw_planes, geometry=geometry,
-                               out_dtype=str(call.ty.dtype))
+    kernel = functools.partial(_as_float_kernel(conv, integer), strides=None, padding=None,
+                               dilation=None, groups=1, out_dtype=str(call.ty.dtype))
     return bb.call_te(kernel, data, weight, primfunc_name_hint="depthwise_conv2d_nchw")
