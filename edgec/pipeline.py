@@ -96,7 +96,7 @@ def compile_model(options: CompileOptions, progress: Progress | None = None) -> 
         say("WARNING: --calib random calibrates on noise: accuracy numbers mean nothing")
     elif qopts.calib == quant.SAMPLES:
         say(f"WARNING: {quant.SAMPLES_WARNING}")
-    slow_layout = layout.expected_cost_warning(options.layout, qopts.mode)
+    slow_layout = layout.expected_cost_warning(options.layout, qopts.mode, target)
     if slow_layout:
         say(f"WARNING: {slow_layout}")
     seconds: dict[str, float] = {}

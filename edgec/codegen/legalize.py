@@ -195,7 +195,8 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
                             primfunc_name_hint="pack_stem_kernel")
         return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
-    plain = legalize_plain_conv(bb, call, cpu, integer=_sums_exact_in_float(call))
+    dot = int8_dot if int8_dot and _dot_operands_fit(call, int8_dot) else None
+    plain = legalize_plain_conv(bb, call, cpu, integer=_sums_exact_in_float(call), dot=dot)
     return plain if plain is not None else _by_tvm(bb, call)
 
 

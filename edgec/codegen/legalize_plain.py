@@ -59,7 +59,7 @@ def depthwise_lanes(channels: int, cpu) -> int:
 
 
 def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
-                        integer: bool = False) -> relax.Expr | None:
+                        integer: bool = False, dot: str | None = None) -> relax.Expr | None:
     """The edgec kernel for a float NHWC or NCHW conv2d (dense or depthwise, constant
     weights), None when it is none of those.
 
@@ -68,11 +68,18 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
     on converted data and weights. These are the INT8 convs whose channels the packed
     block does not divide: ShuffleNetV2's 58-channel stage stays NCHW in NCHW4c, where
     TVM's generic int32 conv took half of its INT8 latency.
+
+    dot: the edgec.codegen.intrinsics kind whose dot product an 8-bit dense conv's operands
+    fit (checked by the caller); an NHWC one then runs on it at any number of terms.
     """
     attrs = call.attrs
     layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
     if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
         return None
+    if dot and layouts[0] == "NHWC" and int(attrs.groups) == 1:
+        dotted = _nhwc_int8(bb, call, layouts[1], cpu, dot)
+        if dotted is not None:
+            return dotted
     if integer and isinstance(call.args[1], tvm.ir.Constant):
         weight = relax.const(call.args[1].value.numpy().astype("float32"))
     elif _float32_with_constant_weight(call):
@@ -119,6 +126,25 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         return bb.call_te(_as_float_kernel(plain_kernels.depthwise_conv2d_nchw, integer), data,
                           weight, *args, primfunc_name_hint="depthwise_conv2d_nchw")
     return None
+
+
+def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu,
+               dot: str) -> relax.Expr | None:
+    """An 8-bit dense NHWC conv on the `dot` intrinsic (plain_kernels.conv2d_nhwc_int8),
+    None when no tile width fits it."""
+    from edgec.codegen import intrinsics
+
+    out_channels = int(call.ty.shape[3])
+    wide = output_width(out_channels, cpu)
+    if not intrinsics.lanes(dot, wide):
+        return None
+    attrs = call.attrs
+    packed = bb.emit_te(plain_kernels.pack_nhwc_int8_kernel, call.args[1], kernel_layout, wide,
+                        primfunc_name_hint="pack_nhwc_int8_kernel")
+    return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed,
+                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                      [int(d) for d in attrs.dilation], 1, "int32", dot, out_channels,
+                      primfunc_name_hint="conv2d_nhwc_int8")
 
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and

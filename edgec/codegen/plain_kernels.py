@@ -130,6 +130,72 @@ def conv2d_nhwc_dense(data, kernel, strides, padding, dilation, groups, out_dtyp
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
 
 
+def nhwc_int8_block(channels: int) -> int:
+    """Input channels per reduction chunk of conv2d_nhwc_int8: 16, 8 or 4, the widest that
+    divides the channels padded to 4. A chunk's 4-channel groups are read one after the
+    other from the same pixel (the same cache line); with 4-channel chunks ResNet-18's 3x3
+    convs stepped to another pixel every dot: 1.50x of the packed layout's INT8 time."""
+    padded = padded_tiles(channels, 4) * 4
+    return next(block for block in (16, 8, 4) if padded % block == 0)
+
+
+def pack_nhwc_int8_kernel(kernel, layout: str, wide: int):
+    """8-bit OHWI or HWIO weights as pack_int8_kernel lays out an input block b
+    (nhwc_int8_block): (ceil(O/wide), I'/b, KH, KW, b/4, wide, 4), I' the input channels
+    padded to 4; each output lane's 4 consecutive input channels side by side (the bytes one
+    dot instruction multiplies), zero-padded in both."""
+    dims = _weight_dims(kernel, layout)
+    o_channels, i_channels = dims["O"], dims["I"]
+    block = nhwc_int8_block(i_channels)
+
+    def packed(t, icc, kh, kw, ic4, v, ici):
+        o, i = t * wide + v, icc * block + ic4 * 4 + ici
+        return te.if_then_else(
+            te.all(o < o_channels, i < i_channels),
+            _weight_at(kernel, layout, te.min(o, o_channels - 1), kh, kw,
+                       te.min(i, i_channels - 1)),
+            te.const(0, kernel.dtype))
+
+    shape = (padded_tiles(o_channels, wide), padded_tiles(i_channels, 4) * 4 // block,
+             dims["H"], dims["W"], block // 4, wide, 4)
+    return te.compute(shape, packed, name="nhwc_int8_kernel_pack")
+
+
+def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot: str,
+                     out_channels: int):
+    """8-bit NHWC data x int8 weights packed by pack_nhwc_int8_kernel -> int32 (N, OH, OW, O)
+    on the dot-product instructions: the register tile, block name and reduction order of
+    the packed layout's conv2d_nchwc_int8 (edgec.codegen.schedules tensorizes it the same
+    way), each pixel's channels read 4 at a time where NHWC keeps them contiguous, a chunk
+    of nhwc_int8_block channels per tap. Input channels 4 does not divide are zero-padded
+    (they meet zero weights)."""
+    n, height, width, channels = (int(d) for d in data.shape)
+    tiles, chunks, kh_size, kw_size, groups_of_4, wide, _ = (int(d) for d in kernel.shape)
+    block = groups_of_4 * 4
+    (sh, sw), (dh, dw) = strides, dilation
+    top, left, bottom, right = padding
+    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
+    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    padded = topi.nn.pad(data, [0, top, left, 0],
+                         [0, bottom, right, chunks * block - channels], name="data_pad")
+    kh = te.reduce_axis((0, kh_size), name="kh")
+    kw = te.reduce_axis((0, kw_size), name="kw")
+    icc = te.reduce_axis((0, chunks), name="icc")
+    ic4 = te.reduce_axis((0, groups_of_4), name="ic4")
+    ici = te.reduce_axis((0, 4), name="ici")
+    accumulated = te.compute(
+        (n, tiles, out_h, out_w, wide),
+        lambda b, t, y, x, v: te.sum(
+            padded[b, y * sh + kh * dh, x * sw + kw * dw, icc * block + ic4 * 4 + ici].astype(
+                out_dtype) * kernel[t, icc, kh, kw, ic4, v, ici].astype(out_dtype),
+            axis=[icc, kh, kw, ic4, ici],
+        ),
+        name="conv2d_nchwc_int8",
+        attrs={"edgec_dot": dot},
+    )
+    return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
+
+
 def depthwise_conv2d_nhwc(data, kernel, strides, padding, dilation, groups, out_dtype):
     """Depthwise NHWC conv with weights packed by pack_nhwc_depthwise_kernel: each output
     lane reads the same channel of the input, a contiguous vector in NHWC."""

@@ -50,6 +50,27 @@ def poorly_packed_block(ir, widest: int) -> int | None:
     return block if poor else None
 
 
+def largest_sum(ir, dense: bool = True) -> int:
+    """Terms per output (input channels per group x kernel taps) of the model's largest NCHW
+    conv (grouped and depthwise ones only unless `dense`): INT8 convs of up to
+    edgec.codegen.kernels.MAX_FLOAT_EXACT_TERMS sum exactly in float on the plain layouts'
+    kernels; dense ones on a CPU with a dot product run on that in NHWC."""
+    from tvm import relax
+
+    largest = 0
+
+    def visit(expr) -> None:
+        nonlocal largest
+        if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.conv2d":
+            if (expr.attrs.data_layout == "NCHW" and expr.attrs.kernel_layout == "OIHW"
+                    and (dense or int(expr.attrs.groups) > 1)):
+                _, per_group, height, width = (int(d) for d in expr.args[1].ty.shape)
+                largest = max(largest, per_group * height * width)
+
+    relax.analysis.post_order_visit(ir["main"], visit)
+    return largest
+
+
 def _packed_macs(convs: list, block: int) -> int:
     """MACs of the convs NCHW{block}c packs (stems, with fewer inputs than the block, too)."""
     return sum(macs for macs, inputs, outputs, per_group in convs

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgec.errors import ConfigError, did_you_mean
-from edgec.layout.blocks import block_of, choose_block, poorly_packed_block
+from edgec.layout.blocks import block_of, choose_block, largest_sum, poorly_packed_block
 from edgec.layout.nhwc_regions import keep_nhwc
 from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
@@ -15,19 +15,26 @@ from edgec.targets import LAYOUTS, Target
 CHOICES = ("default", "auto", *LAYOUTS)
 
 
-def resolve(layout: str, target: Target, ir=None, quantized: bool = False) -> str:
+def resolve(layout: str, target: Target, ir=None, quantized: str | None = None) -> str:
     """The concrete layout for a --layout choice (see resolve_why)."""
     return resolve_why(layout, target, ir, quantized)[0]
 
 
 def resolve_why(layout: str, target: Target, ir=None,
-                quantized: bool = False) -> tuple[str, str]:
+                quantized: str | None = None) -> tuple[str, str]:
     """The concrete layout for a --layout choice: "default" (and "auto", until measured)
     take the target's default and "NCHWc" gets its block from the target's vector width
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
     `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is. A float model
     whose channel counts the packed layout serves badly (`poorly_packed_block`) defaults to NHWC;
-    a `quantized` one is packed whatever the target's default, as its 8-bit kernels are.
+    a `quantized` one ("int8", "fp16") is packed whatever the target's default, as its 8-bit
+    and float16 kernels are, except an INT8 model the block serves badly whose convs all
+    have NHWC kernels: dense ones on the CPU's dot product, the others summing exactly in
+    float (`largest_sum`), all at full vector width, where NCHW4c left ShuffleNetV2's
+    58-channel stage unpacked and the rest on 4-lane vectors (INT8, x86_64-avx512-vnni,
+    interleaved: 4.42 ms packed, 1.81 NHWC; not on NEON, whose 4-lane block fills a
+    register). Well-packed INT8 models measured 0.87-1.10x of packed in NHWC (ResNet-50 1.28):
+    no reason to switch them.
 
     Returns:
         (layout, why): why is what the compile report says of a default choice ("" for a
@@ -51,6 +58,16 @@ def resolve_why(layout: str, target: Target, ir=None,
         if layout != "NCHWc" and not quantized:
             why += " for float models"
         if quantized:
+            from edgec.codegen.kernels import MAX_FLOAT_EXACT_TERMS  # imports TVM
+
+            poor = poorly_packed_block(ir, widest) if ir is not None else None
+            # Only where the block is narrower than a register: on NEON NCHW4c is a full
+            # one and nothing has measured NHWC INT8 against it there.
+            dense_on_dots = target.cpu.int8_dot is not None
+            if (quantized == "int8" and poor and poor < target.cpu.float_lanes
+                    and largest_sum(ir, dense=not dense_on_dots) <= MAX_FLOAT_EXACT_TERMS):
+                return "NHWC", (f"the model's channel counts fit NCHW{poor}c badly; edgec's "
+                                "INT8 kernels take any channel count in NHWC")
             layout = "NCHWc"  # the 8-bit (and float16) kernels are packed-layout ones
             why = "INT8 and FP16 kernels are packed-layout ones"
         elif layout == "NCHWc" and ir is not None:
@@ -64,16 +81,19 @@ def resolve_why(layout: str, target: Target, ir=None,
     return f"NCHW{block}c", why
 
 
-def expected_cost_warning(layout: str, mode: str | None) -> str | None:
+def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str | None:
     """What a slow layout choice costs, measured (README "Layouts"), or None when the layout
     runs at the packed layout's speed. NHWC float convs do (0.48-1.03x of packed on the ten
-    zoo models, x86, bench/layouts.py); NCHW ones are 1.2-1.8x slower on eight of them, and
-    8-bit convs have dot-product (and float16) kernels only in the packed layout. `mode`:
-    the quantization mode (int8, fp16) or None."""
-    if mode and layout in ("NCHW", "NHWC"):
-        return (f"{mode.upper()} convs in {layout} run on TVM's generic kernels, no faster "
-                "than FP32; edgec's kernels for them need the packed layout (--layout NCHWc, "
-                "or the default, which packs INT8 and FP16 builds)")
+    zoo models, x86, bench/layouts.py); NCHW ones are 1.2-1.8x slower on eight of them.
+    INT8 convs in NHWC run on the dot product (dense) and exact float sums (the others) on
+    a CPU with one (0.87-1.10x of packed on five zoo models, x86_64-avx512-vnni); float16
+    convs have kernels only in the packed layout. `mode`: the quantization mode (int8,
+    fp16) or None."""
+    fast_int8 = mode == "int8" and layout == "NHWC" and target.cpu.int8_dot is not None
+    if mode and layout in ("NCHW", "NHWC") and not fast_int8:
+        return (f"{mode.upper()} convs in {layout} run on TVM's generic kernels or in float, "
+                "no faster than FP32; edgec's kernels for them need the packed layout "
+                "(--layout NCHWc, or the default)")
     if layout == "NCHW":
         return ("NCHW builds ran 1.2-1.8x slower than the packed layout on most zoo models "
                 "(x86, bench/layouts.py); --layout NHWC or the default run at packed speed "
@@ -105,7 +125,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
     ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
-    concrete, why = resolve_why(layout, target, ir, model.quantization is not None)
+    concrete, why = resolve_why(layout, target, ir, model.quantization)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
     if concrete == "NHWC":

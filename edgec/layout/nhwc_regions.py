@@ -7,8 +7,8 @@ NCHW before its concat and back to NHWC after its split, 17 transposing kernels 
 (~15% of the model's time on x86). Here, where an NHWC consumer reads an NCHW value, that
 value is rebuilt in NHWC from its producers: transposes back from NHWC, concats and splits
 on the channel axis, channel shuffles (as the same reshape/swap on the last axis, contiguous
-in NHWC) and elementwise ops. Producers it does not know keep their transpose; the NCHW
-originals left without a consumer are removed.
+in NHWC) and elementwise ops (unary, or with a scalar constant). Producers it does not
+know keep their transpose; the NCHW originals left without a consumer are removed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,12 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 TO_NHWC = [0, 2, 3, 1]
 TO_NCHW = [0, 3, 1, 2]
-_UNARY = {"relax.nn.relu", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.clip"}
+_UNARY = {"relax.nn.relu", "relax.sigmoid", "relax.tanh", "relax.nn.silu", "relax.clip",
+          "relax.astype", "relax.round"}
+# Elementwise with a scalar constant: also the decomposed requantize of an INT8 concat's
+# part (astype, subtract, multiply, divide, round, add, maximum, minimum, astype).
+_WITH_SCALAR = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
+                "relax.maximum", "relax.minimum"}
 
 
 def keep_nhwc(ir: tvm.IRModule) -> tvm.IRModule:
@@ -95,7 +100,9 @@ class _Rewriter(PyExprMutator):
             return relax.op.concat(parts, axis=3)
         if name == "relax.reshape":
             return self._nhwc_shuffle(call)
-        if name in _UNARY:
+        scalar = (name in _WITH_SCALAR and isinstance(call.args[1], tvm.ir.Constant)
+                  and not list(call.args[1].ty.shape))
+        if name in _UNARY or scalar:
             data = self._nhwc(call.args[0])
             if data is None:
                 return None

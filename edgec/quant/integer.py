@@ -86,6 +86,7 @@ class _Rewriter(PyExprMutator):
         self.values = relax.analysis.get_var2val(mod["main"])
         self.requantized = requantized
         self.passthrough = 0
+        self.splits: dict = {}  # split call -> the same split of the 8-bit source, emitted
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         name = patterns.op_name(call)
@@ -108,10 +109,43 @@ class _Rewriter(PyExprMutator):
             _, source, mover = moved
             return relax.Call(mover.op, [self.visit_expr(source), *mover.args[1:]],
                               mover.attrs)
+        moved = self._moved(call.args[0], out)
+        if moved is not None:
+            self.passthrough += 1
+            return moved
         layer = patterns.quantized_layer(call.args[0], self.values)
         if layer is None or layer.data.dtype not in _INT_RANGE:
             return None
         return self._requantize(self._accumulate(layer), layer, out)
+
+    def _moved(self, expr: relax.Expr, out: patterns.QParams) -> relax.Expr | None:
+        """A split part or a concat of 8-bit tensors quantized as `out`, on the 8-bit values
+        (concat parts quantized otherwise are requantized first), or None."""
+        split = patterns.split_passthrough(expr, out, self.values)
+        if split is not None:
+            call, source, index = split
+            if call not in self.splits:
+                self.splits[call] = self.builder_.emit(relax.op.split(
+                    self.visit_expr(source), call.attrs.indices_or_sections,
+                    int(call.attrs.axis)))
+            return relax.TupleGetItem(self.splits[call], index)
+        concat = patterns.concat_parts(expr, out, self.values)
+        if concat is None:
+            return None
+        call, parts = concat
+        return relax.op.concat([self._requantized(part, out) for part in parts],
+                               int(call.attrs.axis))
+
+    def _requantized(self, part: patterns.QParams, out: patterns.QParams) -> relax.Expr:
+        data = self.visit_expr(part.expr)
+        if (part.scale, part.zero_point) == (out.scale, out.zero_point):
+            return data
+        # The float graph's own steps, dequantize then quantize: the same values it made.
+        dequantized = relax.op.dequantize(data, _scalar_const(part.scale, "float32"),
+                                          _scalar_const(part.zero_point, part.dtype))
+        return self.builder_.emit(relax.op.quantize(
+            dequantized, _scalar_const(out.scale, "float32"),
+            _scalar_const(out.zero_point, out.dtype), out_dtype=out.dtype))
 
     def _accumulate(self, layer: patterns.QuantLayer) -> relax.Expr:
         """The int32 sum over the 8-bit tensors, bias and zero-point correction included."""

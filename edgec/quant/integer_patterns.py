@@ -14,7 +14,10 @@ import numpy as np
 import tvm
 from tvm import relax
 
-_MOVERS = ("relax.reshape", "relax.nn.max_pool2d")
+# Ops that move 8-bit values without computing on them. ShuffleNetV2's channel shuffle
+# (reshape, permute_dims, reshape) and split had each bounced through float: 10 kernels of
+# dequantize, move, quantize per unit.
+_MOVERS = ("relax.reshape", "relax.nn.max_pool2d", "relax.permute_dims")
 
 
 @dataclass(frozen=True)
@@ -144,6 +147,39 @@ def passthrough(expr: Any, out: QParams, values: Mapping):
             out.scale, out.zero_point, out.dtype):
         return None
     return op_name(call), source.expr, call
+
+
+def split_passthrough(expr: Any, out: QParams, values: Mapping):
+    """(split call, 8-bit source, index) when expr is one part of a split of a tensor
+    quantized exactly as `out` (quantize(split(dequantize(x))[i]) is split(x)[i])."""
+    item = _resolve(expr, values)
+    if not isinstance(item, relax.TupleGetItem):
+        return None
+    split = _resolve(item.tuple_value, values)
+    if op_name(split) != "relax.split":
+        return None
+    source = _dequantized_input(split.args[0], values)
+    if source is None or (source.scale, source.zero_point, source.dtype) != (
+            out.scale, out.zero_point, out.dtype):
+        return None
+    return split, source.expr, int(item.index)
+
+
+def concat_parts(expr: Any, out: QParams, values: Mapping):
+    """(concat call, the QParams of each part) when expr concatenates dequantized 8-bit
+    tensors of `out`'s type: quantize(concat(dequantize(a), ...)) is the concat of each part
+    requantized to `out` (elementwise, so the same values; a part already quantized as `out`
+    is itself)."""
+    call = _resolve(expr, values)
+    if op_name(call) != "relax.concat":
+        return None
+    fields = _resolve(call.args[0], values)
+    if not isinstance(fields, relax.Tuple):
+        return None
+    parts = [_dequantized_input(field, values) for field in fields.fields]
+    if any(part is None or part.dtype != out.dtype for part in parts):
+        return None
+    return call, parts
 
 
 def _clamps(expr: Any, values: Mapping) -> tuple[Any, float | None, float | None]:
