@@ -210,8 +210,10 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
                                      per_channel=per_channel)))
     convs = integer_convs(result.model.ir)
     assert len(convs) == 3 and all(c[1:] == ("int8", "int32") for c in convs), convs
-    # The classifier's logits stay float, but its sum is still computed in integers.
+    # The classifier's logits stay float, but its sum is still computed in integers, on
+    # the dot product (a 1x1 NHWC conv), not TVM's generic int32 matmul.
     assert integer_convs(result.model.ir, "relax.matmul") == [("uint8", "int8", "int32")]
+    assert [n for n in result.tuning["generic_names"] if "matmul" in n] == []
     if layout == "NCHWc":  # the packed 1x1 conv runs on AVX2's u8 x s8 multiply-add
         assert disassembly(out).count("vpmaddubsw") > 0
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])

@@ -28,7 +28,8 @@ from edgec.codegen.kernels import (
     pack_int8_stem_kernel,
     pack_stem_kernel,
 )
-from edgec.codegen.legalize_plain import legalize_plain_conv
+from edgec.codegen.legalize_plain import legalize_plain_conv, output_width
+from edgec.codegen.plain_kernels import matmul_int8_as_conv, pack_nhwc_int8_kernel
 from edgec.codegen.winograd import (
     conv2d_nchwc_winograd,
     winograd_geometry_fits,
@@ -60,7 +61,7 @@ def legalize_map(block: int, cpu) -> dict:
     lanes = cpu.accumulator_lanes
     return {"relax.nn.conv2d":
             lambda bb, call: _legalize_conv2d(bb, call, block, cpu, lanes),
-            "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, cpu.matmul_columns)}
+            "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, cpu)}
 
 
 def _blocks_per_tile(out_chunks: int, block: int, lanes: int) -> int:
@@ -219,16 +220,50 @@ def _by_tvm(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
                       primfunc_name_hint="layout_transform")
 
 
-def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, tile: int) -> relax.Expr:
-    """A float classifier head (a few rows times a constant K x N weight) on weights packed
-    by pack_dense_weight; any other matmul is left to TVM."""
+def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr:
+    """A classifier head (a few rows times a constant K x N weight): float on weights packed
+    by pack_dense_weight, 8-bit on the dot product as a 1x1 NHWC conv; any other matmul is
+    left to TVM."""
     data, weight = call.args
     if not isinstance(weight, tvm.ir.Constant) or len(weight.ty.shape) != 2:
         return call
     if len(data.ty.shape) != 2 or int(data.ty.shape[0]) > 4:
         return call
-    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
-        return call
-    packed = bb.emit_te(pack_dense_weight, weight, tile, primfunc_name_hint="pack_dense_weight")
-    return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
-                      primfunc_name_hint="dense_packed")
+    dtypes = (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype))
+    if set(dtypes) == {"float32"}:
+        packed = bb.emit_te(pack_dense_weight, weight, cpu.matmul_columns,
+                            primfunc_name_hint="pack_dense_weight")
+        return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
+                          primfunc_name_hint="dense_packed")
+    dotted = _int8_matmul(bb, call, cpu) if _matmul_dot_fits(call, cpu.int8_dot) else None
+    return dotted if dotted is not None else call
+
+
+def _matmul_dot_fits(call: relax.Call, kind: str | None) -> bool:
+    """8-bit rows x int8 constant weights -> int32 the `kind` dot product takes exactly."""
+    from edgec.codegen import intrinsics
+
+    data, weight = call.args
+    if kind is None or (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
+            intrinsics.activation_dtype(kind), "int8", "int32"):
+        return False
+    values = weight.value.numpy()
+    return kind != "avx2" or int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
+
+
+def _int8_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+    """The head as a 1x1 NHWC conv over one image row of M pixels (plain_kernels.
+    matmul_int8_as_conv): ShuffleNetV2's 1024 x 1000 INT8 head had run on TVM's generic
+    int32 matmul."""
+    from edgec.codegen import intrinsics
+
+    weight = call.args[1].value.numpy()
+    columns = int(weight.shape[1])
+    wide = output_width(columns, cpu)
+    if not intrinsics.lanes(cpu.int8_dot, wide):
+        return None
+    ohwi = relax.const(np.ascontiguousarray(weight.T.reshape(columns, 1, 1, -1)))
+    packed = bb.emit_te(pack_nhwc_int8_kernel, ohwi, "OHWI", wide,
+                        primfunc_name_hint="pack_nhwc_int8_kernel")
+    return bb.call_te(matmul_int8_as_conv, call.args[0], packed, cpu.int8_dot, columns,
+                      primfunc_name_hint="matmul_int8")

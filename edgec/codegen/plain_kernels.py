@@ -196,6 +196,17 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
 
 
+def matmul_int8_as_conv(data, kernel, dot: str, columns: int):
+    """(M, K) 8-bit rows x int8 weights packed by pack_nhwc_int8_kernel (as OHWI (N, 1, 1,
+    K)) -> (M, N) int32: conv2d_nhwc_int8 on the rows as one image row of M pixels."""
+    rows, depth = (int(d) for d in data.shape)
+    image = te.compute((1, 1, rows, depth), lambda b, y, x, c: data[x, c],
+                       name="rows_as_image")
+    conv = conv2d_nhwc_int8(image, kernel, [1, 1], [0, 0, 0, 0], [1, 1], 1, "int32", dot,
+                            columns)
+    return te.compute((rows, columns), lambda m, n: conv[0, 0, m, n], name="image_as_rows")
+
+
 def depthwise_conv2d_nhwc(data, kernel, strides, padding, dilation, groups, out_dtype):
     """Depthwise NHWC conv with weights packed by pack_nhwc_depthwise_kernel: each output
     lane reads the same channel of the input, a contiguous vector in NHWC."""
