@@ -191,7 +191,7 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
             axis=[icc, kh, kw, ic4, ici],
         ),
         name="conv2d_nchwc_int8",
-        attrs={"edgec_dot": dot},
+        attrs={"edgec_dot": dot, "edgec_nhwc": 1},
     )
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
 

@@ -182,7 +182,7 @@ class PackedConv:
                                                                 knobs.longest_row or longest)])
         if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
             self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
-                                lane, reduction)
+                                lane, reduction, knobs.rows_first)
             return
         tiles = []  # the output-channel vectors of one register tile, beside its pixels
         if knobs.channel_tiles > 1 and (extent(sch, chunk) or 1) % knobs.channel_tiles == 0:
@@ -217,9 +217,10 @@ class PackedConv:
 
     @staticmethod
     def _schedule_int8(sch: s_tir.Schedule, conv, epilogue: list, outer: tuple, lane,
-                       reduction: list) -> None:
+                       reduction: list, rows_first: bool | None) -> None:
         """The same register tile, lanes x 4 input channels per dot intrinsic (the kind the
-        kernel recorded, for the block it was computed with)."""
+        kernel recorded, for the block it was computed with); NHWC tiles row-major as the
+        float ones (ConvKnobs.rows_first)."""
         from edgec.codegen import intrinsics
 
         batch, chunk, row, col_outer, col_inner = outer
@@ -228,7 +229,14 @@ class PackedConv:
         width = intrinsics.lanes(kind, extent(sch, lane))
         lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
-        sch.parallel(sch.fuse(batch, chunk, row))
+        if rows_first is None:
+            rows_first = ("edgec_nhwc" in sch.get(conv).annotations
+                          and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS)
+        if rows_first:
+            sch.reorder(row, chunk)
+            sch.parallel(sch.fuse(batch, row, chunk))
+        else:
+            sch.parallel(sch.fuse(batch, chunk, row))
         _schedule_epilogue(sch, conv, epilogue, col_outer)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
