@@ -11,14 +11,14 @@ DEFAULT_TARGET = "x86_64"
 
 
 LAYOUT_HELP = ("Data layout of the convs: default (the target's: NHWC for float models on "
-               "the AVX-512 targets, packed NCHWc elsewhere and for INT8/FP16; NHWC too for "
-               "a model whose channel counts the packed block does not fit, as "
-               "ShuffleNetV2's, INT8 on x86 included), auto (build the packed and NHWC "
+               "the AVX-512 targets and for INT8 on x86, packed NCHWc elsewhere and for "
+               "FP16; NHWC too for a float model whose channel counts the packed block does "
+               "not fit, as ShuffleNetV2's), auto (build the packed and NHWC "
                "candidates, time them here or estimate them for the target's board, keep "
                "the fastest; the decision is "
                "stored beside your tuning logs), NCHWc (packed, block from the target's "
-               "vector width), NHWC (at packed speed or faster for float models, 0.87-1.10x "
-               "for INT8 on x86) or NCHW "
+               "vector width), NHWC (at packed speed or faster for float models and INT8 on "
+               "x86) or NCHW "
                "(1.2-1.8x slower).")
 INPUT_SHAPE_HELP = "Fix an input's shape, e.g. input:1,3,224,224 (repeatable)."
 

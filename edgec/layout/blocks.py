@@ -50,11 +50,11 @@ def poorly_packed_block(ir, widest: int) -> int | None:
     return block if poor else None
 
 
-def largest_sum(ir, dense: bool = True) -> int:
-    """Terms per output (input channels per group x kernel taps) of the model's largest NCHW
-    conv (grouped and depthwise ones only unless `dense`): INT8 convs of up to
+def largest_grouped_sum(ir) -> int:
+    """Terms per output (input channels per group x kernel taps) of the model's largest
+    grouped or depthwise NCHW conv: 8-bit ones of up to
     edgec.codegen.kernels.MAX_FLOAT_EXACT_TERMS sum exactly in float on the plain layouts'
-    kernels; dense ones on a CPU with a dot product run on that in NHWC."""
+    kernels (dense ones run on the dot product)."""
     from tvm import relax
 
     largest = 0
@@ -63,7 +63,7 @@ def largest_sum(ir, dense: bool = True) -> int:
         nonlocal largest
         if isinstance(expr, relax.Call) and getattr(expr.op, "name", "") == "relax.nn.conv2d":
             if (expr.attrs.data_layout == "NCHW" and expr.attrs.kernel_layout == "OIHW"
-                    and (dense or int(expr.attrs.groups) > 1)):
+                    and int(expr.attrs.groups) > 1):
                 _, per_group, height, width = (int(d) for d in expr.args[1].ty.shape)
                 largest = max(largest, per_group * height * width)
 

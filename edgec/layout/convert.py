@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgec.errors import ConfigError, did_you_mean
-from edgec.layout.blocks import block_of, choose_block, largest_sum, poorly_packed_block
+from edgec.layout.blocks import block_of, choose_block, largest_grouped_sum, poorly_packed_block
 from edgec.layout.nhwc_regions import keep_nhwc
 from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
@@ -27,14 +27,8 @@ def resolve_why(layout: str, target: Target, ir=None,
     (NCHW8c on AVX2, NCHW4c on NEON), narrowed for `ir` (a Relax module) by
     `choose_block`. A concrete packed layout ("NCHW4c") is taken as it is. A float model
     whose channel counts the packed layout serves badly (`poorly_packed_block`) defaults to NHWC;
-    a `quantized` one ("int8", "fp16") is packed whatever the target's default, as its 8-bit
-    and float16 kernels are, except an INT8 model the block serves badly whose convs all
-    have NHWC kernels: dense ones on the CPU's dot product, the others summing exactly in
-    float (`largest_sum`), all at full vector width, where NCHW4c left ShuffleNetV2's
-    58-channel stage unpacked and the rest on 4-lane vectors (INT8, x86_64-avx512-vnni,
-    interleaved: 4.42 ms packed, 1.81 NHWC; not on NEON, whose 4-lane block fills a
-    register). Well-packed INT8 models measured 0.87-1.10x of packed in NHWC (ResNet-50 1.28):
-    no reason to switch them.
+    a `quantized` one ("int8", "fp16") is packed whatever the target's default, as its
+    float16 and NEON 8-bit kernels are, except INT8 on x86 (`_int8_in_nhwc`).
 
     Returns:
         (layout, why): why is what the compile report says of a default choice ("" for a
@@ -57,19 +51,12 @@ def resolve_why(layout: str, target: Target, ir=None,
         why = f"{target.name}'s default"
         if layout != "NCHWc" and not quantized:
             why += " for float models"
+        if quantized == "int8" and _int8_in_nhwc(target, ir):
+            return "NHWC", ("INT8 on x86: edgec's NHWC INT8 kernels ran at packed speed or "
+                            "faster")
         if quantized:
-            from edgec.codegen.kernels import MAX_FLOAT_EXACT_TERMS  # imports TVM
-
-            poor = poorly_packed_block(ir, widest) if ir is not None else None
-            # Only where the block is narrower than a register: on NEON NCHW4c is a full
-            # one and nothing has measured NHWC INT8 against it there.
-            dense_on_dots = target.cpu.int8_dot is not None
-            if (quantized == "int8" and poor and poor < target.cpu.float_lanes
-                    and largest_sum(ir, dense=not dense_on_dots) <= MAX_FLOAT_EXACT_TERMS):
-                return "NHWC", (f"the model's channel counts fit NCHW{poor}c badly; edgec's "
-                                "INT8 kernels take any channel count in NHWC")
-            layout = "NCHWc"  # the 8-bit (and float16) kernels are packed-layout ones
-            why = "INT8 and FP16 kernels are packed-layout ones"
+            layout = "NCHWc"  # the float16 and NEON 8-bit kernels are packed-layout ones
+            why = f"{quantized.upper()} kernels on {target.cpu.arch} are packed-layout ones"
         elif layout == "NCHWc" and ir is not None:
             poor = poorly_packed_block(ir, widest)
             if poor:
@@ -79,6 +66,23 @@ def resolve_why(layout: str, target: Target, ir=None,
         return layout, why
     block = widest if ir is None else choose_block(ir, widest)
     return f"NCHW{block}c", why
+
+
+def _int8_in_nhwc(target: Target, ir) -> bool:
+    """Whether an INT8 model defaults to NHWC: on x86 (every x86 target has a dot product),
+    where dense 8-bit convs run on it in NHWC and the others (depthwise, grouped) sum
+    exactly in float, unless a grouped conv sums more terms than float holds exactly
+    (`largest_grouped_sum`). NHWC INT8 against packed INT8, interleaved, this Xeon, 2 threads:
+    ShuffleNetV2 0.41 (NCHW4c, the only block its 116 channels take, left its 58-channel
+    stage unpacked and the rest on 4-lane vectors), MobileNetV2 0.76, MobileNetV3-Small
+    0.85, ResNet-50 0.96, MobileNetV1 and ResNet-18 1.01 (x86_64-avx512-vnni); MobileNetV2
+    0.84 and 0.92, ResNet-18 0.94 and 0.97 on x86_64-avx512 and x86_64 (AVX2 dots). NEON
+    keeps the packed layout: nothing has measured NHWC INT8 there."""
+    if target.cpu.arch != "x86_64" or target.cpu.int8_dot is None:
+        return False
+    from edgec.codegen.kernels import MAX_FLOAT_EXACT_TERMS  # imports TVM
+
+    return ir is None or largest_grouped_sum(ir) <= MAX_FLOAT_EXACT_TERMS
 
 
 def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str | None:
