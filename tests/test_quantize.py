@@ -166,15 +166,22 @@ def assert_agrees_with_qdq(compiled, qdq_model, samples) -> None:
         assert np.abs(got - want).max() <= QDQ_RTOL * max(1.0, float(np.abs(want).max()))
 
 
-@pytest.fixture
-def small_net(tmp_path: Path) -> Path:
-    """Image stem, conv3x3 (padded) + ReLU, conv1x1, residual add, global pool, Gemm:
-    every INT8 path."""
-    rng = np.random.default_rng(3)
+def seeded_weights(seed: int):
+    """weight(name, *shape): an initializer of normal values x 0.3 from one seeded stream."""
+    rng = np.random.default_rng(seed)
 
     def weight(name, *shape):
         return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
                                        name)
+
+    return weight
+
+
+@pytest.fixture
+def small_net(tmp_path: Path) -> Path:
+    """Image stem, conv3x3 (padded) + ReLU, conv1x1, residual add, global pool, Gemm:
+    every INT8 path."""
+    weight = seeded_weights(3)
 
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
@@ -350,11 +357,7 @@ def test_unreadable_calibration_image_is_refused(small_net, tmp_path):
 def unpackable_net(tmp_path: Path) -> Path:
     """A stem, then a 6-channel middle (1x1 conv, depthwise 3x3 at stride 2, 1x1 conv) that
     no packed block divides, as ShuffleNetV2's 58-channel stage, then a classifier."""
-    rng = np.random.default_rng(11)
-
-    def weight(name, *shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
-                                       name)
+    weight = seeded_weights(11)
 
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
@@ -405,11 +408,7 @@ def shuffle_unit(tmp_path: Path) -> Path:
     """ShuffleNetV2's unit on 12 channels (packs in no block wider than 4): a stem, a
     channel split, a 1x1 / depthwise / 1x1 branch on one half, the concat, the channel
     shuffle (reshape, transpose, reshape), a 1x1 conv and a classifier."""
-    rng = np.random.default_rng(13)
-
-    def weight(name, *shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
-                                       name)
+    weight = seeded_weights(13)
 
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
