@@ -83,13 +83,20 @@ def _int8_dot_applies(call: relax.Call, block: int, kind: str) -> bool:
 
 
 def _dot_operands_fit(call: relax.Call, kind: str) -> bool:
+    """An ungrouped conv whose operands `kind`'s dot product takes (_dot_takes)."""
+    return int(call.attrs.groups) == 1 and _dot_takes(call, kind)
+
+
+def _dot_takes(call: relax.Call, kind: str | None) -> bool:
+    """A conv or matmul of `kind`'s 8-bit activations x constant int8 weights -> int32 that
+    the dot product computes exactly (for "avx2": no |weight| past MAX_WEIGHT)."""
     from edgec.codegen import intrinsics
 
     data, weight = call.args[0], call.args[1]
-    if (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
+    if kind is None or (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
             intrinsics.activation_dtype(kind), "int8", "int32"):
         return False
-    if not isinstance(weight, tvm.ir.Constant) or int(call.attrs.groups) != 1:
+    if not isinstance(weight, tvm.ir.Constant):
         return False
     if kind != "avx2":
         return True
@@ -235,20 +242,8 @@ def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Exp
                             primfunc_name_hint="pack_dense_weight")
         return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
                           primfunc_name_hint="dense_packed")
-    dotted = _int8_matmul(bb, call, cpu) if _matmul_dot_fits(call, cpu.int8_dot) else None
+    dotted = _int8_matmul(bb, call, cpu) if _dot_takes(call, cpu.int8_dot) else None
     return dotted if dotted is not None else call
-
-
-def _matmul_dot_fits(call: relax.Call, kind: str | None) -> bool:
-    """8-bit rows x int8 constant weights -> int32 the `kind` dot product takes exactly."""
-    from edgec.codegen import intrinsics
-
-    data, weight = call.args
-    if kind is None or (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)) != (
-            intrinsics.activation_dtype(kind), "int8", "int32"):
-        return False
-    values = weight.value.numpy()
-    return kind != "avx2" or int(np.abs(values.astype(np.int32)).max()) <= intrinsics.MAX_WEIGHT
 
 
 def _int8_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:

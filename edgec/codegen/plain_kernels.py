@@ -78,16 +78,19 @@ def pack_nhwc_depthwise_kernel(kernel, layout: str, lanes: int):
     )
 
 
-def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype):
-    """Pad NHWC data; returns (out_h, out_w, kh, kw, window) with window(b, y, x, channel)
-    the input under tap (kh, kw) of output pixel (y, x). padding is [top, left, bottom,
-    right] as in Relax."""
+def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype,
+                 channels_to: int = 0):
+    """Pad NHWC data (its channels too, with zeros up to `channels_to` when given); returns
+    (out_h, out_w, kh, kw, window) with window(b, y, x, channel) the input under tap (kh, kw)
+    of output pixel (y, x). padding is [top, left, bottom, right] as in Relax."""
     (height, width), (kh_size, kw_size) = (int(d) for d in data.shape[1:3]), kernel_size
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
     out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
     out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
-    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, 0], name="data_pad")
+    channel_pad = max(0, channels_to - int(data.shape[3]))
+    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channel_pad],
+                         name="data_pad")
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
 
@@ -169,25 +172,19 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     way), each pixel's channels read 4 at a time where NHWC keeps them contiguous, a chunk
     of nhwc_int8_block channels per tap. Input channels 4 does not divide are zero-padded
     (they meet zero weights)."""
-    n, height, width, channels = (int(d) for d in data.shape)
+    n = int(data.shape[0])
     tiles, chunks, kh_size, kw_size, groups_of_4, wide, _ = (int(d) for d in kernel.shape)
     block = groups_of_4 * 4
-    (sh, sw), (dh, dw) = strides, dilation
-    top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
-    padded = topi.nn.pad(data, [0, top, left, 0],
-                         [0, bottom, right, chunks * block - channels], name="data_pad")
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
+    out_h, out_w, kh, kw, window = _nhwc_window(data, (kh_size, kw_size), strides, padding,
+                                                dilation, out_dtype, chunks * block)
     icc = te.reduce_axis((0, chunks), name="icc")
     ic4 = te.reduce_axis((0, groups_of_4), name="ic4")
     ici = te.reduce_axis((0, 4), name="ici")
     accumulated = te.compute(
         (n, tiles, out_h, out_w, wide),
         lambda b, t, y, x, v: te.sum(
-            padded[b, y * sh + kh * dh, x * sw + kw * dw, icc * block + ic4 * 4 + ici].astype(
-                out_dtype) * kernel[t, icc, kh, kw, ic4, v, ici].astype(out_dtype),
+            window(b, y, x, icc * block + ic4 * 4 + ici)
+            * kernel[t, icc, kh, kw, ic4, v, ici].astype(out_dtype),
             axis=[icc, kh, kw, ic4, ici],
         ),
         name="conv2d_nchwc_int8",

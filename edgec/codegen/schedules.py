@@ -195,17 +195,7 @@ class PackedConv:
             sch.reorder(col_outer, *order, icb, *tiles, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, *tiles, col_inner, lane)
-        nhwc = sch.get(conv).name_hint in _NHWC_BLOCKS
-        rows_first = knobs.rows_first
-        if rows_first is None:
-            # NHWC: all channel tiles of a row, then the next row, so each output pixel's
-            # channels (one cache line per 16) are written together instead of once per tile.
-            rows_first = nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS
-        if rows_first:
-            sch.reorder(row, chunk)
-            sch.parallel(sch.fuse(batch, row, chunk))
-        else:
-            sch.parallel(sch.fuse(batch, chunk, row))
+        _parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
         _schedule_epilogue(sch, conv, epilogue, col_outer)
         for tile in tiles:
             sch.unroll(tile)
@@ -229,14 +219,7 @@ class PackedConv:
         width = intrinsics.lanes(kind, extent(sch, lane))
         lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
-        if rows_first is None:
-            rows_first = ("edgec_nhwc" in sch.get(conv).annotations
-                          and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS)
-        if rows_first:
-            sch.reorder(row, chunk)
-            sch.parallel(sch.fuse(batch, row, chunk))
-        else:
-            sch.parallel(sch.fuse(batch, chunk, row))
+        _parallel_tasks(sch, conv, batch, chunk, row, rows_first)
         _schedule_epilogue(sch, conv, epilogue, col_outer)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
@@ -271,6 +254,24 @@ class PackedConv:
             return
         sch.parallel(sch.fuse(*loops[:3]))  # rows too: a stem's data is one channel block
         sch.vectorize(loops[-1])
+
+
+def _parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row,
+                    rows_first: bool | None) -> None:
+    """One parallel task per (row, channel tile): row-major (all channel tiles of a row,
+    then the next row) when `rows_first`, else tile-major. None: row-major for NHWC tiles
+    (the float kernels' blocks, INT8's edgec_nhwc annotation) whose weights fit in
+    _ROW_MAJOR_WEIGHTS, so each output pixel's channels (one cache line per 16) are written
+    together instead of once per tile, and each row's input is read while in cache."""
+    if rows_first is None:
+        stmt = sch.get(conv)
+        nhwc = stmt.name_hint in _NHWC_BLOCKS or "edgec_nhwc" in stmt.annotations
+        rows_first = nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS
+    if rows_first:
+        sch.reorder(row, chunk)
+        sch.parallel(sch.fuse(batch, row, chunk))
+    else:
+        sch.parallel(sch.fuse(batch, chunk, row))
 
 
 def _weight_bytes(sch: s_tir.Schedule, conv) -> int:

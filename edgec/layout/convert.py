@@ -90,7 +90,7 @@ def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str 
     runs at the packed layout's speed. NHWC float convs do (0.48-1.03x of packed on the ten
     zoo models, x86, bench/layouts.py); NCHW ones are 1.2-1.8x slower on eight of them.
     INT8 convs in NHWC run on the dot product (dense) and exact float sums (the others) on
-    a CPU with one (0.87-1.10x of packed on five zoo models, x86_64-avx512-vnni); float16
+    a CPU with one (0.41-1.01x of packed on six zoo models, x86_64-avx512-vnni); float16
     convs have kernels only in the packed layout. `mode`: the quantization mode (int8,
     fp16) or None."""
     fast_int8 = mode == "int8" and layout == "NHWC" and target.cpu.int8_dot is not None

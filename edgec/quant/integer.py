@@ -138,7 +138,7 @@ class _Rewriter(PyExprMutator):
 
     def _requantized(self, part: patterns.QParams, out: patterns.QParams) -> relax.Expr:
         data = self.visit_expr(part.expr)
-        if (part.scale, part.zero_point) == (out.scale, out.zero_point):
+        if patterns.same_quantization(part, out):
             return data
         # The float graph's own steps, dequantize then quantize: the same values it made.
         dequantized = relax.op.dequantize(data, _scalar_const(part.scale, "float32"),

@@ -136,6 +136,11 @@ def _dequantized_input(expr: Any, values: Mapping) -> QParams | None:
     return qparams(expr, values) if op_name(expr) == "relax.dequantize" else None
 
 
+def same_quantization(a: QParams, b: QParams) -> bool:
+    """Whether two tensors are quantized alike: their 8-bit values mean the same floats."""
+    return (a.scale, a.zero_point, a.dtype) == (b.scale, b.zero_point, b.dtype)
+
+
 def passthrough(expr: Any, out: QParams, values: Mapping):
     """(op, 8-bit source, call) when expr moves data of a tensor quantized exactly as `out`
     (quantize(reshape(dequantize(x))) with equal parameters is reshape(x))."""
@@ -143,8 +148,7 @@ def passthrough(expr: Any, out: QParams, values: Mapping):
     if op_name(call) not in _MOVERS:
         return None
     source = _dequantized_input(call.args[0], values)
-    if source is None or (source.scale, source.zero_point, source.dtype) != (
-            out.scale, out.zero_point, out.dtype):
+    if source is None or not same_quantization(source, out):
         return None
     return op_name(call), source.expr, call
 
@@ -159,8 +163,7 @@ def split_passthrough(expr: Any, out: QParams, values: Mapping):
     if op_name(split) != "relax.split":
         return None
     source = _dequantized_input(split.args[0], values)
-    if source is None or (source.scale, source.zero_point, source.dtype) != (
-            out.scale, out.zero_point, out.dtype):
+    if source is None or not same_quantization(source, out):
         return None
     return split, source.expr, int(item.index)
 
