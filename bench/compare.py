@@ -370,7 +370,7 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
 
 def databases(target: str, root: Path) -> dict[str, Path]:
     """A snapshot of the shipped database (untuned builds apply none: `--untuned`)."""
-    shipped = tune.logs_root() / target
+    shipped = tune.logs_root() / targets.load(target).logs_name
     return {"shipped": measures.snapshot_database(shipped, root / target)}
 
 
@@ -383,7 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     peak = max(rates.values())
     result = {"settings": settings(args, peak_size), "peak_gflops": peak,
               "peak_gemm_gflops": rates,
-              "tuning": measures.tuning_time(tune.logs_root() / args.target), "models": {}}
+              "tuning": measures.tuning_time(
+                  tune.logs_root() / targets.load(args.target).logs_name),
+              "models": {}}
     print(f"peak: {peak:.1f} GFLOP/s (numpy SGEMM by OpenBLAS kernels: "
           + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())
           + f"), {args.threads} threads, median of {args.runs} runs", flush=True)

@@ -17,7 +17,8 @@ CPUINFO_NAMES = {
     "aarch64": {"neon": "asimd", "dotprod": "asimddp", "fp16": "asimdhp", "i8mm": "i8mm",
                 "sve": "sve"},
     "x86_64": {"avx2": "avx2", "fma": "fma", "avx512f": "avx512f", "avx512bw": "avx512bw",
-               "avx512vl": "avx512vl", "avx512_vnni": "avx512_vnni"},
+               "avx512vl": "avx512vl", "avx512_vnni": "avx512_vnni", "amx_int8": "amx_int8",
+               "amx_tile": "amx_tile"},
 }
 # "CPU part" of /proc/cpuinfo (implementer 0x41, Arm) -> LLVM's -mcpu name.
 ARM_PARTS = {0xd03: "cortex-a53", 0xd04: "cortex-a35", 0xd05: "cortex-a55", 0xd07: "cortex-a57",
@@ -26,6 +27,9 @@ ARM_PARTS = {0xd03: "cortex-a53", 0xd04: "cortex-a35", 0xd05: "cortex-a55", 0xd0
              0xd49: "neoverse-n2", 0xd4f: "neoverse-v2"}
 # LLVM target attributes for the aarch64 features edgec uses.
 ARM_MATTR = {"neon": "+neon", "dotprod": "+dotprod", "fp16": "+fullfp16", "i8mm": "+i8mm"}
+# x86 features the CPU LLVM names for this machine may lack: VMs report masked CPU models
+# (this Sapphire Rapids guest is "rocketlake" to LLVM, which has no AMX).
+X86_MATTR = {"amx_int8": "+amx-int8", "amx_tile": "+amx-tile"}
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,14 @@ class CpuCaps:
         return "avx2" if "avx2" in self.features else None
 
     @property
+    def int8_tiles(self) -> str | None:
+        """The 8-bit matrix unit edgec.codegen.amx drives, if any: "amx" (Sapphire Rapids
+        and newer Xeons); convs it does not fit stay on int8_dot."""
+        if self.int8_dot == "vnni" and {"amx_int8", "amx_tile"} <= set(self.features):
+            return "amx"
+        return None
+
+    @property
     def int8_weight_bits(self) -> int:
         """Bits an int8 weight may use. AVX2's vpmaddubsw sums two u8 x s8 products into
         int16 and saturates past 32767, so weights keep 7 bits (|w| <= 64, ONNX Runtime's
@@ -126,7 +138,8 @@ class DetectedCpu:
 
     @property
     def mattr(self) -> list[str]:
-        return [ARM_MATTR[f] for f in self.features if f in ARM_MATTR]
+        table = ARM_MATTR if self.arch == "aarch64" else X86_MATTR
+        return [table[f] for f in self.features if f in table]
 
 
 def parse_cpuinfo(text: str, arch: str) -> DetectedCpu:

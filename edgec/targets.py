@@ -17,7 +17,8 @@ LAYOUTS = ("NCHW", "NHWC", "NCHWc")
 ARCHES = ("x86_64", "aarch64")
 # Accepted keys per table; anything else in a file is a typo we refuse to ignore.
 _SCHEMA: dict[str, set[str]] = {
-    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc", "board"},
+    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc", "board",
+         "shipped_logs"},
     "tvm": {"kind", "mtriple", "mcpu", "mattr", "num-cores"},
     "cpu": {"vector_bits", "features", "winograd"},
     "build": {"cross_compiler", "sysroot"},
@@ -49,6 +50,13 @@ class Target:
     # [board]: the core, clock (GHz) and one core's DRAM bandwidth (GB/s) the latency
     # estimate prices code for (edgec.boards.estimate); empty when the file has none.
     board: dict[str, Any] = field(default_factory=dict)
+    # Another target whose shipped tuning logs this one applies (same float kernels), or "".
+    shipped_logs: str = ""
+
+    @property
+    def logs_name(self) -> str:
+        """The folder of edgec/shipped/tuning_logs this target's compiles apply."""
+        return self.shipped_logs or self.name
 
     @property
     def is_native(self) -> bool:
@@ -176,7 +184,15 @@ def _parse(path: Path, name: str) -> Target:
         sysroot=build.get("sysroot"),
         source=str(path),
         board=_board(path, data.get("board", {})),
+        shipped_logs=_shipped_logs(path, data.get("shipped_logs", "")),
     )
+
+
+def _shipped_logs(path: Path, value: Any) -> str:
+    if not isinstance(value, str) or (value and value not in names()):
+        raise ConfigError(f"target file {path}: field shipped_logs must name a shipped target "
+                          f"({', '.join(names())})")
+    return value
 
 
 def _board(path: Path, table: dict[str, Any]) -> dict[str, Any]:
@@ -208,7 +224,7 @@ def _detect_host(data: dict[str, Any]) -> dict[str, Any]:
     detected = parse_cpuinfo(_read_cpuinfo(), arch)
     tvm_table = {**data["tvm"], "mtriple": f"{arch}-linux-gnu", "num-cores": os.cpu_count() or 1}
     tvm_table["mcpu"] = detected.mcpu or codegen.llvm_get_system_cpu()
-    if arch == "aarch64":
+    if detected.mattr:
         tvm_table["mattr"] = detected.mattr
     return {**data, "arch": arch, "tvm": tvm_table,
             "cpu": {"vector_bits": detected.vector_bits, "features": list(detected.features)}}

@@ -102,6 +102,7 @@ def test_aarch64_cpuinfo_from_real_boards_maps_to_target_features(board, mcpu, f
     ("x86_64", "avx2", 7, "uint8", 16),
     ("x86_64-avx512", "avx2", 7, "uint8", 32),
     ("x86_64-avx512-vnni", "vnni", 8, "uint8", 32),
+    ("x86_64-amx", "vnni", 8, "uint8", 32),
     ("rpi4", None, 8, "uint8", 32),
     ("rpi5", "sdot", 8, "int8", 32),
 ])
@@ -109,6 +110,31 @@ def test_cpu_capabilities_of_shipped_targets(name, dot, weight_bits, activations
     cpu = targets.load(name).cpu
     assert (cpu.int8_dot, cpu.int8_weight_bits, cpu.int8_activation_dtype,
             cpu.vector_registers) == (dot, weight_bits, activations, registers)
+
+
+def test_amx_is_the_x86_64_amx_targets_alone_and_detected_from_cpuinfo(monkeypatch):
+    """/proc/cpuinfo of this Sapphire Rapids guest (LLVM calls its masked model "rocketlake",
+    which has no AMX): the host target adds the AMX attributes itself, and of the shipped
+    targets x86_64-amx fits it best; without the AMX flags (a Zen 4/5) x86_64-avx512-vnni."""
+    text = (DATA / "cpuinfo-xeon-amx.txt").read_text()
+    detected = parse_cpuinfo(text, "x86_64")
+    assert {"amx_int8", "amx_tile"} <= set(detected.features)
+    assert sorted(detected.mattr) == ["+amx-int8", "+amx-tile"]
+    assert targets.load("x86_64-amx").cpu.int8_tiles == "amx"
+    assert targets.load("x86_64-avx512-vnni").cpu.int8_tiles is None
+    monkeypatch.setattr(targets, "_read_cpuinfo", lambda: text)
+    assert targets.closest_to_host() == "x86_64-amx"
+    assert targets.load("host").tvm["mattr"] == detected.mattr
+    no_amx = "\n".join(line.replace(" amx_int8", "").replace(" amx_tile", "")
+                       for line in text.splitlines())
+    monkeypatch.setattr(targets, "_read_cpuinfo", lambda: no_amx)
+    assert targets.closest_to_host() == "x86_64-avx512-vnni"
+
+
+def test_a_target_applies_the_shipped_logs_it_names():
+    """x86_64-amx builds float models with x86_64-avx512-vnni's kernels: its logs apply."""
+    assert targets.load("x86_64-amx").logs_name == "x86_64-avx512-vnni"
+    assert targets.load("x86_64").logs_name == "x86_64"
 
 
 def test_shipped_aarch64_targets_run_on_the_boards_they_name():

@@ -132,15 +132,18 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
                dot: str) -> relax.Expr | None:
     """An 8-bit dense NHWC conv on the `dot` intrinsic (plain_kernels.conv2d_nhwc_int8),
     None when no tile width fits it."""
-    from edgec.codegen import intrinsics
+    from edgec.codegen import amx, intrinsics
 
     out_channels = int(call.ty.shape[3])
-    wide = output_width(out_channels, cpu)
-    if not intrinsics.lanes(dot, wide):
+    wide, block = output_width(out_channels, cpu), None
+    if cpu.int8_tiles == "amx" and amx.fits(int(call.args[0].ty.shape[3]),
+                                             int(call.ty.shape[1]), int(call.ty.shape[2])):
+        wide, block, dot = amx.OUTPUT_CHANNELS, amx.CHANNELS_PER_STEP, "amx"
+    elif not intrinsics.lanes(dot, wide):
         return None
     attrs = call.attrs
     packed = bb.emit_te(plain_kernels.pack_nhwc_int8_kernel, call.args[1], kernel_layout, wide,
-                        primfunc_name_hint="pack_nhwc_int8_kernel")
+                        block, primfunc_name_hint="pack_nhwc_int8_kernel")
     return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed,
                       [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                       [int(d) for d in attrs.dilation], 1, "int32", dot, out_channels,

@@ -142,14 +142,14 @@ def nhwc_int8_block(channels: int) -> int:
     return next(block for block in (16, 8, 4) if padded % block == 0)
 
 
-def pack_nhwc_int8_kernel(kernel, layout: str, wide: int):
+def pack_nhwc_int8_kernel(kernel, layout: str, wide: int, block: int | None = None):
     """8-bit OHWI or HWIO weights as pack_int8_kernel lays out an input block b
-    (nhwc_int8_block): (ceil(O/wide), I'/b, KH, KW, b/4, wide, 4), I' the input channels
-    padded to 4; each output lane's 4 consecutive input channels side by side (the bytes one
-    dot instruction multiplies), zero-padded in both."""
+    (nhwc_int8_block, or `block`: 64 for the AMX tile): (ceil(O/wide), I'/b, KH, KW, b/4,
+    wide, 4), I' the input channels padded to 4; each output lane's 4 consecutive input
+    channels side by side (the bytes one dot instruction multiplies), zero-padded in both."""
     dims = _weight_dims(kernel, layout)
     o_channels, i_channels = dims["O"], dims["I"]
-    block = nhwc_int8_block(i_channels)
+    block = block or nhwc_int8_block(i_channels)
 
     def packed(t, icc, kh, kw, ic4, v, ici):
         o, i = t * wide + v, icc * block + ic4 * 4 + ici
@@ -188,7 +188,9 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
             axis=[icc, kh, kw, ic4, ici],
         ),
         name="conv2d_nchwc_int8",
-        attrs={"edgec_dot": dot, "edgec_nhwc": 1},
+        # The AMX tile intrinsic is made per geometry: strides and dilation go with it.
+        attrs={"edgec_dot": dot, "edgec_nhwc": 1, "edgec_strides": [int(s) for s in strides],
+               "edgec_dilation": [int(d) for d in dilation]},
     )
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
 

@@ -53,6 +53,8 @@ def default_schedule(generic: list[str] | None = None):
 
     @tvm.transform.module_pass(opt_level=0, name="EdgecDefaultSchedule")
     def apply(mod, _ctx):
+        from edgec.codegen import amx_schedule
+
         target = tvm.target.Target.current(allow_none=False)
         updated = {}
         for gvar, func in mod.functions_items():
@@ -64,7 +66,10 @@ def default_schedule(generic: list[str] | None = None):
             if generic is not None and isinstance(rule, ParallelVectorize) and not (
                     _block_names(func) & _KERNELS_ON_THE_GENERIC_RULE):
                 generic.append(gvar.name_hint)
-            updated[gvar] = sch.mod["main"].with_attr("tirx.is_scheduled", True)
+            scheduled = sch.mod["main"]
+            if amx_schedule.uses_amx(sch):
+                scheduled = amx_schedule.with_permission(scheduled)
+            updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
         for gvar, func in updated.items():
             mod[gvar] = func
         return mod
@@ -173,6 +178,11 @@ class PackedConv:
             self._schedule_producer(sch, block, inline_padding=depthwise)
         knobs = self.knobs
         loops = sch.get_loops(conv)
+        if _dot_kind(sch, conv) == "amx":
+            from edgec.codegen.amx_schedule import schedule_amx
+
+            schedule_amx(sch, conv, epilogue, loops, knobs.rows_first)
+            return
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
         longest = _MAX_ROW
@@ -195,8 +205,8 @@ class PackedConv:
             sch.reorder(col_outer, *order, icb, *tiles, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, *tiles, col_inner, lane)
-        _parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
-        _schedule_epilogue(sch, conv, epilogue, col_outer)
+        parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+        schedule_epilogue(sch, conv, epilogue, col_outer)
         for tile in tiles:
             sch.unroll(tile)
         sch.unroll(col_inner)
@@ -219,8 +229,8 @@ class PackedConv:
         width = intrinsics.lanes(kind, extent(sch, lane))
         lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
-        _parallel_tasks(sch, conv, batch, chunk, row, rows_first)
-        _schedule_epilogue(sch, conv, epilogue, col_outer)
+        parallel_tasks(sch, conv, batch, chunk, row, rows_first)
+        schedule_epilogue(sch, conv, epilogue, col_outer)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane_inner, intrinsics.dot(kind, width))
@@ -256,7 +266,7 @@ class PackedConv:
         sch.vectorize(loops[-1])
 
 
-def _parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row,
+def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row,
                     rows_first: bool | None) -> None:
     """One parallel task per (row, channel tile): row-major (all channel tiles of a row,
     then the next row) when `rows_first`, else tile-major. None: row-major for NHWC tiles
@@ -307,7 +317,7 @@ def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
     sch.vectorize(tail)
 
 
-def _schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
+def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
     """The bias/activation epilogue runs on the register tile while it is in registers, when
     it writes as many values as the conv. An epilogue that broadcasts the conv's output over
     a larger tensor (a squeeze-excitation gate: a 1x1 conv's result times a 10x10 map, as in

@@ -17,10 +17,10 @@ import onnx
 
 from edgec.quant.options import CHECK_TOLERANCE
 
-# Integer multiply-accumulates (x86 AVX2/VNNI, aarch64 NEON/dotprod), then the float FMAs.
-MAC_MNEMONICS = ("vpmaddubsw", "vpmaddwd", "vpdpbusd", "vpdpwssd", "sdot", "udot", "smull",
-                 "smull2", "umull", "umull2", "sadalp", "uadalp", "smlal", "smlal2", "umlal",
-                 "umlal2", "mla", "vfmadd231ps", "fmla")
+# Integer multiply-accumulates (x86 AMX/AVX2/VNNI, aarch64 NEON/dotprod), then the float FMAs.
+MAC_MNEMONICS = ("tdpbusd", "vpmaddubsw", "vpmaddwd", "vpdpbusd", "vpdpwssd", "sdot", "udot",
+                 "smull", "smull2", "umull", "umull2", "sadalp", "uadalp", "smlal", "smlal2",
+                 "umlal", "umlal2", "mla", "vfmadd231ps", "fmla")
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def database_layers(target: Target, logs: str | Path | None = None) -> list[Path
         folder = user_logs_root() / target.name
         others = sorted(p for p in folder.iterdir() if p != here) if folder.is_dir() else []
         mine = [p for p in (here, *others, folder) if _has_database(p)]  # folder: pre-CPU logs
-    shipped = logs_root() / target.name
+    shipped = logs_root() / target.logs_name
     return mine + ([shipped] if _has_database(shipped) else [])
 
 
@@ -201,6 +201,6 @@ def claim_for(work_dir: Path, cpu: str) -> None:
 def sources(target: Target, options: TuneOptions) -> list[tuple[str, object]]:
     """(label, database) of each layer compile applies, first wins: for --status."""
 
-    shipped = logs_root() / target.name
+    shipped = logs_root() / target.logs_name
     return [(layer_cpu(path) + (" (shipped)" if path == shipped else ""), _open_cached(path))
             for path in database_layers(target, options.logs)]

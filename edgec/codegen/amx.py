@@ -1,0 +1,155 @@
+"""Intel AMX tiles for 8-bit NHWC convs: the tensor intrinsic, its fit and the permission.
+
+AMX (Sapphire Rapids and newer Xeons) multiplies whole tiles: one `tdpbusd` sums a 16 x 64
+u8 tile times a 64 x 16 s8 tile (stored as 16 rows of 16 x 4 bytes, VNNI order) into a
+16 x 16 int32 tile, 16384 multiply-accumulates. Measured here (this Xeon, one core, operands
+in L1): 1.4-1.5 T multiply-accumulates per second against ~0.2 T for edgec's vpdpbusd
+kernels, once a tile sums 256 or more terms (64 terms: 0.5 T, the tile loads and stores
+dominate).
+
+The intrinsic computes an output tile of `rows` output rows x `pixels` pixels x 32 output
+channels of conv2d_nhwc_int8 over its whole reduction (channel chunks of 64, taps), its
+accumulators in tile registers throughout: tmm0-3 the four 16-channel accumulators (two per
+row), tmm4-5 one input tile per row, tmm6-7 the two weight tiles. Input pixels of a row sit
+`stride x channels` bytes apart, which is the tile load's row stride, so strided and padded
+convs read the (padded) NHWC input directly, without an im2col copy.
+
+Linux hands out AMX state only to a process that asked for it (arch_prctl
+ARCH_REQ_XCOMP_PERM); every AMX kernel asks on entry (amx_schedule.with_permission), so a
+library runs in any process that loads it (the check, a benchmark, an RPC server).
+"""
+
+from __future__ import annotations
+
+import tvm
+import tvm.script
+from tvm.s_tir import TensorIntrin
+from tvm.script import tirx as T
+
+CHANNELS_PER_STEP = 64  # input channels of one tile: 64 bytes per tile row
+OUTPUT_CHANNELS = 32  # two 16-channel accumulator tiles per row
+MAX_PIXELS = 16  # rows of a tile
+MIN_PIXELS = 7  # below this the tile is mostly empty: the vpdpbusd kernel does better
+
+
+def tile_pixels(out_width: int) -> int | None:
+    """Output pixels per tile: the largest divisor of the row width up to 16 (56 -> 14,
+    7 -> 7), or None below MIN_PIXELS."""
+    pixels = max(p for p in range(1, MAX_PIXELS + 1) if out_width % p == 0)
+    return pixels if pixels >= MIN_PIXELS else None
+
+
+def tile_rows(out_height: int) -> int:
+    """Output rows per tile: two where they divide the height (each input tile then meets
+    both weight tiles and each weight tile both input tiles), else one."""
+    return 2 if out_height % 2 == 0 else 1
+
+
+def fits(in_channels: int, out_height: int, out_width: int) -> bool:
+    """Whether an 8-bit dense NHWC conv takes the AMX tile: its input channels fill 64-byte
+    tile rows and its output rows fill at least MIN_PIXELS tile rows."""
+    return in_channels % CHANNELS_PER_STEP == 0 and tile_pixels(out_width) is not None
+
+
+_SIGNATURE = """
+@T.prim_func(s_tir=True)
+def {name}(a: T.handle, b: T.handle, c: T.handle) -> None:
+{strides}    A = T.match_buffer(a, (1, {span_y}, {span_x}, {channels}), "uint8",
+                       offset_factor=1{a_strides})
+    B = T.match_buffer(b, (1, {chunks}, {kh}, {kw}, 16, 32, 4), "int8",
+                       offset_factor=1{b_strides})
+    C = T.match_buffer(c, (1, 1, {rows}, {pixels}, 32), "int32", offset_factor=1{c_strides})
+    with T.sblock("root"):
+        T.reads(C[0, 0, 0:{rows}, 0:{pixels}, 0:32], A[0, 0:{span_y}, 0:{span_x}, 0:{channels}],
+                B[0, 0:{chunks}, 0:{kh}, 0:{kw}, 0:16, 0:32, 0:4])
+        T.writes(C[0, 0, 0:{rows}, 0:{pixels}, 0:32])
+"""
+
+# What conv2d_nhwc_int8's block computes over one tile, with the same index expressions.
+# Loops of one iteration (one channel chunk, a 1x1 kernel) bind no block variable, as in the
+# block being tensorized; a one-row tile has no row loop.
+_DESCRIPTION = """
+        for {names} in T.grid({extents}):
+            with T.sblock("update"):
+                {bound} = T.axis.remap("{kinds}", [{remapped}])
+                C[0, 0, {vy}, vx, vv] = C[0, 0, {vy}, vx, vv] + T.Cast("int32", A[
+                    0, {vy} * {sh} + {vkh} * {dh}, vx * {sw} + {vkw} * {dw},
+                    {vicc} * 64 + vic4 * 4 + vici]) * T.Cast(
+                        "int32", B[0, {vicc}, {vkh}, {vkw}, vic4, vv, vici])
+"""
+
+
+def _description_loops(rows: int, pixels: int, chunks: int, kh: int, kw: int) -> dict:
+    loops = [("y", rows, "S"), ("x", pixels, "S"), ("v", 32, "S"), ("icc", chunks, "R"),
+             ("kh", kh, "R"), ("kw", kw, "R"), ("ic4", 16, "R"), ("ici", 4, "R")]
+    looped = loops[1:] if rows == 1 else loops  # the schedule splits no row loop then
+    bound = [loop for loop in loops if loop[1] > 1]  # blockize binds one-iteration loops to 0
+    fields = {"names": ", ".join(name for name, _, _ in looped),
+              "extents": ", ".join(str(size) for _, size, _ in looped),
+              "kinds": "".join(kind for _, _, kind in bound),
+              "bound": ", ".join("v" + name for name, _, _ in bound),
+              "remapped": ", ".join(name for name, _, _ in bound)}
+    fields.update({"v" + name: ("v" + name if size > 1 else "0") for name, size, _ in loops})
+    return fields
+
+
+# Tile configuration (palette 1): bytes 16+2t hold tile t's bytes per row, byte 48+t its rows.
+_IMPLEMENTATION = """
+        config = T.alloc_buffer((64,), "uint8", scope="local")
+        for i in range(64):
+            config[i] = T.uint8(0)
+        config[0] = T.uint8(1)
+        for t in range(8):
+            config[16 + 2 * t] = T.uint8(64)
+            config[48 + t] = T.if_then_else(t >= 6, T.uint8(16), T.uint8({pixels}))
+        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(config[0])))
+        for i in T.unroll({rows}):
+            for j in T.unroll(2):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.int8(i * 2 + j),
+                    T.address_of(C[0, 0, i, 0, j * 16]), T.int64(sc3 * 4)))
+        for icc, kh, kw in T.grid({chunks}, {kh}, {kw}):
+            for i in T.unroll({rows}):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.int8(4 + i),
+                    T.address_of(A[0, i * {sh} + kh * {dh}, kw * {dw}, icc * 64]),
+                    T.int64(sa2 * {sw})))
+            for j in T.unroll(2):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.int8(6 + j),
+                    T.address_of(B[0, icc, kh, kw, 0, j * 16, 0]), T.int64(sb4)))
+            for i in T.unroll({rows}):
+                for j in T.unroll(2):
+                    T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tdpbusd", T.int8(i * 2 + j),
+                        T.int8(4 + i), T.int8(6 + j)))
+        for i in T.unroll({rows}):
+            for j in T.unroll(2):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.int8(i * 2 + j),
+                    T.address_of(C[0, 0, i, 0, j * 16]), T.int64(sc3 * 4)))
+        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
+"""
+
+_STRIDE_VARS = "".join(f"    {v} = T.int32()\n" for v in (
+    "sa0", "sa1", "sa2", "sb0", "sb1", "sb2", "sb3", "sb4", "sb5", "sc0", "sc1", "sc2", "sc3"))
+
+
+def conv_tile(rows: int, pixels: int, chunks: int, kernel: tuple[int, int],
+              strides: tuple[int, int], dilation: tuple[int, int]) -> str:
+    """Register (once) and return the name of the AMX intrinsic for one conv geometry."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides, dilation
+    fields = dict(rows=rows, pixels=pixels, chunks=chunks, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh,
+                  dw=dw, channels=chunks * CHANNELS_PER_STEP,
+                  span_y=(rows - 1) * sh + (kh - 1) * dh + 1,
+                  span_x=(pixels - 1) * sw + (kw - 1) * dw + 1)
+    fields.update(_description_loops(rows, pixels, chunks, kh, kw))
+    name = "edgec_amx_{rows}x{pixels}x32_{chunks}c_{kh}x{kw}_s{sh}{sw}_d{dh}{dw}".format(**fields)
+    if TensorIntrin.get(name, allow_missing=True) is None:
+        plain = dict(strides="", a_strides="", b_strides="", c_strides="")
+        strided = dict(strides=_STRIDE_VARS, a_strides=", strides=(sa0, sa1, sa2, 1)",
+                       b_strides=", strides=(sb0, sb1, sb2, sb3, sb4, sb5, 1)",
+                       c_strides=", strides=(sc0, sc1, sc2, sc3, 1)")
+        TensorIntrin.register(
+            name, _parse(_SIGNATURE + _DESCRIPTION, name="description", **fields, **plain),
+            _parse(_SIGNATURE + _IMPLEMENTATION, name="implementation", **fields, **strided))
+    return name
+
+
+def _parse(template: str, **fields):
+    return tvm.script.from_source(template.format(**fields), extra_vars={"T": T}, s_tir=True)

@@ -1,0 +1,78 @@
+"""INT8 convs on Intel AMX tiles (x86_64-amx): the code holds the tile instructions and asks
+Linux for the tile state, and on a CPU with AMX the artifact matches ONNX Runtime running
+the same QDQ model. The compile-and-inspect half runs on any x86 machine; the run half
+needs AMX (Sapphire Rapids or newer) and says so loudly where it is missing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from test_quantize import assert_agrees_with_qdq, disassembly, integer_convs
+
+from conftest import save_model
+from edgec import pipeline, runtime, targets
+from edgec.quant import QuantizeOptions
+
+
+@pytest.fixture
+def tile_net(tmp_path: Path) -> Path:
+    """Every AMX tile geometry: a 3x3 conv at 28x28 (two rows of 14 pixels per tile), one
+    of stride 2 (the tile load's row stride steps over pixels), a 1x1 conv over two
+    64-channel chunks, one down to 7x7 (one row of 7: odd height), behind an RGB stem the
+    tiles do not take (3 channels), then a classifier."""
+    rng = np.random.default_rng(21)
+
+    def weight(name, *shape):  # He-scaled, so activations keep their range layer to layer
+        scale = np.sqrt(2 / np.prod(shape[1:])) if len(shape) > 1 else 0.1
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+        helper.make_node("Conv", ["r2", "w3", "b3"], ["c3"]),
+        helper.make_node("Relu", ["c3"], ["r3"]),
+        helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c4"], ["r4"]),
+        helper.make_node("GlobalAveragePool", ["r4"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "w5", "b5"], ["logits"], transB=1),
+    ]
+    inits = [weight("w0", 64, 3, 3, 3), weight("b0", 64), weight("w1", 64, 64, 3, 3),
+             weight("b1", 64), weight("w2", 128, 64, 3, 3), weight("b2", 128),
+             weight("w3", 128, 128, 1, 1), weight("b3", 128), weight("w4", 64, 128, 3, 3),
+             weight("b4", 64), weight("w5", 10, 64), weight("b5", 10)]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
+        tmp_path / "tile_net.onnx")
+
+
+def test_int8_convs_run_on_amx_tiles_and_match_the_qdq_model(tile_net, tmp_path):
+    samples = np.random.default_rng(22).uniform(-1, 1, (16, 1, 3, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    out = tmp_path / "tiles.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(tile_net), output=out, target="x86_64-amx", check=False,
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    assert result.model.layout == "NHWC"
+    assert len(integer_convs(result.model.ir)) == 5
+    code = disassembly(out)
+    # Four convs on tiles (one tdpbusd per tile row and weight tile, unrolled per tap), the
+    # stem on vpdpbusd; each AMX kernel configures its tiles and asks for the tile state.
+    assert code.count("tdpbusd") >= 4 and code.count("vpdpbusd") > 0
+    assert code.count("ldtilecfg") >= 4 and code.count("tilerelease") >= 4
+    assert code.count("<syscall@plt>") >= 4
+    if not {"amx_int8", "amx_tile"} <= targets.cpu_flags():
+        pytest.skip("THIS CPU HAS NO AMX: the tile code was compiled and inspected, but its "
+                    "results are checked only on Sapphire Rapids or newer")
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
