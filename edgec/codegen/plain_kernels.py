@@ -159,7 +159,7 @@ def pack_nhwc_int8_kernel(kernel, layout: str, wide: int, block: int | None = No
                        te.min(i, i_channels - 1)),
             te.const(0, kernel.dtype))
 
-    shape = (padded_tiles(o_channels, wide), padded_tiles(i_channels, 4) * 4 // block,
+    shape = (padded_tiles(o_channels, wide), padded_tiles(i_channels, block),
              dims["H"], dims["W"], block // 4, wide, 4)
     return te.compute(shape, packed, name="nhwc_int8_kernel_pack")
 
