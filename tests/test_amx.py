@@ -13,7 +13,7 @@ from onnx import TensorProto, helper, numpy_helper
 from test_quantize import assert_agrees_with_qdq, disassembly, integer_convs
 
 from conftest import save_model
-from edgec import pipeline, runtime, targets
+from edgec import pipeline, runtime, targets, tune
 from edgec.quant import QuantizeOptions
 
 
@@ -76,3 +76,16 @@ def test_int8_convs_run_on_amx_tiles_and_match_the_qdq_model(tile_net, tmp_path)
         pytest.skip("THIS CPU HAS NO AMX: the tile code was compiled and inspected, but its "
                     "results are checked only on Sapphire Rapids or newer")
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
+
+
+def test_tuning_leaves_the_amx_convs_on_their_tile(tile_net, tmp_path):
+    """An AMX conv has one schedule; MetaSchedule's generic search of it would only find
+    int32 loops far slower than the tiles, so tuning does not take it as a task. The stem
+    (3 channels, on vpdpbusd) stays tunable."""
+    samples = np.random.default_rng(23).uniform(-1, 1, (8, 1, 3, 28, 28)).astype(np.float32)
+    np.save(tmp_path / "calib.npy", samples)
+    report = pipeline.tune_model(
+        str(tile_net), "x86_64-amx", tune.TuneOptions(logs=tmp_path / "logs", dry_run=True),
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy")))
+    convs = [row.name for row in report.rows if "conv2d" in row.name]
+    assert len(convs) == 1, report.summary()
