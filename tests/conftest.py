@@ -83,6 +83,20 @@ def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Pa
     return path
 
 
+def save_classifier(body, features: str, head: tuple[str, str], inits, size: int,
+                    path: Path) -> Path:
+    """A test net from a 3-channel `size` x `size` "input" through the `body` nodes to
+    `features`, then global average pooling and a Gemm with the `head` (weight, bias)
+    initializers into 10 "logits"."""
+    nodes = [*body,
+             helper.make_node("GlobalAveragePool", [features], ["pool"]),
+             helper.make_node("Flatten", ["pool"], ["flat"]),
+             helper.make_node("Gemm", ["flat", *head], ["logits"], transB=1)]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits, path)
+
+
 @pytest.fixture
 def dynamic_conv_model(tmp_path: Path) -> Path:
     """A conv net with symbolic batch/height/width, as exported with dynamic axes: an image

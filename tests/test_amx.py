@@ -9,10 +9,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from test_quantize import assert_agrees_with_qdq, disassembly, integer_convs
+from onnx import helper, numpy_helper
+from test_quantize import assert_agrees_with_qdq, compile_int8, disassembly, integer_convs
 
-from conftest import save_model
+from conftest import save_classifier
 from edgec import pipeline, runtime, targets, tune
 from edgec.quant import QuantizeOptions
 
@@ -43,27 +43,19 @@ def tile_net(tmp_path: Path) -> Path:
         helper.make_node("Conv", ["r3", "w4", "b4"], ["c4"], pads=[1, 1, 1, 1],
                          strides=[2, 2]),
         helper.make_node("Relu", ["c4"], ["r4"]),
-        helper.make_node("GlobalAveragePool", ["r4"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w5", "b5"], ["logits"], transB=1),
     ]
     inits = [weight("w0", 64, 3, 3, 3), weight("b0", 64), weight("w1", 64, 64, 3, 3),
              weight("b1", 64), weight("w2", 128, 64, 3, 3), weight("b2", 128),
              weight("w3", 128, 128, 1, 1), weight("b3", 128), weight("w4", 64, 128, 3, 3),
              weight("b4", 64), weight("w5", 10, 64), weight("b5", 10)]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
-        tmp_path / "tile_net.onnx")
+    return save_classifier(nodes, "r4", ("w5", "b5"), inits, 28,
+                           tmp_path / "tile_net.onnx")
 
 
 def test_int8_convs_run_on_amx_tiles_and_match_the_qdq_model(tile_net, tmp_path):
     samples = np.random.default_rng(22).uniform(-1, 1, (16, 1, 3, 28, 28)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "tiles.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(tile_net), output=out, target="x86_64-amx", check=False,
-        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    result = compile_int8(tile_net, out, samples, "x86_64-amx", check=False)
     assert result.model.layout == "NHWC"
     assert len(integer_convs(result.model.ir)) == 5
     code = disassembly(out)

@@ -18,7 +18,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import assert_clean_failure, leftovers, run_cli, save_model
+from conftest import assert_clean_failure, leftovers, run_cli, save_classifier
 from edgec import pipeline, runtime, targets, zoo
 from edgec.boards import emulator
 from edgec.quant import QuantizeOptions
@@ -190,17 +190,12 @@ def small_net(tmp_path: Path) -> Path:
         helper.make_node("Relu", ["c1"], ["r1"]),
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
         helper.make_node("Add", ["c2", "r1"], ["sum"]),
-        helper.make_node("GlobalAveragePool", ["sum"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w3", "b3"], ["logits"], transB=1),
     ]
     inits = [weight("w0", 8, 3, 1, 1), weight("b0", 8), weight("w1", 8, 8, 3, 3), weight("b1", 8),
              weight("w2", 8, 8, 1, 1),
              weight("b2", 8), weight("w3", 10, 8), weight("b3", 10)]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
-        tmp_path / "small.onnx")
+    return save_classifier(nodes, "sum", ("w3", "b3"), inits, 16,
+                           tmp_path / "small.onnx")
 
 
 @pytest.mark.parametrize(("method", "per_channel", "layout"), [
@@ -226,17 +221,22 @@ def test_int8_small_net_computes_in_integers_and_matches_onnxruntime_qdq(
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
 
 
+def compile_int8(model: Path, out: Path, samples: np.ndarray, target: str = "x86_64",
+                 check: bool = True, layout: str = "default"):
+    """`model` compiled to INT8 for `target`, calibrated on `samples` (saved beside `out`)."""
+    calib = out.with_suffix(".calib.npy")
+    np.save(calib, samples)
+    return pipeline.compile_model(pipeline.CompileOptions(
+        model=str(model), output=out, target=target, check=check, layout=layout,
+        quantization=QuantizeOptions("int8", calib=str(calib))))
+
+
 def compile_small_int8(small_net: Path, out: Path, target: str, check: bool = True,
                        layout: str = "default"):
     """The small net compiled to INT8 for `target`, calibrated on 16 seeded random inputs;
     returns (those inputs, the compile result)."""
     samples = np.random.default_rng(6).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
-    calib = out.with_suffix(".calib.npy")
-    np.save(calib, samples)
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(small_net), output=out, target=target, check=check, layout=layout,
-        quantization=QuantizeOptions("int8", calib=str(calib))))
-    return samples, result
+    return samples, compile_int8(small_net, out, samples, target, check, layout)
 
 
 @pytest.mark.parametrize("layout", ["NCHWc", "NHWC"])
@@ -368,18 +368,13 @@ def unpackable_net(tmp_path: Path) -> Path:
                          pads=[1, 1, 1, 1]),
         helper.make_node("Conv", ["c2", "w3", "b3"], ["c3"]),
         helper.make_node("Relu", ["c3"], ["r3"]),
-        helper.make_node("GlobalAveragePool", ["r3"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w4", "b4"], ["logits"], transB=1),
     ]
     inits = [weight("w0", 16, 3, 3, 3), weight("b0", 16), weight("w1", 6, 16, 1, 1),
              weight("b1", 6), weight("w2", 6, 1, 3, 3), weight("b2", 6),
              weight("w3", 16, 6, 1, 1), weight("b3", 16), weight("w4", 10, 16),
              weight("b4", 10)]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 20, 20])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
-        tmp_path / "unpackable.onnx")
+    return save_classifier(nodes, "r3", ("w4", "b4"), inits, 20,
+                           tmp_path / "unpackable.onnx")
 
 
 @pytest.mark.parametrize("layout", ["default", "NHWC"])
@@ -389,11 +384,8 @@ def test_int8_convs_no_packed_block_divides_run_on_edgec_kernels_and_match_the_q
     every conv is plain in NHWC): they sum exactly in float on the plain layouts' kernels
     instead of TVM's generic int32 conv, which took half of ShuffleNetV2's INT8 time."""
     samples = np.random.default_rng(12).uniform(-1, 1, (16, 1, 3, 20, 20)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "unpackable.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(unpackable_net), output=out, target="x86_64", layout=layout,
-        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    result = compile_int8(unpackable_net, out, samples, layout=layout)
     convs = integer_convs(result.model.ir)
     assert len(convs) == 4 and all(c[1:] == ("int8", "int32") for c in convs), convs
     generic = [name for name in result.tuning["generic_names"] if "conv2d" in name]
@@ -425,9 +417,6 @@ def shuffle_unit(tmp_path: Path) -> Path:
         helper.make_node("Reshape", ["swapped", "flat_shape"], ["shuffled"]),
         helper.make_node("Conv", ["shuffled", "w4", "b4"], ["c4"]),
         helper.make_node("Relu", ["c4"], ["r4"]),
-        helper.make_node("GlobalAveragePool", ["r4"], ["pool"]),
-        helper.make_node("Flatten", ["pool"], ["flat"]),
-        helper.make_node("Gemm", ["flat", "w5", "b5"], ["logits"], transB=1),
     ]
     inits = [weight("w0", 12, 3, 3, 3), weight("b0", 12), weight("w1", 6, 6, 1, 1),
              weight("b1", 6), weight("w2", 6, 1, 3, 3), weight("b2", 6),
@@ -436,10 +425,8 @@ def shuffle_unit(tmp_path: Path) -> Path:
              numpy_helper.from_array(np.array([6, 6], np.int64), "halves"),
              numpy_helper.from_array(np.array([1, 2, 6, 16, 16], np.int64), "groups"),
              numpy_helper.from_array(np.array([1, 12, 16, 16], np.int64), "flat_shape")]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, 16, 16])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 10])], inits,
-        tmp_path / "shuffle_unit.onnx")
+    return save_classifier(nodes, "r4", ("w5", "b5"), inits, 16,
+                           tmp_path / "shuffle_unit.onnx")
 
 
 def permutes(ir) -> list[tuple[tuple[int, ...], str, list[int]]]:
@@ -468,11 +455,8 @@ def test_int8_channel_shuffles_move_8_bit_values_in_nhwc(shuffle_unit, tmp_path,
     product. Each of these had bounced through float or NCHW: ShuffleNetV2 INT8 took 8.1 ms,
     now 1.8 (x86_64-avx512-vnni, this Xeon)."""
     samples = np.random.default_rng(14).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
-    np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "shuffle.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(shuffle_unit), output=out, target=target, check=False,
-        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    result = compile_int8(shuffle_unit, out, samples, target, check=False)
     assert result.model.layout == "NHWC"
     moves = permutes(result.model.ir)
     # The input's transpose, the shuffle on NHWC's last axis (8-bit), the pooled 1x1 map.
