@@ -30,11 +30,6 @@ CHANNELS_PER_STEP = 64  # input channels of one tile: 64 bytes per tile row
 OUTPUT_CHANNELS = 32  # two 16-channel accumulator tiles per row
 MAX_PIXELS = 16  # rows of a tile
 MIN_PIXELS = 7  # below this the tile is mostly empty: the vpdpbusd kernel does better
-# Input channels padded up to 64-byte tile rows, at most this much more work. Up to 1.5x
-# (MobileNetV2's 96, 144 and 160 channels) measured no gain: 0.950 of the vpdpbusd build's
-# time against 0.941 without (interleaved, this Xeon): the padded input copy costs what the
-# tiles save on such small layers.
-MAX_CHANNEL_PADDING = 1.0
 
 
 def tile_pixels(out_width: int) -> int | None:
@@ -50,14 +45,13 @@ def tile_rows(out_height: int) -> int:
     return 2 if out_height % 2 == 0 else 1
 
 
-def fits(in_channels: int, out_height: int, out_width: int) -> bool:
-    """Whether an 8-bit dense NHWC conv takes the AMX tile: its output rows fill at least
-    MIN_PIXELS tile rows, and padding its input channels to 64-byte tile rows (zeros
-    against zero weights) adds at most MAX_CHANNEL_PADDING of work (none: 64-channel
-    multiples)."""
-    padded = -(-in_channels // CHANNELS_PER_STEP) * CHANNELS_PER_STEP
-    return (padded <= MAX_CHANNEL_PADDING * in_channels
-            and tile_pixels(out_width) is not None)
+def fits(in_channels: int, out_width: int) -> bool:
+    """Whether an 8-bit dense NHWC conv takes the AMX tile: its input channels fill 64-byte
+    tile rows and its output rows fill at least MIN_PIXELS tile rows. Padding other channel
+    counts with zeros (MobileNetV2's 96, 144 and 160, up to 1.5x the work) measured no gain:
+    0.950 of the vpdpbusd build's time against 0.941 without (interleaved, this Xeon): the
+    padded input copy costs what the tiles save on such small layers."""
+    return in_channels % CHANNELS_PER_STEP == 0 and tile_pixels(out_width) is not None
 
 
 _SIGNATURE = """

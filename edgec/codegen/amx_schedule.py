@@ -6,7 +6,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from edgec.codegen import amx
-from edgec.codegen.generic_schedule import extent
+from edgec.codegen.generic_schedule import extent, root_blocks
 from edgec.codegen.schedules import parallel_tasks, schedule_epilogue
 
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
@@ -36,6 +36,14 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
     init = sch.decompose_reduction(conv, tile[0])
     sch.vectorize(sch.get_loops(init)[-1])
     sch.tensorize(tile[0], intrinsic)
+
+
+def on_amx_tiles(func: tirx.PrimFunc) -> bool:
+    """A conv computed for the AMX tile (unscheduled): its tile is fixed, nothing to tune
+    (and a generic schedule of it would be far slower)."""
+    sch = s_tir.Schedule(func)
+    return any(str(sch.get(block).annotations.get("edgec_dot", "")) == "amx"
+               for block in root_blocks(sch))
 
 
 def uses_amx(sch: s_tir.Schedule) -> bool:

@@ -137,7 +137,7 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     out_channels = int(call.ty.shape[3])
     wide, block = output_width(out_channels, cpu), None
     if cpu.int8_tiles == "amx" and amx.fits(int(call.args[0].ty.shape[3]),
-                                             int(call.ty.shape[1]), int(call.ty.shape[2])):
+                                             int(call.ty.shape[2])):
         wide, block, dot = amx.OUTPUT_CHANNELS, amx.CHANNELS_PER_STEP, "amx"
     elif not intrinsics.lanes(dot, wide):
         return None

@@ -32,8 +32,6 @@ def variants(func: tirx.PrimFunc, target) -> list[s_tir.Schedule]:
     """Distinct schedules of `func` in edgec's kernel space, nearest to the default first
     (the default itself first); [] for a task no edgec kernel rule covers."""
     rule = schedule_rule(func, target)
-    if isinstance(rule, PackedConv) and on_amx_tiles(func):
-        return []  # one schedule: the tile intrinsic fixes the tile (edgec.codegen.amx)
     if isinstance(rule, PackedConv):
         rules = [PackedConv(k) for k in _conv_knobs(func)]
     elif isinstance(rule, WinogradConv):
@@ -55,14 +53,6 @@ def variants(func: tirx.PrimFunc, target) -> list[s_tir.Schedule]:
         traces.add(trace)
         found.append(sch)
     return found
-
-
-def on_amx_tiles(func: tirx.PrimFunc) -> bool:
-    """A conv on the AMX tile intrinsic: its tile is fixed, nothing to tune (and a generic
-    schedule of it would be far slower)."""
-    sch = s_tir.Schedule(func)
-    return any(str(sch.get(block).annotations.get("edgec_dot", "")) == "amx"
-               for block in root_blocks(sch))
 
 
 def _conv_knobs(func: tirx.PrimFunc) -> list[ConvKnobs]:

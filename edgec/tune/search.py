@@ -133,7 +133,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     Raises:
         TuneError: MetaSchedule failed; what was measured until then stays in the logs.
     """
-    from edgec.codegen.schedule_space import on_amx_tiles
+    from edgec.codegen.amx_schedule import on_amx_tiles
     from edgec.codegen.schedules import schedule_function
     from edgec.runtime import use_all_cores
     from edgec.tvm_compat import metaschedule as ms
@@ -145,7 +145,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     if not options.dry_run:
         claim_for(work_dir, cpu)
     database = ms.open_database(work_dir)
-    # AMX convs keep their one schedule (schedule_space.on_amx_tiles): MetaSchedule's
+    # AMX convs keep their one schedule (amx_schedule.on_amx_tiles): MetaSchedule's
     # generic search would only find int32 loops far slower than the tiles.
     tasks = [task for task in ms.extract_tasks(ir, tvm_target)
              if not on_amx_tiles(ms.task_mod(task)["main"])]
