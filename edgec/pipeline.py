@@ -274,12 +274,16 @@ def tune_model(
     layout_choice: str = "default",
     progress: tune.Progress | None = None,
     quantization: QuantizeOptions | None = None,
+    check_progress: Progress | None = None,
 ) -> tune.TuneReport:
-    """Tune the exact tasks `compile_model` builds for this model, target and layout.
+    """Tune the exact tasks `compile_model` builds for this model, target and layout, then
+    (a local tune that was not interrupted) check the records in the model: those whose
+    function did not get faster there are left to edgec's defaults (tune.model_check).
 
     Args:
         quantization: tune the quantized model's tasks (the same settings as compile's),
             which land in the same database as the float ones.
+        check_progress: told what the in-model check is doing.
     """
     target = targets.load(target_name)
     targets.check_with_llvm(target)
@@ -306,4 +310,15 @@ def tune_model(
         prepared = prepare(model, target, input_shapes, layout_choice)
         name = prepared.name
     ir = build.lower(prepared, target, default_schedules=False)
-    return tune.tune(ir, target, options, progress, name=name)
+    report = tune.tune(ir, target, options, progress, name=name)
+    local = target.is_native and not (options.rpc or options.tracker)
+    if options.dry_run or not options.model_check or report.stopped_by == "interrupt":
+        return report
+    if not local:  # profiling per function needs the code here
+        report.model_check = tune.model_check.ModelCheck(
+            name, skipped="not run: the records are for another CPU (a board, or its "
+                          "estimate), and the per-function profile runs here")
+    elif tune.model_check.due(report.logs, name):
+        report.model_check = tune.model_check.check_in_model(
+            prepared, target, report.logs, options.logs, name, check_progress or (lambda _m: 0))
+    return report

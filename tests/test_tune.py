@@ -113,6 +113,61 @@ def mean_seconds(record: dict) -> float:
 
 
 @pytest.mark.slow
+def test_a_record_slower_in_the_model_is_rejected_and_compile_builds_the_default(tmp_path):
+    """The cold per-task runner can rank a schedule faster than it runs in the model
+    (tuned MobileNetV1 ran 1.245x slower than untuned). A record that claims 1 us for the
+    heavy conv's plain loop nest (several times slower than edgec's kernel) stands for such a
+    mis-ranking: compile applies it while no check ran; the in-model check of the next tune
+    rejects it in metadata.json, and compile then builds that conv with the default and
+    still matches ONNX Runtime."""
+    logs = tmp_path / "logs"
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    seeded = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(logs))
+    assert seeded.returncode == 0, seeded.stderr
+    heavy = seeded.stdout.splitlines()[1].split()[0]  # the table lists the slowest task first
+    commit_plain_loops_record(logs)
+    unchecked = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(logs),
+                        "--no-model-check")
+    assert unchecked.returncode == 0, unchecked.stderr
+    options = pipeline.CompileOptions(model=str(model), output=tmp_path / "m.so",
+                                      tuning_logs=logs)
+    applied = pipeline.compile_model(options).tuning
+    assert applied["tuned"] - applied["confirmed"] == 1 and applied["rejected"] == 0, applied
+
+    checked = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(logs))
+    assert checked.returncode == 0, checked.stderr
+    assert "1 of 1 records rejected" in checked.stdout, checked.stdout
+    verdicts = json.loads((logs / "metadata.json").read_text())["rejected_in_model"]
+    assert [v["function"] for v in verdicts.values()] == [heavy], verdicts
+    assert list(verdicts.values())[0]["ratio"] > 1.5, verdicts
+    compiled = pipeline.compile_model(options)
+    assert compiled.tuning["rejected"] == 1 and compiled.tuning["tuned"] == compiled.tuning[
+        "confirmed"], compiled.tuning
+    assert "1 on defaults because their records ran slower in the model" in compiled.summary()
+    library = runtime.load(tmp_path / "m.so")
+    inputs = check.random_inputs(library.info.inputs, seed=6)
+    report = check.compare(library.run(inputs), reference.onnxruntime_outputs(str(model), inputs))
+    assert report.ok, report.summary()
+    status = run_cli("tune", str(model), "--tuning-logs", str(logs), "--status")
+    assert re.search(rf"{heavy}.*record ran [\d.]+x slower in m", status.stdout), status.stdout
+
+
+def commit_plain_loops_record(logs: Path) -> None:
+    """Commit, for the slowest workload in the database, a record of its unscheduled loop
+    nest (only a no-op annotation: MetaSchedule skips empty traces) that claims 1 us."""
+    from tvm import s_tir
+    from tvm.s_tir import meta_schedule as ms
+
+    database = ms.database.JSONDatabase(work_dir=str(logs), allow_missing=True)
+    slowest = max(database.get_all_tuning_records(),
+                  key=lambda r: sum(float(s) for s in r.run_secs))
+    plain = s_tir.Schedule(slowest.workload.mod)
+    plain.annotate(plain.get_sblock("root"), "plain_loops", 1)
+    database.commit_tuning_record(ms.database.TuningRecord(
+        plain.trace, slowest.workload, [1e-6], slowest.target, slowest.args_info))
+
+
+@pytest.mark.slow
 def test_a_spent_budget_stops_the_tune_cleanly_after_tuning_the_heaviest_task_first(tmp_path):
     """--budget stops after the batch that crosses it: exit 0, that batch in the database.
     That first batch went to the task whose measured default was slowest (its share of the

@@ -135,9 +135,13 @@ def compile_cmd(model, target, output, input_shapes, layout, check, tuning_logs,
               help="Database folder to write (default: ~/.cache/edgec/tuning_logs/<target>, "
                    "layered over the shipped logs, which tuning never modifies).")
 @click.option("--status", is_flag=True, help="Show what the database covers for MODEL; no tuning.")
+@click.option("--no-model-check", "no_model_check", is_flag=True,
+              help="Skip the in-model check after a local tune (keeping only the records "
+                   "whose functions got faster in the model).")
 @quantize_options
 def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker, key,
-             input_shapes, layout, tuning_logs, status, **quantize_kwargs) -> None:
+             input_shapes, layout, tuning_logs, status, no_model_check,
+             **quantize_kwargs) -> None:
     """Autotune MODEL's tasks for TARGET with MetaSchedule (XGBoost cost model)."""
     from edgec import pipeline, tune
     from edgec.boards import sessions
@@ -151,6 +155,7 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
         key=key,
         logs=Path(tuning_logs) if tuning_logs else None,
         dry_run=status,
+        model_check=not no_model_check,
     )
     shapes = parse_input_shapes(input_shapes)
     quantization = quantization_from(quantize_kwargs)
@@ -175,9 +180,10 @@ def tune_cmd(model, target, trials_per_task, total_trials, budget, rpc, tracker,
                     else f"{report.trials_per_minute:.0f} trials/min")
             bar.update("tuning", report.trials_run, total, note)
 
-        report = pipeline.tune_model(model, target, options, layout_choice=layout,
-                                     input_shapes=shapes, progress=show,
-                                     quantization=quantization)
+        report = pipeline.tune_model(
+            model, target, options, layout_choice=layout, input_shapes=shapes, progress=show,
+            quantization=quantization,
+            check_progress=lambda step: bar.update("in-model check", 0, None, step))
     click.echo(report.summary())
     if report.stopped_by == "interrupt":
         say(f"stopped: {report.trials_run + report.seeded} records kept in {report.logs}; "

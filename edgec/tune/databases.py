@@ -89,14 +89,29 @@ def layer_cpu(path: Path) -> str:
     return str(read_metadata(path).get("measured_on") or "?")
 
 
-def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int]):
+def rejected_in_model(layers: list[Path]) -> dict[str, dict]:
+    """{workload key: why} of the records the in-model check (edgec.tune.model_check) found
+    slower in their model than edgec's default, over the layers compile applies."""
+    rejected: dict[str, dict] = {}
+    for path in reversed(layers):  # the first layer's verdict wins
+        rejected.update(read_metadata(path).get("rejected_in_model", {}))
+    return rejected
+
+
+def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int],
+                      rejected: dict[str, dict] | None = None):
     """A schedule callback for build.lower that applies the target's tuning databases,
     counting into `stats` the functions ("functions"), those scheduled from records
     ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
-    and kept by tuning ("confirmed"); None when there are no logs for the target."""
+    and kept by tuning ("confirmed"), and the ones left to edgec's defaults because their
+    record lost in the model ("rejected"); "searched" maps each function scheduled from a
+    searched record to its workload key. `rejected` overrides the databases' own verdicts
+    (the in-model check builds with {}). None when there are no logs for the target."""
     layers = database_layers(target, logs)
     if not layers:
         return None
+    if rejected is None:
+        rejected = rejected_in_model(layers)
     from edgec.codegen import intrinsics
     from edgec.codegen.schedules import schedule_function
     from edgec.tvm_compat import metaschedule as ms
@@ -112,12 +127,23 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
         ir_before = ir
         ir = ms.apply_database(ir, database, tvm_target)
         tuned = [(g.name_hint, f) for g, f in ir.functions_items() if ms.is_scheduled(f)]
-        confirmed = 0
+        confirmed, searched, lost = 0, {}, []
         for name, func in tuned:
             with tvm_target:
                 default = schedule_function(before[name], tvm_target)
-            confirmed += default is not None and ms.same_schedule(func, default.mod["main"])
+            if default is not None and ms.same_schedule(func, default.mod["main"]):
+                confirmed += 1
+                continue
+            key = ms.workload_key(before[name])
+            if key in rejected:  # slower in its model than the default: back to the default
+                lost.append(name)
+            else:
+                searched[name] = key
+        for name in lost:
+            ir.update_func(ir.get_global_var(name), before[name])  # lower gives it the default
+        tuned = [(name, func) for name, func in tuned if name not in lost]
         stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
+                     rejected=len(lost), searched=searched,
                      layers=[str(p) for p in layers],
                      from_cpu=_records_by_cpu(ir_before, list(zip(layers, opened, strict=True)),
                                               {n for n, _ in tuned}, tvm_target))

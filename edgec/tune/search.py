@@ -24,9 +24,11 @@ from edgec.targets import Target
 from edgec.tune import kernel_space, simulated_board
 from edgec.tune.databases import (
     claim_for,
+    database_layers,
     logs_dir,
     measured_on,
     read_metadata,
+    rejected_in_model,
     sources,
     write_metadata,
 )
@@ -44,6 +46,7 @@ class TuneOptions:
     key: str | None = None
     logs: Path | None = None
     dry_run: bool = False  # report what the logs cover, measure nothing
+    model_check: bool = True  # after a local tune: keep only records faster in the model
 
     def __post_init__(self) -> None:
         if self.trials_per_task < 1:
@@ -81,6 +84,7 @@ class TuneReport:
     skipped: list[str] = field(default_factory=list)
     seeded: int = 0  # edgec default schedules measured into the logs (new or changed ones)
     stopped_by: str = ""  # "budget" or "interrupt" when the tune ended before its trials
+    model_check: object = None  # edgec.tune.model_check.ModelCheck, when one ran
 
     @property
     def log_file(self) -> Path:
@@ -117,6 +121,8 @@ class TuneReport:
         )
         if self.trials_run and self.log_file.exists():  # conv tasks alone never reach it
             lines.append(f"MetaSchedule's log: {self.log_file}")
+        if self.model_check is not None:
+            lines.append(self.model_check.summary())
         return "\n".join(lines)
 
 
@@ -165,12 +171,17 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
             runner = simulated_board.runner(target, simulated_board.HANDICAP)
     pending, pending_rows, fresh = [], [], []
     layers = sources(target, options) if options.dry_run else []
+    rejected = rejected_in_model(database_layers(target, options.logs)) if layers else {}
     for task in tasks:
         mod = ms.task_mod(task)
         records = ms.measured(database, mod)
         row = TaskRow(task.task_name, int(task.weight), ms.estimate_flops(mod), len(records),
                       ms.record_seconds(records[0]) if records else None)
         row.source = next((label for label, db in layers if ms.measured(db, mod)), "")
+        verdict = rejected.get(ms.workload_key(mod["main"]))
+        if row.source and verdict:
+            row.source = (f"- (edgec default: the record ran {verdict['ratio']:.2f}x slower "
+                          f"in {verdict['model']})")
         report.rows.append(row)
         space = kernel_space.unmeasured(mod, tvm_target, database)
         row.left = max(0, options.trials_per_task - row.trials)

@@ -169,6 +169,15 @@ def same_schedule(scheduled, default) -> bool:
     return bool(tvm_ffi.structural_equal(scheduled.body, default.body, map_free_vars=True))
 
 
+def workload_key(func) -> str:
+    """A name-independent key of an unscheduled PrimFunc: the same conv in two models (or two
+    compiles of one model) has the same key, whatever its function is called."""
+    import tvm_ffi
+
+    hashed = tvm_ffi.structural_hash(func.without_attr("global_symbol"), map_free_vars=True)
+    return f"{hashed & (1 << 64) - 1:016x}"
+
+
 def extract_tasks(ir, target) -> list:
     return list(ms.relax_integration.extract_tasks(ir, target))
 
