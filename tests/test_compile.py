@@ -221,3 +221,24 @@ def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
     session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     want = session.run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()), rtol=0)
+
+
+def test_a_native_abort_inside_the_noise_filter_still_prints_its_message():
+    """TVM's export and load run with fd 2 filtered (edgec.tvm_compat.log_filters drops the
+    "Scope Saving/Loaded" lines). When LLVM aborts the process inside, as "LLVM ERROR: Cannot
+    select" did while AMX code was being written, its message must still reach stderr; the
+    filter once kept it in a file that died with the process."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os\n"
+        "from edgec.tvm_compat.log_filters import quiet_scope_warnings\n"
+        "with quiet_scope_warnings():\n"
+        "    os.write(2, b'[12:00:00] /tvm/executable.cc:91: Warning: Scope Saving: c0\\n')\n"
+        "    os.write(2, b'LLVM ERROR: Cannot select: intrinsic %llvm.x86.tdpbusd\\n')\n"
+        "    os.abort()\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=60)
+    assert result.returncode != 0
+    assert b"LLVM ERROR: Cannot select: intrinsic %llvm.x86.tdpbusd\n" in result.stderr
+    assert b"Scope Saving" not in result.stderr, result.stderr

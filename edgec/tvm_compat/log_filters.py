@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 
 _NOISE = re.compile(rb"^\[[\d:]+\] \S+executable\.cc:\d+: Warning: Scope (Saving|Loaded):.*$")
@@ -19,8 +21,68 @@ _NOISE = re.compile(rb"^\[[\d:]+\] \S+executable\.cc:\d+: Warning: Scope (Saving
 
 @contextlib.contextmanager
 def filtered_stderr(keep) -> Iterator[None]:
-    """Redirect fd 2 (C++ writes there too) to a file for the duration, then replay the
-    lines `keep(line: bytes)` accepts."""
+    """Send fd 2 (C++ writes there too) through a filter for the duration: the lines
+    `keep(line: bytes)` accepts reach the real stderr, the others are dropped.
+
+    The filter is a forked process reading a pipe, not a file replayed at the end or a
+    thread: when LLVM or TVM aborts the process inside the block ("LLVM ERROR: Cannot
+    select ..."), the forwarder outlives it and still prints the message, which the file
+    and the thread both lost.
+    """
+    if not hasattr(os, "fork"):
+        with _replayed_stderr(keep):
+            yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # the forwarder: only syscalls and bytes, then _exit
+        try:
+            os.close(write_end)
+            os.dup2(saved, 2)
+            _forward(read_end, keep)
+        finally:
+            os._exit(0)
+    os.close(read_end)
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)  # this process's last write end closes: the forwarder reads EOF
+        os.close(saved)
+        _reap(child)
+
+
+def _forward(read_end: int, keep) -> None:
+    pending = b""
+    while chunk := os.read(read_end, 65536):
+        *lines, pending = (pending + chunk).split(b"\n")
+        kept = [line + b"\n" for line in lines if keep(line + b"\n")]
+        if kept:
+            os.write(2, b"".join(kept))
+    if pending and keep(pending):
+        os.write(2, pending)
+
+
+def _reap(child: int, seconds: float = 5.0) -> None:
+    """Wait for the forwarder; a process started inside the block that still holds the
+    pipe would keep it reading, so after `seconds` it is stopped (it forwards as it reads,
+    so nothing already written is lost)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if os.waitpid(child, os.WNOHANG)[0]:
+            return
+        time.sleep(0.002)
+    os.kill(child, signal.SIGTERM)
+    os.waitpid(child, 0)
+
+
+@contextlib.contextmanager
+def _replayed_stderr(keep) -> Iterator[None]:
+    """Without fork: fd 2 to a file for the duration, then replay the kept lines."""
     sys.stderr.flush()
     saved = os.dup(2)
     with tempfile.TemporaryFile() as capture:
