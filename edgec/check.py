@@ -143,7 +143,10 @@ def host_runnable(model: Any, target: Any, executable: Any) -> tuple[Any, str]:
     from edgec import build, targets
 
     host = targets.load("host")
-    note = f"checked via a host build of the same graph ({target.name} code runs on the board)"
+    missing = target.features_missing_here()
+    why = (f"{target.name} code needs {', '.join(missing)}, which this CPU lacks" if missing
+           else f"{target.name} code runs on the board")
+    note = f"checked via a host build of the same graph ({why})"
     return build.compile_to_executable(model, host), note
 
 

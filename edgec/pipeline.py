@@ -293,10 +293,14 @@ def tune_model(
         build.check_toolchain(target)
         if not options.dry_run:
             tune.simulated_board.check(target)
-    elif not target.is_native:
+    elif not target.is_native and not options.dry_run:  # --status only reads the logs
+        missing = target.features_missing_here()
+        what = (f"needs {', '.join(missing)}, which this CPU lacks" if missing
+                else f"is {target.arch}")
         raise ConfigError(
-            f"target {target.name} is {target.arch}: its code cannot be measured here; "
-            "tune on the board with --rpc HOST:PORT or --tracker HOST:PORT --key KEY"
+            f"target {target.name} {what}: its code cannot be measured here; tune on a "
+            "machine that runs it, or on the board with --rpc HOST:PORT or --tracker "
+            "HOST:PORT --key KEY"
         )
     if layout_choice == "auto":
         layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs,

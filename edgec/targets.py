@@ -60,8 +60,19 @@ class Target:
 
     @property
     def is_native(self) -> bool:
-        """True when code built for this target runs on this machine."""
-        return self.arch == platform.machine() and not self.cross_compiler
+        """True when code built for this target runs on this machine: its architecture, no
+        cross compiler, and every CPU feature the code may use (AMX code on a Zen 5, or
+        AVX-512 code on a Zen 3, dies of SIGILL where compile's check runs it)."""
+        return (self.arch == platform.machine() and not self.cross_compiler
+                and not self.features_missing_here())
+
+    def features_missing_here(self) -> list[str]:
+        """The target's CPU features (cpuinfo names) this machine lacks; none when its
+        architecture differs or /proc/cpuinfo cannot be read."""
+        flags = cpu_flags()
+        if self.arch != platform.machine() or not flags:
+            return []
+        return sorted(self.cpu.cpuinfo_flags() - flags)
 
     def tvm_target(self):
         """The tvm.target.Target built from the [tvm] table, unchanged."""

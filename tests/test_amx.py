@@ -14,6 +14,7 @@ from test_quantize import assert_agrees_with_qdq, compile_int8, disassembly, int
 
 from conftest import save_classifier
 from edgec import pipeline, runtime, targets, tune
+from edgec.errors import ConfigError
 from edgec.quant import QuantizeOptions
 
 
@@ -81,3 +82,28 @@ def test_tuning_leaves_the_amx_convs_on_their_tile(tile_net, tmp_path):
         quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy")))
     convs = [row.name for row in report.rows if "conv2d" in row.name]
     assert len(convs) == 1, report.summary()
+
+
+def test_amx_code_is_checked_through_a_host_build_on_a_cpu_without_amx(tile_net, tmp_path,
+                                                                       monkeypatch):
+    """On a CPU without AMX (this Xeon's /proc/cpuinfo with the amx flags taken out, as on a
+    Zen 5), x86_64-amx code would die of SIGILL where compile's check runs it: the check
+    goes through a host build of the same graph and says why, and tune refuses to measure
+    (naming the missing features), while --status, which measures nothing, still works."""
+    text = (Path(__file__).parent / "data" / "cpuinfo-xeon-amx.txt").read_text()
+    no_amx = "\n".join(line.replace(" amx_int8", "").replace(" amx_tile", "")
+                       for line in text.splitlines())
+    monkeypatch.setattr(targets, "_read_cpuinfo", lambda: no_amx)
+    assert not targets.load("x86_64-amx").is_native
+    assert targets.load("x86_64-avx512-vnni").is_native
+    samples = np.random.default_rng(24).uniform(-1, 1, (8, 1, 3, 28, 28)).astype(np.float32)
+    result = compile_int8(tile_net, tmp_path / "tiles.so", samples, "x86_64-amx")
+    assert result.verify.ok, result.verify.summary()
+    assert ("checked via a host build of the same graph (x86_64-amx code needs amx_int8, "
+            "amx_tile, which this CPU lacks)") in result.verify.note
+    with pytest.raises(ConfigError, match="x86_64-amx needs amx_int8, amx_tile, which this "
+                                          "CPU lacks"):
+        pipeline.tune_model(str(tile_net), "x86_64-amx",
+                            tune.TuneOptions(logs=tmp_path / "logs", trials_per_task=1))
+    assert pipeline.tune_model(str(tile_net), "x86_64-amx", tune.TuneOptions(
+        logs=tmp_path / "logs", dry_run=True)).rows
