@@ -369,8 +369,9 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
 
 
 def databases(target: str, root: Path) -> dict[str, Path]:
-    """A snapshot of the shipped database (untuned builds apply none: `--untuned`)."""
-    shipped = tune.logs_root() / targets.load(target).logs_name
+    """A snapshot of the shipped database compile applies first here (the one measured on
+    this CPU, when edgec ships one; untuned builds apply none: `--untuned`)."""
+    shipped = tune.databases.shipped_layers(targets.load(target))[0]
     return {"shipped": measures.snapshot_database(shipped, root / target)}
 
 
@@ -384,7 +385,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"settings": settings(args, peak_size), "peak_gflops": peak,
               "peak_gemm_gflops": rates,
               "tuning": measures.tuning_time(
-                  tune.logs_root() / targets.load(args.target).logs_name),
+                  tune.databases.shipped_layers(targets.load(args.target))[0]),
               "models": {}}
     print(f"peak: {peak:.1f} GFLOP/s (numpy SGEMM by OpenBLAS kernels: "
           + ", ".join(f"{k} {v:.1f}" for k, v in rates.items())

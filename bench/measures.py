@@ -171,7 +171,7 @@ def snapshot_database(source: Path, dest: Path) -> Path:
         path = source / name
         text = path.read_text() if path.is_file() else ""
         (dest / name).write_text(text[: text.rfind("\n") + 1])
-    metadata = source / "metadata.json"  # its rejected_in_model verdicts apply at compile
+    metadata = source / "metadata.json"  # its in-model check verdicts apply at compile
     if metadata.is_file():
         (dest / "metadata.json").write_text(metadata.read_text())
     return dest

@@ -24,7 +24,7 @@ import measures  # bench/ is on sys.path when run as a script
 import onnx
 import runtimes
 
-from edgec import tune, zoo
+from edgec import targets, tune, zoo
 
 MODELS = ("mobilenet_v2", "resnet18", "mobilenet_v3_small")
 
@@ -38,7 +38,7 @@ def main() -> int:
           f"{args.runs})")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        source = args.logs or tune.logs_root() / args.target
+        source = args.logs or tune.databases.shipped_layers(targets.load(args.target))[0]
         logs = (measures.snapshot_database(source, work / "logs") if source.is_dir()
                 else None)
         for name in args.models:

@@ -137,8 +137,8 @@ def test_a_record_slower_in_the_model_is_rejected_and_compile_builds_the_default
     checked = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(logs))
     assert checked.returncode == 0, checked.stderr
     assert "1 of 1 records rejected" in checked.stdout, checked.stdout
-    verdicts = json.loads((logs / "metadata.json").read_text())["rejected_in_model"]
-    assert [v["function"] for v in verdicts.values()] == [heavy], verdicts
+    verdicts = json.loads((logs / "metadata.json").read_text())["in_model"]
+    assert [(v["function"], v["kept"]) for v in verdicts.values()] == [(heavy, False)], verdicts
     assert list(verdicts.values())[0]["ratio"] > 1.5, verdicts
     compiled = pipeline.compile_model(options)
     assert compiled.tuning["rejected"] == 1 and compiled.tuning["tuned"] == compiled.tuning[
@@ -150,6 +150,43 @@ def test_a_record_slower_in_the_model_is_rejected_and_compile_builds_the_default
     assert report.ok, report.summary()
     status = run_cli("tune", str(model), "--tuning-logs", str(logs), "--status")
     assert re.search(rf"{heavy}.*record ran [\d.]+x slower in m", status.stdout), status.stdout
+
+
+@pytest.mark.slow
+def test_shipped_records_measured_on_this_cpu_come_before_the_targets_own(tmp_path,
+                                                                          monkeypatch):
+    """Machines of one kind differ (a Zen 5 prefers shorter tiles than a Xeon), so edgec
+    ships databases per CPU beside a target's own: compile applies the one measured on this
+    machine's CPU first. Here the target's own database holds a record that claims 1 us for
+    the heavy conv's plain loops (from "Other CPU"); the one for this CPU only confirms the
+    defaults. Compile takes this CPU's, and the other's record only without it."""
+    import shutil
+
+    from edgec.cpu import host_label, label_slug
+    from edgec.tune import databases
+
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    measured = tmp_path / "measured"
+    seeded = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(measured),
+                     "--no-model-check")
+    assert seeded.returncode == 0, seeded.stderr
+    shipped = tmp_path / "shipped"
+    target_own, this_cpu = shipped / "x86_64", shipped / "x86_64" / label_slug(host_label())
+    for folder in (target_own, this_cpu):
+        shutil.copytree(measured, folder, ignore=shutil.ignore_patterns("logs"),
+                        dirs_exist_ok=True)
+    commit_plain_loops_record(target_own)
+    (target_own / "metadata.json").write_text(json.dumps({"measured_on": "Other CPU"}))
+    monkeypatch.setattr(databases, "logs_root", lambda: shipped)
+    monkeypatch.setenv("EDGEC_TUNING_LOGS", str(tmp_path / "no-user-logs"))
+    options = pipeline.CompileOptions(model=str(model), output=tmp_path / "m.so", check=False)
+    applied = pipeline.compile_model(options).tuning
+    assert applied["tuned"] == applied["confirmed"] == applied["functions"], applied
+    assert applied["from_cpu"] == {host_label(): applied["functions"]}, applied
+    shutil.rmtree(this_cpu)
+    applied = pipeline.compile_model(options).tuning
+    assert applied["tuned"] - applied["confirmed"] == 1, applied
+    assert applied["from_cpu"] == {"Other CPU": applied["functions"]}, applied
 
 
 def commit_plain_loops_record(logs: Path) -> None:

@@ -67,21 +67,33 @@ def _has_database(path: Path) -> bool:
     return (path / "database_tuning_record.json").is_file()
 
 
+def shipped_layers(target: Target) -> list[Path]:
+    """The target's shipped databases compile applies: the one measured on this machine's
+    CPU, when edgec ships one (a subfolder named by its label, as a user's database is:
+    machines of one kind differ, a Zen 5 prefers other tiles than a Xeon), then the
+    target's own."""
+    from edgec.cpu import label_slug
+
+    root = logs_root() / target.logs_name
+    here = root / label_slug(measured_on()) if target.is_native else None
+    return [p for p in (here, root) if p is not None and _has_database(p)]
+
+
 def database_layers(target: Target, logs: str | Path | None = None) -> list[Path]:
     """The databases compile applies, first wins per workload: --tuning-logs DIR, or the
-    user's for this machine's CPU and then those measured on other CPUs (boards), then the
-    shipped logs of the target."""
+    user's for this machine's CPU, then the shipped one measured on this CPU, then the
+    user's measured on other CPUs (boards), then the target's shipped logs."""
+    shipped = shipped_layers(target)
+    same_cpu = [p for p in shipped if p != logs_root() / target.logs_name]
     if logs:
         if not _has_database(Path(logs)):
             raise ConfigError(f"--tuning-logs {logs} holds no MetaSchedule database")
-        mine = [Path(logs)]
-    else:
-        here = logs_dir(target)
-        folder = user_logs_root() / target.name
-        others = sorted(p for p in folder.iterdir() if p != here) if folder.is_dir() else []
-        mine = [p for p in (here, *others, folder) if _has_database(p)]  # folder: pre-CPU logs
-    shipped = logs_root() / target.logs_name
-    return mine + ([shipped] if _has_database(shipped) else [])
+        return [Path(logs), *shipped]
+    here = logs_dir(target)
+    folder = user_logs_root() / target.name
+    others = sorted(p for p in folder.iterdir() if p != here) if folder.is_dir() else []
+    mine = [p for p in (here, *same_cpu, *others, folder) if _has_database(p)]
+    return mine + [p for p in shipped if p not in mine]  # folder: pre-CPU logs
 
 
 def layer_cpu(path: Path) -> str:
@@ -90,12 +102,14 @@ def layer_cpu(path: Path) -> str:
 
 
 def rejected_in_model(layers: list[Path]) -> dict[str, dict]:
-    """{workload key: why} of the records the in-model check (edgec.tune.model_check) found
-    slower in their model than edgec's default, over the layers compile applies."""
-    rejected: dict[str, dict] = {}
-    for path in reversed(layers):  # the first layer's verdict wins
-        rejected.update(read_metadata(path).get("rejected_in_model", {}))
-    return rejected
+    """{workload key: verdict} of the records the in-model check (edgec.tune.model_check)
+    found slower in their model than edgec's default, over the layers compile applies; per
+    workload the first layer with a verdict decides (a user's check that kept a record
+    overrides the shipped database's rejection)."""
+    verdicts: dict[str, dict] = {}
+    for path in reversed(layers):
+        verdicts.update(read_metadata(path).get("in_model", {}))
+    return {key: verdict for key, verdict in verdicts.items() if not verdict.get("kept")}
 
 
 def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, int],
@@ -227,6 +241,6 @@ def claim_for(work_dir: Path, cpu: str) -> None:
 def sources(target: Target, options: TuneOptions) -> list[tuple[str, object]]:
     """(label, database) of each layer compile applies, first wins: for --status."""
 
-    shipped = logs_root() / target.logs_name
-    return [(layer_cpu(path) + (" (shipped)" if path == shipped else ""), _open_cached(path))
+    shipped = shipped_layers(target)
+    return [(layer_cpu(path) + (" (shipped)" if path in shipped else ""), _open_cached(path))
             for path in database_layers(target, options.logs)]

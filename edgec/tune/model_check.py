@@ -8,7 +8,7 @@ minutes ran 1.245x slower than untuned, its 14x14 1x1 convs 1.38x slower per fun
 model while their records said faster. So after a local tune the model is built twice, with
 edgec's defaults and with every record compile would apply, both are profiled per function
 in interleaved rounds, and the workloads whose function did not get faster are written to the
-tuned database's metadata.json ("rejected_in_model", by workload key); compile leaves those
+tuned database's metadata.json ("in_model", a verdict per workload key); compile leaves those
 functions to edgec's defaults (databases.database_schedule). The check runs again whenever
 the database changed since it last checked the model.
 """
@@ -172,17 +172,14 @@ def _records_version(work_dir: Path) -> list:
 
 def _record(work_dir: Path, name: str, searched: dict[str, str], rejected: set[str],
             check: ModelCheck) -> None:
-    """Write the verdicts on this model's searched workloads (a workload shared with another
-    model takes the newest verdict) and when the model was checked."""
+    """Write the verdict on each of this model's searched workloads, kept or rejected (a
+    workload shared with another model takes the newest), and when the model was checked."""
     metadata = read_metadata(work_dir)
-    verdicts = metadata.setdefault("rejected_in_model", {})
+    verdicts = metadata.setdefault("in_model", {})
     rows = {row.workload: row for row in check.rows}
     for function, key in searched.items():
-        if key in rejected:
-            verdicts[key] = {"model": name, "function": function,
-                             "ratio": round(rows[key].ratio, 3)}
-        else:
-            verdicts.pop(key, None)
+        verdicts[key] = {"kept": key not in rejected, "model": name, "function": function,
+                         "ratio": round(rows[key].ratio, 3)}
     metadata.setdefault("model_checks", {})[name] = {
         "records": _records_version(work_dir),
         "date": datetime.date.today().isoformat(),
