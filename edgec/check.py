@@ -143,10 +143,9 @@ def host_runnable(model: Any, target: Any, executable: Any) -> tuple[Any, str]:
     from edgec import build, targets
 
     host = targets.load("host")
-    missing = target.features_missing_here()
-    why = (f"{target.name} code needs {', '.join(missing)}, which this CPU lacks" if missing
-           else f"{target.name} code runs on the board")
-    note = f"checked via a host build of the same graph ({why})"
+    why = ("runs on the board" if not target.features_missing_here()
+           else target.why_not_native())
+    note = f"checked via a host build of the same graph ({target.name} code {why})"
     return build.compile_to_executable(model, host), note
 
 

@@ -294,13 +294,10 @@ def tune_model(
         if not options.dry_run:
             tune.simulated_board.check(target)
     elif not target.is_native and not options.dry_run:  # --status only reads the logs
-        missing = target.features_missing_here()
-        what = (f"needs {', '.join(missing)}, which this CPU lacks" if missing
-                else f"is {target.arch}")
         raise ConfigError(
-            f"target {target.name} {what}: its code cannot be measured here; tune on a "
-            "machine that runs it, or on the board with --rpc HOST:PORT or --tracker "
-            "HOST:PORT --key KEY"
+            f"target {target.name} {target.why_not_native()}: its code cannot be measured "
+            "here; tune on a machine that runs it, or on the board with --rpc HOST:PORT or "
+            "--tracker HOST:PORT --key KEY"
         )
     if layout_choice == "auto":
         layout_choice = stored_layout(model, input_shapes, quantization, target, options.logs,
@@ -315,10 +312,9 @@ def tune_model(
         name = prepared.name
     ir = build.lower(prepared, target, default_schedules=False)
     report = tune.tune(ir, target, options, progress, name=name)
-    local = target.is_native and not (options.rpc or options.tracker)
     if options.dry_run or not options.model_check or report.stopped_by == "interrupt":
         return report
-    if not local:  # profiling per function needs the code here
+    if not target.is_native or options.rpc or options.tracker:  # the profile runs here
         report.model_check = tune.model_check.ModelCheck(
             name, skipped="not run: the records are for another CPU (a board, or its "
                           "estimate), and the per-function profile runs here")

@@ -74,6 +74,13 @@ class Target:
             return []
         return sorted(self.cpu.cpuinfo_flags() - flags)
 
+    def why_not_native(self) -> str:
+        """What keeps this target's code off this machine, for messages: "needs amx_int8,
+        amx_tile, which this CPU lacks" or "is aarch64"."""
+        missing = self.features_missing_here()
+        return (f"needs {', '.join(missing)}, which this CPU lacks" if missing
+                else f"is {self.arch}")
+
     def tvm_target(self):
         """The tvm.target.Target built from the [tvm] table, unchanged."""
         import tvm

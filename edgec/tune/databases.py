@@ -92,8 +92,9 @@ def database_layers(target: Target, logs: str | Path | None = None) -> list[Path
     here = logs_dir(target)
     folder = user_logs_root() / target.name
     others = sorted(p for p in folder.iterdir() if p != here) if folder.is_dir() else []
-    mine = [p for p in (here, *same_cpu, *others, folder) if _has_database(p)]
-    return mine + [p for p in shipped if p not in mine]  # folder: pre-CPU logs
+    mine = [p for p in (here, *same_cpu, *others, folder)  # folder: pre-CPU logs
+            if _has_database(p)]
+    return mine + [p for p in shipped if p not in mine]
 
 
 def layer_cpu(path: Path) -> str:
