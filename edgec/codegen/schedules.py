@@ -93,11 +93,12 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 
 
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
+    from edgec.codegen.channel_shuffle import ChannelShuffle
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
     from edgec.codegen.winograd_schedule import WinogradConv
 
     for rule in (WinogradConv(), PackedConv(), PlaneConv(), PlainDepthwiseConv(),
-                 ParallelVectorize()):
+                 ChannelShuffle(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch

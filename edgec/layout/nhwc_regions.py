@@ -6,8 +6,8 @@ swap, reshape back) and everything around it stay NCHW: each ShuffleNetV2 unit w
 NCHW before its concat and back to NHWC after its split, 17 transposing kernels in all
 (~15% of the model's time on x86). Here, where an NHWC consumer reads an NCHW value, that
 value is rebuilt in NHWC from its producers: transposes back from NHWC, concats and splits
-on the channel axis, channel shuffles (as the same reshape/swap on the last axis, contiguous
-in NHWC) and elementwise ops (unary, or with a scalar constant). Producers it does not
+on the channel axis, channel shuffles (as edgec.codegen.channel_shuffle's NHWC kernel) and
+elementwise ops (unary, or with a scalar constant). Producers it does not
 know keep their transpose; the NCHW originals left without a consumer are removed.
 """
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from edgec.codegen.channel_shuffle import channel_shuffle_nhwc, channel_shuffle_parts
 
 TO_NHWC = [0, 2, 3, 1]
 TO_NCHW = [0, 3, 1, 2]
@@ -30,8 +32,9 @@ _WITH_SCALAR = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
 def keep_nhwc(ir: tvm.IRModule) -> tvm.IRModule:
     """`ir` (laid out in NHWC by ConvertLayout) with the NCHW regions between NHWC ops
     rebuilt in NHWC where every op on the way has an NHWC form."""
-    main = _Rewriter(ir).visit_expr(ir["main"])
-    out = tvm.IRModule(dict(ir.functions_items()))
+    rewriter = _Rewriter(ir)
+    main = rewriter.visit_expr(ir["main"])
+    out = rewriter.builder_.get()  # with the shuffle kernels' PrimFuncs
     out[out.get_global_var("main")] = relax.analysis.remove_all_unused(main)
     return relax.transform.CanonicalizeBindings()(out)
 
@@ -111,23 +114,62 @@ class _Rewriter(PyExprMutator):
         return None
 
     def _nhwc_split(self, expr: relax.Expr) -> relax.Expr | None:
-        """A channel split of an NHWC-able value, split on NHWC's channel axis."""
+        """A channel split of an NHWC-able value, split on NHWC's channel axis; a split of a
+        channel shuffle, one shuffle kernel per part."""
         key = ("split", expr)
         if key in self.nhwc:
             return self.nhwc[key]
         call, result = self._producer(expr), None
         if (isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.split"
                 and int(call.attrs.axis) == 1 and len(_shape(call.args[0]) or []) == 4):
-            data = self._nhwc(call.args[0])
+            result = self._shuffled_parts(call)
+            data = None if result is not None else self._nhwc(call.args[0])
             if data is not None:
                 result = self.builder_.emit(relax.op.split(
                     data, call.attrs.indices_or_sections, axis=3))
         self.nhwc[key] = result
         return result
 
+    def _shuffled_parts(self, split: relax.Call) -> relax.Expr | None:
+        """split(shuffle(x)) as one shuffle kernel with a result per part, each part's
+        channels read directly: a split of the fused shuffle offset its second half by
+        if_then_else chains that LLVM vectorized across pixels, with gathers and scatters."""
+        shuffle = self._shuffle_of(self._producer(split.args[0]))
+        if shuffle is None:
+            return None
+        sources, groups = shuffle
+        channels = _shape(split.args[0])[1]
+        cuts = split.attrs.indices_or_sections
+        if isinstance(cuts, (int, tvm.tirx.IntImm)):
+            if channels % int(cuts):
+                return None
+            bounds = list(range(0, channels, channels // int(cuts)))
+        else:
+            bounds = [0, *(int(i) for i in cuts)]
+        bounds.append(channels)
+        if any(b % groups for b in bounds):
+            return None
+        # One kernel with a result per part, as split has: parts as kernels of their own
+        # were fused into the next unit's concat (a shuffle of a shuffle, gathers again).
+        return self.builder_.call_te(channel_shuffle_parts, sources, groups, bounds,
+                                     primfunc_name_hint="channel_shuffle")
+
     def _nhwc_shuffle(self, call: relax.Call) -> relax.Expr | None:
-        """reshape(permute_dims(reshape(x, (N, g, C/g, H, W)), (0, 2, 1, 3, 4)), (N, C, H, W)):
-        the same shuffle on NHWC's last axis."""
+        """A channel shuffle (_shuffle_of) as one NHWC kernel: as reshape/swap/reshape on the
+        last axis, fused, they composed into div/mod gathers at 10x a copy's cost
+        (edgec.codegen.channel_shuffle)."""
+        shuffle = self._shuffle_of(call)
+        if shuffle is None:
+            return None
+        return self.builder_.call_te(channel_shuffle_nhwc, *shuffle,
+                                     primfunc_name_hint="channel_shuffle")
+
+    def _shuffle_of(self, call) -> tuple[list[relax.Expr], int] | None:
+        """([the NHWC form of x] or of its g concatenated parts, g) for the shuffle
+        reshape(permute_dims(reshape(x, (N, g, C/g, H, W)), (0, 2, 1, 3, 4)), (N, C, H, W)),
+        else None."""
+        if not isinstance(call, relax.Call) or getattr(call.op, "name", "") != "relax.reshape":
+            return None
         out = _shape(call)
         swapped = self._producer(call.args[0])
         if out is None or len(out) != 4 or not isinstance(swapped, relax.Call):
@@ -143,11 +185,25 @@ class _Rewriter(PyExprMutator):
         if source != out or split is None or len(split) != 5 or split[0] != n or (
                 split[1] * split[2] != channels or split[3:] != [height, width]):
             return None
+        groups = split[1]
+        sources = self._concat_parts(grouped.args[0], groups, split[2])
+        if sources is not None:
+            return sources, groups  # ShuffleNet's concat: its parts read directly
         data = self._nhwc(grouped.args[0])
-        if data is None:
+        return None if data is None else ([data], groups)
+
+    def _concat_parts(self, expr: relax.Expr, count: int, channels: int) -> list | None:
+        """The NHWC forms of the `count` parts of `channels` channels each that `expr` (NCHW)
+        concatenates: an NCHW concat, or ConvertLayout's NHWC one transposed back."""
+        call = self._producer(expr)
+        axis, nhwc = 1, False
+        if isinstance(call, relax.Call) and _axes(call) == TO_NCHW:
+            call, axis, nhwc = self._producer(call.args[0]), 3, True
+        if not (isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.concat"
+                and int(call.attrs.axis) == axis and isinstance(call.args[0], relax.Tuple)):
             return None
-        groups, per_group = split[1], split[2]
-        by_group = self.builder_.emit(relax.op.reshape(
-            data, [n, height, width, groups, per_group]))
-        swapped_nhwc = self.builder_.emit(relax.op.permute_dims(by_group, [0, 1, 2, 4, 3]))
-        return relax.op.reshape(swapped_nhwc, [n, height, width, channels])
+        fields = call.args[0].fields
+        if len(fields) != count or any((_shape(f) or [0] * 4)[axis] != channels for f in fields):
+            return None
+        parts = [self.visit_expr(f) if nhwc else self._nhwc(f) for f in fields]
+        return None if any(part is None for part in parts) else parts
