@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from tvm import s_tir, te, tirx
 
-from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    extent,
+    inline_elementwise,
+    root_blocks,
+    schedule_named,
+)
 
 BLOCK = "channel_shuffle_nhwc"
 
@@ -56,29 +62,22 @@ def channel_shuffle_parts(sources: list[te.Tensor], groups: int,
 
 
 class ChannelShuffle:
-    """Functions holding a channel_shuffle_nhwc block (with the concat, requantize and split
-    that fuse around it): everything inlined into the outputs; per output, parallel over
+    """Functions holding a channel_shuffle_nhwc block (with the requantize of the concat's
+    parts fused before it): everything inlined into the outputs; per output, parallel over
     pixels, channels split by the group count with the group reads unrolled."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
-        if not isinstance(func, tirx.PrimFunc):
-            return None
-        sch = s_tir.Schedule(func)
-        shuffles = [b for b in root_blocks(sch) if sch.get(b).name_hint.startswith(BLOCK)]
-        if not shuffles:
-            return None
-        groups = int(sch.get(shuffles[0]).annotations["edgec_groups"])
-        for block in root_blocks(sch)[:-1]:
-            try:
-                sch.compute_inline(block)
-            except s_tir.ScheduleError:  # an output (the split's halves)
-                continue
-        for block in root_blocks(sch):
-            loops = sch.get_loops(block)
-            if len(loops) != 4 or (extent(sch, loops[-1]) or 0) % groups:
-                ParallelVectorize.schedule_block(sch, block)  # not a shuffled NHWC row
-                continue
-            sch.parallel(sch.fuse(*loops[:3]))
-            _, group = sch.split(loops[3], [None, groups])
-            sch.unroll(group)  # LLVM vectorizes the channel loop over interleaved streams
-        return sch
+        return schedule_named(func, BLOCK, _schedule)
+
+
+def _schedule(sch: s_tir.Schedule) -> None:
+    groups = int(sch.get(sch.get_sblock(BLOCK)).annotations["edgec_groups"])
+    inline_elementwise(sch)  # the parts' requantize; the shuffle's parts are its outputs
+    for block in root_blocks(sch):
+        loops = sch.get_loops(block)
+        if len(loops) != 4 or (extent(sch, loops[-1]) or 0) % groups:
+            ParallelVectorize.schedule_block(sch, block)  # not a shuffled NHWC row
+            continue
+        sch.parallel(sch.fuse(*loops[:3]))
+        _, group = sch.split(loops[3], [None, groups])
+        sch.unroll(group)  # LLVM vectorizes the channel loop over interleaved streams

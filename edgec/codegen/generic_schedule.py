@@ -52,6 +52,18 @@ def schedule_named(func: tirx.PrimFunc, block: str, schedule) -> s_tir.Schedule 
     return sch
 
 
+def inline_elementwise(sch: s_tir.Schedule) -> None:
+    """Inline every root block but the last into its consumers where TVM can (elementwise
+    chains, a concat into its reader); reductions, outputs and a pool's padded copy stay."""
+    for block in root_blocks(sch)[:-1]:
+        if _pads_a_window(sch, block):
+            continue
+        try:
+            sch.compute_inline(block)
+        except s_tir.ScheduleError:  # not inlinable (reduction, output, several consumers)
+            continue  # scheduled alone
+
+
 class ParallelVectorize:
     """Fallback: inline elementwise chains, then per block parallel outer loops and vectorize
     the innermost spatial loop."""
@@ -60,14 +72,7 @@ class ParallelVectorize:
         if not isinstance(func, tirx.PrimFunc):
             return None
         sch = s_tir.Schedule(func)
-        blocks = root_blocks(sch)
-        for block in blocks[:-1]:
-            if _pads_a_window(sch, block):
-                continue
-            try:
-                sch.compute_inline(block)
-            except s_tir.ScheduleError:  # not inlinable (reduction, several consumers)
-                continue  # scheduled alone below
+        inline_elementwise(sch)
         for block in root_blocks(sch):
             self.schedule_block(sch, block)
         return sch

@@ -123,7 +123,7 @@ class _Rewriter(PyExprMutator):
         if (isinstance(call, relax.Call) and getattr(call.op, "name", "") == "relax.split"
                 and int(call.attrs.axis) == 1 and len(_shape(call.args[0]) or []) == 4):
             result = self._shuffled_parts(call)
-            data = None if result is not None else self._nhwc(call.args[0])
+            data = self._nhwc(call.args[0]) if result is None else None
             if data is not None:
                 result = self.builder_.emit(relax.op.split(
                     data, call.attrs.indices_or_sections, axis=3))
