@@ -57,6 +57,7 @@ def lower(
     from edgec.codegen.schedules import default_schedule
     from edgec.layout.blocks import block_of
 
+    target = target.for_precision(model.quantization)
     with tvm.target.Target(target.tvm_target()):
         block = block_of(model.layout) or target.cpu.nchwc_block
         ir = relax.transform.LegalizeOps(
@@ -93,6 +94,7 @@ def compile_to_executable(model: Model, target: Target, schedule=None,
 
     generic: list[str] = []
     stage, ir = "legalize and schedule", model.ir
+    target = target.for_precision(model.quantization)
     try:
         ir = lower(model, target, schedule, generic=generic)
         stage = "generate code for"
@@ -141,6 +143,7 @@ def export(
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    target = target.for_precision(model.quantization)  # the [tvm] table it was built with
     fcompile = None
     if target.cross_compiler:
         options = [f"--sysroot={target.sysroot}"] if target.sysroot else None

@@ -311,7 +311,9 @@ def tune_model(
         prepared = prepare(model, target, input_shapes, layout_choice)
         name = prepared.name
     ir = build.lower(prepared, target, default_schedules=False)
-    report = tune.tune(ir, target, options, progress, name=name)
+    # Measured as built: an INT8 tune times code compiled with the target's [int8] mattr.
+    report = tune.tune(ir, target.for_precision(prepared.quantization), options, progress,
+                       name=name)
     if options.dry_run or not options.model_check or report.stopped_by == "interrupt":
         return report
     if not target.is_native or options.rpc or options.tracker:  # the profile runs here

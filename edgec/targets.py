@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import tomllib
@@ -17,9 +18,10 @@ LAYOUTS = ("NCHW", "NHWC", "NCHWc")
 ARCHES = ("x86_64", "aarch64")
 # Accepted keys per table; anything else in a file is a typo we refuse to ignore.
 _SCHEMA: dict[str, set[str]] = {
-    "": {"description", "arch", "detect", "tvm", "cpu", "build", "layout", "rpc", "board",
-         "shipped_logs"},
+    "": {"description", "arch", "detect", "tvm", "int8", "cpu", "build", "layout", "rpc",
+         "board", "shipped_logs"},
     "tvm": {"kind", "mtriple", "mcpu", "mattr", "num-cores"},
+    "int8": {"mattr"},
     "cpu": {"vector_bits", "features", "winograd"},
     "build": {"cross_compiler", "sysroot"},
     "layout": {"default"},
@@ -52,6 +54,8 @@ class Target:
     board: dict[str, Any] = field(default_factory=dict)
     # Another target whose shipped tuning logs this one applies (same float kernels), or "".
     shipped_logs: str = ""
+    # [int8] mattr: LLVM attributes that INT8 builds add to [tvm] mattr (see for_precision).
+    int8_mattr: tuple[str, ...] = ()
 
     @property
     def logs_name(self) -> str:
@@ -87,6 +91,15 @@ class Target:
 
         return tvm.target.Target(dict(self.tvm))
 
+    def for_precision(self, quantization: str | None) -> Target:
+        """This target as a build of that precision ("int8", "fp16", None: float) compiles
+        for: INT8 builds add the [int8] table's mattr to [tvm]'s. Name, logs and everything
+        else stay the same."""
+        if quantization != "int8" or not self.int8_mattr:
+            return self
+        mattr = [*self.tvm.get("mattr", []), *self.int8_mattr]
+        return dataclasses.replace(self, tvm={**self.tvm, "mattr": mattr})
+
 
 def check_with_llvm(target: Target) -> None:
     """Refuse an mcpu or mattr that TVM's LLVM does not know, before any compiling.
@@ -96,13 +109,13 @@ def check_with_llvm(target: Target) -> None:
     """
     from edgec.tvm_compat.llvm_target import invalid_settings
 
-    bad = invalid_settings(target.tvm)
+    bad = invalid_settings(target.for_precision("int8").tvm)
     if bad:
         raise ConfigError(
             f"target file {target.source}: LLVM does not know {', '.join(bad)} for "
-            f"{target.tvm.get('mtriple', 'this triple')}; fix the [tvm] table (e.g. mcpu "
-            "\"cortex-a72\", mattr [\"+neon\", \"+dotprod\"]); `llc -mtriple=... -mcpu=help` "
-            "lists the names")
+            f"{target.tvm.get('mtriple', 'this triple')}; fix the [tvm] or [int8] table (e.g. "
+            "mcpu \"cortex-a72\", mattr [\"+neon\", \"+dotprod\"]); `llc -mtriple=... "
+            "-mcpu=help` lists the names")
 
 
 def targets_dir() -> Path:
@@ -190,6 +203,9 @@ def _parse(path: Path, name: str) -> Target:
     winograd = data.get("cpu", {}).get("winograd", True)
     if not isinstance(winograd, bool):
         raise ConfigError(f"target file {path}: field cpu.winograd must be true or false")
+    int8_mattr = data.get("int8", {}).get("mattr", [])
+    if not isinstance(int8_mattr, list) or not all(isinstance(a, str) for a in int8_mattr):
+        raise ConfigError(f"target file {path}: field int8.mattr must be a list of strings")
     return Target(
         name=name,
         description=data.get("description", name),
@@ -203,6 +219,7 @@ def _parse(path: Path, name: str) -> Target:
         source=str(path),
         board=_board(path, data.get("board", {})),
         shipped_logs=_shipped_logs(path, data.get("shipped_logs", "")),
+        int8_mattr=tuple(int8_mattr),
     )
 
 

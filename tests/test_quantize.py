@@ -396,6 +396,41 @@ def test_int8_convs_no_packed_block_divides_run_on_edgec_kernels_and_match_the_q
 
 
 @pytest.fixture
+def depthwise_net(tmp_path: Path) -> Path:
+    """MobileNet's block on 64 channels: 1x1 conv + ReLU, 3x3 depthwise + ReLU, 1x1 conv:
+    16-lane requantize epilogues after both INT8 kernels."""
+    weight = seeded_weights(4)
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], group=64),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+    ]
+    inits = [weight("w0", 64, 3, 1, 1), weight("b0", 64), weight("w1", 64, 1, 3, 3),
+             weight("b1", 64), weight("w2", 64, 64, 1, 1), weight("b2", 64),
+             weight("w3", 10, 64), weight("b3", 10)]
+    return save_classifier(nodes, "c2", ("w3", "b3"), inits, 16, tmp_path / "dw.onnx")
+
+
+@pytest.mark.parametrize("target", ["x86_64-avx512", "x86_64-avx512-vnni"])
+def test_int8_requantize_epilogues_convert_in_512_bit_vectors_on_avx512(
+        depthwise_net, tmp_path, target):
+    """LLVM's tuning for these mcpus prefers 256-bit vectors and split each 16-lane
+    int32 -> float -> 8-bit epilogue into ymm halves (146 ymm converts against 16 zmm ones
+    in this net); INT8 builds turn that off ([int8] mattr in the target file)."""
+    samples = np.random.default_rng(13).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
+    out = tmp_path / "dw.so"
+    result = compile_int8(depthwise_net, out, samples, target, check=False)
+    code = disassembly(out)
+    halves = re.findall(r"\tvcvt\w+\s+%ymm", code)
+    assert len(re.findall(r"\tvcvt\w+\s+%zmm", code)) > 0 and halves == [], len(halves)
+    if not set(targets.load(target).cpu.cpuinfo_flags()) <= targets.cpu_flags():
+        pytest.skip(f"this CPU cannot run {target}'s code: it was inspected, not run")
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
+
+
+@pytest.fixture
 def shuffle_unit(tmp_path: Path) -> Path:
     """ShuffleNetV2's unit on 12 channels (packs in no block wider than 4): a stem, a
     channel split, a 1x1 / depthwise / 1x1 branch on one half, the concat, the channel

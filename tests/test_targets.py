@@ -146,16 +146,19 @@ def test_shipped_aarch64_targets_run_on_the_boards_they_name():
     assert not targets.load("rpi5").cpu.cpuinfo_flags() <= a72
 
 
-@pytest.mark.parametrize(("mcpu", "mattr", "named"), [
-    ("cortex-a7x", '["+neon"]', "mcpu cortex-a7x"),
-    ("cortex-a72", '["+neon", "+dotprodx"]', "mattr +dotprodx"),
+@pytest.mark.parametrize(("mcpu", "mattr", "int8", "named"), [
+    ("cortex-a7x", '["+neon"]', "", "mcpu cortex-a7x"),
+    ("cortex-a72", '["+neon", "+dotprodx"]', "", "mattr +dotprodx"),
+    ("cortex-a72", '["+neon"]', '["+i8mmx"]', "mattr +i8mmx"),  # the INT8 builds' own mattr
 ])
 def test_a_target_file_llvm_does_not_know_is_refused_before_compiling(tmp_path, mcpu, mattr,
-                                                                      named):
+                                                                      int8, named):
     """Before, LLVM warned ~90 lines, compiled generic code and edgec exited 0."""
     text = (shipped.path("targets") / "rpi4.toml").read_text()
     text = text.replace('mcpu = "cortex-a72"', f'mcpu = "{mcpu}"').replace(
         'mattr = ["+neon"]', f"mattr = {mattr}")
+    if int8:
+        text += f"\n[int8]\nmattr = {int8}\n"
     bad = tmp_path / "bad.toml"
     bad.write_text(text)
     result = run_cli("compile", "zoo:squeezenet1_1", "--target", str(bad), "-o",
