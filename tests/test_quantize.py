@@ -430,6 +430,42 @@ def test_int8_requantize_epilogues_convert_in_512_bit_vectors_on_avx512(
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
 
 
+def stores_to_the_stack_between_dots(code: str) -> dict[str, int]:
+    """Per function with vpdpbusd: the vector stores to the stack between its first and last
+    dot (an accumulator LLVM could not keep in a register goes there and back every step)."""
+    found = {}
+    for function in re.split(r"\n(?=[0-9a-f]+ <)", code):
+        lines = function.splitlines()
+        dots = [i for i, line in enumerate(lines) if "vpdpbusd" in line]
+        if dots:
+            body = lines[dots[0]:dots[-1] + 1]
+            found[lines[0]] = sum(bool(re.search(r"\tvmov\w+\s+%[xyz]mm\d+,.*\(%rsp\)", line))
+                                  for line in body)
+    return found
+
+
+def test_int8_vnni_tiles_keep_their_accumulators_in_registers(tmp_path):
+    """A 32-channel-wide NHWC tile of 14 pixels took 28 of the 32 registers, and LLVM kept
+    one accumulator on the stack, stored and reloaded around every dot on it; tiles now hold
+    at most 14 accumulators (7 pixels here). The 1x1 conv on 28x28 pixels is the case."""
+    weight = seeded_weights(5)
+    nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
+             helper.make_node("Relu", ["c0"], ["r0"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+             helper.make_node("Relu", ["c1"], ["r1"])]
+    inits = [weight("w0", 32, 3, 1, 1), weight("b0", 32), weight("w1", 64, 32, 1, 1),
+             weight("b1", 64), weight("w3", 10, 64), weight("b3", 10)]
+    net = save_classifier(nodes, "r1", ("w3", "b3"), inits, 28, tmp_path / "pw.onnx")
+    samples = np.random.default_rng(14).uniform(-1, 1, (16, 1, 3, 28, 28)).astype(np.float32)
+    out = tmp_path / "pw.so"
+    result = compile_int8(net, out, samples, "x86_64-avx512-vnni", check=False)
+    spilled = stores_to_the_stack_between_dots(disassembly(out))
+    assert len(spilled) >= 2 and not any(spilled.values()), spilled
+    if "avx512_vnni" not in targets.cpu_flags():
+        pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
+
+
 @pytest.fixture
 def shuffle_unit(tmp_path: Path) -> Path:
     """ShuffleNetV2's unit on 12 channels (packs in no block wider than 4): a stem, a

@@ -36,11 +36,19 @@ _ROW_MAJOR_WEIGHTS = 512 * 1024
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 _MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
-# INT8 rows where the dot instruction's ISA has 32 vector registers: 14 pixels x 2 registers
-# of accumulators. More pixels per weight load took INT8 ResNet-18 from 2.52 to 2.22 ms and
-# MobileNetV2 from 1.49 to 1.21 (VNNI); FP32 gained nothing measurable from longer rows.
+# INT8 rows where the dot instruction's ISA has 32 vector registers: 14 pixels. More pixels
+# per weight load took INT8 ResNet-18 from 2.52 to 2.22 ms and MobileNetV2 from 1.49 to 1.21
+# (VNNI, packed tiles of one register); FP32 gained nothing measurable from longer rows.
 _MAX_INT8_ROW = 14
 _DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
+# VNNI tiles hold at most 14 accumulator registers: NHWC tiles are 32 channels (2 registers)
+# wide, and 14 pixels x 2 left LLVM 4 of the 32 registers for the weights it preloads and the
+# broadcast input, so it kept an accumulator on the stack (a load and a store around every
+# dot on it). 7 pixels x 2: MobileNetV1's 1x1 INT8 convs 0.66-0.90x, MobileNetV2's 0.71-0.77x,
+# ResNet-18's 0.65-0.99x (Zen 5, x86_64-avx512-vnni, per function, interleaved); whole
+# models 0.90-0.99x. NEON's sdot keeps 14 pixels: the rpi5 estimate of MobileNetV2 INT8 moved
+# 27.72 -> 27.65 ms with 7.
+_VNNI_ACCUMULATORS = 14
 
 
 def default_schedule(generic: list[str] | None = None):
@@ -189,6 +197,12 @@ class PackedConv:
         longest = _MAX_ROW
         if len(reduction) == 5 and _dot_kind(sch, conv) in _DOTS_WITH_32_REGISTERS:
             longest = _MAX_INT8_ROW
+            if _dot_kind(sch, conv) == "vnni":
+                from edgec.codegen import intrinsics
+
+                wide = extent(sch, lane) or 1
+                registers = wide // (intrinsics.lanes("vnni", wide) or wide)
+                longest = max(1, _VNNI_ACCUMULATORS // registers)
         col_outer, col_inner = sch.split(col, [None, row_length(width,
                                                                 knobs.longest_row or longest)])
         if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
