@@ -36,18 +36,13 @@ _ROW_MAJOR_WEIGHTS = 512 * 1024
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 _MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
-# INT8 rows where the dot instruction's ISA has 32 vector registers: 14 pixels. More pixels
-# per weight load took INT8 ResNet-18 from 2.52 to 2.22 ms and MobileNetV2 from 1.49 to 1.21
-# (VNNI, packed tiles of one register); FP32 gained nothing measurable from longer rows.
+# INT8 rows where the dot's ISA has 32 registers: 14 pixels (packed tiles of one register:
+# INT8 ResNet-18 2.52 -> 2.22 ms, MobileNetV2 1.49 -> 1.21, VNNI). VNNI tiles hold at most
+# 14 accumulators: at 14 pixels x 2 registers (32-channel NHWC tiles) LLVM kept one on the
+# stack, a store and a load around every dot; 7 x 2 ran 1x1 convs 0.66-0.90x, whole INT8
+# models 0.90-0.99x (Zen 5, interleaved). sdot keeps 14 (rpi5 estimate 27.72 -> 27.65 ms).
 _MAX_INT8_ROW = 14
 _DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
-# VNNI tiles hold at most 14 accumulator registers: NHWC tiles are 32 channels (2 registers)
-# wide, and 14 pixels x 2 left LLVM 4 of the 32 registers for the weights it preloads and the
-# broadcast input, so it kept an accumulator on the stack (a load and a store around every
-# dot on it). 7 pixels x 2: MobileNetV1's 1x1 INT8 convs 0.66-0.90x, MobileNetV2's 0.71-0.77x,
-# ResNet-18's 0.65-0.99x (Zen 5, x86_64-avx512-vnni, per function, interleaved); whole
-# models 0.90-0.99x. NEON's sdot keeps 14 pixels: the rpi5 estimate of MobileNetV2 INT8 moved
-# 27.72 -> 27.65 ms with 7.
 _VNNI_ACCUMULATORS = 14
 
 
