@@ -95,9 +95,12 @@ class Target:
         """This target as a build of that precision ("int8", "fp16", None: float) compiles
         for: INT8 builds add the [int8] table's mattr to [tvm]'s. Name, logs and everything
         else stay the same."""
-        if quantization != "int8" or not self.int8_mattr:
+        have = list(self.tvm.get("mattr", []))
+        # Idempotent: compile_to_executable asks, then lower asks again for the same build.
+        extra = [a for a in self.int8_mattr if a not in have]
+        if quantization != "int8" or not extra:
             return self
-        mattr = [*self.tvm.get("mattr", []), *self.int8_mattr]
+        mattr = [*have, *extra]
         return dataclasses.replace(self, tvm={**self.tvm, "mattr": mattr})
 
 

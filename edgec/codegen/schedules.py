@@ -182,7 +182,8 @@ class PackedConv:
             self._schedule_producer(sch, block, inline_padding=depthwise)
         knobs = self.knobs
         loops = sch.get_loops(conv)
-        if _dot_kind(sch, conv) == "amx":
+        kind = _dot_kind(sch, conv)
+        if kind == "amx":
             from edgec.codegen.amx_schedule import schedule_amx
 
             schedule_amx(sch, conv, epilogue, loops, knobs.rows_first)
@@ -190,9 +191,9 @@ class PackedConv:
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
         longest = _MAX_ROW
-        if len(reduction) == 5 and _dot_kind(sch, conv) in _DOTS_WITH_32_REGISTERS:
+        if len(reduction) == 5 and kind in _DOTS_WITH_32_REGISTERS:
             longest = _MAX_INT8_ROW
-            if _dot_kind(sch, conv) == "vnni":
+            if kind == "vnni":
                 from edgec.codegen import intrinsics
 
                 wide = extent(sch, lane) or 1
