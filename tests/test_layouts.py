@@ -278,11 +278,11 @@ def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels
     assert fmas["gathers"] == 0, fmas
 
 
-def _conv_chain(path: Path, seed: int, specs: list) -> Path:
-    """Conv + ReLU layers (label, out channels, kernel, stride, groups) on a 1x24x29x29
-    input, each padded by half its kernel."""
+def _conv_chain(path: Path, seed: int, specs: list, size: int = 29) -> Path:
+    """Conv + ReLU layers (label, out channels, kernel, stride, groups) on a 1x24xSxS
+    input (S = `size`), each padded by half its kernel."""
     rng = np.random.default_rng(seed)
-    nodes, inits, name, channels, size = [], [], "x", 24, 29
+    nodes, inits, name, channels, side = [], [], "x", 24, size
     for label, out, kernel, stride, groups in specs:
         weight = rng.standard_normal((out, channels // groups, kernel, kernel)) * 0.3
         inits += [numpy_helper.from_array(weight.astype(np.float32), f"w{label}"),
@@ -293,11 +293,11 @@ def _conv_chain(path: Path, seed: int, specs: list) -> Path:
                                    pads=[kernel // 2] * 4, group=groups),
                   helper.make_node("Relu", [label], [f"r{label}"])]
         name, channels = f"r{label}", out
-        size = (size + 2 * (kernel // 2) - kernel) // stride + 1
+        side = (side + 2 * (kernel // 2) - kernel) // stride + 1
     nodes.append(helper.make_node("Identity", [name], ["y"]))
     return save_model(
-        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 29, 29])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, size, size])],
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, channels, side, side])],
         inits, path)
 
 
@@ -321,6 +321,25 @@ def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(targ
                      "fused_conv2d_nchw_"):
         fmas = _fma_registers(library, function)
         assert fmas[register] > 0 and fmas["xmm"] == 0, (function, fmas)
+
+
+@pytest.mark.parametrize("size", [40, 32])
+def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_avx512(size, tmp_path):
+    """1x1 NCHW convs with few input channels run on pixel-vector tiles
+    (edgec.codegen.nchw_pixels) on AVX-512: 24 -> 29 channels (tiles of 15, the last
+    cropped), then 29 -> 24; rows of 40 pixels (two vectors and an 8-lane tail, a loop
+    partition of their own) and of 32. Checked against ONNX Runtime; objdump shows zmm
+    FMAs and no lane-by-lane vector building in the convs: the transposed packed tile they
+    replace builds each output vector of a row with vinsertps (MobileNetV2 NCHW 0.94x)."""
+    path = _conv_chain(tmp_path / "pointwise.onnx", seed=size, size=size,
+                       specs=[("a", 29, 1, 1, 1), ("b", 24, 1, 1, 1)])
+    library = tmp_path / "pointwise.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_"):
+        fmas = _fma_registers(library, function)
+        assert fmas["zmm"] > 0 and fmas["xmm"] == fmas["gathers"] == 0, (function, fmas)
 
 
 @pytest.mark.slow

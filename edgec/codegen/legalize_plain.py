@@ -8,7 +8,7 @@ import functools
 import tvm
 from tvm import relax
 
-from edgec.codegen import nchw_planes, plain_kernels
+from edgec.codegen import nchw_pixels, nchw_planes, plain_kernels
 from edgec.codegen.kernels import (
     conv2d_nchw_packed_out,
     integer_sums_in_float,
@@ -105,7 +105,16 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
                                 primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
                               packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
-        # Dense convs keep the packed tile, transposed into planes in the epilogue. On flat
+        kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
+        if (not integer and nchw_pixels.fits(kernel_size, *args[:3], int(call.ty.shape[3]), cpu)
+                and nchw_pixels.pays(channels, out_channels, wide)):
+            tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)
+            packed = bb.emit_te(pack_stem_kernel, weight, tile,
+                                primfunc_name_hint="pack_stem_kernel")
+            return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
+                              out_channels, cpu.float_lanes,
+                              primfunc_name_hint="conv2d_nchw_pixels")
+        # Other dense convs keep the packed tile, transposed into planes in the epilogue. On flat
         # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs
         # 6.26 ms) and lost on MobileNetV2 (5.07 vs 4.70) and ResNet-50 (37.2 vs 35.5), and
         # ResNet-18's 3x3 convs took it from 1.18x to 1.65x of packed (AVX-512, 2 threads).

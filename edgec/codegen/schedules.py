@@ -97,10 +97,11 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     from edgec.codegen.channel_shuffle import ChannelShuffle
+    from edgec.codegen.nchw_pixels import PixelConv
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
     from edgec.codegen.winograd_schedule import WinogradConv
 
-    for rule in (WinogradConv(), PackedConv(), PlaneConv(), PlainDepthwiseConv(),
+    for rule in (WinogradConv(), PackedConv(), PixelConv(), PlaneConv(), PlainDepthwiseConv(),
                  ChannelShuffle(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:

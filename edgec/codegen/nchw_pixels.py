@@ -1,0 +1,162 @@
+"""NCHW 1x1 stride-1 convs on pixel-vector tiles: a register tile of `channels` output
+channels times one vector of a row's output pixels, each accumulating over the input
+channels (an input vector load and `channels` FMAs with broadcast weights per step), and
+the bias/activation epilogue writes the tile's rows straight into the NCHW planes.
+
+The packed micro-kernel's tile (a row of pixels times a vector of output channels, what
+NCHW dense convs use otherwise) must be transposed into the planes, which LLVM builds lane
+by lane: on 1x1 convs the transposing epilogue made NCHW 1.45-1.8x slower than the same
+tile written packed (Zen 5, x86_64-avx512-vnni, 2 threads: 32 -> 16 channels at 112x112
+0.054 against 0.036 ms). On pixel vectors, convs with few input channels or output channels
+the packed tile pads badly ran 0.66-0.82x of the transposed tile (see pays) where a row is
+whole vectors plus at most a power-of-two tail (112 and 56 pixels on AVX-512); rows of 28,
+14 and 7 pixels ran 1.13-2.3x (LLVM splits their tails into 8+4(+2) lanes), and 3x3 convs
+1.37-1.43x (unaligned tap loads), so those keep the packed tile.
+"""
+
+from __future__ import annotations
+
+import math
+
+from tvm import s_tir, te, tirx
+
+from edgec.codegen.generic_schedule import ParallelVectorize, root_blocks, schedule_named
+
+BLOCK = "conv2d_nchw_pixels"
+
+
+def fits(kernel_size, strides, padding, dilation, out_width: int, cpu) -> bool:
+    """Whether a float NCHW conv can run on pixel vectors: AVX-512, 1x1, stride 1, no padding, and
+    output rows of at least two whole vectors whose remainder is none or a power of two of
+    4 or more. On AVX2 the transposed tile is 8 x 8 and cheaper to transpose: pixel vectors
+    ran 0.85-1.09x of it per conv and MobileNetV2 NCHW 1.03x (noise) on x86_64 (Zen 5);
+    NEON is unmeasured (the ARM estimate could tell), so both keep the packed tile."""
+    if cpu.arch != "x86_64" or cpu.vector_bits != 512:
+        return False
+    if tuple(kernel_size) != (1, 1) or any(int(p) for p in padding) or any(
+            int(s) != 1 for s in (*strides, *dilation)):
+        return False
+    lanes = cpu.float_lanes
+    tail = out_width % lanes
+    return out_width >= 2 * lanes and (tail == 0 or (tail >= 4 and tail & (tail - 1) == 0))
+
+
+def pays(in_channels: int, out_channels: int, packed_width: int) -> bool:
+    """Whether pixel vectors beat the transposed packed tile (`packed_width` output channels
+    per tile) on a conv that fits: where the transposing epilogue weighs most, few input
+    channels per output (32 -> 16 channels 0.73x, 16 -> 96 0.66x, 24 -> 144 0.76x), or
+    where the packed tile pads a quarter of its channels or more (96 -> 24 channels in
+    32-channel tiles: 0.68x). Elsewhere pixel vectors lost: 64 -> 64 channels at 56x56
+    1.12x, 128 -> 128 1.39x, 256 -> 64 1.23x (their input rows are re-read per tile of
+    output channels from C planes apart)."""
+    padded = -(-out_channels // packed_width) * packed_width
+    return in_channels <= 32 or padded >= 1.25 * out_channels
+
+
+def tile_channels(out_channels: int, vector_registers: int) -> int:
+    """Output channels per tile (one accumulator register each): the most, up to 3/4 of the
+    registers (24 of 32, 12 of 16), that pad the channels least; at least 4."""
+    most = vector_registers * 3 // 4
+    return min(range(4, most + 1),
+               key=lambda c: (-(-out_channels // c) * c - out_channels, -c))
+
+
+def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int):
+    """1x1 stride-1 NCHW conv of `data` with weights packed by kernels.pack_stem_kernel
+    (ceil(O/c), I, 1, 1, c) -> (N, out_channels, H, W). The accumulator (N, ceil(O/c), H, c,
+    W) keeps a task's rows of its c channels together; `lanes` (the vector width) is
+    recorded for PixelConv."""
+    n, i_channels, height, width = (int(d) for d in data.shape)
+    tiles, _, _, _, channels = (int(d) for d in kernel.shape)
+    ic = te.reduce_axis((0, i_channels), name="ic")
+    accumulated = te.compute(
+        (n, tiles, height, channels, width),
+        lambda b, t, y, c, x: te.sum(
+            data[b, ic, y, x].astype(out_dtype) * kernel[t, ic, 0, 0, c].astype(out_dtype),
+            axis=[ic]),
+        name=BLOCK,
+        attrs={"edgec_lanes": lanes},
+    )
+    return te.compute(
+        (n, out_channels, height, width),
+        lambda b, o, y, x: accumulated[b, o // channels, y, o % channels, x],
+        name="conv2d_nchw_pixels_unpack",
+    )
+
+
+class PixelConv:
+    """Schedule of conv2d_nchw_pixels: one parallel task per (batch, channel tile, row);
+    the row in whole vectors (then its tail, a loop partition of its own), each vector's
+    accumulators across the input channels with the tile's channels unrolled; then the
+    epilogue over the task's rows, in vectors, while they are in cache."""
+
+    def apply(self, func: tirx.PrimFunc, target, tunable: bool):
+        return schedule_named(func, BLOCK, self._schedule)
+
+    def _schedule(self, sch: s_tir.Schedule) -> None:
+        blocks = root_blocks(sch)
+        names = [sch.get(b).name_hint for b in blocks]
+        index = names.index(BLOCK)
+        conv, epilogue = blocks[index], blocks[index + 1:]
+        for block in blocks[:index]:  # weight packing, a no-op pad, casts: read through
+            sch.compute_inline(block)
+        for block in epilogue[:-1]:
+            sch.compute_inline(block)
+        lanes = int(sch.get(conv).annotations["edgec_lanes"])
+        batch, tile, row, channel, col, ic = sch.get_loops(conv)
+        sch.reorder(col, ic, channel)
+        task = sch.fuse(batch, tile, row)
+        sch.parallel(task)
+        if epilogue and _elements(sch, epilogue[-1]) <= _elements(sch, conv):
+            sch.reverse_compute_at(epilogue[-1], task)
+            _vectorize_row(sch, sch.get_loops(epilogue[-1])[-1], lanes)
+        elif epilogue:  # it broadcasts the conv over a larger map: a pass of its own
+            ParallelVectorize.schedule_block(sch, epilogue[-1])
+        for part in _row_parts(sch, col, lanes):
+            block = sch.get_sblock(part)
+            *_, col, ic, channel = sch.get_loops(block)
+            if (_extent(sch, col)) > lanes:
+                col, lane = sch.split(col, [None, lanes])
+                sch.reorder(col, ic, channel, lane)
+            else:
+                lane = col
+                sch.reorder(ic, channel, lane)
+            sch.unroll(channel)
+            sch.vectorize(lane)
+            init = sch.decompose_reduction(block, ic)
+            *_, init_channel, init_lane = sch.get_loops(init)
+            sch.unroll(init_channel)
+            sch.vectorize(init_lane)
+
+
+def _extent(sch: s_tir.Schedule, loop) -> int:
+    return int(sch.get(loop).extent)
+
+
+def _elements(sch: s_tir.Schedule, block) -> int:
+    return math.prod(int(d) for d in sch.get(block).writes[0].source.shape)
+
+
+def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
+    """Names of the blocks that compute a row's whole vectors and its tail: the row loop
+    is partitioned when `lanes` does not divide it (TVM names each part after the block
+    and the loop variable: BLOCK_x0, BLOCK_x1)."""
+    width = _extent(sch, col)
+    whole = width // lanes * lanes
+    if whole == width:
+        return [BLOCK]
+    variable = sch.get(col).loop_var.name
+    sch.loop_partition(col, [whole, None])
+    return [f"{BLOCK}_{variable}0", f"{BLOCK}_{variable}1"]
+
+
+def _vectorize_row(sch: s_tir.Schedule, col, lanes: int) -> None:
+    """A row loop in vectors of `lanes` (then its tail vector, partitioned off)."""
+    width = _extent(sch, col)
+    whole = width // lanes * lanes
+    main, tail = (sch.loop_partition(col, [whole, None]) if whole != width
+                  else (col, None))
+    _, lane = sch.split(main, [None, lanes])
+    sch.vectorize(lane)
+    if tail is not None:
+        sch.vectorize(tail)
