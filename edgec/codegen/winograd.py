@@ -121,6 +121,20 @@ def conv2d_nhwc_winograd(data, weight, padding, out_dtype, out_channels: int):
                       name="winograd_crop")
 
 
+def conv2d_nchw_winograd(data, weight, padding, out_dtype, out_channels: int):
+    """conv2d_nhwc_winograd for NCHW data, read as one block of all channels through a
+    view (each input-transform vector gathers its channels from their planes) and cropped
+    into NCHW planes. Returns te.Tensor (N, out_channels, OH, OW)."""
+    n, channels, height, width = (int(d) for d in data.shape)
+    one_block = te.compute((n, 1, height, width, channels),
+                           lambda b, c, y, x, i: data[b, i, y, x], name="nhwc_as_one_block")
+    wide = int(weight.shape[5])
+    untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
+    return te.compute((n, out_channels, out_h, out_w),
+                      lambda b, c, y, x: untiled[b, c // wide, y, x, c % wide].astype(out_dtype),
+                      name="winograd_crop")
+
+
 def _winograd(data, weight, padding, out_block: int):
     """The stages of Winograd F(4x4, 3x3) on NCHW{b}c data up to the untiled output,
     (N, O/out_block, tiles_h*4, tiles_w*4, out_block), and the output size (OH, OW)."""

@@ -36,7 +36,7 @@ class WinogradConv:
 
         block = sch.get_sblock
         nhwc = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
-        if nhwc:  # NHWC data read as one block of all its channels: a view, no copy
+        if nhwc:  # NHWC (or NCHW) data read as one block of all its channels: a view
             sch.compute_inline(block("nhwc_as_one_block"))
         sch.compute_inline(block("data_pad"))
         eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
