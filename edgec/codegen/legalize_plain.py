@@ -15,8 +15,7 @@ from edgec.codegen.kernels import (
     pack_stem_kernel,
 )
 from edgec.codegen.winograd import (
-    conv2d_nchw_winograd,
-    conv2d_nhwc_winograd,
+    conv2d_plain_winograd,
     winograd_geometry_fits,
     winograd_weight_nhwc,
 )
@@ -99,7 +98,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         wide = output_width(out_channels, cpu)
         if nhwc and cpu.winograd and not integer and winograd_geometry_fits(call):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
-            return bb.call_te(conv2d_nhwc_winograd, data, relax.const(transformed), args[1],
+            return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, primfunc_name_hint="conv2d_nhwc_winograd")
         if nhwc:
             packed = bb.emit_te(plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
@@ -110,8 +109,9 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
                 and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS
                 and winograd_geometry_fits(call)):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
-            return bb.call_te(conv2d_nchw_winograd, data, relax.const(transformed), args[1],
-                              args[4], out_channels, primfunc_name_hint="conv2d_nchw_winograd")
+            return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
+                              args[4], out_channels, "NCHW",
+                              primfunc_name_hint="conv2d_nchw_winograd")
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
         if (not integer and nchw_pixels.fits(kernel_size, *args[:3], int(call.ty.shape[3]), cpu)
                 and nchw_pixels.pays(channels, out_channels, wide)):

@@ -58,7 +58,7 @@ def winograd_weight(kernel: np.ndarray, tile: int) -> np.ndarray:
 
 def winograd_weight_nhwc(kernel: np.ndarray, layout: str, wide: int) -> np.ndarray:
     """Constant OHWI or HWIO 3x3 weights transformed like winograd_weight for NHWC data,
-    which conv2d_nhwc_winograd reads as one block of all I channels: (6, 6, ceil(O/wide),
+    which conv2d_plain_winograd reads as one block of all I channels: (6, 6, ceil(O/wide),
     1, I, wide), output channels zero-padded to whole tiles."""
     oihw = kernel.transpose(*(layout.index(axis) for axis in "OIHW")).astype(np.float64)
     o_channels, i_channels = oihw.shape[:2]
@@ -107,32 +107,32 @@ def conv2d_nchwc_winograd(data, weight, padding, out_dtype):
                       name="winograd_crop")
 
 
-def conv2d_nhwc_winograd(data, weight, padding, out_dtype, out_channels: int):
-    """conv2d_nchwc_winograd for NHWC data, read as NCHW{C}c (one block of all channels,
-    the same memory), weights from winograd_weight_nhwc; the output tiles are cropped
-    into NHWC. Returns te.Tensor (N, OH, OW, out_channels)."""
-    n, height, width, channels = (int(d) for d in data.shape)
+def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
+                          layout: str = "NHWC"):
+    """conv2d_nchwc_winograd for NHWC or NCHW data (`layout`), read as NCHW{C}c, one block of
+    all channels, through a view (NHWC: the same memory; NCHW: each input-transform vector
+    gathers its channels from their planes); weights from winograd_weight_nhwc; the output
+    tiles are cropped into the plain layout. Returns te.Tensor (N, OH, OW, out_channels) or
+    (N, out_channels, OH, OW)."""
+    n = int(data.shape[0])
+    height, width = (int(data.shape[layout.index(axis)]) for axis in "HW")
+    channels = int(data.shape[layout.index("C")])
+
+    def pixel(b, y, x, i):
+        return data[b, y, x, i] if layout == "NHWC" else data[b, i, y, x]
+
     one_block = te.compute((n, 1, height, width, channels),
-                           lambda b, c, y, x, i: data[b, y, x, i], name="nhwc_as_one_block")
+                           lambda b, c, y, x, i: pixel(b, y, x, i), name="nhwc_as_one_block")
     wide = int(weight.shape[5])
     untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
-    return te.compute((n, out_h, out_w, out_channels),
-                      lambda b, y, x, c: untiled[b, c // wide, y, x, c % wide].astype(out_dtype),
-                      name="winograd_crop")
 
+    def crop(b, y, x, c):
+        return untiled[b, c // wide, y, x, c % wide].astype(out_dtype)
 
-def conv2d_nchw_winograd(data, weight, padding, out_dtype, out_channels: int):
-    """conv2d_nhwc_winograd for NCHW data, read as one block of all channels through a
-    view (each input-transform vector gathers its channels from their planes) and cropped
-    into NCHW planes. Returns te.Tensor (N, out_channels, OH, OW)."""
-    n, channels, height, width = (int(d) for d in data.shape)
-    one_block = te.compute((n, 1, height, width, channels),
-                           lambda b, c, y, x, i: data[b, i, y, x], name="nhwc_as_one_block")
-    wide = int(weight.shape[5])
-    untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
+    if layout == "NHWC":
+        return te.compute((n, out_h, out_w, out_channels), crop, name="winograd_crop")
     return te.compute((n, out_channels, out_h, out_w),
-                      lambda b, c, y, x: untiled[b, c // wide, y, x, c % wide].astype(out_dtype),
-                      name="winograd_crop")
+                      lambda b, c, y, x: crop(b, y, x, c), name="winograd_crop")
 
 
 def _winograd(data, weight, padding, out_block: int):
