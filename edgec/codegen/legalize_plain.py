@@ -96,22 +96,16 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if nhwc and cpu.winograd and not integer and winograd_geometry_fits(call):
+        if _plain_winograd(call, nhwc, channels, out_channels, cpu, integer):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
             return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
-                              args[4], out_channels, primfunc_name_hint="conv2d_nhwc_winograd")
+                              args[4], out_channels, layouts[0],
+                              primfunc_name_hint=f"conv2d_{layouts[0].lower()}_winograd")
         if nhwc:
             packed = bb.emit_te(plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
                                 primfunc_name_hint="pack_nhwc_kernel")
             return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
                               packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
-        if (cpu.winograd and cpu.arch == "x86_64" and not integer
-                and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS
-                and winograd_geometry_fits(call)):
-            transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
-            return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
-                              args[4], out_channels, "NCHW",
-                              primfunc_name_hint="conv2d_nchw_winograd")
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
         if (not integer and nchw_pixels.fits(kernel_size, *args[:3], int(call.ty.shape[3]), cpu)
                 and nchw_pixels.pays(channels, out_channels, wide)):
@@ -164,6 +158,16 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
                       [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                       [int(d) for d in attrs.dilation], 1, "int32", dot, out_channels,
                       primfunc_name_hint="conv2d_nhwc_int8")
+
+
+def _plain_winograd(call: relax.Call, nhwc: bool, channels: int, out_channels: int, cpu,
+                    integer: bool) -> bool:
+    """Whether a float NHWC or NCHW conv runs Winograd F(4x4, 3x3): its geometry fits, and
+    in NCHW only on x86 with _NCHW_WINOGRAD_CHANNELS channels or more in and out."""
+    if not cpu.winograd or integer or not winograd_geometry_fits(call):
+        return False
+    return nhwc or (cpu.arch == "x86_64"
+                    and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS)
 
 
 # NCHW convs read their Winograd tiles through a view of one block of all channels (each

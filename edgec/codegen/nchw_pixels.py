@@ -16,11 +16,15 @@ whole vectors plus at most a power-of-two tail (112 and 56 pixels on AVX-512); r
 
 from __future__ import annotations
 
-import math
-
 from tvm import s_tir, te, tirx
 
-from edgec.codegen.generic_schedule import ParallelVectorize, root_blocks, schedule_named
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    extent,
+    root_blocks,
+    schedule_named,
+)
+from edgec.codegen.plain_kernels import padded_tiles
 
 BLOCK = "conv2d_nchw_pixels"
 
@@ -49,7 +53,7 @@ def pays(in_channels: int, out_channels: int, packed_width: int) -> bool:
     32-channel tiles: 0.68x). Elsewhere pixel vectors lost: 64 -> 64 channels at 56x56
     1.12x, 128 -> 128 1.39x, 256 -> 64 1.23x (their input rows are re-read per tile of
     output channels from C planes apart)."""
-    padded = -(-out_channels // packed_width) * packed_width
+    padded = padded_tiles(out_channels, packed_width) * packed_width
     return in_channels <= 32 or padded >= 1.25 * out_channels
 
 
@@ -58,7 +62,7 @@ def tile_channels(out_channels: int, vector_registers: int) -> int:
     registers (24 of 32, 12 of 16), that pad the channels least; at least 4."""
     most = vector_registers * 3 // 4
     return min(range(4, most + 1),
-               key=lambda c: (-(-out_channels // c) * c - out_channels, -c))
+               key=lambda c: (padded_tiles(out_channels, c) * c - out_channels, -c))
 
 
 def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int):
@@ -94,6 +98,8 @@ class PixelConv:
         return schedule_named(func, BLOCK, self._schedule)
 
     def _schedule(self, sch: s_tir.Schedule) -> None:
+        from edgec.codegen.schedules import _elements
+
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
         index = names.index(BLOCK)
@@ -115,7 +121,7 @@ class PixelConv:
         for part in _row_parts(sch, col, lanes):
             block = sch.get_sblock(part)
             *_, col, ic, channel = sch.get_loops(block)
-            if (_extent(sch, col)) > lanes:
+            if extent(sch, col) > lanes:
                 col, lane = sch.split(col, [None, lanes])
                 sch.reorder(col, ic, channel, lane)
             else:
@@ -129,19 +135,11 @@ class PixelConv:
             sch.vectorize(init_lane)
 
 
-def _extent(sch: s_tir.Schedule, loop) -> int:
-    return int(sch.get(loop).extent)
-
-
-def _elements(sch: s_tir.Schedule, block) -> int:
-    return math.prod(int(d) for d in sch.get(block).writes[0].source.shape)
-
-
 def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
     """Names of the blocks that compute a row's whole vectors and its tail: the row loop
     is partitioned when `lanes` does not divide it (TVM names each part after the block
     and the loop variable: BLOCK_x0, BLOCK_x1)."""
-    width = _extent(sch, col)
+    width = extent(sch, col)
     whole = width // lanes * lanes
     if whole == width:
         return [BLOCK]
@@ -152,7 +150,7 @@ def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
 
 def _vectorize_row(sch: s_tir.Schedule, col, lanes: int) -> None:
     """A row loop in vectors of `lanes` (then its tail vector, partitioned off)."""
-    width = _extent(sch, col)
+    width = extent(sch, col)
     whole = width // lanes * lanes
     main, tail = (sch.loop_partition(col, [whole, None]) if whole != width
                   else (col, None))

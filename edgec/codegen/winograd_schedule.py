@@ -35,8 +35,10 @@ class WinogradConv:
         from edgec.codegen.winograd import WINOGRAD_TILE
 
         block = sch.get_sblock
-        nhwc = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
-        if nhwc:  # NHWC (or NCHW) data read as one block of all its channels: a view
+        # NHWC or NCHW data read as one block of all its channels, through a view (the block
+        # is named for NHWC, its first layout).
+        plain = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
+        if plain:
             sch.compute_inline(block("nhwc_as_one_block"))
         sch.compute_inline(block("data_pad"))
         eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
@@ -99,7 +101,7 @@ class WinogradConv:
         tail = blocks[names.index("winograd_output") + 1:]
         for later in tail[:-1]:
             sch.compute_inline(later)
-        if nhwc:  # rows of pixels, all channels of each (long channel rows in 16s)
+        if plain:  # the crop into NHWC or NCHW: one parallel, vectorized pass
             ParallelVectorize.schedule_block(sch, tail[-1])
             return
         loops = sch.get_loops(tail[-1])
