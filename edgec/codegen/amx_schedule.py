@@ -6,8 +6,9 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from edgec.codegen import amx
+from edgec.codegen.conv_epilogue import schedule_epilogue
 from edgec.codegen.generic_schedule import extent, root_blocks
-from edgec.codegen.schedules import parallel_tasks, schedule_epilogue
+from edgec.codegen.schedules import parallel_tasks
 
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
 

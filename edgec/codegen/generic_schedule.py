@@ -4,6 +4,8 @@ outer loops, vectorize the innermost one. Compile reports which functions got it
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 
 _MAX_LANE_TILE = 64  # lanes of a reduction kept in registers side by side
@@ -14,6 +16,11 @@ def extent(sch: s_tir.Schedule, loop) -> int | None:
     """A loop's constant extent, None when symbolic."""
     value = sch.get(loop).extent
     return int(value) if isinstance(value, tirx.IntImm) else None
+
+
+def elements(sch: s_tir.Schedule, block) -> int:
+    """How many values a block writes (its output buffer's size)."""
+    return math.prod(int(dim) for dim in sch.get(block).writes[0].source.shape)
 
 
 def root_blocks(sch: s_tir.Schedule) -> list:

@@ -20,6 +20,7 @@ from tvm import s_tir, te, tirx
 
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
+    elements,
     extent,
     root_blocks,
     schedule_named,
@@ -98,8 +99,6 @@ class PixelConv:
         return schedule_named(func, BLOCK, self._schedule)
 
     def _schedule(self, sch: s_tir.Schedule) -> None:
-        from edgec.codegen.schedules import _elements
-
         blocks = root_blocks(sch)
         names = [sch.get(b).name_hint for b in blocks]
         index = names.index(BLOCK)
@@ -113,7 +112,7 @@ class PixelConv:
         sch.reorder(col, ic, channel)
         task = sch.fuse(batch, tile, row)
         sch.parallel(task)
-        if epilogue and _elements(sch, epilogue[-1]) <= _elements(sch, conv):
+        if epilogue and elements(sch, epilogue[-1]) <= elements(sch, conv):
             sch.reverse_compute_at(epilogue[-1], task)
             _vectorize_row(sch, sch.get_loops(epilogue[-1])[-1], lanes)
         elif epilogue:  # it broadcasts the conv over a larger map: a pass of its own

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from edgec.codegen.conv_epilogue import schedule_epilogue
+from edgec.codegen.row_tails import balanced_length, schedule_row_parts
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -135,7 +137,9 @@ class ConvKnobs:
 
     Attributes:
         longest_row: output pixels per register tile, at most (None: 8, INT8 dots with 32
-            registers 14); the tile takes the largest divisor of the width up to it.
+            registers 14); the tile takes the largest divisor of the width up to it, or
+            (float) tiles of a balanced length and a tail where that divisor is poor
+            (edgec.codegen.row_tails).
         channel_tiles: output-channel vectors per register tile (1 or 2): each input value
             loaded feeds that many FMAs; ignored where it does not divide the chunks.
         taps_outside_channels: dense FP32 reduction order (kh, kw, icc, icb) instead of
@@ -200,8 +204,16 @@ class PackedConv:
                 wide = extent(sch, lane) or 1
                 registers = wide // (intrinsics.lanes("vnni", wide) or wide)
                 longest = max(1, _VNNI_ACCUMULATORS // registers)
-        col_outer, col_inner = sch.split(col, [None, row_length(width,
-                                                                knobs.longest_row or longest)])
+        longest = knobs.longest_row or longest
+        dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
+        overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
+        if len(reduction) < 5 and knobs.channel_tiles == 1 and not overlapping and (
+                length := balanced_length(sch, conv, col, longest)):  # SqueezeNet's 13-pixel rows
+            task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+            order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
+            schedule_row_parts(sch, conv, epilogue, task, col, order, length)
+            return
+        col_outer, col_inner = sch.split(col, [None, row_length(width, longest)])
         if len(reduction) == 5:  # int8: icc, kh, kw, ic4, ici
             self._schedule_int8(sch, conv, epilogue, (batch, chunk, row, col_outer, col_inner),
                                 lane, reduction, knobs.rows_first)
@@ -212,9 +224,7 @@ class PackedConv:
             sch.reorder(chunk, row, col_outer, tile)
             tiles = [tile]
         if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost
-            icc, icb, kh, kw = reduction
-            order = (kh, kw, icc) if knobs.taps_outside_channels else (icc, kh, kw)
-            sch.reorder(col_outer, *order, icb, *tiles, col_inner, lane)
+            sch.reorder(col_outer, *(reduction[i] for i in dense_order), *tiles, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, *tiles, col_inner, lane)
         parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
@@ -278,22 +288,22 @@ class PackedConv:
         sch.vectorize(loops[-1])
 
 
-def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row,
-                    rows_first: bool | None) -> None:
+def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row, rows_first: bool | None):
     """One parallel task per (row, channel tile): row-major (all channel tiles of a row,
     then the next row) when `rows_first`, else tile-major. None: row-major for NHWC tiles
     (the float kernels' blocks, INT8's edgec_nhwc annotation) whose weights fit in
     _ROW_MAJOR_WEIGHTS, so each output pixel's channels (one cache line per 16) are written
-    together instead of once per tile, and each row's input is read while in cache."""
+    together instead of once per tile, and each row's input is read while in cache.
+    Returns the fused parallel loop."""
     if rows_first is None:
         stmt = sch.get(conv)
         nhwc = stmt.name_hint in _NHWC_BLOCKS or "edgec_nhwc" in stmt.annotations
         rows_first = nhwc and _weight_bytes(sch, conv) <= _ROW_MAJOR_WEIGHTS
     if rows_first:
         sch.reorder(row, chunk)
-        sch.parallel(sch.fuse(batch, row, chunk))
-    else:
-        sch.parallel(sch.fuse(batch, chunk, row))
+    task = sch.fuse(batch, row, chunk) if rows_first else sch.fuse(batch, chunk, row)
+    sch.parallel(task)
+    return task
 
 
 def _weight_bytes(sch: s_tir.Schedule, conv) -> int:
@@ -302,49 +312,5 @@ def _weight_bytes(sch: s_tir.Schedule, conv) -> int:
     return _size(weight) * weight.dtype.bits // 8
 
 
-def _elements(sch: s_tir.Schedule, block) -> int:
-    return _size(sch.get(block).writes[0].source)
-
-
 def _size(buffer) -> int:
     return math.prod(int(dim) for dim in buffer.shape)
-
-
-def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
-    """The epilogue of a depthwise NHWC conv whose last tile overlaps the one before
-    (edgec.codegen.plain_kernels.depthwise_tile_start). TVM cannot bound which output
-    channels one tile feeds, so it cannot run on the register tile: it is a pass of its
-    own, parallel over rows, each pixel's channels in vectors of the tile's lanes (the
-    last one partial), each a contiguous load of one tile."""
-    lanes = int(sch.get(conv).writes[0].source.shape[-1])
-    batch, row, col, channel = sch.get_loops(block)
-    sch.parallel(sch.fuse(batch, row))
-    channels = extent(sch, channel)
-    whole = (channels // lanes) * lanes  # the tiles before the overlapping last one
-    # Apart, each part's tile index is known: the last tile's partial vector is a
-    # contiguous load too (one loop gathered it: 21 gathers per row for 116 channels).
-    main, tail = sch.loop_partition(channel, [whole, None])
-    _, lane = sch.split(main, [None, lanes])
-    sch.vectorize(lane)
-    sch.vectorize(tail)
-
-
-def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
-    """The bias/activation epilogue runs on the register tile while it is in registers, when
-    it writes as many values as the conv. An epilogue that broadcasts the conv's output over
-    a larger tensor (a squeeze-excitation gate: a 1x1 conv's result times a 10x10 map, as in
-    PaddleOCR's detector) cannot be computed at the conv's loop, so it runs on its own."""
-    if not epilogue:
-        return
-    if "edgec_overlapping_tiles" in sch.get(conv).annotations:
-        _schedule_overlapping_unpack(sch, conv, epilogue[-1])
-        return
-    if _elements(sch, epilogue[-1]) <= _elements(sch, conv):  # fewer: padded lanes cropped
-        sch.reverse_compute_at(epilogue[-1], col_outer)
-        innermost = sch.get_loops(epilogue[-1])[-1]
-        # One value per tile (a 1-channel NCHW head over a row the tile length does not
-        # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
-        if not sch.get(innermost).same_as(sch.get(col_outer)):
-            sch.vectorize(innermost)
-    else:
-        ParallelVectorize.schedule_block(sch, epilogue[-1])

@@ -1,0 +1,62 @@
+"""Where a conv kernel's bias/activation epilogue runs: on the register tile while it is
+in registers, after the task's row, or as a pass of its own."""
+
+from __future__ import annotations
+
+from tvm import s_tir
+
+from edgec.codegen.generic_schedule import ParallelVectorize, elements, extent
+
+
+def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
+    """The epilogue of a depthwise NHWC conv whose last tile overlaps the one before
+    (edgec.codegen.plain_kernels.depthwise_tile_start). TVM cannot bound which output
+    channels one tile feeds, so it cannot run on the register tile: it is a pass of its
+    own, parallel over rows, each pixel's channels in vectors of the tile's lanes (the
+    last one partial), each a contiguous load of one tile."""
+    lanes = int(sch.get(conv).writes[0].source.shape[-1])
+    batch, row, col, channel = sch.get_loops(block)
+    sch.parallel(sch.fuse(batch, row))
+    channels = extent(sch, channel)
+    whole = (channels // lanes) * lanes  # the tiles before the overlapping last one
+    # Apart, each part's tile index is known: the last tile's partial vector is a
+    # contiguous load too (one loop gathered it: 21 gathers per row for 116 channels).
+    main, tail = sch.loop_partition(channel, [whole, None])
+    _, lane = sch.split(main, [None, lanes])
+    sch.vectorize(lane)
+    sch.vectorize(tail)
+
+
+def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
+    """The bias/activation epilogue runs on the register tile while it is in registers, when
+    it writes as many values as the conv. An epilogue that broadcasts the conv's output over
+    a larger tensor (a squeeze-excitation gate: a 1x1 conv's result times a 10x10 map, as in
+    PaddleOCR's detector) cannot be computed at the conv's loop, so it runs on its own."""
+    if not epilogue:
+        return
+    if "edgec_overlapping_tiles" in sch.get(conv).annotations:
+        _schedule_overlapping_unpack(sch, conv, epilogue[-1])
+        return
+    if elements(sch, epilogue[-1]) <= elements(sch, conv):  # fewer: padded lanes cropped
+        sch.reverse_compute_at(epilogue[-1], col_outer)
+        innermost = sch.get_loops(epilogue[-1])[-1]
+        # One value per tile (a 1-channel NCHW head over a row the tile length does not
+        # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
+        if not sch.get(innermost).same_as(sch.get(col_outer)):
+            sch.vectorize(innermost)
+    else:
+        ParallelVectorize.schedule_block(sch, epilogue[-1])
+
+
+def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: list,
+                          task) -> None:
+    """The epilogue after the task's row (a row in tiles of two lengths cannot share one
+    loop to run it on), or as a pass of its own when it writes more than the conv's
+    `conv_elements` values."""
+    if not epilogue:
+        return
+    if elements(sch, epilogue[-1]) <= conv_elements:
+        sch.reverse_compute_at(epilogue[-1], task)
+        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+    else:
+        ParallelVectorize.schedule_block(sch, epilogue[-1])
