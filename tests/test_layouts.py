@@ -234,6 +234,25 @@ def test_transposed_convs_whose_kernel_is_their_stride_run_on_edgec_kernels(layo
         assert bool(on_topi) == (kernel == 4), (kernel, result.tuning.get("generic_names"))
 
 
+def test_int8_transposed_convs_whose_kernel_is_their_stride_run_on_edgec_kernels(tmp_path):
+    """In an INT8 model the transposed conv stays float between a dequantize and a quantize
+    (integer lowering has no pattern for it), its weights a dequantize of int8 constants:
+    folded, it runs as the float 1x1 conv too (U-Net INT8's one 2x2 transposed conv on
+    TOPI took 97 of 100 ms, Zen 5). Checked against ONNX Runtime running the QDQ model."""
+    from edgec.quant import QuantizeOptions
+
+    path = transposed_conv_graph(tmp_path / "t2.onnx", 2, 2)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal(
+        (4, 8, 13, 13)).astype(np.float32))
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=tmp_path / "t2.so", target="x86_64-avx512-vnni",
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    assert "quantize:int8" in result.info.applied
+    on_topi = [n for n in result.tuning.get("generic_names", []) if "conv2d_transpose" in n]
+    assert not on_topi, result.tuning.get("generic_names")
+
+
 def _fma_registers(library: Path, function: str) -> dict[str, int]:
     """FP32 FMA instructions by register class, and gathers, in one function of a library's
     code (objdump, not edgec)."""
@@ -246,6 +265,34 @@ def _fma_registers(library: Path, function: str) -> dict[str, int]:
         if re.search(r"\b(vgatherdps|vgatherqps|vinsertps)\b", line):
             counts["gathers"] += 1
     return counts
+
+
+def _fma_accumulators(library: Path, function: str) -> int:
+    """How many vector registers FP32 FMAs accumulate into in one function (objdump, AT&T
+    order: the last operand is the destination)."""
+    code = function_code(library, "objdump", function)
+    return len(set(re.findall(r"\bvfmadd\d+ps\s+\S+,%[yz]mm\d+,(%[yz]mm\d+)", code)))
+
+
+@pytest.mark.parametrize(("target", "layout"), [("x86_64", "NHWC"), ("x86_64-avx512", "NHWC"),
+                                                ("x86_64-avx512", "NCHWc")])
+def test_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, tmp_path):
+    """SqueezeNet's 13-pixel rows: the tile length was the largest divisor of the row up to
+    8, so one pixel, and every FMA of a conv waited on the one before (its 512 -> 1000
+    classifier conv 2.43 ms; the model 0.37x of that with row tails). Rows of 13 run tiles
+    of 7 and 6 pixels (edgec.codegen.row_tails): 1x1, depthwise and 3x3 convs, checked
+    against ONNX Runtime; objdump shows at least 6 accumulator registers in each conv."""
+    path = _conv_chain(tmp_path / "prime.onnx", seed=13, size=13, specs=[
+        ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 64), ("c", 40, 3, 1, 1)])
+    library = tmp_path / "prime.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout=layout, target=target))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    code = function_code(library, "objdump", "_compute_")  # the parallel loop bodies
+    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*_compute_)>:", code, re.MULTILINE)
+    assert len(convs) >= 3 and not [c for c in convs if "winograd" in c], convs
+    for function in convs:
+        assert _fma_accumulators(library, function) >= 6, (function, convs)
 
 
 @pytest.mark.parametrize(("channels", "stride"), [(20, 2), (58, 1), (116, 1)])
