@@ -167,19 +167,32 @@ def _photos(size: int) -> np.ndarray:
     return np.stack(out)
 
 
-def prepare_inputs() -> tuple[Path, Path]:
+def prepare_inputs(size: int = 224) -> tuple[Path, Path]:
     """input.npy (one photo, NCHW, the input every run uses) and calib.npy (the 11 other
-    photos and their mirror images: the INT8 calibration set of all three peers)."""
-    folder = WORK / "inputs"
+    photos and their mirror images: the INT8 calibration set of all three peers), at
+    size x size (inputs/ for 224, inputs-SIZE/ for the zoo's other sizes: U-Net, SSD)."""
+    folder = WORK / ("inputs" if size == 224 else f"inputs-{size}")
     if not (folder / "calib.npy").exists():
         folder.mkdir(parents=True, exist_ok=True)
-        photos = _photos(224).transpose(0, 3, 1, 2)
+        photos = _photos(size).transpose(0, 3, 1, 2)
         np.save(folder / "input.npy", photos[:1])
         np.save(folder / "calib.npy", np.concatenate([photos[1:], photos[1:, :, :, ::-1]]))
         # onnx2tf downloads this file (its validation images) unless the cwd has it
         np.save(folder / "calibration_image_sample_data_20x128x128x3_float32.npy",
                 np.concatenate([_photos(128)] * 2)[:20])
     return folder / "input.npy", folder / "calib.npy"
+
+
+def input_size(onnx_path: Path) -> int:
+    """H (= W) of the model's 1x3xHxW input: the size its photos are made at."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type
+    shape = tuple(d.dim_value for d in dims.tensor_type.shape.dim)
+    if len(shape) != 4 or shape[:2] != (1, 3) or shape[2] != shape[3] or not shape[2]:
+        raise ValueError(f"{onnx_path.name} takes {'x'.join(map(str, shape))}: the peers "
+                         "are converted for square 1x3xHxW images only")
+    return shape[2]
 
 
 def prepare_model(peer: str, model: str, precision: str, onnx: Path | None = None) -> Path:
@@ -200,7 +213,8 @@ def prepare_model(peer: str, model: str, precision: str, onnx: Path | None = Non
 
         onnx_path.parent.mkdir(parents=True, exist_ok=True)
         zoo.save(model, onnx_path)
-    _, calib = prepare_inputs()
+    size = input_size(onnx_path)
+    _, calib = prepare_inputs(size)
     if peer == "ort":
         out = onnx_path if precision == "fp32" else WORK / "ort" / f"{model}.int8.onnx"
         if not out.exists():
@@ -232,7 +246,7 @@ def prepare_model(peer: str, model: str, precision: str, onnx: Path | None = Non
         pnnx = next(tools_python().parent.parent.glob("lib/python*/site-packages/pnnx/pnnx"))
         shutil.copy(onnx_path, folder)  # pnnx writes its side files beside its input
         # fp16=0: keep the weights FP32 in the .bin; ncnn's FP32 runs read them as they are.
-        _run([pnnx, f"{model}.onnx", "inputshape=[1,3,224,224]", "fp16=0"], cwd=folder)
+        _run([pnnx, f"{model}.onnx", f"inputshape=[1,3,{size},{size}]", "fp16=0"], cwd=folder)
         (folder / f"{model}.onnx").unlink()
     _complete_slices(fp32)
     if precision == "fp32":

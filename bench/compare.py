@@ -39,9 +39,9 @@ from edgec import reference, targets, tune, zoo
 from edgec.errors import did_you_mean
 
 MODELS = ("mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small", "resnet18", "resnet50",
-          "shufflenet_v2", "pp_lcnet")
+          "shufflenet_v2", "pp_lcnet", "squeezenet1_1", "unet", "ssd_lite")
 QUICK_MODELS = ("mobilenet_v2",)
-DEFAULT_SIZE = 224  # for zoo models whose height and width are symbolic (pp_lcnet)
+DEFAULT_SIZE = 224  # for zoo models whose height and width are symbolic (pp_lcnet, unet)
 COLUMNS = {  # JSON key: table header
     "edgec_untuned": "edgec untuned", "edgec_tuned": "edgec tuned", "edgec_int8": "edgec INT8",
     "ort_fp32": "ORT FP32", "ort_int8": "ORT INT8",

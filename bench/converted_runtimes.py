@@ -12,8 +12,6 @@ from pathlib import Path
 import numpy as np
 from runtimes import LiteRT, Unavailable, median_ms  # bench/ is on sys.path as a script
 
-PEER_SHAPE = (1, 3, 224, 224)  # bench/arm_peers.py converts at this size (its photos')
-
 
 def peer_model(peer: str, onnx_path: Path, precision: str, install: bool) -> tuple[Path, float]:
     """bench/arm_peers.py's conversion of onnx_path for `peer` ("litert" or "ncnn"), cached
@@ -21,13 +19,11 @@ def peer_model(peer: str, onnx_path: Path, precision: str, install: bool) -> tup
     cached). install=False: Unavailable, instead of installing the converters' venv.
     """
     import arm_peers
-    import onnx
 
-    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type
-    shape = tuple(d.dim_value for d in dims.tensor_type.shape.dim)
-    if shape != PEER_SHAPE:
-        raise Unavailable("bench/arm_peers.py converts at 1x3x224x224 only, this model "
-                          f"takes {'x'.join(map(str, shape))}")
+    try:
+        arm_peers.input_size(onnx_path)
+    except ValueError as err:
+        raise Unavailable(str(err)) from None
     if not install and not arm_peers.tools_ready():
         raise Unavailable("its converters' venv (onnx2tf + TensorFlow, pnnx; ~2.7 GB) is not "
                           "installed, and --quick does not install it: run compare.py without "
@@ -71,8 +67,12 @@ class ConvertedLiteRT(LiteRT):
         self.precision, self.install = precision, install
 
     def prepare(self, onnx_path: Path) -> None:
+        import onnx
+
         self.path, seconds = peer_model("litert", onnx_path, self.precision, self.install)
         self.info = {"convert_seconds": seconds, "model_file": str(self.path)}
+        first = onnx.load(str(onnx_path), load_external_data=False).graph.output[0]
+        self.first_output = first.name, [d.dim_value for d in first.type.tensor_type.shape.dim]
 
     def _feed(self, inputs: dict) -> dict:
         details = self.interpreter.get_input_details()
@@ -83,8 +83,21 @@ class ConvertedLiteRT(LiteRT):
                 for detail, x in zip(details, inputs.values(), strict=True)}
 
     def outputs(self, inputs: dict) -> np.ndarray:
-        out = super().outputs(inputs)
-        return out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
+        """The output that is the ONNX model's first: onnx2tf keeps the ONNX output names
+        but not always their order (the detector's boxes and scores)."""
+        self._set(self._feed(inputs))
+        self.interpreter.invoke()
+        name, shape = self.first_output
+        found = []
+        for detail in self.interpreter.get_output_details():
+            out = self.interpreter.get_tensor(detail["index"])
+            out = out.transpose(0, 3, 1, 2) if out.ndim == 4 else out
+            if list(out.shape) == shape:
+                found.append((name not in detail["name"], out))
+        if not found:
+            raise Unavailable(f"no output of the .tflite has the shape of ONNX output {name} "
+                              f"{shape}")
+        return min(found, key=lambda pair: pair[0])[1]  # the name's match first
 
 
 class Ncnn:

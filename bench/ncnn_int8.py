@@ -20,7 +20,11 @@ import numpy as np
 QUANTIZED = {"Convolution": 2, "ConvolutionDepthWise": 1, "InnerProduct": 2}  # ncnn2int8's
 WEIGHTLESS = {"Input", "Split", "Pooling", "ReLU", "Clip", "HardSwish", "HardSigmoid",
               "Sigmoid", "BinaryOp", "Flatten", "Reshape", "Softmax", "Concat", "Noop",
-              "Slice", "ShuffleChannel", "Reduction"}  # ShuffleNetV2: split, shuffle, mean
+              "Slice", "ShuffleChannel", "Reduction",  # ShuffleNetV2: split, shuffle, mean
+              "Interp", "Permute"}  # U-Net's Resize, the detector's head transposes
+# Layers with FP32 weights that ncnn has no int8 kernel for (ncnn2int8 leaves them too):
+# their weights are copied as they are. U-Net's ConvTranspose.
+KEPT_FP32 = {"Deconvolution", "DeconvolutionDepthWise"}
 
 
 def _parse(param_path: str):
@@ -58,6 +62,20 @@ def _input_absmax(param_path: str, bottoms: set[str], calib: np.ndarray) -> dict
     return absmax
 
 
+def _copy_weights(weights: bytes, offset: int, kind: str, params: dict, out: bytearray,
+                  name: str) -> tuple[np.ndarray, int]:
+    """Copy one layer's FP32 weights and bias from weights[offset:] to out; returns the
+    weights and the offset of the next layer's."""
+    (tag,) = struct.unpack_from("<I", weights, offset)
+    if tag != 0:
+        raise ValueError(f"layer {name}: weights are not plain fp32 (tag {tag:#x})")
+    bias_key, size_key = ("1", "2") if kind == "InnerProduct" else ("5", "6")
+    size, outputs = int(params[size_key]), int(params["0"])
+    end = offset + 4 + 4 * size + (4 * outputs if int(params.get(bias_key, 0)) else 0)
+    out += weights[offset:end]
+    return np.frombuffer(weights, np.float32, size, offset + 4), end
+
+
 def quantize(param_path: str, calib_path: str, out_param: str) -> None:
     header, layers = _parse(param_path)
     calib = np.load(calib_path)  # N x C x H x W, already normalized like the model's input
@@ -66,6 +84,10 @@ def quantize(param_path: str, calib_path: str, out_param: str) -> None:
     weights = open(param_path[: -len(".param")] + ".bin", "rb").read()
     offset, out_bin, out_lines = 0, bytearray(), list(header)
     for line, kind, name, bottoms_, params in layers:
+        if kind in KEPT_FP32:
+            offset = _copy_weights(weights, offset, kind, params, out_bin, name)[1]
+            out_lines.append(line)
+            continue
         if kind not in QUANTIZED:
             if kind not in WEIGHTLESS:
                 raise ValueError(f"layer {name}: {kind} may carry weights; not handled")
@@ -73,15 +95,8 @@ def quantize(param_path: str, calib_path: str, out_param: str) -> None:
             continue
         if int(params.get("8", 0)) or int(params.get("19", 0)):  # already int8 / dynamic
             raise ValueError(f"layer {name}: already quantized or dynamic weights")
-        (tag,) = struct.unpack_from("<I", weights, offset)
-        if tag != 0:
-            raise ValueError(f"layer {name}: weights are not plain fp32 (tag {tag:#x})")
-        bias_key, size_key = ("1", "2") if kind == "InnerProduct" else ("5", "6")
-        size, outputs = int(params[size_key]), int(params["0"])
-        w = np.frombuffer(weights, np.float32, size, offset + 4)
-        end = offset + 4 + 4 * size + (4 * outputs if int(params.get(bias_key, 0)) else 0)
-        out_bin += weights[offset:end]
-        offset = end
+        w, offset = _copy_weights(weights, offset, kind, params, out_bin, name)
+        outputs = int(params["0"])
         groups = int(params.get("7", 1)) if kind == "ConvolutionDepthWise" else outputs
         w_absmax = np.abs(w.reshape(groups, -1)).max(axis=1)
         w_scales = np.where(w_absmax > 0, 127.0 / np.maximum(w_absmax, 1e-30), 1.0)
