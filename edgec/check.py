@@ -22,6 +22,11 @@ DEFAULT_MIN_COSINE = 0.9999
 # `edgec verify` of an INT8 build whose metadata records no tolerance (edgec before 0.1.1)
 # against the float model: MobileNetV2 INT8 calibrated on noise is at 0.17 and 0.989.
 _OLD_INT8_VERIFY = (0.2, 0.98)
+# A quantized build's max abs error against ONNX Runtime running the same QDQ model may also
+# reach this share of the QDQ model's own max error against the float model (see
+# check_against_reference): a miscompile errs by the size of the outputs, not a quarter of
+# the quantization's own error, and the cosine bound still holds.
+INT8_SHARE_OF_OWN_ERROR = 0.25
 
 
 @dataclass(frozen=True)
@@ -116,8 +121,10 @@ def compare(
     expected: Mapping[str, np.ndarray],
     rtol: float = DEFAULT_RTOL,
     min_cosine: float = DEFAULT_MIN_COSINE,
+    allowance: Mapping[str, float] | None = None,
 ) -> VerifyReport:
-    """Compare outputs by name: |a - e| <= rtol * max(1, max|e|) and cosine >= min_cosine."""
+    """Compare outputs by name: |a - e| <= rtol * max(1, max|e|) (or, where `allowance`
+    names the output, <= that absolute error if larger) and cosine >= min_cosine."""
     checks = []
     for name, want in expected.items():
         got = np.asarray(actual[name], dtype=np.float64)
@@ -129,7 +136,8 @@ def compare(
         scale = float(np.max(np.abs(want))) if want.size else 0.0
         norm = float(np.linalg.norm(got) * np.linalg.norm(want))
         cosine = float(np.dot(got.ravel(), want.ravel()) / norm) if norm else float(error == 0)
-        ok = error <= rtol * max(1.0, scale) and cosine >= min_cosine
+        bound = max(rtol * max(1.0, scale), (allowance or {}).get(name, 0.0))
+        ok = error <= bound and cosine >= min_cosine
         checks.append(OutputCheck(name, error, scale, cosine, ok))
     return VerifyReport(checks, rtol, min_cosine)
 
@@ -162,18 +170,37 @@ def run(executable: Any, model: Any, inputs: Mapping[str, Any]) -> dict[str, np.
 
 
 def check_against_reference(runnable: Any, model: Any, samples: Sequence[Mapping[str, Any]],
-                            rtol: float, min_cosine: float, note: str = "") -> VerifyReport:
+                            rtol: float, min_cosine: float, note: str = "",
+                            float_reference: Any = None) -> VerifyReport:
     """Compare the runnable's outputs with the reference runtime running model.onnx (the
     user's model, or for INT8 the same QDQ model) on every sample.
+
+    float_reference: for a quantized build, the float model it was quantized from. The
+    reference runtime runs it too, and an output may then also differ from the quantized
+    reference by up to INT8_SHARE_OF_OWN_ERROR of the quantized model's own max error
+    against it: edgec and ONNX Runtime round requantizations independently, and in deep
+    models the one-step differences add up (SSD-Lite's boxes: 0.47 apart, where the QDQ
+    model is 3.7 from FP32; cosine 0.9997).
 
     Raises:
         ModelImportError: the reference runtime cannot run the model.
     """
-    actual = [run(runnable, model, s) for s in samples]
-    expected = [reference.outputs(model.reference, s) for s in samples]
-    report = compare({k: np.stack([a[k] for a in actual]) for k in actual[0]},
-                     {k: np.stack([e[k] for e in expected]) for k in expected[0]},
-                     rtol, min_cosine)
+    def stacked(runs: list[dict]) -> dict[str, np.ndarray]:
+        return {k: np.stack([r[k] for r in runs]) for k in runs[0]}
+
+    actual = stacked([run(runnable, model, s) for s in samples])
+    expected = stacked([reference.outputs(model.reference, s) for s in samples])
+    allowance = None
+    if float_reference is not None:
+        floats = stacked([reference.outputs(float_reference, s) for s in samples])
+        allowance = {k: INT8_SHARE_OF_OWN_ERROR * float(np.max(np.abs(
+            expected[k].astype(np.float64) - floats[k]))) for k in expected if k in floats}
+    report = compare(actual, expected, rtol, min_cosine, allowance)
+    if allowance:
+        note = (note + "; " if note else "") + (
+            f"max abs err allowed up to {INT8_SHARE_OF_OWN_ERROR:g} of the quantized model's "
+            "own error against the float model: " + ", ".join(
+                f"{k} {v:.3g}" for k, v in allowance.items()))
     return replace(report, note=note)
 
 

@@ -262,7 +262,10 @@ def _check(runnable: Any, note: str, model: Model, options: CompileOptions,
         what = "the same QDQ model" if quantized.qdq is not None else "the float model"
         note = (note + "; " if note else "") + (
             f"{mode} vs ONNX Runtime running {what} on {len(samples)} {quantized.source}")
-    return check.check_against_reference(runnable, model, samples, rtol, min_cosine, note)
+    float_reference = (quantized.fp32.reference if quantized is not None
+                       and quantized.qdq is not None else None)
+    return check.check_against_reference(runnable, model, samples, rtol, min_cosine, note,
+                                         float_reference)
 
 
 def tune_model(
