@@ -18,7 +18,6 @@ import tvm
 from tvm import s_tir, tirx
 
 from edgec.codegen.conv_epilogue import schedule_epilogue
-from edgec.codegen.row_tails import balanced_length, schedule_row_parts
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -26,6 +25,7 @@ from edgec.codegen.generic_schedule import (
     root_blocks,
     row_length,
 )
+from edgec.codegen.row_tails import balanced_length, schedule_row_parts
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
