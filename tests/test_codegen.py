@@ -201,3 +201,59 @@ def test_pools_over_plain_rows_take_a_vector_of_output_columns_per_window_tap(
     code = function_code(out, objdump, "max_pool2d")
     assert code, "no max_pool2d function in the library"
     assert re.search(vector_max, code) and not re.search(scalar_max, code), code[:3000]
+
+
+def fire_module(path: Path) -> Path:
+    """SqueezeNet's fire module: a 1x1 squeeze conv, 1x1 and 3x3 expand convs concatenated
+    on the channels, and a 1x1 conv reading the concat (so it is a function of its own)."""
+    rng = np.random.default_rng(5)
+    shapes = {"s": (16, 24, 1, 1), "e1": (32, 16, 1, 1), "e3": (40, 16, 3, 3),
+              "c": (16, 72, 1, 1)}
+    inits = [numpy_helper.from_array((rng.standard_normal(s) * 0.3).astype(np.float32), n)
+             for n, s in shapes.items()]
+    nodes = [helper.make_node("Conv", ["x", "s"], ["s_out"]),
+             helper.make_node("Relu", ["s_out"], ["s_relu"]),
+             helper.make_node("Conv", ["s_relu", "e1"], ["e1_out"]),
+             helper.make_node("Relu", ["e1_out"], ["e1_relu"]),
+             helper.make_node("Conv", ["s_relu", "e3"], ["e3_out"], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["e3_out"], ["e3_relu"]),
+             helper.make_node("Concat", ["e1_relu", "e3_relu"], ["cat"], axis=1),
+             helper.make_node("Conv", ["cat", "c"], ["y"])]
+    return save_model(
+        nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 27, 27])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 27, 27])], inits, path)
+
+
+@pytest.mark.parametrize(("target_name", "objdump", "vector_copy", "scalar_copy", "int8"), [
+    ("x86_64", "objdump", r"vmov\w+\s+[^\n]*%ymm", r"\b(vmovss|movzbl|movb)\b", False),
+    ("x86_64-avx512", "objdump", r"vmov\w+\s+[^\n]*%[yz]mm", r"\b(vmovss|movzbl|movb)\b",
+     False),
+    ("x86_64-avx512-vnni", "objdump", r"vmov\w+\s+[^\n]*%[yz]mm",
+     r"\b(vmovss|movzbl|movb)\b", True),
+    ("rpi5", "aarch64-linux-gnu-objdump", r"\b(ldr|ldp|ldur)\s+q\d+",
+     r"\b(ldrb|ldr\s+s\d+)", False),
+])
+def test_channels_last_concats_copy_each_input_in_vectors(
+        tmp_path, target_name, objdump, vector_copy, scalar_copy, int8):
+    """An NHWC concat on the channels is one plain copy per input (edgec.codegen.concat):
+    as TOPI's select per element, vectorized across the seam, LLVM moved every element on
+    its own (scalar loads and stores; SqueezeNet INT8's fire concats 0.15 of 0.95 ms, Zen 5).
+    The model matches ONNX Runtime (compile's check; INT8 against the QDQ model, rpi5
+    through a host build) and the concat's code has vector moves and no scalar ones."""
+    import re
+
+    from edgec.quant import QuantizeOptions
+
+    quantization = QuantizeOptions()
+    if int8:
+        np.save(tmp_path / "calib.npy", np.random.default_rng(0).standard_normal(
+            (4, 24, 27, 27)).astype(np.float32))
+        quantization = QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))
+    out = tmp_path / "fire.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(fire_module(tmp_path / "fire.onnx")), output=out, layout="NHWC",
+        target=target_name, quantization=quantization))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    code = function_code(out, objdump, "concatenate_compute_")  # not the argument checks
+    assert code, "no concatenate function in the library"
+    assert re.search(vector_copy, code) and not re.search(scalar_copy, code), code[:3000]

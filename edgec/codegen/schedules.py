@@ -99,12 +99,13 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     from edgec.codegen.channel_shuffle import ChannelShuffle
+    from edgec.codegen.concat import Concatenate
     from edgec.codegen.nchw_pixels import PixelConv
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
     from edgec.codegen.winograd_schedule import WinogradConv
 
     for rule in (WinogradConv(), PackedConv(), PixelConv(), PlaneConv(), PlainDepthwiseConv(),
-                 ChannelShuffle(), ParallelVectorize()):
+                 ChannelShuffle(), Concatenate(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch
