@@ -295,6 +295,36 @@ def test_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, tmp
         assert _fma_accumulators(library, function) >= 6, (function, convs)
 
 
+@pytest.mark.parametrize(("target", "layout", "dot"), [
+    ("x86_64", "NHWC", r"vpaddd\s+%ymm\d+,%ymm\d+,(%ymm\d+)"),
+    ("x86_64-avx512-vnni", "NHWC", r"vpdpbusd\s+\S+,%zmm\d+,(%zmm\d+)"),
+    ("x86_64-avx512-vnni", "NCHWc", r"vpdpbusd\s+\S+,%zmm\d+,(%zmm\d+)")])
+def test_int8_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, dot,
+                                                                   tmp_path):
+    """The INT8 side of SqueezeNet's 13-pixel rows: tiles of one pixel (two accumulators on
+    VNNI's 32-channel tiles) ran its 13x13 3x3 convs at 0.29 of the classifier's MAC rate.
+    Those rows compute 14 pixels in tiles of 7 (row_tails.int8_padded_width; the dots
+    cannot be tensorized in a loop partition): SqueezeNet INT8 0.75x. Checked against ONNX
+    Runtime on the QDQ model; objdump shows >= 6 accumulator registers in each conv."""
+    from edgec.quant import QuantizeOptions
+
+    path = _conv_chain(tmp_path / "prime8.onnx", seed=14, size=13, specs=[
+        ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 1)])
+    np.save(tmp_path / "calib.npy", np.random.default_rng(1).standard_normal(
+        (4, 24, 13, 13)).astype(np.float32))
+    library = tmp_path / "prime8.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout=layout, target=target,
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    code = function_code(library, "objdump", "_compute_")
+    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*int8\w*_compute_)>:", code, re.MULTILINE)
+    assert len(convs) >= 2, re.findall(r"^[0-9a-f]+ <(\w+)>:", code, re.MULTILINE)
+    for function in convs:
+        registers = set(re.findall(dot, function_code(library, "objdump", function)))
+        assert len(registers) >= 6, (function, registers)
+
+
 @pytest.mark.parametrize(("channels", "stride"), [(20, 2), (58, 1), (116, 1)])
 def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels, stride,
                                                                         tmp_path):

@@ -240,13 +240,14 @@ def conv2d_nchw_int8_stem(data, kernel, strides, padding, dilation, groups, out_
 
 
 def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot,
-                      out_block: int = 0):
+                      out_block: int = 0, row_to: int = 0):
     """8-bit NCHW{b}c data x int8 kernel packed by pack_int8_kernel -> int32 NCHW{b}c, or
     NCHW{out_block}c when given.
 
     Like conv2d_nchwc_dense, it accumulates `tile` blocks per pixel and unpacks them. The
     innermost reduction runs over 4 consecutive input channels, which edgec.codegen.schedules
     tensorizes with the edgec.codegen.intrinsics kind `dot` (recorded on the block for it).
+    Rows are computed `row_to` pixels long when that is longer (row_tails.int8_padded_width).
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_tiles, _, kh_size, kw_size, _, wide, _ = (int(d) for d in kernel.shape)
@@ -255,17 +256,27 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
     icc = te.reduce_axis((0, c_chunks), name="icc")
     ic4 = te.reduce_axis((0, block // 4), name="ic4")
     ici = te.reduce_axis((0, 4), name="ici")
+    column = padded_row(out_w, row_to)
     accumulated = te.compute(
-        (n, o_tiles, out_h, out_w, wide),
+        (n, o_tiles, out_h, max(out_w, row_to), wide),
         lambda b, oc, y, x, ov: te.sum(
-            window(b, icc, y, x, ic4 * 4 + ici)
+            window(b, icc, y, column(x), ic4 * 4 + ici)
             * kernel[oc, icc, kh, kw, ic4, ov, ici].astype(out_dtype),
             axis=[icc, kh, kw, ic4, ici],
         ),
         name="conv2d_nchwc_int8",
         attrs={"edgec_dot": dot},
     )
-    return _unpack(accumulated, out_block or block)
+    return _unpack(accumulated, out_block or block, out_w)
+
+
+def padded_row(out_w: int, row_to: int):
+    """The input column an output column reads in a row computed `row_to` pixels long: the
+    pixels past the real `out_w` repeat the last one (they are cropped), so they read no
+    padding the input does not have."""
+    if row_to <= out_w:
+        return lambda x: x
+    return lambda x: te.min(x, out_w - 1)
 
 
 def integer_sums_in_float(conv):
@@ -293,11 +304,13 @@ def integer_sums_in_float(conv):
 MAX_FLOAT_EXACT_TERMS = (1 << 24) // (255 * 128)  # 514
 
 
-def _unpack(accumulated, block: int):
-    """(N, O/(b*t), OH, OW, b*t) accumulators as NCHW{b}c; itself when t is 1."""
-    n, o_tiles, out_h, out_w, wide = (int(d) for d in accumulated.shape)
+def _unpack(accumulated, block: int, out_w: int = 0):
+    """(N, O/(b*t), OH, OW', b*t) accumulators as NCHW{b}c, OW' cropped to `out_w` when
+    given; itself when t is 1 and nothing is cropped."""
+    n, o_tiles, out_h, computed_w, wide = (int(d) for d in accumulated.shape)
+    out_w = out_w or computed_w
     tile = wide // block
-    if tile == 1:
+    if tile == 1 and out_w == computed_w:
         return accumulated
     return te.compute(
         (n, o_tiles * tile, out_h, out_w, block),

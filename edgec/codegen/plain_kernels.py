@@ -100,9 +100,11 @@ def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype,
     return out_h, out_w, kh, kw, window
 
 
-def _unpack_nhwc(accumulated, channels: int, name: str):
-    """(N, T, OH, OW, wide) accumulators as (N, OH, OW, channels)."""
-    n, _, out_h, out_w, wide = (int(d) for d in accumulated.shape)
+def _unpack_nhwc(accumulated, channels: int, name: str, out_w: int = 0):
+    """(N, T, OH, OW', wide) accumulators as (N, OH, OW, channels), OW' cropped to `out_w`
+    when given."""
+    n, _, out_h, computed_w, wide = (int(d) for d in accumulated.shape)
+    out_w = out_w or computed_w
     return te.compute(
         (n, out_h, out_w, channels),
         lambda b, y, x, c: accumulated[b, c // wide, y, x, c % wide],
@@ -165,13 +167,16 @@ def pack_nhwc_int8_kernel(kernel, layout: str, wide: int, block: int | None = No
 
 
 def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot: str,
-                     out_channels: int):
+                     out_channels: int, row_to: int = 0):
     """8-bit NHWC data x int8 weights packed by pack_nhwc_int8_kernel -> int32 (N, OH, OW, O)
     on the dot-product instructions: the register tile, block name and reduction order of
     the packed layout's conv2d_nchwc_int8 (edgec.codegen.schedules tensorizes it the same
     way), each pixel's channels read 4 at a time where NHWC keeps them contiguous, a chunk
     of nhwc_int8_block channels per tap. Input channels 4 does not divide are zero-padded
-    (they meet zero weights)."""
+    (they meet zero weights). Rows are computed `row_to` pixels long when that is longer
+    (row_tails.int8_padded_width)."""
+    from edgec.codegen.kernels import padded_row
+
     n = int(data.shape[0])
     tiles, chunks, kh_size, kw_size, groups_of_4, wide, _ = (int(d) for d in kernel.shape)
     block = groups_of_4 * 4
@@ -180,10 +185,11 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     icc = te.reduce_axis((0, chunks), name="icc")
     ic4 = te.reduce_axis((0, groups_of_4), name="ic4")
     ici = te.reduce_axis((0, 4), name="ici")
+    column = padded_row(out_w, row_to)
     accumulated = te.compute(
-        (n, tiles, out_h, out_w, wide),
+        (n, tiles, out_h, max(out_w, row_to), wide),
         lambda b, t, y, x, v: te.sum(
-            window(b, y, x, icc * block + ic4 * 4 + ici)
+            window(b, y, column(x), icc * block + ic4 * 4 + ici)
             * kernel[t, icc, kh, kw, ic4, v, ici].astype(out_dtype),
             axis=[icc, kh, kw, ic4, ici],
         ),
@@ -192,7 +198,7 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
         attrs={"edgec_dot": dot, "edgec_nhwc": 1, "edgec_strides": [int(s) for s in strides],
                "edgec_dilation": [int(d) for d in dilation]},
     )
-    return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack")
+    return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack", out_w)
 
 
 def matmul_int8_as_conv(data, kernel, dot: str, columns: int):

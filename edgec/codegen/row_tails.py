@@ -20,6 +20,56 @@ from edgec.codegen.generic_schedule import elements, extent, row_length
 # A divisor this far below the longest tile leaves the FMA units waiting (Zen 5 and
 # Cortex-A76 alike need about 8 independent accumulators to keep two FMA pipes busy).
 _GOOD_ENOUGH = 0.75
+# INT8 rows are padded only below this: SSD-Lite's 40-pixel rows in tiles of 7 (42) instead
+# of 5 ran 1.4x slower, its 80-pixel ones in 14 (84) instead of 10 1.1x (Zen 5, VNNI).
+_INT8_PAD_BELOW = 0.5
+MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
+# INT8 rows where the dot's ISA has 32 registers: 14 pixels (packed tiles of one register:
+# INT8 ResNet-18 2.52 -> 2.22 ms, MobileNetV2 1.49 -> 1.21, VNNI). VNNI tiles hold at most
+# 14 accumulators: at 14 pixels x 2 registers (32-channel NHWC tiles) LLVM kept one on the
+# stack, a store and a load around every dot; 7 x 2 ran 1x1 convs 0.66-0.90x, whole INT8
+# models 0.90-0.99x (Zen 5, interleaved). sdot keeps 14 (rpi5 estimate 27.72 -> 27.65 ms).
+_MAX_INT8_ROW = 14
+_DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
+_VNNI_ACCUMULATORS = 14
+
+
+def int8_longest_row(kind: str, wide: int) -> int:
+    """The longest row of an INT8 register tile for the dot `kind` on `wide` output
+    channels."""
+    if kind not in _DOTS_WITH_32_REGISTERS:
+        return MAX_ROW
+    if kind != "vnni":
+        return _MAX_INT8_ROW
+    from edgec.codegen import intrinsics
+
+    registers = wide // (intrinsics.lanes("vnni", wide) or wide)
+    return max(1, _VNNI_ACCUMULATORS // registers)
+
+
+def balanced_tile(width: int, longest: int) -> int | None:
+    """The tile length for a row of `width` pixels when its best divisor up to `longest` is
+    poor (13 with 8: 7, for 7 + 6; 55: 7); None when row_length's divisor is good enough or
+    nothing is gained."""
+    if width <= longest or row_length(width, longest) >= _GOOD_ENOUGH * longest:
+        return None
+    tiles = -(-width // longest)
+    length = -(-width // tiles)
+    if width % length == 0 and length <= row_length(width, longest):
+        return None
+    return length
+
+
+def int8_padded_width(width: int, longest: int) -> int:
+    """The row an INT8 conv computes: `width` rounded up to whole balanced tiles where its
+    best divisor is under half the longest tile. The dot intrinsics cannot be tensorized
+    in a loop partition's parts (TVM 0.27 gives their blocks the whole row's region), so
+    INT8 rows compute a few pixels more instead (13 -> 14: 8% more work, for tiles of 7
+    instead of 1 pixel; SqueezeNet INT8 0.75x)."""
+    if row_length(width, longest) >= _INT8_PAD_BELOW * longest:
+        return width
+    length = balanced_tile(width, longest)
+    return width if length is None else -(-width // length) * length
 
 
 def balanced_length(sch: s_tir.Schedule, conv, col, longest: int) -> int | None:
@@ -27,11 +77,8 @@ def balanced_length(sch: s_tir.Schedule, conv, col, longest: int) -> int | None:
     `longest` is poor (a tail tile takes the rest); None when row_length's divisor is good
     enough, nothing is gained, or TVM cannot partition this loop."""
     width = extent(sch, col) or 1
-    if width <= longest or row_length(width, longest) >= _GOOD_ENOUGH * longest:
-        return None
-    tiles = -(-width // longest)
-    length = -(-width // tiles)
-    if width % length == 0 and length <= row_length(width, longest):
+    length = balanced_tile(width, longest)
+    if length is None:
         return None
     # Tried first on a deep copy of the module (nothing shared with the real schedule):
     # TVM 0.27's loop_partition gives some reads a region of another buffer's rank (a 1x1

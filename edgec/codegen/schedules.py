@@ -25,7 +25,14 @@ from edgec.codegen.generic_schedule import (
     root_blocks,
     row_length,
 )
-from edgec.codegen.row_tails import balanced_length, schedule_row_parts
+from edgec.codegen.row_tails import (
+    MAX_ROW as _MAX_ROW,
+)
+from edgec.codegen.row_tails import (
+    balanced_length,
+    int8_longest_row,
+    schedule_row_parts,
+)
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
@@ -37,15 +44,6 @@ _NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
 _ROW_MAJOR_WEIGHTS = 512 * 1024
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
-_MAX_ROW = 8  # output pixels per micro-kernel row: reg_n vector accumulators
-# INT8 rows where the dot's ISA has 32 registers: 14 pixels (packed tiles of one register:
-# INT8 ResNet-18 2.52 -> 2.22 ms, MobileNetV2 1.49 -> 1.21, VNNI). VNNI tiles hold at most
-# 14 accumulators: at 14 pixels x 2 registers (32-channel NHWC tiles) LLVM kept one on the
-# stack, a store and a load around every dot; 7 x 2 ran 1x1 convs 0.66-0.90x, whole INT8
-# models 0.90-0.99x (Zen 5, interleaved). sdot keeps 14 (rpi5 estimate 27.72 -> 27.65 ms).
-_MAX_INT8_ROW = 14
-_DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
-_VNNI_ACCUMULATORS = 14
 
 
 def default_schedule(generic: list[str] | None = None):
@@ -197,14 +195,8 @@ class PackedConv:
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
         longest = _MAX_ROW
-        if len(reduction) == 5 and kind in _DOTS_WITH_32_REGISTERS:
-            longest = _MAX_INT8_ROW
-            if kind == "vnni":
-                from edgec.codegen import intrinsics
-
-                wide = extent(sch, lane) or 1
-                registers = wide // (intrinsics.lanes("vnni", wide) or wide)
-                longest = max(1, _VNNI_ACCUMULATORS // registers)
+        if len(reduction) == 5:
+            longest = int8_longest_row(kind, extent(sch, lane) or 1)
         longest = knobs.longest_row or longest
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
