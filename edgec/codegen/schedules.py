@@ -100,10 +100,11 @@ def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     from edgec.codegen.concat import Concatenate
     from edgec.codegen.nchw_pixels import PixelConv
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
+    from edgec.codegen.softmax import Softmax
     from edgec.codegen.winograd_schedule import WinogradConv
 
     for rule in (WinogradConv(), PackedConv(), PixelConv(), PlaneConv(), PlainDepthwiseConv(),
-                 ChannelShuffle(), Concatenate(), ParallelVectorize()):
+                 ChannelShuffle(), Concatenate(), Softmax(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch
