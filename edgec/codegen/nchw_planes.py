@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from tvm import te
+from tvm import te, tirx
 
 
 @dataclass(frozen=True)
@@ -152,10 +152,15 @@ def phase_planes(data, geometry: PlaneGeometry):
         y = row * sh + phase // g.phase_cols - top
         x = col * sw + phase % g.phase_cols - left
         inside = te.all(y >= 0, y < height, x >= 0, x < width)
-        return te.if_then_else(inside, data[b, c, y, x], te.const(0, data.dtype))
+        # A select of a load that is always in bounds (clamped), not if_then_else: TVM's
+        # vectorizer scalarized the guarded load even where only the row's test was left
+        # (2128 vmovss + 1596 vinsertps in MobileNetV2's first depthwise conv, 0.31 ms).
+        safe = data[b, c, te.max(te.min(y, height - 1), 0), te.max(te.min(x, width - 1), 0)]
+        return tirx.Select(inside, safe, te.const(0, data.dtype))
 
     return te.compute((n, channels, g.phases, g.rows, g.pitch), value, name="phase_planes",
-                      attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width)})
+                      attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width),
+                             "edgec_phase_cols": g.phase_cols})
 
 
 def planes_at(planes, b, c, phase, flat):
