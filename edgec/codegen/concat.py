@@ -3,10 +3,12 @@
 TOPI's concatenate computes every output element as a chain of if_then_else on the concat
 axis. The generic schedule vectorized that select across the axis, and LLVM could not keep
 it a vector select: SqueezeNet's fire concats (27x27 pixels of 128 + 128 uint8 channels,
-NHWC) ran at ~4 GB/s, 0.036 ms each (0.15 of the INT8 model's 0.95 ms, Zen 5, 2 threads).
+NHWC) ran at ~4 GB/s, ~0.05 ms each in the model (0.15 of the INT8 model's 0.95 ms, Zen 5,
+x86_64-avx512-vnni, 2 threads).
 Here the concat axis is a loop partition at the seams between the inputs: within each part
 the condition is constant, TVM folds it, and LLVM turns each part into a straight vector
-copy: the same concat 0.0018 ms; 55x55x(64 + 64) float32 0.032 -> 0.015 ms.
+copy: the same concat 0.0018 ms alone (0.008 in the model); 55x55x(64 + 64) float32 0.032
+-> 0.015 ms.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from edgec.codegen.generic_schedule import (
     inline_elementwise,
     root_blocks,
 )
+from edgec.tvm_compat.tir_exprs import is_if_then_else
 
 _CONCAT_BLOCK = "T_concat"
-_IF_THEN_ELSE = tvm.ir.Op.get("prim.if_then_else")  # TVM 0.27 name
 # Parallel over the loops outside the concat axis when they make at least this many tasks
 # (NHWC's pixels).
 _ENOUGH_OUTER_TASKS = 8
@@ -45,7 +47,7 @@ def seams(sch: s_tir.Schedule, block) -> tuple[int, list[int]] | None:
     variables = [iv.var for iv in stmt.iter_vars]
     found = []
     value = stmt.body.value  # if_then_else(s2 <= v, x2, if_then_else(s1 <= v, x1, x0))
-    while isinstance(value, tvm.ir.Call) and value.op.same_as(_IF_THEN_ELSE):
+    while is_if_then_else(value):
         found.append(_threshold(value.args[0], variables))
         value = value.args[2]
     if not found or any(item is None for item in found):
