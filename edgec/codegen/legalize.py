@@ -30,7 +30,7 @@ from edgec.codegen.kernels import (
 )
 from edgec.codegen.legalize_plain import legalize_plain_conv, output_width
 from edgec.codegen.plain_kernels import matmul_int8_as_conv, pack_nhwc_int8_kernel
-from edgec.codegen.row_tails import int8_longest_row, int8_padded_width
+from edgec.codegen.row_tails import int8_padded_width
 from edgec.codegen.winograd import (
     conv2d_nchwc_winograd,
     winograd_geometry_fits,
@@ -167,8 +167,7 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
         packed = bb.emit_te(pack_int8_kernel, call.args[1], tile,
                             primfunc_name_hint="pack_int8_kernel")
-        row_to = int8_padded_width(int(call.ty.shape[3]),
-                                   int8_longest_row(int8_dot, tile * block))
+        row_to = int8_padded_width(int(call.ty.shape[3]), int8_dot, tile * block)
         return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot, 0, row_to,
                           primfunc_name_hint="conv2d_nchwc_int8")
     conv_dense, conv_nchwc, conv_stem = conv2d_nchwc_dense, conv2d_nchwc, conv2d_nchw_packed_out

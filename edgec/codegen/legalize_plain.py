@@ -143,7 +143,7 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     """An 8-bit dense NHWC conv on the `dot` intrinsic (plain_kernels.conv2d_nhwc_int8),
     None when no tile width fits it."""
     from edgec.codegen import amx, intrinsics
-    from edgec.codegen.row_tails import int8_longest_row, int8_padded_width
+    from edgec.codegen.row_tails import int8_padded_width
 
     out_channels = int(call.ty.shape[3])
     wide, block = output_width(out_channels, cpu), None
@@ -155,8 +155,7 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     attrs = call.attrs
     packed = bb.emit_te(plain_kernels.pack_nhwc_int8_kernel, call.args[1], kernel_layout, wide,
                         block, primfunc_name_hint="pack_nhwc_int8_kernel")
-    out_w = int(call.ty.shape[2])
-    row_to = out_w if dot == "amx" else int8_padded_width(out_w, int8_longest_row(dot, wide))
+    row_to = int8_padded_width(int(call.ty.shape[2]), dot, wide)
     return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed,
                       [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                       [int(d) for d in attrs.dilation], 1, "int32", dot, out_channels, row_to,

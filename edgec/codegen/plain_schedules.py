@@ -117,6 +117,9 @@ class PlaneConv:
         pitch = int(annotations["edgec_pitch"])
         first, end = (int(c) for c in annotations["edgec_inner_columns"])
         parts = [n for n in (first, end - first) if n]
+        # The lengths of the row's border and inner parts (None: the row is one part).
+        lengths = None if end == pitch and len(parts) < 2 else (
+            [*parts, None] if end < pitch else [*parts[:-1], None])
         phase_cols = int(annotations.get("edgec_phase_cols", 1))
         if phase_cols > 1:
             # Strided: the column phases innermost, unrolled, and the row left to LLVM's
@@ -126,13 +129,13 @@ class PlaneConv:
             phase_row, phase_col = sch.split(phase, [None, phase_cols])
             sch.reorder(phase_row, row, col, phase_col)
             sch.unroll(phase_col)
-            if end < pitch or first:
-                sch.loop_partition(col, [*parts, None] if end < pitch else [*parts[:-1], None])
+            if lengths:
+                sch.loop_partition(col, lengths)
             return
-        if end == pitch and len(parts) < 2:
+        if lengths is None:
             PlaneConv._vectorize_row(sch, col)
             return
-        pieces = sch.loop_partition(col, [*parts, None] if end < pitch else [*parts[:-1], None])
+        pieces = sch.loop_partition(col, lengths)
         sch.vectorize(pieces[1 if first else 0])  # a partitioned loop cannot be split again
 
     @staticmethod

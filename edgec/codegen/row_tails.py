@@ -60,12 +60,16 @@ def balanced_tile(width: int, longest: int) -> int | None:
     return length
 
 
-def int8_padded_width(width: int, longest: int) -> int:
-    """The row an INT8 conv computes: `width` rounded up to whole balanced tiles where its
-    best divisor is under half the longest tile. The dot intrinsics cannot be tensorized
-    in a loop partition's parts (TVM 0.27 gives their blocks the whole row's region), so
-    INT8 rows compute a few pixels more instead (13 -> 14: 8% more work, for tiles of 7
-    instead of 1 pixel; SqueezeNet INT8 0.75x)."""
+def int8_padded_width(width: int, kind: str, wide: int) -> int:
+    """The row an INT8 conv on the dot `kind` with `wide` output channels per tile computes:
+    `width` rounded up to whole balanced tiles where its best divisor is under half the
+    longest tile (int8_longest_row). The dot intrinsics cannot be tensorized in a loop
+    partition's parts (TVM 0.27 gives their blocks the whole row's region), so INT8 rows
+    compute a few pixels more instead (13 -> 14: 8% more work, for tiles of 7 instead of 1
+    pixel; SqueezeNet INT8 0.75x). AMX tiles have a geometry of their own (codegen.amx)."""
+    if kind == "amx":
+        return width
+    longest = int8_longest_row(kind, wide)
     if row_length(width, longest) >= _INT8_PAD_BELOW * longest:
         return width
     length = balanced_tile(width, longest)

@@ -26,9 +26,7 @@ from edgec.codegen.generic_schedule import (
     row_length,
 )
 from edgec.codegen.row_tails import (
-    MAX_ROW as _MAX_ROW,
-)
-from edgec.codegen.row_tails import (
+    MAX_ROW,
     balanced_length,
     int8_longest_row,
     schedule_row_parts,
@@ -195,7 +193,7 @@ class PackedConv:
             return
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
-        longest = _MAX_ROW
+        longest = MAX_ROW
         if len(reduction) == 5:
             longest = int8_longest_row(kind, extent(sch, lane) or 1)
         longest = knobs.longest_row or longest
