@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -59,8 +60,12 @@ def old_tvm_python(tmp_path_factory) -> str:
 
 
 def board_temp_dirs() -> set[str]:
-    """edgec's private loader folders on the SSH board (its /tmp is ours)."""
-    return {p.name for p in Path("/tmp").glob("edgec-*")}
+    """edgec's private loader folders on the SSH board (its /tmp is ours): `mktemp -d
+    edgec-XXXXXX` names (boards.probe.loader_dir). Not every edgec-* folder: a test on
+    another xdist worker estimating a model meanwhile had its edgec-estimate-* folder
+    counted as left over by deploy."""
+    return {p.name for p in Path("/tmp").glob("edgec-*")
+            if re.fullmatch(r"edgec-[A-Za-z0-9]{6}", p.name)}
 
 
 # --- deploy over SSH ------------------------------------------------------------------------
