@@ -5,6 +5,8 @@ skip a stride phase, which the flat planes do not take)."""
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, tirx
 
 from edgec.codegen.generic_schedule import (
@@ -49,6 +51,26 @@ class PlainDepthwiseConv:
         init = sch.decompose_reduction(conv, kh)
         sch.vectorize(sch.get_loops(init)[-1])
 
+
+# Parallel tasks of a flat-plane conv, at most: each is a run of (channel, block) iterations
+# on one thread, so their phase-row buffer is allocated once per run (TVM's StorageRewrite
+# hoists it to the parallel loop's body) instead of once per channel from TVM's workspace
+# pool, which had cost ~7000 pool calls per MobileNetV2 inference.
+_MOST_TASKS = 64
+
+
+def _grouped(sch: s_tir.Schedule, loop):
+    """(parallel, serial): `loop` split into at most _MOST_TASKS parallel runs, equal ones
+    where a divisor of its extent gives at least half as many (no guard), else runs of
+    ceil(extent / _MOST_TASKS) tasks, the last one guarded (97 channels: 49 runs, not 1)."""
+    total = extent(sch, loop) or 1
+    runs = max(d for d in range(1, _MOST_TASKS + 1) if total % d == 0)
+    if runs >= min(total, _MOST_TASKS // 2):
+        return sch.split(loop, [runs, total // runs])
+    return sch.split(loop, [None, -(-total // _MOST_TASKS)])
+
+
+_RUN_COPY_BYTES = 16 * 1024  # a run's phase planes copied at once stay in L1
 
 _LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectorized loop
 
@@ -99,14 +121,26 @@ class PlaneConv:
             # same blocks and the two task loops merged.
             rows = int(annotations["edgec_block_rows"])
             task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows))
-        sch.parallel(task)
+        group, task = _grouped(sch, task)
+        sch.parallel(group)
         if planes is not None:  # the task's phase rows, copied where they are used
-            sch.compute_at(planes, task)
+            sch.compute_at(planes, group if self._copy_per_run(sch, planes, row_blocks, task)
+                           else task)
             self._schedule_planes(sch, planes)
         sch.unroll(vector)
         sch.vectorize(lane)
         init = sch.decompose_reduction(conv, taps[0])
         sch.vectorize(sch.get_loops(init)[-1])
+
+    @staticmethod
+    def _copy_per_run(sch: s_tir.Schedule, planes, row_blocks: int, task) -> bool:
+        """Whether a run's phase planes are copied before any of them is used: small
+        planes of one block each, whose copy would otherwise be read back at once by wide
+        vector loads that span its narrow stores (store forwarding fails: 7x7 planes copied
+        as 4+2+1-lane pieces and read as 16-lane vectors)."""
+        buffer = sch.get(planes).writes[0].source
+        plane = math.prod(int(d) for d in buffer.shape[2:]) * buffer.dtype.bits // 8
+        return row_blocks == 1 and plane * (extent(sch, task) or 1) <= _RUN_COPY_BYTES
 
     @staticmethod
     def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
