@@ -102,6 +102,9 @@ class ParallelVectorize:
         if spatial < len(kinds) and _reduces_windows(stmt, spatial):
             _vectorize_rows_across_window(sch, block, loops, spatial)
             return
+        if spatial < len(kinds) and _plane_lanes(stmt, spatial):
+            _vectorize_plane_reduction(sch, block, loops, spatial, _plane_lanes(stmt, spatial))
+            return
         inner = extent(sch, loops[-1])
         if spatial == len(kinds) and len(loops) > 2 and inner and inner < _SHORT_ROW:
             # A few channels innermost (an image's 3, going NHWC): a 3-lane vector per
@@ -197,6 +200,41 @@ def _reduces_windows(stmt, spatial: int) -> bool:
         if any(column.var.same_as(v) for i in indices[:-1] for v in undefined_vars(i)):
             return False
     return True
+
+
+def _plane_lanes(stmt, spatial: int) -> int:
+    """Lanes for a reduction over whole trailing dimensions of its one input (an NCHW
+    mean or sum over H and W: a contiguous run per output), the largest divisor of its
+    length from 4 to 16; 0 for any other reduction or a run under two vectors."""
+    reduced = stmt.iter_vars[spatial:]
+    if len(stmt.reads) != 1 or any(iv.iter_type != tirx.IterVar.CommReduce for iv in reduced):
+        return 0
+    region = stmt.reads[0]
+    dims = region.source.shape[len(region.region) - len(reduced):]
+    for iv, axis, dim in zip(reduced, region.region[-len(reduced):], dims, strict=True):
+        size = iv.dom.extent
+        if not (axis.min.same_as(iv.var) and isinstance(size, tirx.IntImm)
+                and isinstance(dim, tirx.IntImm) and int(size) == int(dim)):
+            return 0
+    length = math.prod(int(iv.dom.extent) for iv in reduced)
+    lanes = max((d for d in range(4, 17) if length % d == 0), default=0)
+    return lanes if length >= 2 * lanes else 0
+
+
+def _vectorize_plane_reduction(sch: s_tir.Schedule, block, loops: list, spatial: int,
+                               lanes: int) -> None:
+    """Sum each output's run into `lanes` partial sums (one vector add per step, rfactor),
+    then add the lanes: the scalar loop had taken MobileNetV3-Small NCHW's squeeze-
+    excitation means 0.12 ms of its 1.2 (16 channels of 56x56: 0.023 ms; packed, whose
+    channels are the lanes, 0.03 ms for all)."""
+    outer, lane = sch.split(sch.fuse(*loops[spatial:]), [None, lanes])
+    partial = sch.rfactor(lane, factor_axis=0)
+    task = sch.fuse(*sch.get_loops(partial)[:spatial])
+    sch.parallel(task)
+    sch.vectorize(sch.get_loops(partial)[-1])  # before decompose_reduction, as above
+    init = sch.decompose_reduction(partial, sch.get_loops(partial)[1])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.reverse_compute_at(block, task)
 
 
 def _vectorize_rows_across_window(sch: s_tir.Schedule, block, loops: list, spatial: int) -> None:
