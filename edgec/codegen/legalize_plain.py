@@ -3,8 +3,6 @@ onto edgec.codegen.plain_kernels; anything else returns None and goes on to TVM'
 
 from __future__ import annotations
 
-import functools
-
 import tvm
 from tvm import relax
 
@@ -201,10 +199,15 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, data: relax.Expr,
         return None
     geometry = min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
 
-    def conv(data, kernel, strides, padding, dilation, groups, out_dtype):
-        return nchw_planes.depthwise_conv2d_nchw_planes(data, kernel, geometry, out_dtype)
+    def conv(data, kernel, strides, padding, dilation, groups, out_dtype, mask=None):
+        return nchw_planes.depthwise_conv2d_nchw_planes(data, kernel, geometry, out_dtype,
+                                                        mask)
 
-    # call_te converts only TVM objects and Python scalars; the geometry is bound here.
-    kernel = functools.partial(_as_float_kernel(conv, integer), strides=None, padding=None,
-                               dilation=None, groups=1, out_dtype=str(call.ty.dtype))
-    return bb.call_te(kernel, data, weight, primfunc_name_hint="depthwise_conv2d_nchw")
+    def kernel(data, weight, *mask):  # call_te converts only TVM objects and scalars
+        return _as_float_kernel(conv, integer)(data, weight, None, None, None, 1,
+                                               str(call.ty.dtype), *mask)
+
+    masks = [relax.const(nchw_planes.column_mask(geometry, int(weight.ty.shape[3])))
+             ] if geometry.masked else []
+    return bb.call_te(kernel, data, weight, *masks,
+                      primfunc_name_hint="depthwise_conv2d_nchw")

@@ -120,7 +120,9 @@ class PlaneConv:
             # (it finds no loop domain for a flat index), so their rows are split into the
             # same blocks and the two task loops merged.
             rows = int(annotations["edgec_block_rows"])
-            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows))
+            masked = bool(int(annotations.get("edgec_masked", 0)))
+            task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows,
+                                                        masked))
         group, task = _grouped(sch, task)
         sch.parallel(group)
         if planes is not None:  # the task's phase rows, copied where they are used
@@ -180,11 +182,19 @@ class PlaneConv:
                 and [extent(sch, loop) for loop in sch.get_loops(block)][2:] == out)
 
     @staticmethod
-    def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int):
-        """The epilogue's (batch, channel, block of rows) loop, its rows vectorized."""
+    def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int, masked: bool):
+        """The epilogue's (batch, channel, block of rows) loop, its rows vectorized (a
+        masked plane's whole block at once: its rows are contiguous in the accumulator
+        too)."""
         batch, channel, row, col = sch.get_loops(block)
-        row_block, _ = sch.split(row, [blocks, rows])  # the last block may pass out_h
-        PlaneConv._vectorize_row(sch, col)
+        row_block, row = sch.split(row, [blocks, rows])  # the last block may pass out_h
+        if masked:
+            pixels = sch.fuse(row, col)
+            length = extent(sch, pixels) or 1
+            sch.vectorize(sch.split(pixels, [None, max(
+                d for d in range(1, _LONGEST_VECTOR_ROW + 1) if length % d == 0)])[-1])
+        else:
+            PlaneConv._vectorize_row(sch, col)
         return sch.fuse(batch, channel, row_block)
 
     @staticmethod
