@@ -458,6 +458,27 @@ def test_nchw_depthwise_runs_copy_small_planes_before_using_any(target, tmp_path
             assert (copy > tasks) == (size == 112), (size, text[runs.start():][:2000])
 
 
+def test_nchw_depthwise_convs_on_rows_of_half_a_vector_read_and_write_whole_vectors(
+        tmp_path):
+    """7x7 NCHW depthwise planes on AVX-512 (16 lanes) run masked (nchw_planes: the plane's
+    own pitch, taps that wrap across a row's end zeroed by a column mask): padded to a pitch
+    of 9, their copy and crop moved rows of 7 as 4+2+1-lane pieces (64 such moves in a 3x3
+    conv, 70 in a 5x5) and computed 63 pixels for 49; 960 channels 3x3 0.65x, 576 5x5
+    0.74x. A 3x3 and a 5x5 depthwise conv (a tap two columns out wraps too) against ONNX
+    Runtime; objdump: at most 16 narrow moves in each."""
+    path = _conv_chain(tmp_path / "seven.onnx", seed=11, size=7, specs=[
+        ("a", 24, 3, 1, 24), ("b", 24, 5, 1, 24)])
+    library = tmp_path / "seven.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    narrow = r"\b(vmovss|vmovlps|vmovq|vextractps|vmovsd|vpextrq)\b|vmovups\s+(%xmm|[^,]*,%xmm)"
+    for function in ("fused_depthwise_conv2d_nchw_add", "fused_depthwise_conv2d_nchw1_add"):
+        code = function_code(library, "objdump", function)
+        assert code.count("vfmadd"), function
+        assert len(re.findall(narrow, code)) <= 16, (function, code[:3000])
+
+
 @pytest.mark.parametrize("size", [40, 32])
 def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_avx512(size, tmp_path):
     """1x1 NCHW convs with few input channels run on pixel-vector tiles
