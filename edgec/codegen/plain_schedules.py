@@ -148,8 +148,12 @@ class PlaneConv:
     def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
         """The phase copy row by row, each row's inner columns (no border test) in
         vectors."""
-        *_, phase, row, col = sch.get_loops(planes)
         annotations = sch.get(planes).annotations
+        if int(annotations.get("edgec_masked", 0)):  # a contiguous run in rows of 16 lanes
+            # (its row loop is gone where the whole run is one row: a 4x4 plane)
+            PlaneConv._vectorize_row(sch, sch.get_loops(planes)[-1])
+            return
+        *_, phase, row, col = sch.get_loops(planes)
         pitch = int(annotations["edgec_pitch"])
         first, end = (int(c) for c in annotations["edgec_inner_columns"])
         parts = [n for n in (first, end - first) if n]
