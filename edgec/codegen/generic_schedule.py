@@ -102,8 +102,8 @@ class ParallelVectorize:
         if spatial < len(kinds) and _reduces_windows(stmt, spatial):
             _vectorize_rows_across_window(sch, block, loops, spatial)
             return
-        if spatial < len(kinds) and _plane_lanes(stmt, spatial):
-            _vectorize_plane_reduction(sch, block, loops, spatial, _plane_lanes(stmt, spatial))
+        if spatial < len(kinds) and (lanes := _plane_lanes(stmt, spatial)):
+            _vectorize_plane_reduction(sch, block, loops, spatial, lanes)
             return
         inner = extent(sch, loops[-1])
         if spatial == len(kinds) and len(loops) > 2 and inner and inner < _SHORT_ROW:
@@ -217,8 +217,8 @@ def _plane_lanes(stmt, spatial: int) -> int:
                 and isinstance(dim, tirx.IntImm) and int(size) == int(dim)):
             return 0
     length = math.prod(int(iv.dom.extent) for iv in reduced)
-    lanes = max((d for d in range(4, 17) if length % d == 0), default=0)
-    return lanes if length >= 2 * lanes else 0
+    lanes = row_length(length, 16)
+    return lanes if lanes >= 4 and length >= 2 * lanes else 0
 
 
 def _vectorize_plane_reduction(sch: s_tir.Schedule, block, loops: list, spatial: int,

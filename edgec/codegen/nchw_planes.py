@@ -200,7 +200,7 @@ def phase_planes(data, geometry: PlaneGeometry):
 
     return te.compute((n, channels, g.phases, rows, pitch), value, name="phase_planes",
                       attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width),
-                             "edgec_phase_cols": g.phase_cols, "edgec_pitch": pitch})
+                             "edgec_phase_cols": g.phase_cols})
 
 
 def planes_at(planes, b, c, phase, flat):
@@ -213,9 +213,8 @@ def planes_at(planes, b, c, phase, flat):
 def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
     """The columns [first, end) of a phase row that hold input pixels in every column
     phase: the copy's schedule splits the row there, so this middle part is a run of
-    contiguous loads with no border test (the tests kept the whole copy scalar)."""
-    if g.masked:  # a contiguous run of the input: one vector loop
-        return 0, _MASKED_STORAGE_PITCH
+    contiguous loads with no border test (the tests kept the whole copy scalar). Unused for
+    a masked plane, whose copy is one contiguous run."""
     sw, left = g.strides[1], g.padding[1]
     firsts = [max(0, -((pw - left) // sw)) for pw in range(g.phase_cols)]
     ends = [min(g.pitch, -(-(width + left - pw) // sw)) for pw in range(g.phase_cols)]

@@ -64,7 +64,7 @@ def _grouped(sch: s_tir.Schedule, loop):
     where a divisor of its extent gives at least half as many (no guard), else runs of
     ceil(extent / _MOST_TASKS) tasks, the last one guarded (97 channels: 49 runs, not 1)."""
     total = extent(sch, loop) or 1
-    runs = max(d for d in range(1, _MOST_TASKS + 1) if total % d == 0)
+    runs = row_length(total, _MOST_TASKS)
     if runs >= min(total, _MOST_TASKS // 2):
         return sch.split(loop, [runs, total // runs])
     return sch.split(loop, [None, -(-total // _MOST_TASKS)])
@@ -147,7 +147,7 @@ class PlaneConv:
     @staticmethod
     def _schedule_planes(sch: s_tir.Schedule, planes) -> None:
         """The phase copy row by row, each row's inner columns (no border test) in
-        vectors."""
+        vectors; a masked plane's copy, one contiguous run, in vectors of its storage rows."""
         annotations = sch.get(planes).annotations
         if int(annotations.get("edgec_masked", 0)):  # a contiguous run in rows of 16 lanes
             # (its row loop is gone where the whole run is one row: a 4x4 plane)
@@ -194,9 +194,8 @@ class PlaneConv:
         row_block, row = sch.split(row, [blocks, rows])  # the last block may pass out_h
         if masked:
             pixels = sch.fuse(row, col)
-            length = extent(sch, pixels) or 1
-            sch.vectorize(sch.split(pixels, [None, max(
-                d for d in range(1, _LONGEST_VECTOR_ROW + 1) if length % d == 0)])[-1])
+            sch.vectorize(sch.split(pixels, [None, row_length(extent(sch, pixels) or 1,
+                                                              _LONGEST_VECTOR_ROW)])[-1])
         else:
             PlaneConv._vectorize_row(sch, col)
         return sch.fuse(batch, channel, row_block)
