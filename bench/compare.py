@@ -21,7 +21,6 @@ import argparse
 import importlib.metadata
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -343,10 +342,9 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
     import onnxruntime
     import tvm
 
-    info = Path("/proc/cpuinfo")
-    lines = info.read_text().splitlines() if info.is_file() else []
-    cpu = next((line.split(":", 1)[1].strip() for line in lines
-                if line.startswith("model name")), platform.processor() or "unknown CPU")
+    from edgec.cpu import host_label
+
+    cpu = host_label()  # names the core ("AMD EPYC (Zen 4, avx512-vnni)"): VMs say "AMD EPYC"
     versions = {"tvm": tvm.__version__, "onnxruntime": onnxruntime.__version__}
     for package in ("openvino", "nncf"):
         try:

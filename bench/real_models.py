@@ -124,9 +124,9 @@ def markdown(rows: dict, args, threads: int) -> str:
 
 def main() -> int:
     args, threads = runtimes.parse_script_arguments(__doc__, corpus(), runs=30)
-    args.cpu = next((line.split(":", 1)[1].strip() for line in
-                     Path("/proc/cpuinfo").read_text().splitlines()
-                     if line.startswith("model name")), "?")
+    from edgec.cpu import host_label
+
+    args.cpu = host_label()
     rows = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.models:

@@ -176,11 +176,53 @@ def cpuinfo_flags(text: str) -> set[str]:
     return set(match.group(1).split()) if match else set()
 
 
+# AMD's x86 families and model ranges -> core generation. AMD VMs pass the family and model
+# through (this workplace's EPYC guests: family 26 a Zen 5, family 25 model 17 a Zen 4), and
+# the generations time the same code differently (Zen 4 runs 512-bit vectors as two 256-bit
+# halves), so tuning records and layout decisions must not carry over between them. Intel
+# guests report masked models (a Sapphire Rapids guest here said model 167, Rocket Lake's),
+# so those keep their family and model numbers instead of a name that would be wrong.
+AMD_CORES = {
+    23: ((0x00, 0x2F, "Zen"), (0x30, 0xFF, "Zen 2")),
+    25: ((0x00, 0x0F, "Zen 3"), (0x10, 0x1F, "Zen 4"), (0x20, 0x5F, "Zen 3"),
+         (0x60, 0x7F, "Zen 4"), (0xA0, 0xAF, "Zen 4")),
+    26: ((0x00, 0x4F, "Zen 5"),),
+}
+
+
+def x86_core(text: str) -> str | None:
+    """The core a /proc/cpuinfo text's x86 CPU is: "Zen 4" for an AMD family and model this
+    table knows, else "family F model M"; None without those lines (not x86)."""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    try:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+    except (KeyError, ValueError):
+        return None
+    if fields.get("vendor_id") == "AuthenticAMD":
+        for low, high, name in AMD_CORES.get(family, ()):
+            if low <= model <= high:
+                return name
+    return f"family {family} model {model}"
+
+
+def cpu_label(text: str, fallback: str = "unknown CPU") -> str:
+    """A CPU as tuning records and layout decisions are keyed, from its /proc/cpuinfo text:
+    its model name, core and widest x86 vector class, e.g. "AMD EPYC (Zen 4, avx512-vnni)".
+    VMs often show a generic model name ("AMD EPYC" on Zen 3, 4 and 5 alike)."""
+    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
+                 if line.startswith(("model name", "Model"))), fallback)
+    flags = cpuinfo_flags(text)
+    isa = ("avx512-vnni" if {"avx512f", "avx512_vnni"} <= flags else "avx512"
+           if "avx512f" in flags else "avx2" if "avx2" in flags else "")
+    details = [part for part in (x86_core(text) if isa else None, isa) if part]
+    return f"{name} ({', '.join(details)})" if details else name
+
+
 def host_label() -> str:
-    """This machine's CPU as tuning records and layout decisions are keyed: its model name
-    and its widest x86 vector class, e.g. "Intel(R) Xeon(R) Processor (avx512-vnni)". VMs
-    often show a generic model name, and Zen 3 (AVX2) and Zen 5 (AVX-512) boxes of one kind
-    time the same code differently."""
+    """This machine's CPU label (cpu_label of its /proc/cpuinfo)."""
     import platform
     from pathlib import Path
 
@@ -188,12 +230,7 @@ def host_label() -> str:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    name = next((line.split(":", 1)[1].strip() for line in text.splitlines()
-                 if line.startswith(("model name", "Model"))), platform.machine())
-    flags = cpuinfo_flags(text)
-    isa = ("avx512-vnni" if {"avx512f", "avx512_vnni"} <= flags else "avx512"
-           if "avx512f" in flags else "avx2" if "avx2" in flags else "")
-    return f"{name} ({isa})" if isa else name
+    return cpu_label(text, platform.machine())
 
 
 def label_slug(label: str) -> str:

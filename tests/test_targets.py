@@ -166,3 +166,32 @@ def test_a_target_file_llvm_does_not_know_is_refused_before_compiling(tmp_path, 
     assert_clean_failure(result, str(bad), named, "[tvm]")
     assert "not a recognized feature" not in result.stderr and "is not valid" not in result.stderr
     assert not list(tmp_path.glob("out.so*"))
+
+
+def test_cpu_labels_name_the_core_so_zen_generations_keep_their_own_records(monkeypatch):
+    """"AMD EPYC" is all a VM's model name says on Zen 3, 4 and 5 alike, and they time the
+    same code differently (Zen 4 runs 512-bit vectors as two halves), so the label that keys
+    tuning records carries the core: AMD's documented family/model ranges (family 19h models
+    10h-1Fh Genoa, 01h Milan; 1Ah Turin). Intel guests report masked models (this Sapphire
+    Rapids guest says 167, Rocket Lake's), so they keep their numbers. The shipped records
+    measured on a Zen 5 apply first on a Zen 5 only, not on this Zen 4 guest's cpuinfo."""
+    from edgec.cpu import cpu_label, label_slug
+    from edgec.tune import databases
+
+    zen4 = (DATA / "cpuinfo-epyc-zen4.txt").read_text()
+    zen5 = zen4.replace("cpu family\t: 25", "cpu family\t: 26").replace("model\t\t: 17",
+                                                                         "model\t\t: 2")
+    milan = zen4.replace("model\t\t: 17", "model\t\t: 1")
+    milan = "\n".join(line.replace(" avx512", " no512") for line in milan.splitlines())
+    assert cpu_label(zen4) == "AMD EPYC (Zen 4, avx512-vnni)"
+    assert cpu_label(zen5) == "AMD EPYC (Zen 5, avx512-vnni)"
+    assert cpu_label(milan) == "AMD EPYC (Zen 3, avx2)"
+    xeon = (DATA / "cpuinfo-xeon-amx.txt").read_text()
+    assert cpu_label(xeon) == "Intel(R) Xeon(R) Processor (family 6 model 167, avx512-vnni)"
+    assert cpu_label((DATA / "cpuinfo-rpi5-a76.txt").read_text()).startswith("Raspberry Pi 5")
+
+    target = targets.load("x86_64-avx512-vnni")
+    own = databases.logs_root() / target.logs_name
+    for text, expected in ((zen5, [own / label_slug(cpu_label(zen5)), own]), (zen4, [own])):
+        monkeypatch.setattr("edgec.cpu.host_label", lambda text=text: cpu_label(text))
+        assert databases.shipped_layers(target) == expected
