@@ -189,6 +189,57 @@ def test_shipped_records_measured_on_this_cpu_come_before_the_targets_own(tmp_pa
     assert applied["from_cpu"] == {"Other CPU": applied["functions"]}, applied
 
 
+
+def test_compile_reads_only_its_models_records_and_they_are_what_jsondatabase_holds(
+        tmp_path, monkeypatch):
+    """Opening the shipped x86_64-avx512-vnni logs with MetaSchedule's JSONDatabase
+    deserializes all of their 25 MB of workloads (10.4 s of a 21.6 s SqueezeNet compile);
+    compile opens only its model's (edgec.tvm_compat.pruned_database). For every function
+    of MobileNetV2 (whose tuning is among the logs' thousands of records), the pruned
+    database holds the workload exactly when JSONDatabase does, with the same records, best
+    first; a function the logs never saw (a ShuffleNetV2 channel shuffle) has none."""
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    from edgec import build, targets
+    from edgec.tune import databases
+    from edgec.tvm_compat import metaschedule as ms
+    from edgec.tvm_compat import pruned_database
+
+    target = targets.load("x86_64-avx512-vnni")
+    funcs = []
+    for model in ("zoo:mobilenet_v2", "zoo:shufflenet_v2"):
+        ir = build.lower(pipeline.prepare(model, target, None, "default"), target,
+                         default_schedules=False)
+        funcs += [f for _, f in ir.functions_items() if type(f).__name__ == "PrimFunc"]
+    logs = databases.logs_root() / target.logs_name
+    pruned = pruned_database.open_pruned(logs, funcs)
+    whole = ms.open_database(logs)
+    found = 0
+    for func in funcs:
+        mod = _normalize_mod(func)
+        # has_workload first: committing a workload it lacks would append to the file.
+        expected = [(str(r.trace), list(map(float, r.run_secs)))
+                    for r in whole.get_top_k(whole.commit_workload(mod), 1 << 20)
+                    ] if whole.has_workload(mod) else []
+        got = [(str(r.trace), list(map(float, r.run_secs)))
+               for r in pruned.get_top_k(pruned.commit_workload(mod), 1 << 20)]
+        found += bool(expected)
+        # The same records, best first (records of equal times may come in either order).
+        assert sorted(got) == sorted(expected), func
+        assert [t for _, t in got] == [t for _, t in expected], func
+    assert 30 <= found < len(funcs), (found, len(funcs))
+    assert len(pruned.get_all_tuning_records()) < len(whole.get_all_tuning_records()) / 10
+
+    def whole_database(work_dir):
+        raise AssertionError(f"compile opened the whole database in {work_dir}")
+
+    monkeypatch.setattr(ms, "open_database", whole_database)
+    monkeypatch.setenv("EDGEC_TUNING_LOGS", str(tmp_path / "no-user-logs"))
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(light_then_heavy_model(tmp_path / "m.onnx")), output=tmp_path / "m.so",
+        target="x86_64-avx512-vnni", check=False))
+    assert compiled.tuning["layers"] == [str(logs)], compiled.tuning
+
 def commit_plain_loops_record(logs: Path) -> None:
     """Commit, for the slowest workload in the database, a record of its unscheduled loop
     nest (only a no-op annotation: MetaSchedule skips empty traces) that claims 1 us."""

@@ -1,6 +1,7 @@
-"""The only module that touches MetaSchedule's internals (tvm.s_tir.meta_schedule, 0.27).
+"""The only module that touches MetaSchedule's internals (tvm.s_tir.meta_schedule, 0.27), with
+pruned_database.py beside it (the JSON database's files, read without JSONDatabase).
 
-A TVM upgrade that moves these APIs should be this file's work alone.
+A TVM upgrade that moves these APIs should be these two files' work alone.
 """
 
 from __future__ import annotations
@@ -323,3 +324,4 @@ def is_scheduled(func) -> bool:
     if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
         return False
     return "tirx.is_scheduled" in func.attrs and int(func.attrs["tirx.is_scheduled"]) == 1
+

@@ -1,0 +1,62 @@
+"""A compile's view of a MetaSchedule JSON database: only its model's workloads.
+
+JSONDatabase deserializes every module of its workload file when opened: the shipped
+x86_64-avx512-vnni logs (25 MB of workloads) took 10.5 s of a 21.6 s SqueezeNet compile on
+a Zen 4, for the few dozen workloads one model has. Tuning still writes through
+JSONDatabase (metaschedule.open_database); compile reads through here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tvm.s_tir import meta_schedule as ms
+
+
+def open_pruned(work_dir: Path, funcs: list, index: dict | None = None):
+    """An in-memory database holding only the records of `funcs`' workloads from the JSON
+    database in `work_dir`. A workload is matched by MetaSchedule's own hash of
+    the module MetaScheduleApplyDatabase queries, then by structural equality with the
+    stored one. `index` is workload_index(work_dir), which callers may cache."""
+    import tvm_ffi
+    from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
+
+    index = index if index is not None else workload_index(work_dir)
+    memory = ms.database.MemoryDatabase()
+    loaded = set()
+    for func in funcs:
+        wanted = memory.commit_workload(_normalize_mod(func))
+        shash = str(wanted.as_json()[0])
+        if shash in loaded:  # two functions of one workload (or two models'): loaded once
+            continue
+        loaded.add(shash)
+        for line, records in index.get(shash, ()):
+            stored = ms.database.Workload.from_json(json.loads(line))
+            if not tvm_ffi.structural_equal(stored.mod, wanted.mod):
+                continue  # a hash collision: not this workload
+            for record in records:
+                memory.commit_tuning_record(
+                    ms.database.TuningRecord.from_json(json.loads(record)[1], wanted))
+    return memory
+
+
+def workload_index(work_dir: Path) -> dict[str, list[tuple[str, list[str]]]]:
+    """{workload hash: [(its line of database_workload.json, the lines of
+    database_tuning_record.json that refer to that line)]}, nothing parsed beyond the
+    leading hash and index: JSONDatabase's files are a [hash, module] per line and an
+    [index of the workload line, record] per line."""
+    by_line: dict[int, list[str]] = {}
+    records = work_dir / "database_tuning_record.json"
+    if records.is_file():
+        for line in records.read_text().splitlines():
+            if line.strip():
+                by_line.setdefault(int(line[1:line.index(",")]), []).append(line)
+    index: dict[str, list[tuple[str, list[str]]]] = {}
+    workloads = work_dir / "database_workload.json"
+    lines = workloads.read_text().splitlines() if workloads.is_file() else []
+    for number, line in enumerate(lines):
+        if number in by_line:
+            shash = line[2:line.index('"', 2)]
+            index.setdefault(shash, []).append((line, by_line[number]))
+    return index
