@@ -470,6 +470,44 @@ def test_nchw_depthwise_runs_copy_small_planes_before_using_any(target, tmp_path
             assert (copy > tasks) == (size == 112), (size, text[runs.start():][:2000])
 
 
+@pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
+def test_nchw_depthwise_convs_read_nothing_outside_their_input(target, tmp_path):
+    """The flat planes' padded copy selects zero above and below the plane, of a load whose
+    row TVM's simplifier had unclamped under that select's condition: the first channel's
+    copy read the row before the tensor, the last one's the rows after it, and a 56x56
+    stride-1 conv (and a masked 7x7 one) segfaulted on an input that touched an unmapped
+    page. Each conv's input here starts, then ends, at an inaccessible page
+    (tests/guarded_run.py, its own process); outputs against ONNX Runtime."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    from edgec import reference
+
+    for stride, size in ((1, 56), (2, 56), (1, 7), (1, 14)):
+        rng = np.random.default_rng(size + stride)
+        weight = numpy_helper.from_array(
+            rng.standard_normal((16, 1, 3, 3)).astype(np.float32), "w")
+        side = (size - 1) // stride + 1
+        path = save_model(
+            [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3],
+                              strides=[stride] * 2, pads=[1] * 4, group=16)],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, size, size])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, side, side])],
+            [weight], tmp_path / f"dw{stride}_{size}.onnx")
+        library = tmp_path / f"dw{stride}_{size}.so"
+        pipeline.compile_model(pipeline.CompileOptions(
+            model=str(path), output=library, layout="NCHW", target=target, check=False))
+        data = rng.standard_normal((1, 16, size, size)).astype(np.float32)
+        np.save(tmp_path / "x.npy", data)
+        run = subprocess.run([sys.executable, str(REPO / "tests" / "guarded_run.py"),
+                              str(library), str(tmp_path / "x.npy"), str(tmp_path / "y.npy")],
+                             capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, (stride, size, run.returncode, run.stderr[-2000:])
+        expected = reference.onnxruntime_outputs(str(path), {"x": data})["y"]
+        for got in np.load(tmp_path / "y.npy"):  # the input at the start, then at the end
+            np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
 def test_nchw_depthwise_convs_on_rows_of_half_a_vector_read_and_write_whole_vectors(
         tmp_path):
     """7x7 NCHW depthwise planes on AVX-512 (16 lanes) run masked (nchw_planes: the plane's

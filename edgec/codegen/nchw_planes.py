@@ -185,22 +185,29 @@ def phase_planes(data, geometry: PlaneGeometry):
     def value(b, c, phase, row, col):
         if g.masked:  # pixel row * pitch + col - left of the input plane shifted by `top` rows
             flat = row * pitch + col - left - top * width
-            inside = te.all(flat >= 0, flat < height * width)
-            safe = te.max(te.min(flat, height * width - 1), 0)
-            return tirx.Select(inside, data[b, c, safe // width, safe % width],
+            safe = _clamped(flat, height * width)
+            return tirx.Select(safe == flat, data[b, c, safe // width, safe % width],
                                te.const(0, data.dtype))
         y = row * sh + phase // g.phase_cols - top
         x = col * sw + phase % g.phase_cols - left
-        inside = te.all(y >= 0, y < height, x >= 0, x < width)
         # A select of a load that is always in bounds (clamped), not if_then_else: TVM's
         # vectorizer scalarized the guarded load even where only the row's test was left
         # (2128 vmovss + 1596 vinsertps in MobileNetV2's first depthwise conv, 0.31 ms).
-        safe = data[b, c, te.max(te.min(y, height - 1), 0), te.max(te.min(x, width - 1), 0)]
-        return tirx.Select(inside, safe, te.const(0, data.dtype))
+        # The test is "the clamp changed nothing", not 0 <= y < height: under that condition
+        # TVM's simplifier dropped the clamps from the load, which then read the row above
+        # the first channel's plane and below the last one's (a segfault where the tensor
+        # touched an unmapped page). Where the columns are known inside, it still folds away.
+        safe_y, safe_x = _clamped(y, height), _clamped(x, width)
+        return tirx.Select(tirx.all(safe_y == y, safe_x == x), data[b, c, safe_y, safe_x],
+                           te.const(0, data.dtype))
 
     return te.compute((n, channels, g.phases, rows, pitch), value, name="phase_planes",
                       attrs={**g.attrs, "edgec_inner_columns": interior_columns(g, width),
                              "edgec_phase_cols": g.phase_cols})
+
+
+def _clamped(index, size: int):
+    return te.max(te.min(index, size - 1), 0)
 
 
 def planes_at(planes, b, c, phase, flat):
