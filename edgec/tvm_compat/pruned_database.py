@@ -18,7 +18,10 @@ def open_pruned(work_dir: Path, funcs: list, index: dict | None = None):
     """An in-memory database holding only the records of `funcs`' workloads from the JSON
     database in `work_dir`. A workload is matched by MetaSchedule's own hash of
     the module MetaScheduleApplyDatabase queries, then by structural equality with the
-    stored one. `index` is workload_index(work_dir), which callers may cache."""
+    stored one; its records are read against the stored module, as JSONDatabase reads them
+    (structural equality ignores block names, which a record's trace looks blocks up by:
+    read against the queried module, PP-LCNet's packed x86_64 records failed to replay).
+    `index` is workload_index(work_dir), which callers may cache."""
     import tvm_ffi
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
@@ -37,7 +40,7 @@ def open_pruned(work_dir: Path, funcs: list, index: dict | None = None):
                 continue  # a hash collision: not this workload
             for record in records:
                 memory.commit_tuning_record(
-                    ms.database.TuningRecord.from_json(json.loads(record)[1], wanted))
+                    ms.database.TuningRecord.from_json(json.loads(record)[1], stored))
     return memory
 
 
