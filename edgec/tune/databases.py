@@ -171,32 +171,32 @@ _OPENED: dict[str, tuple[tuple[int, float], object]] = {}
 _INDEXED: dict[str, tuple[tuple[int, float], dict]] = {}
 
 
-def _version(path: Path) -> tuple[int, float]:
+def _cached(cache: dict, path: Path, read):
+    """read(path), kept in `cache` per process while the database's records file is
+    unchanged (new, or tuned since: read again)."""
     stat = (path / "database_tuning_record.json").stat()
-    return stat.st_size, stat.st_mtime
+    key, version = str(path.resolve()), (stat.st_size, stat.st_mtime)
+    if key not in cache or cache[key][0] != version:
+        cache[key] = (version, read(path))
+    return cache[key][1]
 
 
 def _open_for(path: Path, funcs: list):
     """The records of `funcs`' workloads in the database at `path` (pruned_database: what a
     compile needs, 0.3 s where opening the shipped x86_64-avx512-vnni logs whole took 10.4);
-    the file's index is read once per process while its records file is unchanged."""
+    the file's index is read once per process."""
     from edgec.tvm_compat import pruned_database
 
-    key, version = str(path.resolve()), _version(path)
-    if key not in _INDEXED or _INDEXED[key][0] != version:
-        _INDEXED[key] = (version, pruned_database.workload_index(path))
-    return pruned_database.open_pruned(path, funcs, _INDEXED[key][1])
+    index = _cached(_INDEXED, path, pruned_database.workload_index)
+    return pruned_database.open_pruned(path, funcs, index)
 
 
 def _open_cached(path: Path):
-    """A whole database (for `tune --status`), opened once per process while its records
-    file is unchanged: parsing the shipped x86_64-avx512-vnni logs takes ~10 s."""
+    """A whole database (for `tune --status`), opened once per process: parsing the shipped
+    x86_64-avx512-vnni logs takes ~10 s."""
     from edgec.tvm_compat import metaschedule as ms
 
-    key, version = str(path.resolve()), _version(path)
-    if key not in _OPENED or _OPENED[key][0] != version:  # new, or tuned since
-        _OPENED[key] = (version, ms.open_database(path))
-    return _OPENED[key][1]
+    return _cached(_OPENED, path, ms.open_database)
 
 
 def _records_by_cpu(ir, layers: list[tuple[Path, object]], tuned: set[str],

@@ -324,4 +324,3 @@ def is_scheduled(func) -> bool:
     if not isinstance(func, tirx.PrimFunc) or func.attrs is None:
         return False
     return "tirx.is_scheduled" in func.attrs and int(func.attrs["tirx.is_scheduled"]) == 1
-
