@@ -679,12 +679,11 @@ def test_quantize_auto_times_the_precisions_on_the_board_it_is_given(small_net, 
 
 def test_int8_detector_passes_the_check_within_its_own_quantization_error(photo_folder,
                                                                           tmp_path):
-    """SSD-Lite (66 convs, 10 residual adds) in INT8: edgec and ONNX Runtime round every
-    requantization independently and the one-step differences add up along the box head
-    (0.61 apart on boxes up to 9.7, cosine 0.9994, where the QDQ model itself is 3.7 from
-    FP32). The check then allows a quarter of the QDQ model's own error against FP32;
-    without that this compile failed its check. The outputs are compared here with ONNX
-    Runtime running the float model: INT8 stays as close to it as ORT's own INT8 run."""
+    """SSD-Lite (66 convs, 10 residual adds) in INT8: a one-step rounding difference from
+    ONNX Runtime grows along the box head (once 0.61 apart on boxes up to 9.7, where the QDQ
+    model itself is 3.7 from FP32), so the check allows a quarter of the QDQ model's own
+    error against FP32. The outputs are compared here with ONNX Runtime running the float
+    model: INT8 stays as close to it as ORT's own INT8 run."""
     from skimage import color, io, transform
 
     photos = []  # as bench/compare.py prepares them: centre-cropped, resized with filtering

@@ -23,6 +23,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgec.quant import integer_patterns as patterns
+from edgec.quant import quantized_add
 
 _INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 _FLOAT_OUTPUT_ROOTS = ("relax.add", "relax.nn.conv2d", "relax.matmul")
@@ -264,6 +265,10 @@ class _Decomposer(PyExprMutator):
         params = patterns.qparams(call, self.values) if name.endswith("quantize") else None
         if params is None:  # per-channel parameters: weights, which FoldConstant folds
             return super().visit_call_(call)
+        if name == "relax.quantize":
+            added = self._ort_add(call, params)
+            if added is not None:
+                return added
         data = self.visit_expr(call.args[0])
         zero = _scalar_const(params.zero_point, "float32")
         if name == "relax.dequantize":
@@ -277,3 +282,15 @@ class _Decomposer(PyExprMutator):
             relax.op.maximum(relax.op.add(scaled, zero), _scalar_const(low, "float32")),
             _scalar_const(high, "float32"))
         return relax.op.astype(clamped, params.dtype)
+
+    def _ort_add(self, call: relax.Call, out: patterns.QParams) -> relax.Expr | None:
+        """quantize(dequantize(a) + dequantize(b)) as ONNX Runtime's QLinearAdd rounds it
+        (quant/quantized_add.py), or None when the quantized value is not such an add."""
+        add = patterns.resolve(call.args[0], self.values)
+        if patterns.op_name(add) != "relax.add":
+            return None
+        inputs = [patterns.dequantized_input(arg, self.values) for arg in add.args]
+        if None in inputs or not quantized_add.applies(*inputs, out, *add.args):
+            return None
+        a, b = inputs
+        return quantized_add.ort_add(self.visit_expr(a.expr), self.visit_expr(b.expr), a, b, out)

@@ -54,7 +54,7 @@ def op_name(expr: Any) -> str:
     return str(getattr(expr.op, "name", "")) if isinstance(expr, relax.Call) else ""
 
 
-def _resolve(expr: Any, values: Mapping) -> Any:
+def resolve(expr: Any, values: Mapping) -> Any:
     while isinstance(expr, relax.Var) and expr in values:
         expr = values[expr]
     return expr
@@ -63,7 +63,7 @@ def _resolve(expr: Any, values: Mapping) -> Any:
 def const_value(expr: Any, values: Mapping) -> np.ndarray | None:
     """The value of an expression computed from constants only (dequantize, reshape,
     permute_dims, astype of constants), or None."""
-    expr = _resolve(expr, values)
+    expr = resolve(expr, values)
     if isinstance(expr, tvm.ir.Constant):
         return expr.value.numpy()
     name = op_name(expr)
@@ -105,7 +105,7 @@ def _dequantize_parts(call: Any, values: Mapping):
 
 def _quantized_weight(expr: Any, values: Mapping):
     """(8-bit weight, float scale of the same shape) of a constant symmetric weight."""
-    expr = _resolve(expr, values)
+    expr = resolve(expr, values)
     if op_name(expr) == "relax.permute_dims":  # Gemm with transB: the weight is W^T
         inner = _quantized_weight(expr.args[0], values)
         axes = expr.attrs.axes
@@ -131,8 +131,8 @@ def qparams(call: Any, values: Mapping) -> QParams | None:
     return QParams(call.args[0], float(scale.reshape(())), int(zero.reshape(())), dtype)
 
 
-def _dequantized_input(expr: Any, values: Mapping) -> QParams | None:
-    expr = _resolve(expr, values)
+def dequantized_input(expr: Any, values: Mapping) -> QParams | None:
+    expr = resolve(expr, values)
     return qparams(expr, values) if op_name(expr) == "relax.dequantize" else None
 
 
@@ -144,10 +144,10 @@ def same_quantization(a: QParams, b: QParams) -> bool:
 def passthrough(expr: Any, out: QParams, values: Mapping):
     """(op, 8-bit source, call) when expr moves data of a tensor quantized exactly as `out`
     (quantize(reshape(dequantize(x))) with equal parameters is reshape(x))."""
-    call = _resolve(expr, values)
+    call = resolve(expr, values)
     if op_name(call) not in _MOVERS:
         return None
-    source = _dequantized_input(call.args[0], values)
+    source = dequantized_input(call.args[0], values)
     if source is None or not same_quantization(source, out):
         return None
     return op_name(call), source.expr, call
@@ -156,13 +156,13 @@ def passthrough(expr: Any, out: QParams, values: Mapping):
 def split_passthrough(expr: Any, out: QParams, values: Mapping):
     """(split call, 8-bit source, index) when expr is one part of a split of a tensor
     quantized exactly as `out` (quantize(split(dequantize(x))[i]) is split(x)[i])."""
-    item = _resolve(expr, values)
+    item = resolve(expr, values)
     if not isinstance(item, relax.TupleGetItem):
         return None
-    split = _resolve(item.tuple_value, values)
+    split = resolve(item.tuple_value, values)
     if op_name(split) != "relax.split":
         return None
-    source = _dequantized_input(split.args[0], values)
+    source = dequantized_input(split.args[0], values)
     if source is None or not same_quantization(source, out):
         return None
     return split, source.expr, int(item.index)
@@ -173,13 +173,13 @@ def concat_parts(expr: Any, out: QParams, values: Mapping):
     tensors of `out`'s type: quantize(concat(dequantize(a), ...)) is the concat of each part
     requantized to `out` (elementwise, so the same values; a part already quantized as `out`
     is itself)."""
-    call = _resolve(expr, values)
+    call = resolve(expr, values)
     if op_name(call) != "relax.concat":
         return None
-    fields = _resolve(call.args[0], values)
+    fields = resolve(call.args[0], values)
     if not isinstance(fields, relax.Tuple):
         return None
-    parts = [_dequantized_input(field, values) for field in fields.fields]
+    parts = [dequantized_input(field, values) for field in fields.fields]
     if any(part is None or part.dtype != out.dtype for part in parts):
         return None
     return call, parts
@@ -189,7 +189,7 @@ def _clamps(expr: Any, values: Mapping) -> tuple[Any, float | None, float | None
     """Peel relu / maximum / minimum with scalar constants; returns (inner, low, high)."""
     low = high = None
     while True:
-        expr = _resolve(expr, values)
+        expr = resolve(expr, values)
         name = op_name(expr)
         if name == "relax.nn.relu":
             low, expr = max(low if low is not None else 0.0, 0.0), expr.args[0]
@@ -213,7 +213,7 @@ def _split_bias(expr: Any, values: Mapping) -> tuple[Any, np.ndarray | None]:
     for core, other in ((expr.args[0], expr.args[1]), (expr.args[1], expr.args[0])):
         bias = const_value(other, values)
         if bias is not None:
-            return _resolve(core, values), bias
+            return resolve(core, values), bias
     return expr, None
 
 
@@ -223,7 +223,7 @@ def quantized_layer(expr: Any, values: Mapping, clamps: bool = True) -> QuantLay
     Args:
         clamps: peel activation clamps first (off for layers whose float output is used).
     """
-    inner, low, high = _clamps(expr, values) if clamps else (_resolve(expr, values), None, None)
+    inner, low, high = _clamps(expr, values) if clamps else (resolve(expr, values), None, None)
     core, bias = _split_bias(inner, values)
     name = op_name(core)
     if name == "relax.nn.conv2d":
@@ -235,7 +235,7 @@ def quantized_layer(expr: Any, values: Mapping, clamps: bool = True) -> QuantLay
         kind, out_axis = "matmul", 1
     else:
         return None
-    data = _dequantized_input(core.args[0], values)
+    data = dequantized_input(core.args[0], values)
     weight = _quantized_weight(core.args[1], values)
     if data is None or weight is None:
         return None
