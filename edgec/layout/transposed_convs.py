@@ -16,6 +16,8 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from edgec.tvm_compat.ir_shapes import static_shape
+
 
 def as_pointwise_convs(ir: tvm.IRModule) -> tvm.IRModule:
     """`ir` with every rewritable conv2d_transpose replaced (unchanged when there is none)."""
@@ -70,10 +72,10 @@ class _Rewriter(PyExprMutator):
         if (int(a.groups) != 1 or _ints(a.strides) != [kh, kw] or any(_ints(a.padding))
                 or any(_ints(a.output_padding)) or _ints(a.dilation) != [1, 1]):
             return None
-        shape = getattr(data.ty, "shape", None)  # TVM 0.27: a var's type is `ty`
-        if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        dims = static_shape(data)
+        if dims is None:
             return None
-        batch, _, height, width = _ints(shape)
+        batch, _, height, width = dims
         # Output channel (o, ky, kx) of the 1x1 conv is output pixel (ky, kx) of o's patch.
         pointwise = np.ascontiguousarray(
             kernel.transpose(1, 2, 3, 0).reshape(out_channels * kh * kw, in_channels, 1, 1))

@@ -25,7 +25,6 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from edgec.quant import integer_patterns as patterns
 from edgec.quant import quantized_add
 
-_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
 _FLOAT_OUTPUT_ROOTS = ("relax.add", "relax.nn.conv2d", "relax.matmul")
 
 
@@ -96,13 +95,13 @@ class _Rewriter(PyExprMutator):
             rewritten = self._rewrite_quantize(call)
         elif not self.requantized and name in _FLOAT_OUTPUT_ROOTS:
             layer = patterns.quantized_layer(call, self.values, clamps=False)
-            if layer is not None and layer.data.dtype in _INT_RANGE:
+            if layer is not None and layer.data.dtype in patterns.INT_RANGE:
                 rewritten = self._rescale(self._accumulate(layer), layer)
         return rewritten if rewritten is not None else super().visit_call_(call)
 
     def _rewrite_quantize(self, call: relax.Call) -> relax.Expr | None:
         out = patterns.qparams(call, self.values)
-        if out is None or out.dtype not in _INT_RANGE:
+        if out is None or out.dtype not in patterns.INT_RANGE:
             return None
         moved = patterns.passthrough(call.args[0], out, self.values)
         if moved is not None:
@@ -115,7 +114,7 @@ class _Rewriter(PyExprMutator):
             self.passthrough += 1
             return moved
         layer = patterns.quantized_layer(call.args[0], self.values)
-        if layer is None or layer.data.dtype not in _INT_RANGE:
+        if layer is None or layer.data.dtype not in patterns.INT_RANGE:
             return None
         return self._requantize(self._accumulate(layer), layer, out)
 
@@ -203,7 +202,7 @@ class _Rewriter(PyExprMutator):
                       / np.float32(out.scale))
         scaled = self.builder_.emit(relax.op.multiply(
             relax.op.astype(acc, "float32"), _channel_const(multiplier, "float32", rank)))
-        low, high = _INT_RANGE[out.dtype]
+        low, high = patterns.INT_RANGE[out.dtype]
         if layer.low is not None:
             low = max(low, int(np.rint(layer.low / out.scale)) + out.zero_point)
         if layer.high is not None:
@@ -236,7 +235,7 @@ def integer_layers(ir: tvm.IRModule) -> list[str]:
         name = patterns.op_name(expr) if isinstance(expr, relax.Call) else ""
         if name in ("relax.nn.conv2d", "relax.matmul"):
             dtypes = [str(a.ty.dtype) for a in expr.args[:2]]
-            if all(d in _INT_RANGE for d in dtypes):
+            if all(d in patterns.INT_RANGE for d in dtypes):
                 found.append(f"{name.split('.')[-1]} {dtypes[0]} x {dtypes[1]} -> "
                              f"{expr.ty.dtype}")
 
@@ -274,7 +273,7 @@ class _Decomposer(PyExprMutator):
         if name == "relax.dequantize":
             shifted = relax.op.subtract(relax.op.astype(data, "float32"), zero)
             return relax.op.multiply(shifted, _scalar_const(params.scale, "float32"))
-        low, high = _INT_RANGE.get(params.dtype, (None, None))
+        low, high = patterns.INT_RANGE.get(params.dtype, (None, None))
         if low is None:
             return super().visit_call_(call)
         scaled = relax.op.round(relax.op.divide(data, _scalar_const(params.scale, "float32")))

@@ -20,6 +20,10 @@ from tvm import relax
 _MOVERS = ("relax.reshape", "relax.nn.max_pool2d", "relax.permute_dims")
 
 
+# The values of each 8-bit activation type.
+INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
+
+
 @dataclass(frozen=True)
 class QParams:
     """Per-tensor quantization of an activation: its 8-bit expression, scale and zero point."""

@@ -21,12 +21,10 @@ the fma's single rounding, on any target, with or without an FMA unit.
 from __future__ import annotations
 
 import numpy as np
-import tvm
 from tvm import relax
 
-from edgec.quant.integer_patterns import QParams
-
-_INT_RANGE = {"int8": (-128, 127), "uint8": (0, 255)}
+from edgec.quant.integer_patterns import INT_RANGE, QParams
+from edgec.tvm_compat.ir_shapes import static_shape
 
 
 def _fma32(x: float, y: float, z: float) -> np.float32:
@@ -43,22 +41,15 @@ def ort_add_constants(a: QParams, b: QParams, out: QParams) -> tuple[float, floa
     return float(ratio_a), float(ratio_b), float(fixed)
 
 
-def _static_dims(expr: relax.Expr) -> list[int] | None:
-    shape = getattr(getattr(expr, "ty", None), "shape", None)
-    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
-        return None
-    return [int(d) for d in shape]
-
-
 def applies(a: QParams, b: QParams, out: QParams, a_float: relax.Expr,
             b_float: relax.Expr) -> bool:
     """Whether ONNX Runtime would run this add as QLinearAdd on two full tensors: all three
     8-bit of one type, the dequantized inputs of one static shape (a broadcast scalar takes
     another MLAS path)."""
-    if not a.dtype == b.dtype == out.dtype or out.dtype not in _INT_RANGE:
+    if not a.dtype == b.dtype == out.dtype or out.dtype not in INT_RANGE:
         return False
-    dims = _static_dims(a_float)
-    return dims is not None and dims == _static_dims(b_float)
+    dims = static_shape(a_float)
+    return dims is not None and dims == static_shape(b_float)
 
 
 def ort_add(a_values: relax.Expr, b_values: relax.Expr, a: QParams, b: QParams,
@@ -73,7 +64,7 @@ def ort_add(a_values: relax.Expr, b_values: relax.Expr, a: QParams, b: QParams,
 
     partial = fma(b_values, ratio_b, relax.const(fixed, "float64"))
     total = fma(a_values, ratio_a, relax.op.astype(partial, "float64"))
-    low, high = _INT_RANGE[out.dtype]
+    low, high = INT_RANGE[out.dtype]
     clamped = relax.op.minimum(
         relax.op.maximum(relax.op.round(total), relax.const(float(low), "float32")),
         relax.const(float(high), "float32"))

@@ -26,6 +26,16 @@ def bound_shapes(ir: Any) -> Iterator[tuple[str, list[int]]]:
                 yield op, [int(d) for d in shape if isinstance(d, tvm.tirx.IntImm)]
 
 
+def static_shape(expr: Any) -> list[int] | None:
+    """The dims of a Relax expression's tensor type when all are constants, else None."""
+    import tvm
+
+    shape = getattr(getattr(expr, "ty", None), "shape", None)
+    if shape is None or not all(isinstance(d, tvm.tirx.IntImm) for d in shape):
+        return None
+    return [int(d) for d in shape]
+
+
 def first_empty_tensor(ir: Any) -> tuple[str, list[int]] | None:
     """The first op whose output has a zero-sized dim (an input too small for the model's
     pools and strided convs), or None."""
