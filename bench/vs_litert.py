@@ -6,11 +6,11 @@ across its three rounds of one run).
     python bench/vs_litert.py [--rounds 7] [--runs 40] EDGEC.so MODEL.tflite
 
 Each round times --runs single inferences of the edgec library (the VM's time_evaluator,
-as `edgec bench`) and then of the LiteRT model (XNNPACK, `--threads`, invoke() with the
-input copy, as compare.py times it), after 10 warm-up runs each, on seeded random inputs;
-the ratio is the median over rounds of edgec's median over LiteRT's. Both thread pools live
-in one process and take turns. The .tflite files compare.py converts are cached in
-~/.cache/edgec/arm-peers/litert/<model>/ (`<model>_float32.tflite`,
+as `edgec bench`) and then of the LiteRT model (bench/runtimes.LiteRT, as compare.py times
+it: XNNPACK, `--threads`, invoke() with the input copy), after 10 warm-up runs each, on
+seeded random inputs; the ratio is the median over rounds of edgec's median over LiteRT's.
+Both thread pools live in one process and take turns. The .tflite files compare.py
+converts are cached in ~/.cache/edgec/arm-peers/litert/<model>/ (`<model>_float32.tflite`,
 `<model>_integer_quant.tflite`). Set TVM_NUM_THREADS to --threads.
 """
 
@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
+from pathlib import Path
 
 import numpy as np
+import runtimes
 
 from edgec import latency, runtime
 
@@ -33,33 +34,22 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--threads", type=int, default=2, help="LiteRT's threads")
     args = parser.parse_args()
-    from ai_edge_litert.interpreter import Interpreter
-
     model = runtime.load(args.library, check=False)
     rng = np.random.default_rng(0)
     inputs = {s["name"]: rng.standard_normal(s["shape"]).astype(s["dtype"])
               for s in model.info.inputs}
-    interpreter = Interpreter(model_path=args.tflite, num_threads=args.threads)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    photo = rng.standard_normal(detail["shape"]).astype(detail["dtype"])
-
-    def litert_ms() -> float:
-        times = []
-        for run in range(10 + args.runs):
-            start = time.perf_counter()
-            interpreter.set_tensor(detail["index"], photo)
-            interpreter.invoke()
-            if run >= 10:
-                times.append(time.perf_counter() - start)
-        return 1e3 * statistics.median(times)
+    litert = runtimes.LiteRT(args.threads)
+    litert.prepare(Path(args.tflite))
+    litert.load()
+    feed = {d["name"]: rng.standard_normal(d["shape"]).astype(d["dtype"])
+            for d in litert.interpreter.get_input_details()}
 
     ratios = []
     for index in range(args.rounds):
         edgec = latency.benchmark(model, inputs, runs=args.runs, warmup=10).stats()["median"]
-        litert = litert_ms()
-        ratios.append(edgec / litert)
-        print(f"round {index + 1}: edgec {edgec:.3f} ms, LiteRT {litert:.3f} ms, "
+        peer = litert.median_ms(feed, args.runs, 10)
+        ratios.append(edgec / peer)
+        print(f"round {index + 1}: edgec {edgec:.3f} ms, LiteRT {peer:.3f} ms, "
               f"ratio {ratios[-1]:.3f}", flush=True)
     print(f"edgec / LiteRT: {statistics.median(ratios):.3f} (median of {args.rounds} rounds; "
           f"{min(ratios):.3f}-{max(ratios):.3f})")
