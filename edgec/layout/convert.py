@@ -5,6 +5,7 @@ from __future__ import annotations
 from edgec.errors import ConfigError, did_you_mean
 from edgec.layout.blocks import block_of, choose_block, largest_grouped_sum, poorly_packed_block
 from edgec.layout.nhwc_regions import keep_nhwc
+from edgec.layout.scalar_operands import scalarize_single_values
 from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
 from edgec.model import Model
@@ -129,6 +130,7 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
 
     ir = relax.transform.DecomposeOpsForInference()(model.ir)
     ir = as_pointwise_convs(ir)  # before ConvertLayout, so the 1x1 convs get packed too
+    ir = scalarize_single_values(ir)  # before ConvertLayout, which cannot lay them out
     concrete, why = resolve_why(layout, target, ir, model.quantization)
     if concrete != "NCHW":
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
