@@ -2,7 +2,10 @@
 ONNX Runtime for .onnx, LiteRT with XNNPACK for .tflite, side by side in interleaved rounds;
 edgec both in its default layout (`--layout default`) and in NHWC.
 
-    .venv/bin/python bench/real_models.py [--models NAME ...] [--json FILE]
+    .venv/bin/python bench/real_models.py [--models NAME ...] [--int8] [--json FILE]
+
+--int8 (ONNX models): edgec INT8 beside ONNX Runtime's INT8 (static QDQ, per-channel), both
+calibrated on the same 8 stock photos, as bench/compare.py does for the zoo.
 
 Each model is compiled for the widest shipped target this CPU runs (the check against its
 reference runs as part of the compile). Where edgec is more than 1.2x slower, the compiled
@@ -17,8 +20,9 @@ import sys
 import tempfile
 from pathlib import Path
 
+import measures  # bench/ is on sys.path as a script
 import numpy as np
-import runtimes  # bench/ is on sys.path as a script
+import runtimes
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 import real_models  # noqa: E402  (tests/ holds the pinned corpus and its fetcher)
@@ -73,11 +77,19 @@ def measure_one(name: str, args, threads: int, work: Path) -> dict:
     shapes = SHAPES.get(name) or ({n: s for n, s, _ in model.inputs}
                                  if model.format == "onnx" else None)
     inputs = inputs_for(model, shapes)
-    contenders = {"edgec": runtimes.Edgec(None, work, target=args.target, input_shapes=shapes),
-                  "edgec_nhwc": runtimes.Edgec(None, work, target=args.target,
-                                               input_shapes=shapes, layout="NHWC"),
-                  "reference": (runtimes.LiteRT(threads) if model.format == "tflite"
-                                else runtimes.OnnxRuntime(threads))}
+    photos = None
+    if args.int8:
+        if model.format != "onnx" or len(inputs) != 1:
+            raise SystemExit(f"error: --int8 times single-input ONNX models; {name} is not one")
+        photos = measures.calibration_images(next(iter(inputs.values())).shape, 8)
+    quantize = "int8" if args.int8 else None
+    contenders = {
+        "edgec": runtimes.Edgec(None, work, target=args.target, input_shapes=shapes,
+                                quantize=quantize, calibration=photos),
+        "edgec_nhwc": runtimes.Edgec(None, work, target=args.target, input_shapes=shapes,
+                                     layout="NHWC", quantize=quantize, calibration=photos),
+        "reference": (runtimes.LiteRT(threads) if model.format == "tflite"
+                      else runtimes.OnnxRuntime(threads, calibration=photos))}
     if model.format == "onnx":
         path = with_input_shapes(path, shapes, work)
     measured = runtimes.measure(contenders, path, inputs, args.runs, args.warmup,
@@ -96,14 +108,15 @@ def measure_one(name: str, args, threads: int, work: Path) -> dict:
         row["nhwc_ratio"] = float(np.median([e / r for e, r in zip(
             nhwc["info"]["ms_per_round"], ref["info"]["ms_per_round"], strict=True)]))
         if row["ratio"] > SLOWER:
-            library = next(work.glob(f"{path.stem}-fp32-untuned-default.so"))
+            library = next(work.glob(f"{path.stem}-{quantize or 'fp32'}-untuned-default.so"))
             row["heaviest"] = heaviest_function(library, inputs)
     return row
 
 
 def markdown(rows: dict, args, threads: int) -> str:
     lines = [f"Measured on {platform.processor() or platform.machine()} ({args.cpu}), "
-             f"`{args.target}` target, {threads} threads, batch 1, median of {args.runs} runs "
+             f"`{args.target}` target, {'INT8, ' if args.int8 else ''}{threads} threads, "
+             f"batch 1, median of {args.runs} runs "
              f"in {args.rounds} interleaved rounds; ratio = median of per-round edgec / "
              "reference.", "",
              "| model | package | format | ops | edgec untuned | reference | ratio | "
@@ -123,7 +136,8 @@ def markdown(rows: dict, args, threads: int) -> str:
 
 
 def main() -> int:
-    args, threads = runtimes.parse_script_arguments(__doc__, corpus(), runs=30)
+    args, threads = runtimes.parse_script_arguments(
+        __doc__, corpus(), runs=30, extra=[("--int8", {"action": "store_true"})])
     from edgec.cpu import host_label
 
     args.cpu = host_label()
