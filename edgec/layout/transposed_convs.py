@@ -24,9 +24,9 @@ def as_pointwise_convs(ir: tvm.IRModule) -> tvm.IRModule:
     rewriter = _Rewriter(ir)
     main = rewriter.visit_expr(ir["main"])
     if rewriter.unknown_weights:
-        # A weight computed by more than a dequantize: in INT8 models ORT quantizes a
-        # weight onnxsim folded (BatchNorm into PaddleOCR's detector's first upsampling) as
-        # an activation, and edgec has already lowered that to round/clamp arithmetic. TVM
+        # A weight const_value cannot compute: a per-tensor INT8 weight, whose dequantize
+        # edgec.quant.integer.decompose_qdq has already spelled as astype/subtract/multiply
+        # (--per-tensor; and the first upsampling of PaddleOCR's PP-OCRv4 detector). TVM
         # folds it to the constant the runtime would compute; on TOPI's conv2d_transpose
         # that upsampling took 18 of 50 ms at 640x640 (INT8, Zen 4, 2 threads).
         ir = relax.transform.FoldConstant()(ir)

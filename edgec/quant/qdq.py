@@ -141,14 +141,20 @@ def _constants_as_initializers(model: onnx.ModelProto) -> None:
     int32 bias like any exported model's.
     """
     graph = model.graph
-    hoisted = [node for node in graph.node if node.op_type == "Constant"
-               and len(node.attribute) == 1 and node.attribute[0].name == "value"]
-    for node in hoisted:
+    kept = []
+    for node in graph.node:
+        if not (node.op_type == "Constant" and len(node.attribute) == 1
+                and node.attribute[0].name == "value"):
+            kept.append(node)
+            continue
         tensor = onnx.TensorProto()
         tensor.CopyFrom(node.attribute[0].t)
         tensor.name = node.output[0]
         graph.initializer.append(tensor)
-        graph.node.remove(node)
+    if len(kept) < len(graph.node):
+        # One rebuild, as graph_fixes does: remove() finds each node by deep comparison.
+        del graph.node[:]
+        graph.node.extend(kept)
 
 
 def _float_outputs(model: onnx.ModelProto) -> onnx.ModelProto:
