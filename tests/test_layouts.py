@@ -300,6 +300,28 @@ def test_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, tmp
         assert _fma_accumulators(library, function) >= 6, (function, convs)
 
 
+def test_nhwc_conv_epilogues_read_the_register_tile_without_a_stack_copy(tmp_path):
+    """The bias/activation epilogue of an NHWC tile looped over its pixels, so LLVM kept the
+    tile's array on the stack: a memset of the accumulators before every tile and a store
+    of each after it, both dead (the FMAs and the epilogue ran in registers). Unrolled, the
+    array is registers only. SSD-Lite FP32 0.93x (its 16 -> 96 conv at 160x160 spent a
+    sixth of its time there), MobileNetV1 0.96x (Zen 4, avx512-vnni, 7 interleaved rounds).
+    1x1 16 -> 96 and 3x3/2 96 -> 64 on 32x32, against ONNX Runtime; objdump shows no memset
+    call in either conv."""
+    path = _conv_chain(tmp_path / "tile.onnx", seed=3, size=32, specs=[
+        ("a", 16, 1, 1, 1), ("b", 96, 1, 1, 1), ("c", 64, 3, 2, 1)])
+    library = tmp_path / "tile.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NHWC", target="x86_64-avx512",
+        use_tuning_logs=False))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    code = function_code(library, "objdump", "_compute_")
+    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d_nhwc\w*_compute_)>:", code, re.MULTILINE)
+    assert len(convs) == 3, convs
+    memsets = {f: function_code(library, "objdump", f).count("memset") for f in convs}
+    assert not any(memsets.values()), memsets
+
+
 @pytest.mark.parametrize(("target", "layout", "dot"), [
     ("x86_64", "NHWC", r"vpaddd\s+%ymm\d+,%ymm\d+,(%ymm\d+)"),
     ("x86_64-avx512-vnni", "NHWC", r"vpdpbusd\s+\S+,%zmm\d+,(%zmm\d+)"),
