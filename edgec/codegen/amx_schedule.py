@@ -29,7 +29,7 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
         tile = [col_inner]
     sch.reorder(row, col_outer, *tile, lane, icc, kh, kw, ic4, ici)
     parallel_tasks(sch, conv, batch, chunk, row, rows_first)
-    schedule_epilogue(sch, conv, epilogue, col_outer)
+    schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
     annotations = sch.get(conv).annotations
     intrinsic = amx.conv_tile(rows, pixels, extent(sch, icc), (extent(sch, kh), extent(sch, kw)),
                               tuple(int(s) for s in annotations["edgec_strides"]),

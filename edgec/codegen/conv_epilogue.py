@@ -29,7 +29,8 @@ def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
     sch.vectorize(tail)
 
 
-def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> None:
+def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
+                      unroll_tile: bool = True) -> None:
     """The bias/activation epilogue runs on the register tile while it is in registers, when
     it writes as many values as the conv. An epilogue that broadcasts the conv's output over
     a larger tensor (a squeeze-excitation gate: a 1x1 conv's result times a 10x10 map, as in
@@ -47,12 +48,15 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer) -> N
         # The tile's pixel loops unrolled too: looped over, they indexed the accumulator
         # array by a variable, and LLVM kept that array on the stack, zeroed by a memset
         # before each tile and stored after it, both dead (the FMAs ran in registers):
-        # SSD-Lite FP32 0.93x, MobileNetV1 0.96x (NHWC, Zen 4, avx512-vnni).
+        # SSD-Lite FP32 0.93x, MobileNetV1 0.96x (NHWC, Zen 4, avx512-vnni). Not INT8
+        # tiles (`unroll_tile` False): their int32 accumulators were never on the stack, and
+        # unrolled, TVM's vectorizer scalarized their requantizing epilogue (U-Net INT8's
+        # 16-channel convs at 224x224 2.1x slower).
         # One value per tile (a 1-channel NCHW head over a row the tile length does not
         # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
         if tile_loops:
             sch.vectorize(tile_loops[-1])
-            for loop in tile_loops[:-1]:
+            for loop in tile_loops[:-1] if unroll_tile else []:
                 if (extent(sch, loop) or _UNROLL_UP_TO + 1) <= _UNROLL_UP_TO:
                     sch.unroll(loop)
     else:

@@ -244,7 +244,7 @@ class PackedConv:
         lane_outer, lane_inner = sch.split(lane, [None, width])
         sch.reorder(col_outer, icc, kh, kw, ic4, col_inner, lane_outer, lane_inner, ici)
         parallel_tasks(sch, conv, batch, chunk, row, rows_first)
-        schedule_epilogue(sch, conv, epilogue, col_outer)
+        schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
         init = sch.decompose_reduction(conv, icc)
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane_inner, intrinsics.dot(kind, width))
