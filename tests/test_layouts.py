@@ -328,17 +328,10 @@ def test_int8_tile_epilogues_requantize_on_vectors(tmp_path):
     clamp per value: U-Net INT8's 16-channel convs at 224x224 ran 2.1x slower). 16-channel
     3x3 convs on 28x28 pixels on VNNI, against ONNX Runtime on the QDQ model; objdump
     shows no scalar float arithmetic in the convs."""
-    from edgec.quant import QuantizeOptions
-
-    path = _conv_chain(tmp_path / "narrow8.onnx", seed=16, size=28, specs=[
-        ("a", 16, 3, 1, 1), ("b", 16, 3, 1, 1)])
-    np.save(tmp_path / "calib.npy", np.random.default_rng(2).standard_normal(
-        (4, 24, 28, 28)).astype(np.float32))
-    library = tmp_path / "narrow8.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NHWC", target="x86_64-avx512-vnni",
-        check="avx512_vnni" in targets.cpu_flags(), use_tuning_logs=False,
-        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    library, result = _int8_conv_chain(
+        tmp_path, "narrow8", seed=16, size=28, specs=[("a", 16, 3, 1, 1), ("b", 16, 3, 1, 1)],
+        layout="NHWC", target="x86_64-avx512-vnni", use_tuning_logs=False,
+        check="avx512_vnni" in targets.cpu_flags())
     if result.verify is not None:
         assert result.verify.ok, result.verify.summary()
     code = function_code(library, "objdump", "_compute_")
@@ -363,16 +356,9 @@ def test_int8_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout
     Those rows compute 14 pixels in tiles of 7 (row_tails.int8_padded_width; the dots
     cannot be tensorized in a loop partition): SqueezeNet INT8 0.75x. Checked against ONNX
     Runtime on the QDQ model; objdump shows >= 6 accumulator registers in each conv."""
-    from edgec.quant import QuantizeOptions
-
-    path = _conv_chain(tmp_path / "prime8.onnx", seed=14, size=13, specs=[
-        ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 1)])
-    np.save(tmp_path / "calib.npy", np.random.default_rng(1).standard_normal(
-        (4, 24, 13, 13)).astype(np.float32))
-    library = tmp_path / "prime8.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout=layout, target=target,
-        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy"))))
+    library, result = _int8_conv_chain(
+        tmp_path, "prime8", seed=14, size=13, specs=[("a", 64, 1, 1, 1), ("b", 64, 3, 1, 1)],
+        layout=layout, target=target)
     assert result.verify is not None and result.verify.ok, result.verify.summary()
     code = function_code(library, "objdump", "_compute_")
     convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*int8\w*_compute_)>:", code, re.MULTILINE)
@@ -410,6 +396,21 @@ def test_nhwc_depthwise_convs_no_register_divides_run_on_full_registers(channels
     # Before, 20 and 116 channels ran on xmm FMAs and 58 had 60 gathers.
     assert fmas["zmm"] > 0 and fmas["xmm"] == fmas["ymm"] == 0, fmas
     assert fmas["gathers"] == 0, fmas
+
+
+def _int8_conv_chain(tmp_path: Path, name: str, seed: int, size: int, specs: list, **options):
+    """(library, CompileResult) of _conv_chain's graph compiled INT8, calibrated on 4 seeded
+    random inputs; `options` go to CompileOptions."""
+    from edgec.quant import QuantizeOptions
+
+    path = _conv_chain(tmp_path / f"{name}.onnx", seed=seed, size=size, specs=specs)
+    np.save(tmp_path / "calib.npy", np.random.default_rng(seed).standard_normal(
+        (4, 24, size, size)).astype(np.float32))
+    library = tmp_path / f"{name}.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library,
+        quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy")), **options))
+    return library, result
 
 
 def _conv_chain(path: Path, seed: int, specs: list, size: int = 29) -> Path:
