@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from edgec.codegen.generic_schedule import ParallelVectorize, elements, extent
+from edgec.codegen.generic_schedule import ParallelVectorize, elements, extent, position
 
 _UNROLL_UP_TO = 32  # pixels (or channel vectors) of one register tile, with room to spare
 
@@ -43,8 +43,7 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
     if elements(sch, epilogue[-1]) <= elements(sch, conv):  # fewer: padded lanes cropped
         sch.reverse_compute_at(epilogue[-1], col_outer)
         loops = sch.get_loops(epilogue[-1])
-        below = [sch.get(loop).same_as(sch.get(col_outer)) for loop in loops].index(True) + 1
-        tile_loops = loops[below:]
+        tile_loops = loops[position(sch, loops, col_outer) + 1:]
         # The tile's pixel loops unrolled too: looped over, they indexed the accumulator
         # array by a variable, and LLVM kept that array on the stack, zeroed by a memset
         # before each tile and stored after it, both dead (the FMAs ran in registers):
@@ -56,9 +55,10 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
         # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
         if tile_loops:
             sch.vectorize(tile_loops[-1])
-            for loop in tile_loops[:-1] if unroll_tile else []:
-                if (extent(sch, loop) or _UNROLL_UP_TO + 1) <= _UNROLL_UP_TO:
-                    sch.unroll(loop)
+        for loop in tile_loops[:-1] if unroll_tile else []:
+            size = extent(sch, loop)
+            if size is not None and size <= _UNROLL_UP_TO:
+                sch.unroll(loop)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])
 

@@ -18,6 +18,11 @@ def extent(sch: s_tir.Schedule, loop) -> int | None:
     return int(value) if isinstance(value, tirx.IntImm) else None
 
 
+def position(sch: s_tir.Schedule, loops: list, loop) -> int:
+    """Where `loop` is among `loops` (loop handles compare by the loop they point to)."""
+    return [sch.get(each).same_as(sch.get(loop)) for each in loops].index(True)
+
+
 def elements(sch: s_tir.Schedule, block) -> int:
     """How many values a block writes (its output buffer's size)."""
     return math.prod(int(dim) for dim in sch.get(block).writes[0].source.shape)

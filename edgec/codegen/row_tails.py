@@ -15,7 +15,7 @@ import tvm
 from tvm import s_tir
 
 from edgec.codegen.conv_epilogue import epilogue_over_the_row
-from edgec.codegen.generic_schedule import elements, extent, row_length
+from edgec.codegen.generic_schedule import elements, extent, position, row_length
 
 # A divisor this far below the longest tile leaves the FMA units waiting (Zen 5 and
 # Cortex-A76 alike need about 8 independent accumulators to keep two FMA pipes busy).
@@ -88,7 +88,7 @@ def balanced_length(sch: s_tir.Schedule, conv, col, longest: int) -> int | None:
     # TVM 0.27's loop_partition gives some reads a region of another buffer's rank (a 1x1
     # conv of 6 channels into 8-lane tiles) and fails midway.
     trial = s_tir.Schedule(tvm.ir.load_json(tvm.ir.save_json(sch.mod)))
-    index = [sch.get(loop).same_as(sch.get(col)) for loop in sch.get_loops(conv)].index(True)
+    index = position(sch, sch.get_loops(conv), col)
     try:
         loops = trial.get_loops(trial.get_sblock(sch.get(conv).name_hint))
         trial.loop_partition(loops[index], [width // length * length, None])

@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgec.tvm_compat.ir_shapes import static_shape
+from edgec.tvm_compat.relax_modules import replace_main
 
 _ELEMENTWISE = {"relax.add", "relax.subtract", "relax.multiply", "relax.divide",
                 "relax.maximum", "relax.minimum", "relax.power"}
@@ -27,9 +28,7 @@ def scalarize_single_values(ir: tvm.IRModule) -> tvm.IRModule:
     main = rewriter.visit_expr(ir["main"])
     if not rewriter.rewritten:
         return ir
-    out = tvm.IRModule(dict(ir.functions_items()))
-    out[out.get_global_var("main")] = main
-    return out
+    return replace_main(ir, main)
 
 
 def _single_value_of_lower_rank(operand: relax.Expr, partner: relax.Expr) -> bool:

@@ -16,6 +16,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgec.layout.blocks import block_of
+from edgec.tvm_compat.relax_modules import replace_main
 
 _ELEMENTWISE = {
     "relax.add", "relax.subtract", "relax.multiply", "relax.divide", "relax.maximum",
@@ -38,9 +39,7 @@ def pack_stem_outputs(ir: tvm.IRModule, layout: str) -> tvm.IRModule:
     main = relax.analysis.remove_all_unused(main)
     if _conv_count(main) != _conv_count(ir["main"]):  # a stem output had other users
         return ir
-    out = tvm.IRModule(dict(ir.functions_items()))
-    out[out.get_global_var("main")] = main
-    return out
+    return replace_main(ir, main)
 
 
 def _conv_count(func: relax.Function) -> int:

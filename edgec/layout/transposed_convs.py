@@ -17,6 +17,7 @@ from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgec.tvm_compat.ir_shapes import static_shape
+from edgec.tvm_compat.relax_modules import replace_main
 
 
 def as_pointwise_convs(ir: tvm.IRModule) -> tvm.IRModule:
@@ -34,9 +35,7 @@ def as_pointwise_convs(ir: tvm.IRModule) -> tvm.IRModule:
         main = rewriter.visit_expr(ir["main"])
     if not rewriter.rewritten:
         return ir
-    out = tvm.IRModule(dict(ir.functions_items()))
-    out[out.get_global_var("main")] = relax.analysis.remove_all_unused(main)
-    return out
+    return replace_main(ir, relax.analysis.remove_all_unused(main))
 
 
 def _ints(values) -> list[int]:

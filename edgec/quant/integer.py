@@ -24,6 +24,7 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from edgec.quant import integer_patterns as patterns
 from edgec.quant import quantized_add
+from edgec.tvm_compat.relax_modules import replace_main
 
 _FLOAT_OUTPUT_ROOTS = ("relax.add", "relax.nn.conv2d", "relax.matmul")
 
@@ -52,19 +53,13 @@ def lower_qdq(ir: tvm.IRModule) -> tuple[tvm.IRModule, LoweringStats]:
         The rewritten module (dead float ops removed) and counts of what was rewritten.
     """
     rewriter = _Rewriter(ir, requantized=True)
-    ir = _replace_main(ir, relax.analysis.remove_all_unused(rewriter.visit_expr(ir["main"])))
+    ir = replace_main(ir, relax.analysis.remove_all_unused(rewriter.visit_expr(ir["main"])))
     # Second pass, on what is left: dequantized conv/matmul outputs that stay float.
-    ir = _replace_main(ir, relax.analysis.remove_all_unused(
+    ir = replace_main(ir, relax.analysis.remove_all_unused(
         _Rewriter(ir, requantized=False).visit_expr(ir["main"])))
     ir = relax.transform.CanonicalizeBindings()(ir)
     kinds = [layer.split()[0] for layer in integer_layers(ir)]
     return ir, LoweringStats(kinds.count("conv2d"), kinds.count("matmul"), rewriter.passthrough)
-
-
-def _replace_main(ir: tvm.IRModule, main: relax.Function) -> tvm.IRModule:
-    out = tvm.IRModule(dict(ir.functions_items()))
-    out[out.get_global_var("main")] = main
-    return out
 
 
 def _scalar_const(value: float, dtype: str) -> tvm.ir.Constant:
@@ -250,7 +245,7 @@ def decompose_qdq(ir: tvm.IRModule) -> tvm.IRModule:
     pooling cost a pair of layout transforms in packed layouts; as astype/round/clamp they
     convert with their neighbours and FuseOps fuses them into the same kernels.
     """
-    return _replace_main(ir, _Decomposer(ir).visit_expr(ir["main"]))
+    return replace_main(ir, _Decomposer(ir).visit_expr(ir["main"]))
 
 
 @mutator
