@@ -5,9 +5,13 @@ QLinearAdd disagree by one step where the sum lies within a few ulps of a half s
 scale sets below are found by running ONNX Runtime and numpy's QDQ formula on every
 (a, b) pair and keeping those where the two disagree, so the test exercises exactly the
 near-ties (it fails with the QDQ formula: SSD-Lite INT8 failed compile's check on one).
+Among the first three uint8 and two int8 sets, one each also tells a fused multiply-add
+from a multiply and an add rounded twice (numpy, checked when the fmas moved to float32).
 """
 
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import onnxruntime as ort
@@ -99,6 +103,12 @@ def test_int8_residual_add_rounds_near_ties_as_onnxruntime(tmp_path, target):
         lowered, executable = _compiled(model, tmp_path / f"add{index}.onnx", loaded)
         runnable, _ = check.host_runnable(lowered, loaded, executable)
         _assert_bit_exact(check.run(runnable, lowered, _pairs("uint8"))["c"], want, wrong)
+    # The single rounding comes from the FMA unit, in float32: a detour through float64
+    # (the first version) converted every value to double and back and halved the MAC
+    # rate of ResNet-50's convs that carry a residual add.
+    code = build.assembly(executable)
+    assert re.search(r"\bvfmadd\w*ps\b", code), "the add's fmas are not fused float32 fmas"
+    assert not re.search(r"\bv?cvt\w*pd\b|\bv?cvtpd2\w*", code), "the add converts to float64"
 
 
 @pytest.mark.slow
