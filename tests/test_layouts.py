@@ -606,6 +606,27 @@ def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_avx512(si
         assert fmas["zmm"] > 0 and fmas["xmm"] == fmas["gathers"] == 0, (function, fmas)
 
 
+@pytest.mark.parametrize("size", [28, 14])
+def test_nchw_1x1_convs_on_rows_no_vector_divides_run_on_one_flat_plane(size, tmp_path):
+    """1x1 NCHW convs whose rows no vector divides (28, 14 pixels) run on pixel vectors of
+    the whole plane (nchw_pixels.flat_pays): 24 -> 58 channels (tiles of 20, the last one
+    padded, as ShuffleNetV2's) and 58 -> 48, against ONNX Runtime on AVX-512. objdump: zmm
+    FMAs and no lane-by-lane vector building; the packed tile they replace is transposed
+    into rows of 28 or 14 (MobileNetV3-Small, MobileNetV2, PP-LCNet NCHW 0.97x)."""
+    path = _conv_chain(tmp_path / "flat.onnx", seed=size, size=size,
+                       specs=[("a", 58, 1, 1, 1), ("b", 48, 1, 1, 1)])
+    library = tmp_path / "flat.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_"):
+        fmas = _fma_registers(library, function)
+        # 14x14 = 12 vectors and a 4-pixel tail (a loop of its own, as many xmm FMAs in
+        # the code as the main loop has zmm ones); 28x28 = 49 vectors, no tail.
+        narrow = fmas["xmm"] if size == 28 else fmas["xmm"] - fmas["zmm"]
+        assert fmas["zmm"] > 0 and narrow <= 0 and fmas["gathers"] == 0, (function, fmas)
+
+
 def test_nchw_3x3_convs_with_64_channels_run_winograd(tmp_path):
     """3x3 stride-1 NCHW convs of 64 channels and more run Winograd F(4x4, 3x3) (ResNet-18
     NCHW 0.81x, ResNet-50 0.90x of the direct packed tile): 24 -> 64 channels (direct: too

@@ -105,13 +105,18 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
             return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
                               packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
-        if (not integer and nchw_pixels.fits(kernel_size, *args[:3], int(call.ty.shape[3]), cpu)
-                and nchw_pixels.pays(channels, out_channels, wide)):
+        out_h, out_w = int(call.ty.shape[2]), int(call.ty.shape[3])
+        rows_fit = nchw_pixels.fits(kernel_size, *args[:3], out_w, cpu)
+        on_rows = rows_fit and nchw_pixels.pays(channels, out_channels, wide)
+        # Rows no vector divides (28, 14) as one flat plane: see nchw_pixels.flat_pays.
+        flat = not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w,
+                                                      cpu)
+        if not integer and (on_rows or flat):
             tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)
             packed = bb.emit_te(pack_stem_kernel, weight, tile,
                                 primfunc_name_hint="pack_stem_kernel")
             return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
-                              out_channels, cpu.float_lanes,
+                              out_channels, cpu.float_lanes, flat,
                               primfunc_name_hint="conv2d_nchw_pixels")
         # Other dense convs keep the packed tile, transposed into planes in the epilogue. On flat
         # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs

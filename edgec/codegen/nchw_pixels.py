@@ -11,7 +11,9 @@ tile written packed (Zen 5, x86_64-avx512-vnni, 2 threads: 32 -> 16 channels at 
 the packed tile pads badly ran 0.66-0.82x of the transposed tile (see pays) where a row is
 whole vectors plus at most a power-of-two tail (112 and 56 pixels on AVX-512); rows of 28,
 14 and 7 pixels ran 1.13-2.3x (LLVM splits their tails into 8+4(+2) lanes), and 3x3 convs
-1.37-1.43x (unaligned tap loads), so those keep the packed tile.
+1.37-1.43x (unaligned tap loads), so those keep the packed tile. Planes of 28x28 and 14x14
+run as one flat row of H*W pixels instead (flat_pays), 7x7 (a 1-pixel tail) keeps the
+packed tile.
 """
 
 from __future__ import annotations
@@ -46,6 +48,19 @@ def fits(kernel_size, strides, padding, dilation, out_width: int, cpu) -> bool:
     return out_width >= 2 * lanes and (tail == 0 or (tail >= 4 and tail & (tail - 1) == 0))
 
 
+def flat_pays(kernel_size, strides, padding, dilation, out_height: int, out_width: int,
+              cpu) -> bool:
+    """Whether a 1x1 stride-1 conv whose rows do not fit runs on pixel vectors of its whole
+    plane (one run of memory in NCHW): a plane that fits as one row (28x28 = 49 vectors,
+    14x14 = 12 and a 4-lane tail; not 7x7, a 1-pixel tail). Its alternative, the packed
+    tile transposed into rows of 28 or 14 (LLVM splits those into 16+8+4(+2) lanes), lost
+    at any channel count: with them on flat planes MobileNetV3-Small NCHW ran 0.91-0.94x,
+    MobileNetV2 0.98x, ShuffleNetV2 0.99x; PP-LCNet, SqueezeNet, ResNet-18/50, MobileNetV1,
+    SSD-Lite and U-Net level (0.99-1.02; 5-9 interleaved rounds each, Zen 4, avx512-vnni).
+    Where rows fit but pixel vectors do not pay (`pays`), the flat plane is not tried."""
+    return fits(kernel_size, strides, padding, dilation, out_height * out_width, cpu)
+
+
 def pays(in_channels: int, out_channels: int, packed_width: int) -> bool:
     """Whether pixel vectors beat the transposed packed tile (`packed_width` output channels
     per tile) on a conv that fits: where the transposing epilogue weighs most, few input
@@ -66,34 +81,48 @@ def tile_channels(out_channels: int, vector_registers: int) -> int:
                key=lambda c: (padded_tiles(out_channels, c) * c - out_channels, -c))
 
 
-def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int):
+def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int,
+                       flat: bool = False):
     """1x1 stride-1 NCHW conv of `data` with weights packed by kernels.pack_stem_kernel
     (ceil(O/c), I, 1, 1, c) -> (N, out_channels, H, W). The accumulator (N, ceil(O/c), H, c,
-    W) keeps a task's rows of its c channels together; `lanes` (the vector width) is
-    recorded for PixelConv."""
+    W) keeps a task's rows of its c channels together; `flat` makes it one row of H*W
+    pixels (a 1x1 stride-1 conv's plane is one run of memory). `lanes` (the vector width)
+    is recorded for PixelConv."""
     n, i_channels, height, width = (int(d) for d in data.shape)
     tiles, _, _, _, channels = (int(d) for d in kernel.shape)
+    rows, pitch = (1, height * width) if flat else (height, width)
     ic = te.reduce_axis((0, i_channels), name="ic")
+
+    def pixel(b, c, y, x):  # a flat plane's pixel x: flattening merges (x // W, x % W) back
+        return data[b, c, x // width, x % width] if flat else data[b, c, y, x]
+
+    def unpacked(b, o, y, x):
+        tile, channel = o // channels, o % channels
+        if flat:
+            return accumulated[b, tile, 0, channel, y * width + x]
+        return accumulated[b, tile, y, channel, x]
+
     accumulated = te.compute(
-        (n, tiles, height, channels, width),
+        (n, tiles, rows, channels, pitch),
         lambda b, t, y, c, x: te.sum(
-            data[b, ic, y, x].astype(out_dtype) * kernel[t, ic, 0, 0, c].astype(out_dtype),
+            pixel(b, ic, y, x).astype(out_dtype) * kernel[t, ic, 0, 0, c].astype(out_dtype),
             axis=[ic]),
         name=BLOCK,
-        attrs={"edgec_lanes": lanes},
+        attrs={"edgec_lanes": lanes, "edgec_flat": int(flat)},
     )
     return te.compute(
         (n, out_channels, height, width),
-        lambda b, o, y, x: accumulated[b, o // channels, y, o % channels, x],
+        unpacked,
         name="conv2d_nchw_pixels_unpack",
     )
 
 
 class PixelConv:
-    """Schedule of conv2d_nchw_pixels: one parallel task per (batch, channel tile, row);
-    the row in whole vectors (then its tail, a loop partition of its own), each vector's
-    accumulators across the input channels with the tile's channels unrolled; then the
-    epilogue over the task's rows, in vectors, while they are in cache."""
+    """Schedule of conv2d_nchw_pixels: one parallel task per (batch, channel tile, row)
+    (a flat plane: per (batch, channel tile)); the row in whole vectors (then its tail, a
+    loop partition of its own), each vector's accumulators across the input channels with
+    the tile's channels unrolled; then the epilogue over the task's rows, in vectors,
+    while they are in cache."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         return schedule_named(func, BLOCK, self._schedule)
@@ -108,15 +137,20 @@ class PixelConv:
         for block in epilogue[:-1]:
             sch.compute_inline(block)
         lanes = int(sch.get(conv).annotations["edgec_lanes"])
-        batch, tile, row, channel, col, ic = sch.get_loops(conv)
-        sch.reorder(col, ic, channel)
-        task = sch.fuse(batch, tile, row)
-        sch.parallel(task)
-        if epilogue and elements(sch, epilogue[-1]) <= elements(sch, conv):
-            sch.reverse_compute_at(epilogue[-1], task)
-            _vectorize_row(sch, sch.get_loops(epilogue[-1])[-1], lanes)
-        elif epilogue:  # it broadcasts the conv over a larger map: a pass of its own
-            ParallelVectorize.schedule_block(sch, epilogue[-1])
+        flat = bool(int(sch.get(conv).annotations.get("edgec_flat", 0)))
+        fused = elements(sch, epilogue[-1]) <= elements(sch, conv)
+        if flat and fused:
+            col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
+        else:
+            batch, tile, row, channel, col, ic = sch.get_loops(conv)
+            sch.reorder(col, ic, channel)
+            task = sch.fuse(batch, tile, row)
+            sch.parallel(task)
+            if fused:
+                sch.reverse_compute_at(epilogue[-1], task)
+                _vectorize_row(sch, sch.get_loops(epilogue[-1])[-1], lanes)
+            else:  # it broadcasts the conv over a larger map: a pass of its own
+                ParallelVectorize.schedule_block(sch, epilogue[-1])
         for part in _row_parts(sch, col, lanes):
             block = sch.get_sblock(part)
             *_, col, ic, channel = sch.get_loops(block)
@@ -132,6 +166,26 @@ class PixelConv:
             *_, init_channel, init_lane = sch.get_loops(init)
             sch.unroll(init_channel)
             sch.vectorize(init_lane)
+
+    @staticmethod
+    def _under_the_epilogue(sch: s_tir.Schedule, conv, out, lanes: int):
+        """A flat plane's tile computed in the epilogue's task: the epilogue's channels
+        split into the conv's tiles (one parallel task each), the conv computed at that
+        task, the epilogue's rows fused into one run of vectors. reverse_compute_at cannot
+        go the other way here: it must solve y * W + x for the epilogue's (y, x) and fails
+        where the tiles pad the channels (ShuffleNetV2's 58 in tiles of 20). Returns the
+        conv's pixel loop."""
+        channels = extent(sch, sch.get_loops(conv)[3])
+        batch, channel, y, x = sch.get_loops(out)
+        tile, _ = sch.split(channel, [None, channels])
+        task = sch.fuse(batch, tile)
+        sch.parallel(task)
+        pixels = sch.fuse(y, x)
+        sch.compute_at(conv, task)
+        _vectorize_row(sch, pixels, lanes)
+        *_, channel, col, ic = sch.get_loops(conv)
+        sch.reorder(col, ic, channel)
+        return col
 
 
 def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
