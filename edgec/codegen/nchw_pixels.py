@@ -54,9 +54,10 @@ def flat_pays(kernel_size, strides, padding, dilation, out_height: int, out_widt
     plane (one run of memory in NCHW): a plane that fits as one row (28x28 = 49 vectors,
     14x14 = 12 and a 4-lane tail; not 7x7, a 1-pixel tail). Its alternative, the packed
     tile transposed into rows of 28 or 14 (LLVM splits those into 16+8+4(+2) lanes), lost
-    at any channel count: with them on flat planes MobileNetV3-Small NCHW ran 0.91-0.94x,
-    MobileNetV2 0.98x, ShuffleNetV2 0.99x; PP-LCNet, SqueezeNet, ResNet-18/50, MobileNetV1,
-    SSD-Lite and U-Net level (0.99-1.02; 5-9 interleaved rounds each, Zen 4, avx512-vnni).
+    at any channel count: with them on flat planes MobileNetV3-Small NCHW ran 0.91-0.97x,
+    PP-LCNet 0.97x, MobileNetV2 0.98-1.00x, ShuffleNetV2 0.99x; SqueezeNet, ResNet-18/50,
+    MobileNetV1, SSD-Lite and U-Net level (0.99-1.02; 5-9 interleaved rounds per run, Zen 4,
+    avx512-vnni).
     Where rows fit but pixel vectors do not pay (`pays`), the flat plane is not tried."""
     return fits(kernel_size, strides, padding, dilation, out_height * out_width, cpu)
 
