@@ -587,6 +587,19 @@ def test_nchw_depthwise_convs_on_rows_of_half_a_vector_read_and_write_whole_vect
         assert len(re.findall(narrow, code)) <= 16, (function, code[:3000])
 
 
+def _pointwise_chain_fmas(tmp_path: Path, size: int, first: int, second: int) -> dict:
+    """24 -> first -> second channels by 1x1 convs on a size x size map, compiled NCHW for
+    AVX-512 and checked against ONNX Runtime; _fma_registers of both convs."""
+    path = _conv_chain(tmp_path / "pointwise.onnx", seed=size, size=size,
+                       specs=[("a", first, 1, 1, 1), ("b", second, 1, 1, 1)])
+    library = tmp_path / "pointwise.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    return {function: _fma_registers(library, function)
+            for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_")}
+
+
 @pytest.mark.parametrize("size", [40, 32])
 def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_avx512(size, tmp_path):
     """1x1 NCHW convs with few input channels run on pixel-vector tiles
@@ -595,14 +608,7 @@ def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_avx512(si
     partition of their own) and of 32. Checked against ONNX Runtime; objdump shows zmm
     FMAs and no lane-by-lane vector building in the convs: the transposed packed tile they
     replace builds each output vector of a row with vinsertps (MobileNetV2 NCHW 0.94x)."""
-    path = _conv_chain(tmp_path / "pointwise.onnx", seed=size, size=size,
-                       specs=[("a", 29, 1, 1, 1), ("b", 24, 1, 1, 1)])
-    library = tmp_path / "pointwise.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
-    for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_"):
-        fmas = _fma_registers(library, function)
+    for function, fmas in _pointwise_chain_fmas(tmp_path, size, 29, 24).items():
         assert fmas["zmm"] > 0 and fmas["xmm"] == fmas["gathers"] == 0, (function, fmas)
 
 
@@ -612,15 +618,8 @@ def test_nchw_1x1_convs_on_rows_no_vector_divides_run_on_one_flat_plane(size, tm
     the whole plane (nchw_pixels.flat_pays): 24 -> 58 channels (tiles of 20, the last one
     padded, as ShuffleNetV2's) and 58 -> 48, against ONNX Runtime on AVX-512. objdump: zmm
     FMAs and no lane-by-lane vector building; the packed tile they replace is transposed
-    into rows of 28 or 14 (MobileNetV3-Small, MobileNetV2, PP-LCNet NCHW 0.97x)."""
-    path = _conv_chain(tmp_path / "flat.onnx", seed=size, size=size,
-                       specs=[("a", 58, 1, 1, 1), ("b", 48, 1, 1, 1)])
-    library = tmp_path / "flat.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
-    for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_"):
-        fmas = _fma_registers(library, function)
+    into rows of 28 or 14 (MobileNetV3-Small NCHW 0.91-0.97x, PP-LCNet 0.97x)."""
+    for function, fmas in _pointwise_chain_fmas(tmp_path, size, 58, 48).items():
         # 14x14 = 12 vectors and a 4-pixel tail (a loop of its own, as many xmm FMAs in
         # the code as the main loop has zmm ones); 28x28 = 49 vectors, no tail.
         narrow = fmas["xmm"] if size == 28 else fmas["xmm"] - fmas["zmm"]
