@@ -345,6 +345,29 @@ def test_int8_tile_epilogues_requantize_on_vectors(tmp_path):
         pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
 
 
+def test_int8_padded_copies_of_96_channels_move_whole_vectors(tmp_path):
+    """A 3x3 INT8 conv's padded copy of 96 uint8 channels (U-Net's decoder concat) was one
+    <96 x i8> guarded select per pixel, built byte by byte by LLVM (96 vpextrb and 96
+    vpinsrb per pixel); it now copies 32-byte vectors (schedules._vectorize_in_registers).
+    24 -> 96 (1x1) -> 32 (3x3) on 28x28 pixels on VNNI, against ONNX Runtime on the QDQ
+    model; objdump shows no byte inserts or extracts in the convs."""
+    library, result = _int8_conv_chain(
+        tmp_path, "wide8", seed=96, size=28, specs=[("a", 96, 1, 1, 1), ("b", 32, 3, 1, 1)],
+        layout="NHWC", target="x86_64-avx512-vnni", use_tuning_logs=False,
+        check="avx512_vnni" in targets.cpu_flags())
+    if result.verify is not None:
+        assert result.verify.ok, result.verify.summary()
+    code = function_code(library, "objdump", "_compute_")
+    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*int8\w*_compute_)>:", code, re.MULTILINE)
+    assert len(convs) >= 2, re.findall(r"^[0-9a-f]+ <(\w+)>:", code, re.MULTILINE)
+    for function in convs:
+        bytewise = re.findall(r"\b(vpinsrb|vpextrb)\b", function_code(library, "objdump",
+                                                                    function))
+        assert not bytewise, (function, len(bytewise))
+    if result.verify is None:
+        pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
+
+
 @pytest.mark.parametrize(("target", "layout", "dot"), [
     ("x86_64", "NHWC", r"vpaddd\s+%ymm\d+,%ymm\d+,(%ymm\d+)"),
     ("x86_64-avx512-vnni", "NHWC", r"vpdpbusd\s+\S+,%zmm\d+,(%zmm\d+)"),
