@@ -204,15 +204,12 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, data: relax.Expr,
         return None
     geometry = min(candidates, key=lambda g: g.length * (1 + _SHORT_TILE_COST / g.vectors))
 
-    def conv(data, kernel, strides, padding, dilation, groups, out_dtype, mask=None):
-        return nchw_planes.depthwise_conv2d_nchw_planes(data, kernel, geometry, out_dtype,
-                                                        mask)
+    def conv(data, kernel, strides, padding, dilation, groups, out_dtype):
+        return nchw_planes.depthwise_conv2d_nchw_planes(data, kernel, geometry, out_dtype)
 
-    def kernel(data, weight, *mask):  # call_te converts only TVM objects and scalars
+    def kernel(data, weight):  # call_te converts only TVM objects and scalars
         return _as_float_kernel(conv, integer)(data, weight, None, None, None, 1,
-                                               str(call.ty.dtype), *mask)
+                                               str(call.ty.dtype))
 
-    masks = [relax.const(nchw_planes.column_mask(geometry, int(weight.ty.shape[3])))
-             ] if geometry.masked else []
-    return bb.call_te(kernel, data, weight, *masks,
+    return bb.call_te(kernel, data, weight,
                       primfunc_name_hint="depthwise_conv2d_nchw")

@@ -73,6 +73,7 @@ def _grouped(sch: s_tir.Schedule, loop):
 _RUN_COPY_BYTES = 16 * 1024  # a run's phase planes copied at once stay in L1
 
 _LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectorized loop
+_MASKED_ROW = 16  # a masked plane's copy is stored in rows of this many pixels
 
 
 class PlaneConv:
@@ -151,7 +152,19 @@ class PlaneConv:
         annotations = sch.get(planes).annotations
         if int(annotations.get("edgec_masked", 0)):  # a contiguous run in rows of 16 lanes
             # (its row loop is gone where the whole run is one row: a 4x4 plane)
-            PlaneConv._vectorize_row(sch, sch.get_loops(planes)[-1])
+            *_, row, col = sch.get_loops(planes)
+            first, end = (int(c) for c in annotations["edgec_inner_columns"])
+            nested = sch.get(row).body.same_as(sch.get(col))
+            run = sch.fuse(row, col) if nested and extent(sch, col) == _MASKED_ROW else col
+            lengths = [n for n in (first, end - first) if n]
+            if (run != col and len(lengths) == 2
+                    and (extent(sch, run) or 0) <= 4 * _LONGEST_VECTOR_ROW):
+                # The zeros before the input, the input, the zeros after: each one vector
+                # loop, the input's with no clamp left (see nchw_planes._input_run).
+                for piece in sch.loop_partition(run, [*lengths, None]):
+                    sch.vectorize(piece)
+            else:
+                PlaneConv._vectorize_row(sch, col)
             return
         *_, phase, row, col = sch.get_loops(planes)
         pitch = int(annotations["edgec_pitch"])
