@@ -615,6 +615,34 @@ def test_nchw_depthwise_convs_on_rows_of_half_a_vector_read_and_write_whole_vect
         assert not re.findall(r"\b(vpextrd|vpinsrd|vmulps)\b", code), (function, code[:3000])
 
 
+def test_nchw_masked_depthwise_planes_keep_a_wrapped_neighbours_infinity_out(tmp_path):
+    """A masked plane's tap past a row's end reads the next row's first pixel, and the mask
+    must drop it, not multiply it by 0: 0 x inf is NaN. With +inf at the start of a row of
+    a 7x7 input and -inf at the end of another, a 3x3 and a 5x5 depthwise conv (one conv
+    each: a second one would sum infinities of both signs, whose NaN a ReLU keeps or drops
+    as each runtime's max happens to) give infinite outputs exactly where ONNX Runtime does
+    and its values elsewhere. The mask-tensor multiply made a wrapped neighbour's sum NaN,
+    which the fused ReLU (max with 0) turned into 0: a wrong finite output, 0.0 for 0.33."""
+    from edgec import reference, runtime
+
+    for kernel in (3, 5):
+        path = _conv_chain(tmp_path / f"wrap{kernel}.onnx", seed=kernel, size=7,
+                           specs=[("a", 24, kernel, 1, 24)])
+        library = tmp_path / f"wrap{kernel}.so"
+        pipeline.compile_model(pipeline.CompileOptions(
+            model=str(path), output=library, layout="NCHW", target="x86_64-avx512",
+            check=False))
+        data = np.random.default_rng(kernel).standard_normal((1, 24, 7, 7)).astype(np.float32)
+        data[0, 3, 4, 0] = np.inf
+        data[0, 17, 2, 6] = -np.inf
+        expected = reference.onnxruntime_outputs(str(path), {"x": data})["y"]
+        got = runtime.load(library, check=False).run({"x": data})["y"]
+        finite = np.isfinite(expected)
+        assert 0.9 * expected.size < finite.sum() < expected.size, kernel
+        np.testing.assert_array_equal(np.isfinite(got), finite, err_msg=f"{kernel}x{kernel}")
+        np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
+
+
 def _pointwise_chain_fmas(tmp_path: Path, size: int, first: int, second: int) -> dict:
     """24 -> first -> second channels by 1x1 convs on a size x size map, compiled NCHW for
     AVX-512 and checked against ONNX Runtime; _fma_registers of both convs."""

@@ -265,8 +265,12 @@ def depthwise_conv2d_nchw_planes(data, kernel, geometry: PlaneGeometry, out_dtyp
 def _in_row(g: PlaneGeometry, q, kw):
     """Whether tap column kw of a masked plane's output pixel q falls inside its row; where
     not, the pixel it reads is the neighbouring row's end or start. The tile's pixels are
-    constants once unrolled, so LLVM folds the test into a constant lane mask: the tap is
-    a zero-masked load (vmovups {z}). It was a multiply by a (kw, pixel) mask tensor, one
-    more instruction per tap and vector: 576 channels at 7x7, 5x5: 36.3 -> N us, one thread."""
+    constants once unrolled, so LLVM folds the test into a constant lane mask (a vandps of
+    the loaded taps with a constant, off the FMA ports). It was a multiply by a (kw, pixel)
+    mask tensor: a multiply on the FMA ports per tap and vector, and 0 x an infinite
+    neighbour is NaN, which a fused ReLU turned into 0 (a wrong output; the select gives
+    the right one). Timed alone, one conv did not tell the two apart (576 channels at 7x7,
+    5x5, one thread: 36.3 us with the multiply, 32.7-39.8 without in two interleaved runs;
+    removing the copy's gathers took it from 58.5 to 36.3)."""
     column = q % g.pitch + kw * g.dilation[1] - g.padding[1]
     return tirx.all(column >= 0, column < g.out_w)
