@@ -643,6 +643,30 @@ def test_nchw_masked_depthwise_planes_keep_a_wrapped_neighbours_infinity_out(tmp
         np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
+def test_nchw_depthwise_rows_share_their_zero_columns_between_rows(tmp_path):
+    """A stride-1 depthwise plane stores each row with its zero columns, and a tap past a
+    row's end reads the next row's left padding, so rows need max(left, right) zeros
+    between them, not left + right: 14-pixel rows with a 5x5 kernel at a pitch of 16 (one
+    vector a row, 224 pixels computed), not 18 (252). A 5x5 and a 3x3 conv at 14x14 and a
+    5x5 at 28x28 against ONNX Runtime: wrapped taps that read anything but zeros would
+    show in their border pixels."""
+    from edgec.codegen import nchw_planes
+
+    geometry = nchw_planes.plane_geometry((1, 240, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2),
+                                          (1, 1), 16, 2)
+    assert (geometry.pitch, geometry.length) == (16, 224), geometry
+    path = _conv_chain(tmp_path / "rows.onnx", seed=3, size=14, specs=[
+        ("a", 24, 5, 1, 24), ("b", 24, 3, 1, 24)])
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=tmp_path / "rows.so", layout="NCHW",
+        target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    path = _conv_chain(tmp_path / "rows28.onnx", seed=4, size=28, specs=[("a", 24, 5, 1, 24)])
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=tmp_path / "rows28.so", layout="NCHW", target="x86_64"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+
+
 def _pointwise_chain_fmas(tmp_path: Path, size: int, first: int, second: int) -> dict:
     """24 -> first -> second channels by 1x1 convs on a size x size map, compiled NCHW for
     AVX-512 and checked against ONNX Runtime; _fma_registers of both convs."""

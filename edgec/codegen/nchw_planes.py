@@ -133,6 +133,12 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
     if phase_rows is None or phase_cols is None or out_h <= 0 or out_w <= 0:
         return None
     narrowest = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
+    if (sh, sw) == (1, 1) and out_w == width:
+        # A row's zero columns serve both sides: a tap past the row's end lands in the next
+        # row's left padding, one before its start in the row above's right padding, so
+        # the rows need only max(left, right) zeros between them, not left + right (rows of
+        # 14 with a 5x5 kernel at a pitch of 16, one vector, instead of 18).
+        narrowest = width + max(left, right)
     tile = lanes * vectors
     pitch = min(range(narrowest, narrowest + lanes),
                 key=lambda p: (_blocking(out_h, p, tile)[2], p))
