@@ -615,6 +615,24 @@ def test_nchw_depthwise_convs_on_rows_of_half_a_vector_read_and_write_whole_vect
         assert not re.findall(r"\b(vpextrd|vpinsrd|vmulps)\b", code), (function, code[:3000])
 
 
+def test_nchw_masked_depthwise_planes_taller_than_one_short_run_compile(tmp_path):
+    """A masked plane 6 pixels wide and 100 tall (600 pixels, one task) is copied one
+    storage row at a time, not as the short run of a 7x7 plane: the schedule had fused
+    the copy's loops before deciding, then vectorized the loop the fusion removed, and
+    compile failed ("The loop no longer exists"). Against ONNX Runtime."""
+    weight = numpy_helper.from_array(
+        np.random.default_rng(6).standard_normal((24, 1, 3, 3)).astype(np.float32), "w")
+    path = save_model(
+        [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[3, 3], pads=[1] * 4,
+                          group=24)],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 100, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 100, 6])],
+        [weight], tmp_path / "tall.onnx")
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=tmp_path / "tall.so", layout="NCHW", target="x86_64-avx512"))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+
+
 def test_nchw_masked_depthwise_planes_keep_a_wrapped_neighbours_infinity_out(tmp_path):
     """A masked plane's tap past a row's end reads the next row's first pixel, and the mask
     must drop it, not multiply it by 0: 0 x inf is NaN. With +inf at the start of a row of

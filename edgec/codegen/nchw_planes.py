@@ -160,7 +160,7 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
 # rows of 7 as 4+2+1-lane pieces. 960 channels at 7x7, 3x3: 0.65x, 576 at 7x7, 5x5: 0.74x
 # (AVX-512, 2 threads, interleaved). Rows of 14 lost (576 at 14x14, 3x3: 1.15x; 240 with
 # 5x5: 1.16x): a mask multiply per masked tap outweighs the padding there.
-_MASKED_STORAGE_PITCH = 16
+MASKED_STORAGE_PITCH = 16
 
 
 def phase_planes(data, geometry: PlaneGeometry):
@@ -173,7 +173,7 @@ def phase_planes(data, geometry: PlaneGeometry):
     (sh, sw), (top, left, _, _) = g.strides, g.padding
     # A masked plane is one contiguous run of the input: stored in rows of 16 (any storage
     # pitch reads the same through planes_at), so its copy is whole vectors, not rows of 7.
-    pitch = _MASKED_STORAGE_PITCH if g.masked else g.pitch
+    pitch = MASKED_STORAGE_PITCH if g.masked else g.pitch
     rows = -(-(g.rows * g.pitch) // pitch)
 
     def value(b, c, phase, row, col):

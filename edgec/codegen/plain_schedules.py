@@ -9,6 +9,7 @@ import math
 
 from tvm import s_tir, tirx
 
+from edgec.codegen import nchw_planes
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -73,7 +74,6 @@ def _grouped(sch: s_tir.Schedule, loop):
 _RUN_COPY_BYTES = 16 * 1024  # a run's phase planes copied at once stay in L1
 
 _LONGEST_VECTOR_ROW = 64  # epilogue rows up to this many pixels are one vectorized loop
-_MASKED_ROW = 16  # a masked plane's copy is stored in rows of this many pixels
 
 
 class PlaneConv:
@@ -150,18 +150,20 @@ class PlaneConv:
         """The phase copy row by row, each row's inner columns (no border test) in
         vectors; a masked plane's copy, one contiguous run, in vectors of its storage rows."""
         annotations = sch.get(planes).annotations
-        if int(annotations.get("edgec_masked", 0)):  # a contiguous run in rows of 16 lanes
-            # (its row loop is gone where the whole run is one row: a 4x4 plane)
+        if int(annotations.get("edgec_masked", 0)):  # a contiguous run in storage rows
             *_, row, col = sch.get_loops(planes)
             first, end = (int(c) for c in annotations["edgec_inner_columns"])
-            nested = sch.get(row).body.same_as(sch.get(col))
-            run = sch.fuse(row, col) if nested and extent(sch, col) == _MASKED_ROW else col
             lengths = [n for n in (first, end - first) if n]
-            if (run != col and len(lengths) == 2
-                    and (extent(sch, run) or 0) <= 4 * _LONGEST_VECTOR_ROW):
-                # The zeros before the input, the input, the zeros after: each one vector
-                # loop, the input's with no clamp left (see nchw_planes._input_run).
-                for piece in sch.loop_partition(run, [*lengths, None]):
+            # A short run (7x7) whose row loop is there (not where the whole run is one
+            # storage row): the zeros before the input, the input, the zeros after, each
+            # one vector loop, the input's with no clamp left (nchw_planes._input_run).
+            # Longer runs (a plane 6 wide and 100 tall) keep one vector per storage row.
+            short_run = (len(lengths) == 2 and sch.get(row).body.same_as(sch.get(col))
+                         and extent(sch, col) == nchw_planes.MASKED_STORAGE_PITCH
+                         and (extent(sch, row) or 0) * nchw_planes.MASKED_STORAGE_PITCH
+                         <= 4 * _LONGEST_VECTOR_ROW)
+            if short_run:
+                for piece in sch.loop_partition(sch.fuse(row, col), [*lengths, None]):
                     sch.vectorize(piece)
             else:
                 PlaneConv._vectorize_row(sch, col)
