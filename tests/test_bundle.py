@@ -8,8 +8,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,8 @@ from edgec.boards import emulator_root
 MODEL = "squeezenet1_1"
 DEBIAN_PYTHON = Path("/usr/bin/python3.11")  # the distribution's, with no TVM in its path
 SITE = Path(np.__file__).resolve().parents[1]  # this venv's site-packages
+# One emulated run takes 6-7 s (Zen 1 host, squeezenet1_1); the CI's one hang sat 600 s.
+EMULATED_RUN_TIMEOUT = 180
 
 
 def compile_model(directory: Path, target: str) -> Path:
@@ -151,19 +155,47 @@ def test_an_aarch64_bundle_runs_on_the_emulated_board_without_tvm(image, expecte
     board_python = emulator_root.board_command(cache)
     assert subprocess.run([*board_python, "-c", "import tvm"], env=env,
                           capture_output=True).returncode != 0
-    ran = subprocess.run([*board_python, str(folder / "run.py"), "--input",
-                          f"input={image[0]}", "-o", str(tmp_path / "out.npz")], env=env,
-                         capture_output=True, text=True, timeout=600)
+    ran = run_emulated([*board_python, str(folder / "run.py"), "--input", f"input={image[0]}",
+                        "-o", str(tmp_path / "out.npz")], env)
     assert ran.returncode == 0, ran.stderr
     assert_close(np.load(tmp_path / "out.npz")["logits"], expected)
     # The C++ runner needs no Python at all: the board's libc and libstdc++ only.
-    runner = subprocess.run(
+    runner = run_emulated(
         [emulator_root.QEMU, str(folder / "cpp" / "run_model"), str(folder / library.name),
          "--input", f"input={image[0]}", "--output-dir", str(tmp_path), "--runs", "1",
-         "--warmup", "0"], env={"QEMU_LD_PREFIX": str(cache / "root")}, capture_output=True,
-        text=True, timeout=600)
+         "--warmup", "0"], {"QEMU_LD_PREFIX": str(cache / "root")})
     assert runner.returncode == 0, runner.stderr
     assert_close(np.load(tmp_path / "output0.npy"), expected)
+
+
+def run_emulated(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run under qemu user mode; a run that hangs is dumped and tried once more, loudly.
+
+    A CI run once sat 600 s in run.py under qemu 7.2 (1:7.2+dfsg-7+deb12u18), where 150
+    runs here took 6-7 s each: qemu-user has known rare hangs in multithreaded guests. The
+    hung run's Python stacks (faulthandler, on SIGABRT) go into a warning, so a hang in
+    edgec's own code would show where it sits; two hangs in a row fail the test."""
+    env = {**env, "PYTHONFAULTHANDLER": "1"}
+    for attempt in (1, 2):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        try:
+            out, err = process.communicate(timeout=EMULATED_RUN_TIMEOUT)
+            return subprocess.CompletedProcess(command, process.returncode, out, err)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # the guest's faulthandler prints its stacks
+            try:
+                out, err = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                out, err = process.communicate()
+            program = next((c for c in command if c.endswith(".py")), command[1])
+            report = (f"{Path(program).name} hung {EMULATED_RUN_TIMEOUT} s under qemu "
+                      f"(attempt {attempt} of 2); its stderr:\n{err[-3000:]}")
+            if attempt == 2:
+                pytest.fail(report)
+            warnings.warn(report, stacklevel=2)
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture
