@@ -31,6 +31,7 @@ from edgec.codegen.row_tails import (
     int8_longest_row,
     schedule_row_parts,
 )
+from edgec.tvm_compat.llvm_target import vector_registers
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
@@ -40,6 +41,11 @@ _FEW_CHANNELS = 8  # NHWC padding with fewer channels than this is vectorized al
 _NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
 # Up to this much weight, row-major NHWC tiles re-read the weights from cache for each row.
 _ROW_MAJOR_WEIGHTS = 512 * 1024
+# Pixels of a dense float tile of two channel vectors where the ISA has 16 registers (AVX2):
+# 4 x 2 = 8 accumulators, each broadcast input value feeding two FMAs (6 loads per 8 FMAs,
+# not 9). On a Zen 1 (AVX2, 2 threads) MobileNetV1's 1x1 convs on rows of 112, 56 and 28
+# ran 0.77-0.80x of the 8 x 1 tile (found by tuning, then made the rule).
+_PAIRED_ROWS = 4
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 
@@ -139,7 +145,9 @@ class ConvKnobs:
             (float) tiles of a balanced length and a tail where that divisor is poor
             (edgec.codegen.row_tails).
         channel_tiles: output-channel vectors per register tile (1 or 2): each input value
-            loaded feeds that many FMAs; ignored where it does not divide the chunks.
+            loaded feeds that many FMAs; ignored where it does not divide the chunks. None:
+            the default rule, 1 except dense float NCHW{b}c convs with 16 registers on rows
+            _PAIRED_ROWS divides (2 vectors over tiles of that many pixels).
         taps_outside_channels: dense FP32 reduction order (kh, kw, icc, icb) instead of
             (icc, kh, kw, icb).
         rows_first: parallel tasks ordered (row, chunk) instead of (chunk, row); None: the
@@ -147,7 +155,7 @@ class ConvKnobs:
     """
 
     longest_row: int | None = None
-    channel_tiles: int = 1
+    channel_tiles: int | None = None
     taps_outside_channels: bool = False
     rows_first: bool | None = None
 
@@ -170,12 +178,12 @@ class PackedConv:
             return None
         index = names.index(conv_names[0])
         try:
-            self._schedule(sch, blocks, index)
+            self._schedule(sch, blocks, index, target)
         except Exception as err:  # a kernel of edgec's own: failing here is a bug
             raise kernel_failed(conv_names[0], err) from err
         return sch
 
-    def _schedule(self, sch: s_tir.Schedule, blocks: list, index: int) -> None:
+    def _schedule(self, sch: s_tir.Schedule, blocks: list, index: int, target) -> None:
         conv = blocks[index]
         epilogue = blocks[index + 1:]
         for block in epilogue[:-1]:
@@ -197,9 +205,13 @@ class PackedConv:
         if len(reduction) == 5:
             longest = int8_longest_row(kind, extent(sch, lane) or 1)
         longest = knobs.longest_row or longest
+        channel_tiles = knobs.channel_tiles or 1
+        if knobs == ConvKnobs() and len(reduction) == 4 and width % _PAIRED_ROWS == 0 and (
+                extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
+            longest, channel_tiles = _PAIRED_ROWS, 2
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
-        if len(reduction) < 5 and knobs.channel_tiles == 1 and not overlapping and (
+        if len(reduction) < 5 and channel_tiles == 1 and not overlapping and (
                 length := balanced_length(sch, conv, col, longest)):  # SqueezeNet's 13-pixel rows
             task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
             order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
@@ -211,8 +223,8 @@ class PackedConv:
                                 lane, reduction, knobs.rows_first)
             return
         tiles = []  # the output-channel vectors of one register tile, beside its pixels
-        if knobs.channel_tiles > 1 and (extent(sch, chunk) or 1) % knobs.channel_tiles == 0:
-            chunk, tile = sch.split(chunk, [None, knobs.channel_tiles])
+        if channel_tiles > 1 and (extent(sch, chunk) or 1) % channel_tiles == 0:
+            chunk, tile = sch.split(chunk, [None, channel_tiles])
             sch.reorder(chunk, row, col_outer, tile)
             tiles = [tile]
         if len(reduction) == 4:  # dense: icc, icb, kh, kw; the lane reduction innermost

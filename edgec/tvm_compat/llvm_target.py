@@ -28,3 +28,15 @@ def invalid_settings(tvm_table: dict[str, Any]) -> list[str]:
             if attr.startswith("+") and attr[1:] not in features:
                 bad.append(f"mattr {attr}")
     return bad
+
+
+def vector_registers(target) -> int:
+    """SIMD registers a TVM target's code has: 32 on AArch64 and on x86 with AVX-512F
+    (which gives ymm code 32 too), 16 on AVX2. The schedules see only the TVM target; this
+    is edgec.cpu.CpuCaps.vector_registers read from what LLVM makes of its mcpu and mattr."""
+    from tvm.target import codegen
+
+    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return 32
+    with filtered_stderr(lambda _line: False):
+        return 32 if codegen.target_has_features("avx512f", target) else 16
