@@ -98,11 +98,14 @@ def balanced_length(sch: s_tir.Schedule, conv, col, longest: int) -> int | None:
 
 
 def schedule_row_parts(sch: s_tir.Schedule, conv, epilogue: list, task, col,
-                       reduction_order: list[int], length: int) -> None:
+                       reduction_order: list[int], length: int,
+                       channel_tiles: bool = False) -> None:
     """PackedConv's register tile on a row partitioned into whole tiles of `length` and
-    its tail. The conv's loops are (task, col, lane, *reduction): `task` the parallel loop
-    over (batch, channel chunk, row); `reduction_order` the positions in `reduction` of the
-    loops in the order the tile runs them (the tile's own loops go innermost)."""
+    its tail. The conv's loops are (task, col, lane, *reduction), or (task, col, tile,
+    lane, *reduction) with `channel_tiles` (the channel vectors of one tile): `task` the
+    parallel loop over (batch, channel chunk, row); `reduction_order` the positions in
+    `reduction` of the loops in the order the tile runs them (the tile's own loops go
+    innermost)."""
     # The epilogue goes to the task loop before the partition: moved there after it, the
     # parts' results came out wrong (SqueezeNet against ONNX Runtime: cosine 0.53).
     epilogue_over_the_row(sch, elements(sch, conv), epilogue, task)
@@ -110,13 +113,16 @@ def schedule_row_parts(sch: s_tir.Schedule, conv, epilogue: list, task, col,
     sch.loop_partition(col, [extent(sch, col) // length * length, None])
     for part in (0, 1):  # TVM names the parts after the block and the loop variable
         block = sch.get_sblock(f"{name}_{variable}{part}")
-        col, lane, *reduction = sch.get_loops(block)  # below the partition's own blocks
+        col, *tiles, lane = sch.get_loops(block)[:3 if channel_tiles else 2]
+        reduction = sch.get_loops(block)[3 if channel_tiles else 2:]
         reduction = [reduction[i] for i in reduction_order]
         outer = []
         if extent(sch, col) > length:
             col_outer, col = sch.split(col, [None, length])
             outer = [col_outer]
-        sch.reorder(*outer, *reduction, col, lane)
+        sch.reorder(*outer, *reduction, *tiles, col, lane)
+        for tile in tiles:
+            sch.unroll(tile)
         sch.unroll(col)
         sch.vectorize(lane)
         init = sch.decompose_reduction(block, reduction[0])

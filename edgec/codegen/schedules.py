@@ -44,8 +44,25 @@ _ROW_MAJOR_WEIGHTS = 512 * 1024
 # Pixels of a dense float tile of two channel vectors where the ISA has 16 registers (AVX2):
 # 4 x 2 = 8 accumulators, each broadcast input value feeding two FMAs (6 loads per 8 FMAs,
 # not 9). On a Zen 1 (AVX2, 2 threads) MobileNetV1's 1x1 convs on rows of 112, 56 and 28
-# ran 0.77-0.80x of the 8 x 1 tile (found by tuning, then made the rule).
+# ran 0.77-0.80x of the 8 x 1 tile (found by tuning, then made the rule). Rows 4 does not
+# divide take tiles of up to 5 (10 accumulators; 7 x 2 spilled: 1.07x of 7 x 1).
 _PAIRED_ROWS = 4
+_PAIRED_LONGEST = 5
+_PAIRED_SHORTEST = 3  # fewer pixels leave the FMAs waiting on each other: 8 x 1 then
+
+
+def _paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | None] | None:
+    """(longest, balanced length or None) of a two-vector tile on a row of `width`: tiles
+    of 4 where 4 divides it, else balanced tiles of up to 5 (14: 5 + 5 + 4) or the best
+    divisor up to 5; None where the tile would hold fewer than 3 pixels."""
+    if width % _PAIRED_ROWS == 0:
+        return _PAIRED_ROWS, None
+    length = balanced_length(sch, conv, col, _PAIRED_LONGEST)
+    if length:
+        return _PAIRED_LONGEST, length
+    if row_length(width, _PAIRED_LONGEST) >= _PAIRED_SHORTEST:
+        return _PAIRED_LONGEST, None
+    return None
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 
@@ -206,11 +223,20 @@ class PackedConv:
             longest = int8_longest_row(kind, extent(sch, lane) or 1)
         longest = knobs.longest_row or longest
         channel_tiles = knobs.channel_tiles or 1
-        if knobs == ConvKnobs() and len(reduction) == 4 and width % _PAIRED_ROWS == 0 and (
-                extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
-            longest, channel_tiles = _PAIRED_ROWS, 2
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
+        if knobs == ConvKnobs() and len(reduction) == 4 and not overlapping and (
+                extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
+            paired = _paired_tile(sch, conv, col, width)
+            if paired and paired[1]:  # rows of 14, 7, 13: parts of `length` and a tail
+                chunk, tile = sch.split(chunk, [None, 2])
+                sch.reorder(row, col, tile)
+                task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+                schedule_row_parts(sch, conv, epilogue, task, col, dense_order, paired[1],
+                                   channel_tiles=True)
+                return
+            if paired:
+                longest, channel_tiles = paired[0], 2
         if len(reduction) < 5 and channel_tiles == 1 and not overlapping and (
                 length := balanced_length(sch, conv, col, longest)):  # SqueezeNet's 13-pixel rows
             task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
