@@ -308,18 +308,26 @@ def test_nhwc_conv_epilogues_read_the_register_tile_without_a_stack_copy(tmp_pat
     sixth of its time there), MobileNetV1 0.96x (Zen 4, avx512-vnni, 7 interleaved rounds).
     1x1 16 -> 96 and 3x3/2 96 -> 64 on 32x32, against ONNX Runtime; objdump shows no memset
     call in either conv."""
-    path = _conv_chain(tmp_path / "tile.onnx", seed=3, size=32, specs=[
-        ("a", 16, 1, 1, 1), ("b", 96, 1, 1, 1), ("c", 64, 3, 2, 1)])
-    library = tmp_path / "tile.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NHWC", target="x86_64-avx512",
-        use_tuning_logs=False))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
-    code = function_code(library, "objdump", "_compute_")
-    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d_nhwc\w*_compute_)>:", code, re.MULTILINE)
+    library, convs = _checked_conv_chain(
+        tmp_path / "tile", 3, 32, [("a", 16, 1, 1, 1), ("b", 96, 1, 1, 1), ("c", 64, 3, 2, 1)],
+        "NHWC", "x86_64-avx512", r"\w*conv2d_nhwc\w*_compute_")
     assert len(convs) == 3, convs
     memsets = {f: function_code(library, "objdump", f).count("memset") for f in convs}
     assert not any(memsets.values()), memsets
+
+
+def _checked_conv_chain(stem: Path, seed: int, size: int, specs: list, layout: str,
+                        target: str, conv_symbol: str) -> tuple[Path, list[str]]:
+    """_conv_chain compiled untuned to `stem`.so and checked against ONNX Runtime; returns
+    the library and its conv functions (the parallel bodies whose symbol matches the regex
+    `conv_symbol`)."""
+    path = _conv_chain(stem.with_suffix(".onnx"), seed=seed, size=size, specs=specs)
+    library = stem.with_suffix(".so")
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout=layout, target=target, use_tuning_logs=False))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    code = function_code(library, "objdump", "_compute_")
+    return library, re.findall(rf"^[0-9a-f]+ <({conv_symbol})>:", code, re.MULTILINE)
 
 
 def _check_vnni_int8_convs_lack(tmp_path: Path, name: str, seed: int, specs: list,
@@ -924,16 +932,10 @@ def test_avx2_dense_convs_pair_two_channel_vectors_per_tile(tmp_path):
     56x56, 3x3/2 32 -> 32 to 28x28 and to 14x14 (4 chunks: paired), then 1x1 32 -> 24
     (3 chunks: one vector), against ONNX Runtime; objdump counts FMAs per broadcast in
     each conv."""
-    path = _conv_chain(tmp_path / "pair.onnx", seed=5, size=56, specs=[
-        ("a", 32, 1, 1, 1), ("b", 32, 3, 2, 1), ("c", 32, 3, 2, 1), ("d", 24, 1, 1, 1)])
-    library = tmp_path / "pair.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHWc", target="x86_64",
-        use_tuning_logs=False))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
-    code = function_code(library, "objdump", "_compute_")
-    convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d_nchwc\d*_add\d*_relu\d*_compute_)>:", code,
-                       re.MULTILINE)
+    library, convs = _checked_conv_chain(
+        tmp_path / "pair", 5, 56, [("a", 32, 1, 1, 1), ("b", 32, 3, 2, 1), ("c", 32, 3, 2, 1),
+                                   ("d", 24, 1, 1, 1)],
+        "NCHWc", "x86_64", r"\w*conv2d_nchwc\d*_add\d*_relu\d*_compute_")
     ratios = {f: _fmas_per_broadcast(library, f) for f in convs}
     assert len(ratios) == 4, ratios
     paired = sorted(r for r in ratios.values() if r >= 1.9)
