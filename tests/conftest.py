@@ -62,6 +62,17 @@ def assert_only_error(result: subprocess.CompletedProcess, *needles: str) -> str
     return line
 
 
+def skip_unless_this_cpu_runs(target_name: str) -> None:
+    """Skip, saying why, a test that runs `target_name`'s code in this process or a child
+    of it: AVX-512 code on an AVX2-only CPU (Zen 1-3, Haswell) dies of SIGILL, which kills
+    the pytest worker and with it the run."""
+    from edgec import targets
+
+    target = targets.load(target_name)
+    if target.arch == "x86_64" and target.features_missing_here():
+        pytest.skip(f"this CPU cannot run {target_name} code ({target.why_not_native()})")
+
+
 def function_code(library: Path, objdump: str, name: str) -> str:
     """The disassembly of every symbol of the library whose name contains `name` (with the
     unnamed parallel-loop bodies that follow it)."""

@@ -567,9 +567,10 @@ def test_nchw_depthwise_convs_read_nothing_outside_their_input(target, tmp_path)
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, skip_unless_this_cpu_runs
     from edgec import reference
 
+    skip_unless_this_cpu_runs(target)
     for stride, size in ((1, 56), (2, 56), (1, 7), (1, 14)):
         rng = np.random.default_rng(size + stride)
         weight = numpy_helper.from_array(
@@ -646,9 +647,12 @@ def test_nchw_masked_depthwise_planes_keep_a_wrapped_neighbours_infinity_out(tmp
     each: a second one would sum infinities of both signs, whose NaN a ReLU keeps or drops
     as each runtime's max happens to) give infinite outputs exactly where ONNX Runtime does
     and its values elsewhere. The mask-tensor multiply made a wrapped neighbour's sum NaN,
-    which the fused ReLU (max with 0) turned into 0: a wrong finite output, 0.0 for 0.33."""
+    which the fused ReLU (max with 0) turned into 0: a wrong finite output, 0.0 for 0.33.
+    Masked planes are AVX-512's (rows of 7 in 16 lanes): it runs where AVX-512 does."""
+    from conftest import skip_unless_this_cpu_runs
     from edgec import reference, runtime
 
+    skip_unless_this_cpu_runs("x86_64-avx512")
     for kernel in (3, 5):
         path = _conv_chain(tmp_path / f"wrap{kernel}.onnx", seed=kernel, size=7,
                            specs=[("a", 24, kernel, 1, 24)])
