@@ -927,19 +927,22 @@ def _fmas_per_broadcast(library: Path, function: str) -> float:
     return fmas / max(1, len(re.findall(r"\bvbroadcastss\b", code)))
 
 
-def test_avx2_dense_convs_pair_two_channel_vectors_per_tile(tmp_path):
+@pytest.mark.parametrize(("layout", "conv_symbol"), [
+    ("NCHWc", r"\w*conv2d_nchwc\d*_add\d*_relu\d*_compute_"),
+    ("NHWC", r"\w*conv2d_nhwc\w*_compute_")])
+def test_avx2_dense_convs_pair_two_channel_vectors_per_tile(layout, conv_symbol, tmp_path):
     """With 16 registers (AVX2) a dense tile was up to 8 pixels x one vector: every FMA had
     a broadcast of its own (9 loads per 8 FMAs). Rows that 4 divides now run 4 pixels x 2
     channel vectors, other rows balanced tiles of up to 5 x 2 (14: 5 + 5 + 4), each
     broadcast feeding two FMAs (untuned, Zen 1, x86_64, 5 interleaved rounds: MobileNetV1
-    0.867x, MobileNetV2 0.929x, ResNet-18 0.928x, SqueezeNet 0.913x). 1x1 24 -> 32 on
-    56x56, 3x3/2 32 -> 32 to 28x28 and to 14x14 (4 chunks: paired), then 1x1 32 -> 24
-    (3 chunks: one vector), against ONNX Runtime; objdump counts FMAs per broadcast in
-    each conv."""
+    0.867x, MobileNetV2 0.929x, ResNet-18 0.928x, SqueezeNet 0.913x; NHWC tiles too).
+    1x1 24 -> 32 on 56x56, 3x3/2 32 -> 32 to 28x28 and to 14x14 (4 chunks: paired), then
+    1x1 32 -> 24 (3 chunks: one vector), against ONNX Runtime; objdump counts FMAs per
+    broadcast in each conv."""
     library, convs = _checked_conv_chain(
         tmp_path / "pair", 5, 56, [("a", 32, 1, 1, 1), ("b", 32, 3, 2, 1), ("c", 32, 3, 2, 1),
                                    ("d", 24, 1, 1, 1)],
-        "NCHWc", "x86_64", r"\w*conv2d_nchwc\d*_add\d*_relu\d*_compute_")
+        layout, "x86_64", conv_symbol)
     ratios = {f: _fmas_per_broadcast(library, f) for f in convs}
     assert len(ratios) == 4, ratios
     paired = sorted(r for r in ratios.values() if r >= 1.9)

@@ -163,8 +163,8 @@ class ConvKnobs:
             (edgec.codegen.row_tails).
         channel_tiles: output-channel vectors per register tile (1 or 2): each input value
             loaded feeds that many FMAs; ignored where it does not divide the chunks. None:
-            the default rule, 1 except dense float NCHW{b}c convs with 16 registers on rows
-            _PAIRED_ROWS divides (2 vectors over tiles of that many pixels).
+            the default rule, 1 except dense float convs (packed or NHWC) with 16
+            registers: 2 vectors over the tiles of _paired_tile.
         taps_outside_channels: dense FP32 reduction order (kh, kw, icc, icb) instead of
             (icc, kh, kw, icb).
         rows_first: parallel tasks ordered (row, chunk) instead of (chunk, row); None: the
@@ -225,14 +225,16 @@ class PackedConv:
         channel_tiles = knobs.channel_tiles or 1
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
-        if knobs == ConvKnobs() and len(reduction) == 4 and not overlapping and (
+        dense = len(reduction) == 4 or sch.get(conv).name_hint == "conv2d_nhwc_packed"
+        if knobs == ConvKnobs() and dense and not overlapping and (
                 extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
             paired = _paired_tile(sch, conv, col, width)
             if paired and paired[1]:  # rows of 14, 7, 13: parts of `length` and a tail
                 chunk, tile = sch.split(chunk, [None, 2])
                 sch.reorder(row, col, tile)
                 task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
-                schedule_row_parts(sch, conv, epilogue, task, col, dense_order, paired[1],
+                order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
+                schedule_row_parts(sch, conv, epilogue, task, col, order, paired[1],
                                    channel_tiles=True)
                 return
             if paired:
