@@ -64,7 +64,7 @@ def test_a_kernel_that_cannot_be_scheduled_fails_loudly(every_kernel_net, monkey
     """Before, any error in a kernel's schedule silently fell back to the generic one."""
     from edgec.codegen import schedules
 
-    def broken(self, sch, blocks, index):
+    def broken(self, *_schedule_arguments):
         raise RuntimeError("loop nest changed")
 
     monkeypatch.setattr(schedules.PackedConv, "_schedule", broken)
