@@ -113,9 +113,10 @@ def schedule_row_parts(sch: s_tir.Schedule, conv, epilogue: list, task, col,
     sch.loop_partition(col, [extent(sch, col) // length * length, None])
     for part in (0, 1):  # TVM names the parts after the block and the loop variable
         block = sch.get_sblock(f"{name}_{variable}{part}")
-        col, *tiles, lane = sch.get_loops(block)[:3 if channel_tiles else 2]
-        reduction = sch.get_loops(block)[3 if channel_tiles else 2:]
-        reduction = [reduction[i] for i in reduction_order]
+        loops = sch.get_loops(block)  # below the partition's own blocks
+        tile_loops = 3 if channel_tiles else 2  # col, (tile,) lane
+        col, *tiles, lane = loops[:tile_loops]
+        reduction = [loops[tile_loops:][i] for i in reduction_order]
         outer = []
         if extent(sch, col) > length:
             col_outer, col = sch.split(col, [None, length])

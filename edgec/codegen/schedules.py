@@ -49,6 +49,8 @@ _ROW_MAJOR_WEIGHTS = 512 * 1024
 _PAIRED_ROWS = 4
 _PAIRED_LONGEST = 5
 _PAIRED_SHORTEST = 3  # fewer pixels leave the FMAs waiting on each other: 8 x 1 then
+# Depthwise convs read their input through the border test instead of a padded copy.
+_DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 
 
 def _paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | None] | None:
@@ -63,8 +65,6 @@ def _paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int |
     if row_length(width, _PAIRED_LONGEST) >= _PAIRED_SHORTEST:
         return _PAIRED_LONGEST, None
     return None
-# Depthwise convs read their input through the border test instead of a padded copy.
-_DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 
 
 def default_schedule(generic: list[str] | None = None):
@@ -224,6 +224,7 @@ class PackedConv:
         longest = knobs.longest_row or longest
         channel_tiles = knobs.channel_tiles or 1
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]
+        order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
         dense = len(reduction) == 4 or sch.get(conv).name_hint == "conv2d_nhwc_packed"
         if knobs == ConvKnobs() and dense and not overlapping and (
@@ -233,7 +234,6 @@ class PackedConv:
                 chunk, tile = sch.split(chunk, [None, 2])
                 sch.reorder(row, col, tile)
                 task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
-                order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
                 schedule_row_parts(sch, conv, epilogue, task, col, order, paired[1],
                                    channel_tiles=True)
                 return
@@ -242,7 +242,6 @@ class PackedConv:
         if len(reduction) < 5 and channel_tiles == 1 and not overlapping and (
                 length := balanced_length(sch, conv, col, longest)):  # SqueezeNet's 13-pixel rows
             task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
-            order = dense_order if len(reduction) == 4 else list(range(len(reduction)))
             schedule_row_parts(sch, conv, epilogue, task, col, order, length)
             return
         col_outer, col_inner = sch.split(col, [None, row_length(width, longest)])
