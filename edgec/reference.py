@@ -48,6 +48,12 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # old exports warn once per initializer listed as input
+        # A QDQ model means float math between its quantize steps. ONNX Runtime fuses
+        # DQ -> Conv -> Q into QLinearConv, whose AVX2 kernel (no VNNI) sums u8 x s8 pairs
+        # with vpmaddubsw and saturates them at int16 for weights past 7 bits: on a Zen 1
+        # host that put a full-range INT8 model 2 quantization steps off (cosine 0.99967)
+        # while edgec's exact int32 sums were right. Unfused, the reference is exact.
+        options.add_session_config_entry("session.disable_quant_qdq", "1")
         session = ort.InferenceSession(str(data) if isinstance(data, Path) else data,
                                        options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]

@@ -64,8 +64,18 @@ def photo_inputs(folder: Path, size: int = 224) -> list[np.ndarray]:
     return batches
 
 
+def ort_session(model) -> ort.InferenceSession:
+    """ONNX Runtime on `model`, QDQ groups left unfused: its fused QLinearConv saturates
+    u8 x s8 pair sums at int16 on AVX2 hosts without VNNI for weights past 7 bits
+    (test_the_reference_computes_full_range_int8_weights_exactly_on_avx2_too)."""
+    options = ort.SessionOptions()
+    options.add_session_config_entry("session.disable_quant_qdq", "1")
+    return ort.InferenceSession(model.SerializeToString(), options,
+                                providers=["CPUExecutionProvider"])
+
+
 def ort_outputs(model, inputs: list[np.ndarray]) -> np.ndarray:
-    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = ort_session(model)
     return np.concatenate([session.run(None, {"input": x})[0] for x in inputs])
 
 
@@ -157,8 +167,7 @@ def misaligned(array: np.ndarray) -> np.ndarray:
 
 def assert_agrees_with_qdq(compiled, qdq_model, samples) -> None:
     """edgec's INT8 logits against ONNX Runtime running the same QDQ model, sample by sample."""
-    session = ort.InferenceSession(qdq_model.SerializeToString(),
-                                   providers=["CPUExecutionProvider"])
+    session = ort_session(qdq_model)
     for x in samples:
         got = compiled.run({"input": x})["logits"]
         want = session.run(None, {"input": x})[0]
@@ -594,6 +603,47 @@ def test_8_bit_convs_without_a_dot_kernel_sum_exactly_in_float():
     want = np.einsum("cyxij,ocij->oyx", windows, w.astype(np.int64))[None]
     assert want[0, 0, 0, 0] == -16_744_320
     np.testing.assert_array_equal(got.numpy(), want)
+
+
+def test_the_reference_computes_full_range_int8_weights_exactly_on_avx2_too():
+    """The check's ONNX Runtime reference on a QDQ conv whose u8 x s8 pair sums pass int16
+    (255 x 127 x 2 = 64770), against numpy's integer sums. Fused into QLinearConv, ONNX
+    Runtime's AVX2 kernel (hosts without VNNI: Zen 1-3, pre-Ice Lake Intel) saturates them:
+    on Zen 1 the channels of positive sums came out 10.3 instead of 20.3. VNNI hosts are
+    exact either way, so only an AVX2-only host can catch the fused reference."""
+    from edgec import reference
+
+    channels, out_channels = 16, 8
+    rng = np.random.default_rng(11)
+    w = rng.choice(np.array([-127, 127], np.int8), (out_channels, channels, 1, 1))
+    w[0] = 127  # channel 0 sums 16 x 255 x 127 = 518,160
+    x_scale, w_scale, y_scale = 1 / 255, 0.01, 0.1
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+        helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+        helper.make_node("DequantizeLinear", ["wq", "ws"], ["wd"]),
+        helper.make_node("Conv", ["xd", "wd"], ["y"]),
+        helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]),
+        helper.make_node("DequantizeLinear", ["yq", "ys", "yz"], ["out"]),
+    ]
+    inits = [numpy_helper.from_array(np.float32(v), n) for n, v in
+             (("xs", x_scale), ("ws", w_scale), ("ys", y_scale))]
+    inits += [numpy_helper.from_array(np.uint8(0), n) for n in ("xz", "yz")]
+    inits.append(numpy_helper.from_array(w, "wq"))
+    graph = helper.make_graph(
+        nodes, "saturating",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, channels, 4, 4])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, out_channels, 4, 4])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+
+    x = np.ones((1, channels, 4, 4), np.float32)  # quantizes to 255 everywhere
+    got = reference.outputs(model, {"x": x})["out"]
+    sums = np.einsum("c,oc->o", np.full(channels, 255, np.int64), w[:, :, 0, 0].astype(np.int64))
+    levels = np.clip(np.round(sums * x_scale * w_scale / y_scale), 0, 255)
+    want = np.broadcast_to((levels * y_scale)[None, :, None, None], got.shape)
+    assert sums[0] == 518_160 and levels[0] == 203
+    np.testing.assert_allclose(got, want, rtol=1e-6)
 
 
 def _precision_table(text: str) -> tuple[dict[str, float], set[str]]:
