@@ -365,7 +365,7 @@ def test_int8_tile_epilogues_requantize_on_vectors(tmp_path):
 def test_int8_padded_copies_of_96_channels_move_whole_vectors(tmp_path):
     """A 3x3 INT8 conv's padded copy of 96 uint8 channels (U-Net's decoder concat) was one
     <96 x i8> guarded select per pixel, built byte by byte by LLVM (96 vpextrb and 96
-    vpinsrb per pixel); it now copies 32-byte vectors (schedules._vectorize_in_registers).
+    vpinsrb per pixel); it now copies 32-byte vectors (conv_prologue._vectorize_in_registers).
     24 -> 96 (1x1) -> 32 (3x3) on 28x28 pixels on VNNI, against ONNX Runtime on the QDQ
     model; objdump shows no byte inserts or extracts in the convs."""
     _check_vnni_int8_convs_lack(tmp_path, "wide8", 96,

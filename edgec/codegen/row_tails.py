@@ -128,3 +128,27 @@ def schedule_row_parts(sch: s_tir.Schedule, conv, epilogue: list, task, col,
         sch.vectorize(lane)
         init = sch.decompose_reduction(block, reduction[0])
         sch.vectorize(sch.get_loops(init)[-1])
+
+
+# Pixels of a dense float tile of two channel vectors where the ISA has 16 registers (AVX2):
+# 4 x 2 = 8 accumulators, each broadcast input value feeding two FMAs (6 loads per 8 FMAs,
+# not 9). On a Zen 1 (AVX2, 2 threads) MobileNetV1's 1x1 convs on rows of 112, 56 and 28
+# ran 0.77-0.80x of the 8 x 1 tile (found by tuning, then made the rule). Rows 4 does not
+# divide take tiles of up to 5 (10 accumulators; 7 x 2 spilled: 1.07x of 7 x 1).
+_PAIRED_ROWS = 4
+_PAIRED_LONGEST = 5
+_PAIRED_SHORTEST = 3  # fewer pixels leave the FMAs waiting on each other: 8 x 1 then
+
+
+def paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | None] | None:
+    """(longest, balanced length or None) of a two-vector tile on a row of `width`: tiles
+    of 4 where 4 divides it, else balanced tiles of up to 5 (14: 5 + 5 + 4) or the best
+    divisor up to 5; None where the tile would hold fewer than 3 pixels."""
+    if width % _PAIRED_ROWS == 0:
+        return _PAIRED_ROWS, None
+    length = balanced_length(sch, conv, col, _PAIRED_LONGEST)
+    if length:
+        return _PAIRED_LONGEST, length
+    if row_length(width, _PAIRED_LONGEST) >= _PAIRED_SHORTEST:
+        return _PAIRED_LONGEST, None
+    return None

@@ -18,6 +18,7 @@ import tvm
 from tvm import s_tir, tirx
 
 from edgec.codegen.conv_epilogue import schedule_epilogue
+from edgec.codegen.conv_prologue import schedule_producer
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -29,6 +30,7 @@ from edgec.codegen.row_tails import (
     MAX_ROW,
     balanced_length,
     int8_longest_row,
+    paired_tile,
     schedule_row_parts,
 )
 from edgec.tvm_compat.llvm_target import vector_registers
@@ -37,34 +39,11 @@ _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
     "conv2d_nchwc_int8", "conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed",
 )
-_FEW_CHANNELS = 8  # NHWC padding with fewer channels than this is vectorized along rows
 _NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
 # Up to this much weight, row-major NHWC tiles re-read the weights from cache for each row.
 _ROW_MAJOR_WEIGHTS = 512 * 1024
-# Pixels of a dense float tile of two channel vectors where the ISA has 16 registers (AVX2):
-# 4 x 2 = 8 accumulators, each broadcast input value feeding two FMAs (6 loads per 8 FMAs,
-# not 9). On a Zen 1 (AVX2, 2 threads) MobileNetV1's 1x1 convs on rows of 112, 56 and 28
-# ran 0.77-0.80x of the 8 x 1 tile (found by tuning, then made the rule). Rows 4 does not
-# divide take tiles of up to 5 (10 accumulators; 7 x 2 spilled: 1.07x of 7 x 1).
-_PAIRED_ROWS = 4
-_PAIRED_LONGEST = 5
-_PAIRED_SHORTEST = 3  # fewer pixels leave the FMAs waiting on each other: 8 x 1 then
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
-
-
-def _paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | None] | None:
-    """(longest, balanced length or None) of a two-vector tile on a row of `width`: tiles
-    of 4 where 4 divides it, else balanced tiles of up to 5 (14: 5 + 5 + 4) or the best
-    divisor up to 5; None where the tile would hold fewer than 3 pixels."""
-    if width % _PAIRED_ROWS == 0:
-        return _PAIRED_ROWS, None
-    length = balanced_length(sch, conv, col, _PAIRED_LONGEST)
-    if length:
-        return _PAIRED_LONGEST, length
-    if row_length(width, _PAIRED_LONGEST) >= _PAIRED_SHORTEST:
-        return _PAIRED_LONGEST, None
-    return None
 
 
 def default_schedule(generic: list[str] | None = None):
@@ -147,10 +126,6 @@ def _dot_kind(sch: s_tir.Schedule, conv) -> str:
     return str(sch.get(conv).annotations.get("edgec_dot", "avx2"))
 
 
-def _same_shape(a, b) -> bool:
-    return [int(d) for d in a.shape] == [int(d) for d in b.shape]
-
-
 @dataclass(frozen=True)
 class ConvKnobs:
     """What edgec's kernel search (edgec.codegen.schedule_space) varies in PackedConv's
@@ -207,7 +182,7 @@ class PackedConv:
             sch.compute_inline(block)
         depthwise = sch.get(conv).name_hint in _DEPTHWISE_BLOCKS
         for block in blocks[:index]:
-            self._schedule_producer(sch, block, inline_padding=depthwise)
+            schedule_producer(sch, block, inline_padding=depthwise)
         knobs = self.knobs
         loops = sch.get_loops(conv)
         kind = _dot_kind(sch, conv)
@@ -229,7 +204,7 @@ class PackedConv:
         dense = len(reduction) == 4 or sch.get(conv).name_hint == "conv2d_nhwc_packed"
         if knobs == ConvKnobs() and dense and not overlapping and (
                 extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
-            paired = _paired_tile(sch, conv, col, width)
+            paired = paired_tile(sch, conv, col, width)
             if paired and paired[1]:  # rows of 14, 7, 13: parts of `length` and a tail
                 chunk, tile = sch.split(chunk, [None, 2])
                 sch.reorder(row, col, tile)
@@ -288,54 +263,6 @@ class PackedConv:
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane_inner, intrinsics.dot(kind, width))
         sch.unroll(col_inner)
-
-    @staticmethod
-    def _schedule_producer(sch: s_tir.Schedule, block, inline_padding: bool) -> None:
-        """Weight packing, no-op padding and same-shape elementwise prologues (an INT8
-        residual's rescale) are inlined; real padding is filled in parallel, except for
-        depthwise convs: they are memory-bound, and a padded copy of their input
-        (MobileNetV2's largest tensors) cost more than the conv itself (96 channels at
-        112x112, stride 2: 0.100 ms with the copy, 0.036 ms reading through the border
-        test). 8-bit data converted for float sums is converted once, in parallel."""
-        stmt = sch.get(block)
-        same_shape = stmt.reads and _same_shape(stmt.writes[0].source, stmt.reads[0].source)
-        convert_once = stmt.name_hint == "data_as_float" and not inline_padding
-        inline = stmt.name_hint.endswith("kernel_pack") or same_shape or inline_padding
-        if inline and not convert_once:
-            sch.compute_inline(block)
-            return
-        loops = sch.get_loops(block)
-        channels = extent(sch, loops[-1]) or 0
-        if len(loops) == 4 and channels < _FEW_CHANNELS:
-            # NHWC with few channels (an RGB stem): a task per row, its pixels' channels
-            # in vectors, not a parallel task per pixel of 3 values. (MobileNetV2 NHWC
-            # measured 1.01x of packed with this, 1.02x without: within noise.)
-            row = sch.fuse(loops[2], loops[3])
-            _, lane = sch.split(row, [None, row_length(extent(sch, row) or 1, 16)])
-            sch.parallel(sch.fuse(loops[0], loops[1]))
-            sch.vectorize(lane)
-            return
-        sch.parallel(sch.fuse(*loops[:3]))  # rows too: a stem's data is one channel block
-        _vectorize_in_registers(sch, block, loops[-1])
-
-
-# The widest vector one padded pixel is copied in (AVX-512: 64 bytes).
-_COPY_BYTES = 64
-
-
-def _vectorize_in_registers(sch: s_tir.Schedule, block, loop) -> None:
-    """A padded copy's channel loop in vectors of the largest power of two that divides it
-    (16 to _COPY_BYTES bytes): vectorized whole, U-Net INT8's 96 channels of uint8 (a concat)
-    were one <96 x i8> select of a guarded load, which LLVM built byte by byte (96
-    vpextrb and 96 vpinsrb per pixel, 540 in the conv's code)."""
-    size = extent(sch, loop) or 0
-    dtype_bytes = max(1, sch.get(block).writes[0].source.dtype.bits // 8)
-    lanes = min(size & -size, _COPY_BYTES // dtype_bytes)  # & -size: its largest power of 2
-    if size * dtype_bytes <= _COPY_BYTES or lanes * dtype_bytes < 16:
-        sch.vectorize(loop)  # one register already, or no whole register divides it
-        return
-    _, lane = sch.split(loop, [None, lanes])
-    sch.vectorize(lane)
 
 
 def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row, rows_first: bool | None):
