@@ -48,12 +48,8 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
     try:
         options = ort.SessionOptions()
         options.log_severity_level = 3  # old exports warn once per initializer listed as input
-        # A QDQ model means float math between its quantize steps. ONNX Runtime fuses
-        # DQ -> Conv -> Q into QLinearConv, whose AVX2 kernel (no VNNI) sums u8 x s8 pairs
-        # with vpmaddubsw and saturates them at int16 for weights past 7 bits: on a Zen 1
-        # host that put a full-range INT8 model 2 quantization steps off (cosine 0.99967)
-        # while edgec's exact int32 sums were right. Unfused, the reference is exact.
-        options.add_session_config_entry("session.disable_quant_qdq", "1")
+        if _fused_qdq_saturates(model):
+            options.add_session_config_entry("session.disable_quant_qdq", "1")
         session = ort.InferenceSession(str(data) if isinstance(data, Path) else data,
                                        options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
@@ -64,6 +60,40 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
             f"ONNX Runtime cannot run the reference model, so the compiled code cannot be "
             f"checked ({first}); --no-check compiles without the check") from err
     return dict(zip(names, values, strict=True))
+
+
+# ONNX Runtime's int8 GEMMs are exact on these x86 flags; without them it uses AVX2's
+# vpmaddubsw, which saturates u8 x s8 pair sums at int16.
+_EXACT_X86_DOTS = {"avx512_vnni", "avx_vnni"}
+_SEVEN_BIT_WEIGHT = 64  # 255 x 64 x 2 = 32640 fits int16
+
+
+def _fused_qdq_saturates(model: Any) -> bool:
+    """Whether ONNX Runtime's fused QDQ kernels could saturate on this host: an x86 CPU
+    without VNNI and a model with int8 weights past 7 bits. It fuses DQ -> Conv -> Q into
+    QLinearConv, whose AVX2 kernel sums u8 x s8 pairs in int16: on a Zen 1 that put a
+    full-range INT8 model 2 quantization steps off (cosine 0.99967) while edgec's exact
+    int32 sums were right. Unfused, ONNX Runtime computes the QDQ model's float semantics;
+    it is not the default because deep models (MobileNetV3-Small, SSD-Lite, PP-OCR) then
+    differ from the fused integer kernels, which edgec follows, by more than the check
+    allows (MobileNetV3-Small: 1.17 of 22.4 on a logit)."""
+    import platform
+
+    from edgec import targets
+
+    if platform.machine() not in ("x86_64", "AMD64") or targets.cpu_flags() & _EXACT_X86_DOTS:
+        return False
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(model)) if isinstance(model, (str, Path)) else model
+    weights = {i.name: i for i in proto.graph.initializer if i.data_type == onnx.TensorProto.INT8}
+    for node in proto.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in weights:
+            values = numpy_helper.to_array(weights[node.input[0]]).astype(np.int32)
+            if values.size and int(np.abs(values).max()) > _SEVEN_BIT_WEIGHT:
+                return True
+    return False
 
 
 def run_litert(path: Path, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
