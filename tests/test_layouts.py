@@ -948,3 +948,50 @@ def test_avx2_dense_convs_pair_two_channel_vectors_per_tile(layout, conv_symbol,
     paired = sorted(r for r in ratios.values() if r >= 1.9)
     single = sorted(r for r in ratios.values() if r < 1.2)
     assert (len(paired), len(single)) == (3, 1), ratios
+
+
+def test_constant_packing_folds_in_numpy_to_what_tvms_foldconstant_computes():
+    """Weights packed OIHW -> OIHW8o, a bias reshaped then packed (a variable bound to a
+    constant), a transposed matrix, a pack that pads (16 -> 24: left to FoldConstant) and
+    one of an activation (left alone), against TVM's own FoldConstant of the same module;
+    the covered calls must be gone before FoldConstant runs."""
+    import tvm_ffi
+    from tvm import relax
+
+    from edgec.tvm_compat.constant_layouts import fold_constant_layouts
+
+    rng = np.random.default_rng(4)
+    weight = relax.const(rng.standard_normal((16, 4, 3, 3)).astype("float32"))
+    bias = relax.const(rng.standard_normal(16).astype("float32"))
+    matrix = relax.const(rng.standard_normal((5, 7)).astype("float32"))
+    pack = lambda o, i, h, w: (o // 8, i, h, w, o % 8)  # noqa: E731
+    builder = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 16, 2, 2), "float32"))
+    with builder.function("main", [x]):
+        with builder.dataflow():
+            outputs = [
+                builder.emit(relax.op.layout_transform(weight, pack)),
+                builder.emit(relax.op.layout_transform(
+                    builder.emit(relax.op.reshape(bias, (1, 16, 1, 1))),
+                    lambda n, c, h, w: (n, c // 8, h, w, c % 8))),
+                builder.emit(relax.op.permute_dims(matrix, [1, 0])),
+                builder.emit(relax.op.layout_transform(
+                    weight, lambda o, i, h, w: (o // 24, i, h, w, o % 24), pad_value=0.0)),
+                builder.emit(relax.op.layout_transform(
+                    x, lambda n, c, h, w: (n, c // 8, h, w, c % 8))),
+            ]
+            result = builder.emit_output(relax.Tuple(outputs))
+        builder.emit_func_output(result)
+    module = builder.get()
+
+    def calls(ir) -> int:
+        found = []
+        relax.analysis.post_order_visit(ir["main"], lambda e: found.append(e) if isinstance(
+            e, relax.Call) and getattr(e.op, "name", "") != "relax.call_tir" else None)
+        return len(found)
+
+    folded = fold_constant_layouts(module)
+    assert calls(module) == 6 and calls(folded) == 2  # the padded pack and the activation's
+    want = relax.transform.FoldConstant()(module)
+    got = relax.transform.FoldConstant()(folded)
+    assert tvm_ffi.structural_equal(got, want, map_free_vars=True)

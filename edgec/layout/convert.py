@@ -10,6 +10,7 @@ from edgec.layout.stems import pack_stem_outputs
 from edgec.layout.transposed_convs import as_pointwise_convs
 from edgec.model import Model
 from edgec.targets import LAYOUTS, Target
+from edgec.tvm_compat.constant_layouts import fold_constant_layouts
 
 # "default": the target's default layout; "auto": chosen by measuring the candidates
 # (edgec.layout.by_measurement, which the pipeline runs; here it stands for the default).
@@ -136,7 +137,8 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
         ir = relax.transform.ConvertLayout(_desired_layouts(concrete))(ir)
     if concrete == "NHWC":
         ir = keep_nhwc(ir)
-    ir = relax.transform.FoldConstant()(relax.transform.CanonicalizeBindings()(ir))
+    ir = fold_constant_layouts(relax.transform.CanonicalizeBindings()(ir))
+    ir = relax.transform.FoldConstant()(ir)
     if block_of(concrete):
         ir = pack_stem_outputs(ir, concrete)
     return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete, layout_why=why)
