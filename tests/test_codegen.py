@@ -332,3 +332,38 @@ def test_nchw_means_over_a_plane_sum_vectors(tmp_path, target_name, objdump, vec
     assert code, "no mean function in the library"
     assert re.search(vector_add, code), code[:3000]
     assert len(re.findall(scalar_add, code)) <= 16, code[:3000]
+
+
+@pytest.mark.parametrize("tile", [1, 2])
+def test_constant_float_weights_are_packed_in_numpy_as_the_pack_kernel_computes(tile):
+    """Dense packed convs' constant weights are repacked at legalization in numpy (no
+    pack_float_kernel function left for FoldConstant to build with LLVM); the result must be
+    what TVM computes running the pack kernel itself."""
+    import tvm
+    from tvm import relax, te
+
+    from edgec.codegen import kernels
+    from edgec.codegen.legalize import legalize_map
+
+    weights = np.random.default_rng(3).standard_normal((4, 16, 3, 3, 8)).astype(np.float32)
+    placeholder = te.placeholder(weights.shape, "float32", name="w")
+    packed = kernels.pack_float_kernel(placeholder, tile)
+    run = tvm.compile(te.create_prim_func([placeholder, packed]), target="llvm")
+    want = tvm.runtime.tensor(np.zeros([int(d) for d in packed.shape], np.float32))
+    run(tvm.runtime.tensor(weights), want)
+    np.testing.assert_array_equal(kernels.pack_float_weights(weights, tile), want.numpy())
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 2, 8, 8, 8), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            y = bb.emit_output(relax.op.nn.conv2d(
+                x, relax.const(weights), padding=1, data_layout="NCHW8c",
+                kernel_layout="OIHW8o", out_layout="NCHW8c"))
+        bb.emit_func_output(y)
+    cpu = targets.load("x86_64").cpu
+    with tvm.target.Target(targets.load("x86_64").tvm_target()):
+        legalized = relax.transform.LegalizeOps(customize_legalize_map=legalize_map(8, cpu))(
+            bb.get())
+    names = [g.name_hint for g, _ in legalized.functions_items()]
+    assert "conv2d_nchwc" in names and not [n for n in names if n.startswith("pack")], names

@@ -24,6 +24,7 @@ from edgec.codegen.kernels import (
     integer_sums_in_float,
     pack_dense_weight,
     pack_float_kernel,
+    pack_float_weights,
     pack_int8_kernel,
     pack_int8_stem_kernel,
     pack_stem_kernel,
@@ -184,9 +185,11 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
         if int(attrs.groups) == 1 and channels % block == 0:
             tile = _blocks_per_tile(int(weight.ty.shape[0]), block, lanes)
-            # A constant weight's repacking is folded at compile time by FoldConstant.
-            packed = bb.emit_te(pack_float_kernel, weight, tile,
-                                primfunc_name_hint="pack_float_kernel")
+            if isinstance(weight, tvm.ir.Constant):  # repacked now, not by FoldConstant
+                packed = relax.const(pack_float_weights(weight.value.numpy(), tile))
+            else:
+                packed = bb.emit_te(pack_float_kernel, weight, tile,
+                                    primfunc_name_hint="pack_float_kernel")
             return bb.call_te(conv_dense, data, packed, *args,
                               primfunc_name_hint="conv2d_nchwc")
         return bb.call_te(conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
