@@ -196,8 +196,9 @@ def test_compile_reads_only_its_models_records_and_they_are_what_jsondatabase_ho
     deserializes all of their 25 MB of workloads (10.4 s of a 21.6 s SqueezeNet compile);
     compile opens only its model's (edgec.tvm_compat.pruned_database). For every function
     of MobileNetV2 (whose tuning is among the logs' thousands of records), the pruned
-    database holds the workload exactly when JSONDatabase does, with the same records, best
-    first; a function the logs never saw (a ShuffleNetV2 channel shuffle) has none."""
+    database holds the workload exactly when JSONDatabase does, with its fastest records
+    (the best that a compile applies, and up to 3 runners-up), best first; a function the
+    logs never saw (a ShuffleNetV2 channel shuffle) has none."""
     from tvm.s_tir.meta_schedule.tune_context import _normalize_mod
 
     from edgec import build, targets
@@ -224,6 +225,7 @@ def test_compile_reads_only_its_models_records_and_they_are_what_jsondatabase_ho
         got = [(str(r.trace), list(map(float, r.run_secs)))
                for r in pruned.get_top_k(pruned.commit_workload(mod), 1 << 20)]
         found += bool(expected)
+        expected = expected[:4]
         # The same records, best first (records of equal times may come in either order).
         assert sorted(got) == sorted(expected), func
         assert [t for _, t in got] == [t for _, t in expected], func
