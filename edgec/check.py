@@ -189,10 +189,10 @@ def check_against_reference(runnable: Any, model: Any, samples: Sequence[Mapping
         return {k: np.stack([r[k] for r in runs]) for k in runs[0]}
 
     actual = stacked([run(runnable, model, s) for s in samples])
-    expected = stacked([reference.outputs(model.reference, s) for s in samples])
+    expected = stacked(reference.outputs_each(model.reference, samples))
     allowance = None
     if float_reference is not None:
-        floats = stacked([reference.outputs(float_reference, s) for s in samples])
+        floats = stacked(reference.outputs_each(float_reference, samples))
         allowance = {k: INT8_SHARE_OF_OWN_ERROR * float(np.max(np.abs(
             expected[k].astype(np.float64) - floats[k]))) for k in expected if k in floats}
     report = compare(actual, expected, rtol, min_cosine, allowance)

@@ -69,7 +69,7 @@ def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
 
     mode = options.quantization.mode or ""
     samples = quantized.samples
-    fp32_runs = [reference.outputs(quantized.fp32.reference, s) for s in samples]
+    fp32_runs = reference.outputs_each(quantized.fp32.reference, samples)
     outputs = accuracy.agreement(fp32_runs, [check.run(runnable, model, s) for s in samples])
     calib = options.quantization.calib
     warnings = ([quant.RANDOM_WARNING] if calib == quant.RANDOM

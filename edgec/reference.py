@@ -7,7 +7,7 @@ mismatch instead of passing silently.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,13 +31,30 @@ def outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarra
     Raises:
         ModelImportError: the reference runtime refuses the model.
     """
+    return outputs_each(model, [inputs])[0]
+
+
+def outputs_each(model: Any, samples: Sequence[Mapping[str, np.ndarray]]
+                 ) -> list[dict[str, np.ndarray]]:
+    """outputs() of each sample, the model loaded once (one ONNX Runtime session; LiteRT
+    keeps a fresh interpreter per run, see run_litert)."""
     if isinstance(model, (str, Path)) and str(model).endswith(".tflite"):
-        return run_litert(Path(model), inputs)
-    return onnxruntime_outputs(model, inputs)
+        return [run_litert(Path(model), inputs) for inputs in samples]
+    return onnxruntime_outputs_each(model, samples)
 
 
 def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Run an ONNX model (ModelProto or path) in ONNX Runtime's CPU provider.
+
+    Raises:
+        ModelImportError: ONNX Runtime refuses the model.
+    """
+    return onnxruntime_outputs_each(model, [inputs])[0]
+
+
+def onnxruntime_outputs_each(model: Any, samples: Sequence[Mapping[str, np.ndarray]]
+                             ) -> list[dict[str, np.ndarray]]:
+    """onnxruntime_outputs() of each sample, through one session.
 
     Raises:
         ModelImportError: ONNX Runtime refuses the model.
@@ -53,19 +70,18 @@ def onnxruntime_outputs(model: Any, inputs: Mapping[str, np.ndarray]) -> dict[st
         session = ort.InferenceSession(str(data) if isinstance(data, Path) else data,
                                        options, providers=["CPUExecutionProvider"])
         names = [o.name for o in session.get_outputs()]
-        values = session.run(names, dict(inputs))
+        runs = [session.run(names, dict(inputs)) for inputs in samples]
     except Exception as err:  # onnxruntime raises its own exception classes
         first = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise ModelImportError(
             f"ONNX Runtime cannot run the reference model, so the compiled code cannot be "
             f"checked ({first}); --no-check compiles without the check") from err
-    return dict(zip(names, values, strict=True))
+    return [dict(zip(names, values, strict=True)) for values in runs]
 
 
 # ONNX Runtime's int8 GEMMs are exact on these x86 flags; without them it uses AVX2's
 # vpmaddubsw, which saturates u8 x s8 pair sums at int16.
 _EXACT_X86_DOTS = {"avx512_vnni", "avx_vnni"}
-_SEVEN_BIT_WEIGHT = 64  # 255 x 64 x 2 = 32640 fits int16
 
 
 def _fused_qdq_saturates(model: Any) -> bool:
@@ -80,6 +96,7 @@ def _fused_qdq_saturates(model: Any) -> bool:
     import platform
 
     from edgec import targets
+    from edgec.codegen.intrinsics import MAX_WEIGHT  # the bound vpmaddubsw sums within
 
     if platform.machine() not in ("x86_64", "AMD64") or targets.cpu_flags() & _EXACT_X86_DOTS:
         return False
@@ -91,7 +108,7 @@ def _fused_qdq_saturates(model: Any) -> bool:
     for node in proto.graph.node:
         if node.op_type == "DequantizeLinear" and node.input[0] in weights:
             values = numpy_helper.to_array(weights[node.input[0]]).astype(np.int32)
-            if values.size and int(np.abs(values).max()) > _SEVEN_BIT_WEIGHT:
+            if values.size and int(np.abs(values).max()) > MAX_WEIGHT:
                 return True
     return False
 
