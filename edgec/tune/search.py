@@ -139,6 +139,12 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     Raises:
         TuneError: MetaSchedule failed; what was measured until then stays in the logs.
     """
+    with contextlib.ExitStack() as cleanup:  # ends the builder's worker processes
+        return _tune(ir, target, options, progress, name, cleanup)
+
+
+def _tune(ir, target: Target, options: TuneOptions, progress: Progress | None,
+          name: str | None, cleanup: contextlib.ExitStack) -> TuneReport:
     from edgec.codegen.amx_schedule import on_amx_tiles
     from edgec.codegen.schedules import schedule_function
     from edgec.runtime import use_all_cores
@@ -161,6 +167,7 @@ def tune(ir, target: Target, options: TuneOptions, progress: Progress | None = N
     simulated = not remote and simulated_board.applies_to(target)
     if not options.dry_run:
         builder = ms.make_builder(target.cross_compiler if remote or simulated else None)
+        cleanup.callback(builder.close)
         runner = simulated_board.runner(target) if simulated else ms.make_runner(
             options.rpc, options.tracker, options.key)
         # Default schedules first: they count as trials, so --trials 1 measures just them.
