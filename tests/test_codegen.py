@@ -334,25 +334,63 @@ def test_nchw_means_over_a_plane_sum_vectors(tmp_path, target_name, objdump, vec
     assert len(re.findall(scalar_add, code)) <= 16, code[:3000]
 
 
-@pytest.mark.parametrize("tile", [1, 2])
-def test_constant_float_weights_are_packed_in_numpy_as_the_pack_kernel_computes(tile):
-    """Dense packed convs' constant weights are repacked at legalization in numpy (no
-    pack_float_kernel function left for FoldConstant to build with LLVM); the result must be
-    what TVM computes running the pack kernel itself."""
-    import tvm
-    from tvm import relax, te
-
+def _every_weight_pack():
     from edgec.codegen import kernels
+    from edgec.codegen import plain_kernels as plain
+
+    rng = np.random.default_rng(3)
+
+    def floats(*shape):
+        return rng.standard_normal(shape).astype(np.float32)
+
+    def int8s(*shape):
+        return rng.integers(-127, 128, shape).astype(np.int8)
+
+    return [  # (pack, weights, arguments): ragged channel counts where a pack pads or clamps
+        (kernels.pack_float_kernel, floats(4, 16, 3, 3, 8), (2,)),
+        (kernels.pack_float_kernel, floats(4, 16, 3, 3, 8), (1,)),
+        (kernels.pack_stem_kernel, floats(32, 3, 7, 7), (16,)),
+        (kernels.pack_dense_weight, floats(1000, 72), (16,)),
+        (kernels.pack_int8_kernel, int8s(4, 32, 3, 3, 16), (2,)),
+        (kernels.pack_int8_stem_kernel, int8s(32, 3, 7, 7), (16,)),
+        (plain.pack_nhwc_kernel, floats(40, 3, 3, 24), ("OHWI", 16)),
+        (plain.pack_nhwc_kernel, floats(3, 3, 24, 40), ("HWIO", 16)),
+        (plain.pack_nhwc_depthwise_kernel, floats(116, 3, 3, 1), ("OHWI", 16)),
+        (plain.pack_nhwc_depthwise_kernel, floats(3, 3, 12, 1), ("HWOI", 16)),
+        (plain.pack_nhwc_int8_kernel, int8s(40, 1, 1, 30), ("OHWI", 16)),
+        (plain.pack_nhwc_int8_kernel, int8s(3, 3, 30, 40), ("HWIO", 32, 16)),
+    ]
+
+
+@pytest.mark.parametrize("case", range(12))
+def test_constant_weight_packs_are_computed_in_numpy_as_tvm_runs_the_pack(case):
+    """Constant weights are packed at legalization in numpy (tvm_compat.te_gather: no pack
+    function left for FoldConstant to build with LLVM); for every pack of edgec's kernels,
+    the result must be what TVM computes compiling and running the pack itself."""
+    import tvm
+    from tvm import te
+
+    from edgec.tvm_compat import te_gather
+
+    pack, weights, arguments = _every_weight_pack()[case]
+    placeholder = te.placeholder(weights.shape, str(weights.dtype), name="w")
+    packed = pack(placeholder, *arguments)
+    run = tvm.compile(te.create_prim_func([placeholder, packed]), target="llvm")
+    want = tvm.runtime.tensor(np.zeros([int(d) for d in packed.shape], str(packed.dtype)))
+    run(tvm.runtime.tensor(weights), want)
+    got = te_gather.evaluate(packed, {placeholder: weights})
+    assert got is not None, f"{pack.__name__} is not evaluated in numpy"
+    assert got.dtype == weights.dtype
+    np.testing.assert_array_equal(got, want.numpy())
+
+
+def test_legalized_convs_with_constant_weights_leave_no_pack_function():
+    import tvm
+    from tvm import relax
+
     from edgec.codegen.legalize import legalize_map
 
     weights = np.random.default_rng(3).standard_normal((4, 16, 3, 3, 8)).astype(np.float32)
-    placeholder = te.placeholder(weights.shape, "float32", name="w")
-    packed = kernels.pack_float_kernel(placeholder, tile)
-    run = tvm.compile(te.create_prim_func([placeholder, packed]), target="llvm")
-    want = tvm.runtime.tensor(np.zeros([int(d) for d in packed.shape], np.float32))
-    run(tvm.runtime.tensor(weights), want)
-    np.testing.assert_array_equal(kernels.pack_float_weights(weights, tile), want.numpy())
-
     bb = relax.BlockBuilder()
     x = relax.Var("x", relax.TensorType((1, 2, 8, 8, 8), "float32"))
     with bb.function("main", [x]):

@@ -10,7 +10,6 @@ packings put (constant) weights into the exact order each micro-kernel reads the
 
 from __future__ import annotations
 
-import numpy as np
 from tvm import te, topi
 
 
@@ -127,16 +126,6 @@ def pack_float_kernel(kernel, tile: int):
                                                 kh, kw, ov % block],
         name="float_kernel_pack",
     )
-
-
-def pack_float_weights(kernel: np.ndarray, tile: int) -> np.ndarray:
-    """pack_float_kernel on a constant, in numpy: FoldConstant built one LLVM function per
-    weight shape for it (2.4 of a 17 s MobileNetV2 compile, Zen 1)."""
-    o_chunks, i_channels, kh_size, kw_size, block = kernel.shape
-    split = kernel.reshape(o_chunks // tile, tile, i_channels // block, block, kh_size,
-                           kw_size, block)  # (oo, t, icc, icb, kh, kw, ob): ov = t * b + ob
-    return np.ascontiguousarray(split.transpose(0, 2, 4, 5, 3, 1, 6)).reshape(
-        o_chunks // tile, i_channels // block, kh_size, kw_size, block, tile * block)
 
 
 def conv2d_nchwc_dense(data, kernel, strides, padding, dilation, groups, out_dtype):

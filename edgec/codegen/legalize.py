@@ -24,7 +24,6 @@ from edgec.codegen.kernels import (
     integer_sums_in_float,
     pack_dense_weight,
     pack_float_kernel,
-    pack_float_weights,
     pack_int8_kernel,
     pack_int8_stem_kernel,
     pack_stem_kernel,
@@ -32,6 +31,7 @@ from edgec.codegen.kernels import (
 from edgec.codegen.legalize_plain import legalize_plain_conv, output_width
 from edgec.codegen.plain_kernels import matmul_int8_as_conv, pack_nhwc_int8_kernel
 from edgec.codegen.row_tails import int8_padded_width
+from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_nchwc_winograd,
     winograd_geometry_fits,
@@ -164,10 +164,8 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         str(call.ty.dtype),
     )
     if int8_dot and _int8_dot_applies(call, block, int8_dot):
-        # Packing a constant weight is folded at compile time by FoldConstant.
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
-        packed = bb.emit_te(pack_int8_kernel, call.args[1], tile,
-                            primfunc_name_hint="pack_int8_kernel")
+        packed = emit_weight_pack(bb, pack_int8_kernel, call.args[1], tile, name="pack_int8_kernel")
         row_to = int8_padded_width(int(call.ty.shape[3]), int8_dot, tile * block)
         return bb.call_te(conv2d_nchwc_int8, call.args[0], packed, *args, int8_dot, 0, row_to,
                           primfunc_name_hint="conv2d_nchwc_int8")
@@ -185,11 +183,8 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
         if int(attrs.groups) == 1 and channels % block == 0:
             tile = _blocks_per_tile(int(weight.ty.shape[0]), block, lanes)
-            if isinstance(weight, tvm.ir.Constant):  # repacked now, not by FoldConstant
-                packed = relax.const(pack_float_weights(weight.value.numpy(), tile))
-            else:
-                packed = bb.emit_te(pack_float_kernel, weight, tile,
-                                    primfunc_name_hint="pack_float_kernel")
+            packed = emit_weight_pack(bb, pack_float_kernel, weight, tile,
+                                      name="pack_float_kernel")
             return bb.call_te(conv_dense, data, packed, *args,
                               primfunc_name_hint="conv2d_nchwc")
         return bb.call_te(conv_nchwc, data, weight, *args, primfunc_name_hint="conv2d_nchwc")
@@ -203,12 +198,11 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         # together. edgec.layout.stems gives them a packed output.
         wide = block * _blocks_per_tile(out_channels // block, block, lanes)
         if _int8_stem_applies(call, block, wide, int8_dot):
-            packed = bb.emit_te(pack_int8_stem_kernel, call.args[1], wide,
-                                primfunc_name_hint="pack_int8_stem_kernel")
+            packed = emit_weight_pack(bb, pack_int8_stem_kernel, call.args[1], wide,
+                                      name="pack_int8_stem_kernel")
             return bb.call_te(conv2d_nchw_int8_stem, call.args[0], packed, *args, block,
                               int8_dot, primfunc_name_hint="conv2d_nchw_int8_stem")
-        packed = bb.emit_te(pack_stem_kernel, call.args[1], wide,
-                            primfunc_name_hint="pack_stem_kernel")
+        packed = emit_weight_pack(bb, pack_stem_kernel, call.args[1], wide, name="pack_stem_kernel")
         return bb.call_te(conv_stem, call.args[0], packed, *args, out_block,
                           primfunc_name_hint="conv2d_nchw_packed_out")
     dot = int8_dot if int8_dot and _dot_operands_fit(call, int8_dot) else None
@@ -246,8 +240,8 @@ def _legalize_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Exp
         return call
     dtypes = (str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype))
     if set(dtypes) == {"float32"}:
-        packed = bb.emit_te(pack_dense_weight, weight, cpu.matmul_columns,
-                            primfunc_name_hint="pack_dense_weight")
+        packed = emit_weight_pack(bb, pack_dense_weight, weight, cpu.matmul_columns,
+                                  name="pack_dense_weight")
         return bb.call_te(dense_packed, data, packed, int(weight.ty.shape[1]),
                           primfunc_name_hint="dense_packed")
     dotted = _int8_matmul(bb, call, cpu) if _dot_takes(call, cpu.int8_dot) else None
@@ -266,7 +260,7 @@ def _int8_matmul(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | 
     if not intrinsics.lanes(cpu.int8_dot, wide):
         return None
     ohwi = relax.const(np.ascontiguousarray(weight.T.reshape(columns, 1, 1, -1)))
-    packed = bb.emit_te(pack_nhwc_int8_kernel, ohwi, "OHWI", wide,
-                        primfunc_name_hint="pack_nhwc_int8_kernel")
+    packed = emit_weight_pack(bb, pack_nhwc_int8_kernel, ohwi, "OHWI", wide,
+                              name="pack_nhwc_int8_kernel")
     return bb.call_te(matmul_int8_as_conv, call.args[0], packed, cpu.int8_dot, columns,
                       primfunc_name_hint="matmul_int8")

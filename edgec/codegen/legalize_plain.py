@@ -12,6 +12,7 @@ from edgec.codegen.kernels import (
     integer_sums_in_float,
     pack_stem_kernel,
 )
+from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_plain_winograd,
     winograd_geometry_fits,
@@ -100,8 +101,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
                               args[4], out_channels, layouts[0],
                               primfunc_name_hint=f"conv2d_{layouts[0].lower()}_winograd")
         if nhwc:
-            packed = bb.emit_te(plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
-                                primfunc_name_hint="pack_nhwc_kernel")
+            packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
+                                      name="pack_nhwc_kernel")
             return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
                               packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
@@ -113,8 +114,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
                                                       cpu)
         if not integer and (on_rows or flat):
             tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)
-            packed = bb.emit_te(pack_stem_kernel, weight, tile,
-                                primfunc_name_hint="pack_stem_kernel")
+            packed = emit_weight_pack(bb, pack_stem_kernel, weight, tile, name="pack_stem_kernel")
             return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
                               out_channels, cpu.float_lanes, flat,
                               primfunc_name_hint="conv2d_nchw_pixels")
@@ -122,15 +122,14 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs
         # 6.26 ms) and lost on MobileNetV2 (5.07 vs 4.70) and ResNet-50 (37.2 vs 35.5), and
         # ResNet-18's 3x3 convs took it from 1.18x to 1.65x of packed (AVX-512, 2 threads).
-        packed = bb.emit_te(pack_stem_kernel, weight, wide,
-                            primfunc_name_hint="pack_stem_kernel")
+        packed = emit_weight_pack(bb, pack_stem_kernel, weight, wide, name="pack_stem_kernel")
         return bb.call_te(_as_float_kernel(conv2d_nchw_packed_out, integer), data, packed,
                           *args, 0, out_channels, primfunc_name_hint="conv2d_nchw")
     if groups == channels == out_channels and per_group == 1:
         if nhwc:
-            packed = bb.emit_te(plain_kernels.pack_nhwc_depthwise_kernel, weight, layouts[1],
-                                depthwise_lanes(channels, cpu),
-                                primfunc_name_hint="pack_nhwc_kernel")
+            packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_depthwise_kernel, weight,
+                                      layouts[1], depthwise_lanes(channels, cpu),
+                                      name="pack_nhwc_kernel")
             return bb.call_te(_as_float_kernel(plain_kernels.depthwise_conv2d_nhwc, integer),
                               data, packed, *args, primfunc_name_hint="depthwise_conv2d_nhwc")
         planes = _nchw_planes(bb, call, data, weight, cpu, integer)
@@ -156,8 +155,8 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     elif not intrinsics.lanes(dot, wide):
         return None
     attrs = call.attrs
-    packed = bb.emit_te(plain_kernels.pack_nhwc_int8_kernel, call.args[1], kernel_layout, wide,
-                        block, primfunc_name_hint="pack_nhwc_int8_kernel")
+    packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_int8_kernel, call.args[1],
+                              kernel_layout, wide, block, name="pack_nhwc_int8_kernel")
     row_to = int8_padded_width(int(call.ty.shape[2]), dot, wide)
     return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed,
                       [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
