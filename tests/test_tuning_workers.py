@@ -71,15 +71,15 @@ def test_builder_workers_serve_several_batches_and_their_candidates_compute_righ
 INTRINSICS_PROBE = """
 import sys
 from tvm.s_tir import TensorIntrin
-from edgec.tvm_compat import metaschedule
+from edgec.tvm_compat import tensor_intrinsics
 
 def registered(name):
     return TensorIntrin.get(name, allow_missing=True) is not None
 
-metaschedule.load_cpu_intrinsics_only("x86_64")
+tensor_intrinsics.load_cpu_intrinsics_only("x86_64")
 arm = sys.modules["tvm.s_tir.tensor_intrin.arm_cpu"]
 print(registered("dot_16x4_vnni"), registered("dot_4x4_i8i8s32_sdot"), hasattr(arm, "__file__"))
-metaschedule.load_cpu_intrinsics_only("aarch64")
+tensor_intrinsics.load_cpu_intrinsics_only("aarch64")
 print(registered("dot_16x4_vnni"), registered("dot_4x4_i8i8s32_sdot"))
 """
 

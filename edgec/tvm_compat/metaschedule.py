@@ -11,9 +11,7 @@ import functools
 import logging
 import os
 import shutil
-import sys
 import tempfile
-import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,46 +20,7 @@ from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.runner.config import RPCConfig
 
-# Importing tvm.s_tir.tensor_intrin pulls these GPU intrinsic tables in: ~12 s of its ~14 s.
-# MetaSchedule imports it in every LocalBuilder worker, and LocalBuilder's pool restarted per
-# batch and timed out after 30 s, so on small machines every build "timed out" and nothing
-# was tuned. Of the CPU tables, arm_cpu's takes 7.2 s to parse on a Zen 1, x86's 0.8 s: a
-# tune loads only its own architecture's, and builders none.
-_GPU_INTRINSICS = ("cuda", "rocm", "hexagon", "metal")
-_CPU_INTRINSICS = {"x86_64": "x86", "aarch64": "arm_cpu"}
-
-
-def load_cpu_intrinsics_only(arch: str | None = None) -> None:
-    """Make `import tvm.s_tir.tensor_intrin` register only `arch`'s CPU tensor intrinsics
-    (MetaSchedule's search rules tensorize with them), or none for arch "": a builder
-    compiles scheduled modules, which carry the intrinsics' bodies already."""
-    import importlib
-
-    wanted = {_CPU_INTRINSICS.get(arch, "")} if arch is not None else set(
-        _CPU_INTRINSICS.values())
-    for name in (*_GPU_INTRINSICS, "riscv_cpu", *_CPU_INTRINSICS.values()):
-        if name not in wanted:
-            full = f"tvm.s_tir.tensor_intrin.{name}"
-            sys.modules.setdefault(full, types.ModuleType(full))
-    import tvm.s_tir.tensor_intrin  # noqa: F401
-
-    for name in wanted - {""}:  # one stubbed by an earlier tune for another architecture
-        full = f"tvm.s_tir.tensor_intrin.{name}"
-        if full in sys.modules and not hasattr(sys.modules[full], "__file__"):
-            del sys.modules[full]
-        importlib.import_module(full)
-
-
-def _load_no_intrinsics() -> None:
-    load_cpu_intrinsics_only("")
-
-
-def target_arch(target) -> str:
-    """x86_64 or aarch64 (or another triple's first part) for a tvm Target."""
-    import platform
-
-    triple = str(target.attrs.get("mtriple", "")) or platform.machine()
-    return triple.split("-")[0]
+from .tensor_intrinsics import load_cpu_intrinsics_only, load_no_intrinsics, target_arch
 
 
 def _connect_direct(rpc_config: RPCConfig):
@@ -88,7 +47,7 @@ def make_builder(cross_compiler: str | None, workers: int | None = None):
     from .pooled_builder import PooledBuilder
 
     export = functools.partial(_export_with, cross_compiler) if cross_compiler else None
-    return PooledBuilder(workers or os.cpu_count() or 1, 120.0, _load_no_intrinsics, export)
+    return PooledBuilder(workers or os.cpu_count() or 1, 120.0, load_no_intrinsics, export)
 
 
 def make_runner(rpc: tuple[str, int] | None = None, tracker: tuple[str, int] | None = None,
