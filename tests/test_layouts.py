@@ -390,7 +390,10 @@ def test_int8_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout
     assert result.verify is not None and result.verify.ok, result.verify.summary()
     code = function_code(library, "objdump", "_compute_")
     convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*int8\w*_compute_)>:", code, re.MULTILINE)
-    assert len(convs) >= 2, re.findall(r"^[0-9a-f]+ <(\w+)>:", code, re.MULTILINE)
+    # On AVX2 the 1x1 conv's 64 terms sum exactly in float: it runs the float kernel
+    # (edgec.codegen.legalize_plain), the 3x3 one the dot product.
+    expected = 1 if target == "x86_64" else 2
+    assert len(convs) >= expected, re.findall(r"^[0-9a-f]+ <(\w+)>:", code, re.MULTILINE)
     for function in convs:
         registers = set(re.findall(dot, function_code(library, "objdump", function)))
         assert len(registers) >= 6, (function, registers)

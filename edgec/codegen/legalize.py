@@ -34,6 +34,7 @@ from edgec.codegen.row_tails import int8_padded_width
 from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_nchwc_winograd,
+    winograd_for_int8,
     winograd_geometry_fits,
     winograd_weight,
 )
@@ -138,6 +139,13 @@ def _winograd_applies(call: relax.Call, block: int) -> bool:
     return channels % block == 0 and winograd_geometry_fits(call)
 
 
+def _int8_winograd_applies(call: relax.Call, block: int, cpu) -> bool:
+    """A packed 8-bit 3x3 conv the AVX2 dot product would compute, which Winograd computes
+    in float32 instead (see edgec.codegen.winograd.winograd_for_int8)."""
+    return (winograd_for_int8(cpu, cpu.int8_dot) and _int8_dot_applies(call, block, "avx2")
+            and winograd_geometry_fits(call))
+
+
 def _sums_exact_in_float(call: relax.Call) -> bool:
     """An 8-bit x int8 -> int32 conv with few enough terms per output that float32 sums
     are exact (see edgec.codegen.kernels.integer_sums_in_float)."""
@@ -163,6 +171,12 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         int(attrs.groups),
         str(call.ty.dtype),
     )
+    if _int8_winograd_applies(call, block, cpu):
+        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
+        weight = call.args[1].value.numpy().astype(np.float32)
+        return bb.call_te(conv2d_nchwc_winograd, call.args[0],
+                          relax.const(winograd_weight(weight, tile)), args[1], args[4],
+                          primfunc_name_hint="conv2d_nchwc_winograd")
     if int8_dot and _int8_dot_applies(call, block, int8_dot):
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
         packed = emit_weight_pack(bb, pack_int8_kernel, call.args[1], tile, name="pack_int8_kernel")
