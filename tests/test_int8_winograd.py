@@ -18,8 +18,9 @@ from edgec.quant import QuantizeOptions
 
 def _three_by_three_chain(path: Path) -> Path:
     """A 3-channel 5x5 stem, then 3x3 stride-1 convs of 64 channels giving 19x14 (4x4
-    tiles do not divide it; uneven padding), a residual add, and a 3x3 conv of 128
-    channels: 64 x 9 = 576 terms per output, past what float32 sums exactly."""
+    tiles do not divide it; uneven padding), a residual add, a 2x2 max pool and a 3x3 conv
+    of 128 channels on 9x7, F(2x2, 3x3)'s: 64 x 9 = 576 terms per output, past what float32
+    sums exactly."""
     rng = np.random.default_rng(11)
 
     def weight(name, *shape):
@@ -35,14 +36,15 @@ def _three_by_three_chain(path: Path) -> Path:
         helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"], pads=[1, 1, 1, 1]),
         helper.make_node("Add", ["c2", "r1"], ["s"]),
         helper.make_node("Relu", ["s"], ["r2"]),
-        helper.make_node("Conv", ["r2", "w3", "b3"], ["out"], pads=[1, 1, 1, 1]),
+        helper.make_node("MaxPool", ["r2"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+        helper.make_node("Conv", ["p", "w3", "b3"], ["out"], pads=[1, 1, 1, 1]),
     ]
     inits = [weight("w0", 64, 3, 5, 5), weight("b0", 64), weight("w1", 64, 64, 3, 3),
              weight("b1", 64), weight("w2", 64, 64, 3, 3), weight("b2", 64),
              weight("w3", 128, 64, 3, 3), weight("b3", 128)]
     return save_model(
         nodes, [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 18, 14])],
-        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 128, 19, 14])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 128, 9, 7])],
         inits, path)
 
 

@@ -35,7 +35,7 @@ from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_nchwc_winograd,
     winograd_for_int8,
-    winograd_geometry_fits,
+    winograd_tile,
     winograd_weight,
 )
 from edgec.layout.blocks import block_of
@@ -125,25 +125,22 @@ def _int8_stem_applies(call: relax.Call, block: int, wide: int, kind: str | None
     return _dot_operands_fit(call, kind)
 
 
-def _winograd_applies(call: relax.Call, block: int) -> bool:
-    """A packed float32 3x3 stride-1 ungrouped conv with constant weights on an output of
-    at least WINOGRAD_MIN_OUTPUT pixels a side."""
+def _winograd_tile(call: relax.Call, block: int, cpu) -> int | None:
+    """The Winograd output tile (edgec.codegen.winograd.winograd_tile) of a packed 3x3
+    stride-1 ungrouped conv with constant weights: float32, or 8-bit where the AVX2 dot
+    product would compute it (winograd_for_int8); None for every other conv."""
     attrs, data, weight = call.attrs, call.args[0], call.args[1]
     if _packed_block(attrs) != block or int(attrs.groups) != 1:
-        return False
+        return None
     if not isinstance(weight, tvm.ir.Constant):
-        return False
-    if {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)} != {"float32"}:
-        return False
-    channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
-    return channels % block == 0 and winograd_geometry_fits(call)
-
-
-def _int8_winograd_applies(call: relax.Call, block: int, cpu) -> bool:
-    """A packed 8-bit 3x3 conv the AVX2 dot product would compute, which Winograd computes
-    in float32 instead (see edgec.codegen.winograd.winograd_for_int8)."""
-    return (winograd_for_int8(cpu, cpu.int8_dot) and _int8_dot_applies(call, block, "avx2")
-            and winograd_geometry_fits(call))
+        return None
+    dtypes = {str(data.ty.dtype), str(weight.ty.dtype), str(call.ty.dtype)}
+    if dtypes == {"float32"}:
+        channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
+        return winograd_tile(call, cpu) if channels % block == 0 else None
+    if winograd_for_int8(cpu, cpu.int8_dot) and _int8_dot_applies(call, block, "avx2"):
+        return winograd_tile(call, cpu)
+    return None
 
 
 def _sums_exact_in_float(call: relax.Call) -> bool:
@@ -163,7 +160,7 @@ def _sums_exact_in_float(call: relax.Call) -> bool:
 
 def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
                      lanes: int) -> relax.Expr:
-    attrs, int8_dot, winograd = call.attrs, cpu.int8_dot, cpu.winograd
+    attrs, int8_dot = call.attrs, cpu.int8_dot
     args = (
         [int(s) for s in attrs.strides],
         [int(p) for p in attrs.padding],
@@ -171,11 +168,12 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
         int(attrs.groups),
         str(call.ty.dtype),
     )
-    if _int8_winograd_applies(call, block, cpu):
+    m = _winograd_tile(call, block, cpu)
+    if m:
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
-        weight = call.args[1].value.numpy().astype(np.float32)
+        weight = call.args[1].value.numpy().astype(np.float32)  # 8-bit ones too
         return bb.call_te(conv2d_nchwc_winograd, call.args[0],
-                          relax.const(winograd_weight(weight, tile)), args[1], args[4],
+                          relax.const(winograd_weight(weight, tile, m)), args[1], args[4],
                           primfunc_name_hint="conv2d_nchwc_winograd")
     if int8_dot and _int8_dot_applies(call, block, int8_dot):
         tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
@@ -187,11 +185,6 @@ def _legalize_conv2d(bb: relax.BlockBuilder, call: relax.Call, block: int, cpu,
     if _sums_exact_in_float(call):
         conv_dense, conv_nchwc, conv_stem = (integer_sums_in_float(conv)
                                              for conv in (conv_dense, conv_nchwc, conv_stem))
-    if winograd and _winograd_applies(call, block):
-        tile = _blocks_per_tile(int(call.args[1].ty.shape[0]), block, lanes)
-        weight = relax.const(winograd_weight(call.args[1].value.numpy(), tile))
-        return bb.call_te(conv2d_nchwc_winograd, call.args[0], weight, args[1], args[4],
-                          primfunc_name_hint="conv2d_nchwc_winograd")
     if _packed_block(attrs) is not None:
         data, weight = call.args[0], call.args[1]
         channels = int(data.ty.shape[1]) * int(data.ty.shape[4])

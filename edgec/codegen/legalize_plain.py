@@ -16,7 +16,7 @@ from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_plain_winograd,
     winograd_for_int8,
-    winograd_geometry_fits,
+    winograd_tile,
     winograd_weight_nhwc,
 )
 
@@ -78,7 +78,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
     if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
         return None
     winograd_int8 = (winograd_for_int8(cpu, dot) and layouts[0] == "NHWC"
-                     and int(attrs.groups) == 1 and winograd_geometry_fits(call))
+                     and int(attrs.groups) == 1 and winograd_tile(call, cpu) is not None)
     # On AVX2 without VNNI the dot product makes no more multiply-adds per cycle than FMAs
     # (edgec.codegen.winograd.winograd_for_int8), and pads input channels to 4: convs whose
     # sums float32 holds exactly run the float kernel. ResNet-18 INT8's 3-channel 7x7 stem
@@ -107,7 +107,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
     if groups == 1:
         wide = output_width(out_channels, cpu)
         if winograd_int8 or _plain_winograd(call, nhwc, channels, out_channels, cpu, integer):
-            transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide)
+            transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide,
+                                               winograd_tile(call, cpu))
             return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, layouts[0],
                               primfunc_name_hint=f"conv2d_{layouts[0].lower()}_winograd")
@@ -179,7 +180,7 @@ def _plain_winograd(call: relax.Call, nhwc: bool, channels: int, out_channels: i
                     integer: bool) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd F(4x4, 3x3): its geometry fits, and
     in NCHW only on x86 with _NCHW_WINOGRAD_CHANNELS channels or more in and out."""
-    if not cpu.winograd or integer or not winograd_geometry_fits(call):
+    if integer or winograd_tile(call, cpu) is None:
         return False
     return nhwc or (cpu.arch == "x86_64"
                     and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS)

@@ -13,34 +13,50 @@ from tvm import te, tirx, topi
 # Winograd F(4x4, 3x3) (Lavin & Gray, 2016): a 6x6 input tile d gives a 4x4 output tile as
 # A^T [(G g G^T) * (B^T d B)] A: 36 multiplies instead of 144 per input channel and tile.
 WINOGRAD_TILE = 4
-_WINOGRAD_ALPHA = 6
 _BT = np.array([[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
                 [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float)
 _G = np.array([[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
                [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]])
 _AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0],
                 [0, 1, -1, 8, -8, 1]], dtype=float)
+# F(2x2, 3x3): a 4x4 input tile, 16 multiplies instead of 36 per 2x2 output tile.
+_BT2 = np.array([[1, 0, -1, 0], [0, 1, 1, 0], [0, -1, 1, 0], [0, 1, 0, -1]], dtype=float)
+_G2 = np.array([[1, 0, 0], [1 / 2, 1 / 2, 1 / 2], [1 / 2, -1 / 2, 1 / 2], [0, 0, 1]])
+_AT2 = np.array([[1, 1, 1, 0], [0, 1, -1, -1]], dtype=float)
+_TRANSFORMS = {4: (_BT, _G, _AT), 2: (_BT2, _G2, _AT2)}
 
 
-# Winograd only where it pays: its weights are 4x the size (36 instead of 9 values per
+# F(4x4, 3x3) only where it pays: its weights are 4x the size (36 instead of 9 values per
 # filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
 # streaming them costs more than the multiplies saved.
 WINOGRAD_MIN_OUTPUT = 14
+# Below that, on AVX2, F(2x2, 3x3) from 7x7 outputs up: 16 values per filter (1.8x), and on
+# a 7x7 output 16 tiles of 16 multiplies against 441 direct ones (1.7x fewer).
+SMALL_WINOGRAD_MIN_OUTPUT = 7
 
 
-def winograd_geometry_fits(call) -> bool:
-    """A Relax conv2d that F(4x4, 3x3) computes and where it pays: 3x3 weights, stride and
-    dilation 1, an output of at least WINOGRAD_MIN_OUTPUT pixels a side. Axes are found
-    by name, so packed (NCHW8c, OIHW8o) and NHWC (OHWI, HWIO) convs alike."""
+def winograd_tile(call, cpu) -> int | None:
+    """The Winograd output tile (4 or 2) of a Relax conv2d on `cpu`, None where Winograd
+    does not fit or pay: 3x3 weights, stride and dilation 1; F(4x4, 3x3) on outputs of at
+    least WINOGRAD_MIN_OUTPUT pixels a side, F(2x2, 3x3) on AVX2 from
+    SMALL_WINOGRAD_MIN_OUTPUT (measured on a Zen 1; AVX-512's and NEON's are not). Axes are
+    found by name, so packed (NCHW8c, OIHW8o) and NHWC (OHWI, HWIO) convs alike."""
     attrs = call.attrs
     kernel_layout, out_layout = str(attrs.kernel_layout), str(attrs.out_layout)
     weight = [int(d) for d in call.args[1].ty.shape]
+    if not cpu.winograd:
+        return None
     if (weight[kernel_layout.index("H")], weight[kernel_layout.index("W")]) != (3, 3):
-        return False
+        return None
     if any(int(s) != 1 for s in (*attrs.strides, *attrs.dilation)):
-        return False
+        return None
     out = [int(d) for d in call.ty.shape]
-    return min(out[out_layout.index("H")], out[out_layout.index("W")]) >= WINOGRAD_MIN_OUTPUT
+    side = min(out[out_layout.index("H")], out[out_layout.index("W")])
+    if side >= WINOGRAD_MIN_OUTPUT:
+        return 4
+    if cpu.arch == "x86_64" and cpu.vector_bits == 256 and side >= SMALL_WINOGRAD_MIN_OUTPUT:
+        return 2
+    return None
 
 
 def winograd_for_int8(cpu, dot: str | None) -> bool:
@@ -57,30 +73,33 @@ def winograd_for_int8(cpu, dot: str | None) -> bool:
     return bool(cpu.winograd) and dot == "avx2"
 
 
-def winograd_weight(kernel: np.ndarray, tile: int) -> np.ndarray:
-    """Constant OIHW{b}o 3x3 weights transformed (G g G^T, in float64) and laid out as
-    (6, 6, O/(b*tile), I/b, b_in, tile*b_out): per (eps, nu), the order the Winograd GEMM's
-    micro-kernel streams them in, like pack_float_kernel's."""
+def winograd_weight(kernel: np.ndarray, tile: int, m: int = WINOGRAD_TILE) -> np.ndarray:
+    """Constant OIHW{b}o 3x3 weights transformed for F(m x m, 3x3) (G g G^T, in float64)
+    and laid out as (m+2, m+2, O/(b*tile), I/b, b_in, tile*b_out): per (eps, nu), the order
+    the Winograd GEMM's micro-kernel streams them in, like pack_float_kernel's."""
     o_chunks, i_channels, _, _, block = kernel.shape
     oihw = kernel.transpose(0, 4, 1, 2, 3).reshape(o_chunks * block, i_channels, 3, 3)
-    transformed = np.einsum("ak,oikl,bl->aboi", _G, oihw.astype(np.float64), _G)
-    wide = tile * block
-    packed = transformed.reshape(_WINOGRAD_ALPHA, _WINOGRAD_ALPHA, o_chunks // tile, wide,
+    g = _TRANSFORMS[m][1]
+    transformed = np.einsum("ak,oikl,bl->aboi", g, oihw.astype(np.float64), g)
+    wide, alpha = tile * block, m + 2
+    packed = transformed.reshape(alpha, alpha, o_chunks // tile, wide,
                                  i_channels // block, block)
     return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3)).astype(kernel.dtype)
 
 
-def winograd_weight_nhwc(kernel: np.ndarray, layout: str, wide: int) -> np.ndarray:
+def winograd_weight_nhwc(kernel: np.ndarray, layout: str, wide: int,
+                         m: int = WINOGRAD_TILE) -> np.ndarray:
     """Constant OHWI or HWIO 3x3 weights transformed like winograd_weight for NHWC data,
     which conv2d_plain_winograd reads as one block of all I channels: (6, 6, ceil(O/wide),
     1, I, wide), output channels zero-padded to whole tiles."""
     oihw = kernel.transpose(*(layout.index(axis) for axis in "OIHW")).astype(np.float64)
     o_channels, i_channels = oihw.shape[:2]
-    transformed = np.einsum("ak,oikl,bl->aboi", _G, oihw, _G)
-    tiles = (o_channels + wide - 1) // wide
-    padded = np.zeros((_WINOGRAD_ALPHA, _WINOGRAD_ALPHA, tiles * wide, i_channels))
+    g = _TRANSFORMS[m][1]
+    transformed = np.einsum("ak,oikl,bl->aboi", g, oihw, g)
+    tiles, alpha = (o_channels + wide - 1) // wide, m + 2
+    padded = np.zeros((alpha, alpha, tiles * wide, i_channels))
     padded[:, :, :o_channels] = transformed
-    packed = padded.reshape(_WINOGRAD_ALPHA, _WINOGRAD_ALPHA, tiles, wide, 1, i_channels)
+    packed = padded.reshape(alpha, alpha, tiles, wide, 1, i_channels)
     return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3)).astype(kernel.dtype)
 
 
@@ -165,7 +184,8 @@ def _winograd(data, weight, padding, out_block: int):
     alpha, _, o_tiles, _, _, wide = (int(d) for d in weight.shape)
     top, left, bottom, right = padding
     out_h, out_w = height + top + bottom - 2, width + left + right - 2
-    m = WINOGRAD_TILE
+    m = alpha - 2  # the weights were transformed for F(m x m, 3x3)
+    bt, _, at = _TRANSFORMS[m]
     tiles_h, tiles_w = (out_h + m - 1) // m, (out_w + m - 1) // m
     tiles = n * tiles_h * tiles_w
     padded = topi.nn.pad(data, [0, 0, top, left, 0],
@@ -180,13 +200,13 @@ def _winograd(data, weight, padding, out_block: int):
     rows = te.compute(
         (c_chunks, tiles, alpha, alpha, block),
         lambda icc, p, eps, col, icb: _combination(
-            _BT, eps, lambda row: tile_input(icc, p, row, col, icb)),
+            bt, eps, lambda row: tile_input(icc, p, row, col, icb)),
         name="winograd_input_rows",
     )
     transformed = te.compute(
         (alpha, alpha, c_chunks, tiles, block),
         lambda eps, nu, icc, p, icb: _combination(
-            _BT, nu, lambda col: rows[icc, p, eps, col, icb]),
+            bt, nu, lambda col: rows[icc, p, eps, col, icb]),
         name="winograd_input",
     )
     icc = te.reduce_axis((0, c_chunks), name="icc")
@@ -200,7 +220,7 @@ def _winograd(data, weight, padding, out_block: int):
     )
     out_rows = te.compute(
         (o_tiles, tiles, m, alpha, wide),
-        lambda oc, p, i, col, ov: _combination(_AT, i, lambda row: product[row, col, oc, p, ov]),
+        lambda oc, p, i, col, ov: _combination(at, i, lambda row: product[row, col, oc, p, ov]),
         name="winograd_output_rows",
     )
     tile = wide // out_block
@@ -208,7 +228,7 @@ def _winograd(data, weight, padding, out_block: int):
     untiled = te.compute(
         (n, o_tiles * tile, tiles_h * m, tiles_w * m, block),
         lambda b, oc, y, x, ob: _combination(
-            _AT, x % m, lambda col: out_rows[
+            at, x % m, lambda col: out_rows[
                 oc // tile, (b * tiles_h + y // m) * tiles_w + x // m, y % m, col,
                 oc % tile * block + ob]),
         name="winograd_output",

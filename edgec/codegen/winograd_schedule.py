@@ -32,8 +32,6 @@ class WinogradConv:
         return schedule_named(func, "conv2d_nchwc_winograd", self._schedule)
 
     def _schedule(self, sch: s_tir.Schedule) -> None:
-        from edgec.codegen.winograd import WINOGRAD_TILE
-
         block = sch.get_sblock
         # NHWC or NCHW data read as one block of all its channels, through a view (the block
         # is named for NHWC, its first layout).
@@ -42,6 +40,7 @@ class WinogradConv:
             sch.compute_inline(block("nhwc_as_one_block"))
         sch.compute_inline(block("data_pad"))
         eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
+        m = extent(sch, eps) - 2  # F(m x m, 3x3): 4, or 2 on small images
         channels = extent(sch, lane) or 1
         if channels > _MAX_TRANSFORM_LANES:
             # NHWC's block is every channel (64-512): the unrolled 6x6 transform on vectors
@@ -82,8 +81,8 @@ class WinogradConv:
 
         output = block("winograd_output")
         batch, chunk, row, col, lane = sch.get_loops(output)
-        row_outer, row_inner = sch.split(row, [None, WINOGRAD_TILE])
-        col_outer, col_inner = sch.split(col, [None, WINOGRAD_TILE])
+        row_outer, row_inner = sch.split(row, [None, m])
+        col_outer, col_inner = sch.split(col, [None, m])
         sch.reorder(batch, chunk, row_outer, col_outer, row_inner, col_inner, lane)
         sch.parallel(sch.fuse(batch, chunk, row_outer))
         sch.unroll(row_inner)
