@@ -17,7 +17,7 @@ from onnx import TensorProto, helper, numpy_helper
 REPO = Path(__file__).resolve().parent.parent
 
 
-# Under pytest-xdist several test files run at once on a 2-core machine: TVM's spinning thread
+# Under pytest-xdist two test files run at once on a 2-core machine: TVM's spinning thread
 # pool, two threads per worker, then slowed inference many times over (squeezenet: 3 ms alone,
 # 218 ms beside a test run). One thread each keeps both workers at full speed. Set before TVM
 # starts its pool; CLI subprocesses inherit it.
