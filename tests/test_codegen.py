@@ -395,8 +395,9 @@ def test_legalized_convs_with_constant_weights_leave_no_pack_function():
     x = relax.Var("x", relax.TensorType((1, 2, 8, 8, 8), "float32"))
     with bb.function("main", [x]):
         with bb.dataflow():
+            # Stride 2: a stride-1 3x3 conv on 8x8 would run Winograd, no packed tile.
             y = bb.emit_output(relax.op.nn.conv2d(
-                x, relax.const(weights), padding=1, data_layout="NCHW8c",
+                x, relax.const(weights), strides=2, padding=1, data_layout="NCHW8c",
                 kernel_layout="OIHW8o", out_layout="NCHW8c"))
         bb.emit_func_output(y)
     cpu = targets.load("x86_64").cpu
