@@ -10,9 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
+from test_quantize import compile_int8, ort_session
 
 from conftest import save_model
-from edgec import build, pipeline, runtime, targets
+from edgec import build, runtime, targets
 from edgec.quant import QuantizeOptions
 
 
@@ -48,18 +49,10 @@ def _three_by_three_chain(path: Path) -> Path:
         inits, path)
 
 
-def _compile(source: Path, out: Path, target: str, layout: str, samples: np.ndarray):
-    calib = out.with_suffix(".calib.npy")
-    np.save(calib, samples)
-    return pipeline.compile_model(pipeline.CompileOptions(
-        model=str(source), output=out, target=target, layout=layout, check=False,
-        quantization=QuantizeOptions("int8", calib=str(calib))))
-
-
-def _kernel_names(result, target: str) -> list[str]:
+def _kernel_names(model, target: str) -> list[str]:
     from tvm import tirx
 
-    lowered = build.lower(result.model, targets.load(target))
+    lowered = build.lower(model, targets.load(target))
     return [g.name_hint for g, f in lowered.functions.items() if isinstance(f, tirx.PrimFunc)]
 
 
@@ -68,14 +61,12 @@ def test_avx2_int8_3x3_convs_run_winograd_and_match_onnxruntime_step_for_step(la
     source = _three_by_three_chain(tmp_path / "chain.onnx")
     samples = np.random.default_rng(12).uniform(-1, 1, (8, 1, 3, 18, 14)).astype(np.float32)
     out = tmp_path / "chain.so"
-    result = _compile(source, out, "x86_64", layout, samples)
-    names = _kernel_names(result, "x86_64")
+    result = compile_int8(source, out, samples, "x86_64", check=False, layout=layout)
+    names = _kernel_names(result.model, "x86_64")
     winograd = [n for n in names if "winograd" in n]
     assert len(winograd) == 3, names  # the three 3x3 convs; the 5x5 stem is direct
     if layout == "NHWC":  # the stem's 75 terms sum exactly in float: no 4-channel dot
         assert not [n for n in names if "int8" in n], names
-
-    from test_quantize import ort_session
 
     session = ort_session(result.model.reference)
     library = runtime.load(out)
@@ -115,7 +106,6 @@ def test_dot_product_targets_keep_their_integer_3x3_kernels(target, tmp_path):
     imported, _ = quantized.import_quantized(str(source), None,
                                              QuantizeOptions("int8", calib=str(calib)), loaded,
                                              lambda _message: None)
-    result = type("Result", (), {"model": layout.apply_layout(imported, "default", loaded)})
-    names = _kernel_names(result, target)
+    names = _kernel_names(layout.apply_layout(imported, "default", loaded), target)
     assert [n for n in names if "int8" in n], names
     assert not [n for n in names if "winograd" in n], names

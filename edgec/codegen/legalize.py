@@ -138,7 +138,7 @@ def _winograd_tile(call: relax.Call, block: int, cpu) -> int | None:
     if dtypes == {"float32"}:
         channels = int(data.ty.shape[1]) * int(data.ty.shape[4])
         return winograd_tile(call, cpu) if channels % block == 0 else None
-    if winograd_for_int8(cpu, cpu.int8_dot) and _int8_dot_applies(call, block, "avx2"):
+    if winograd_for_int8(cpu.int8_dot) and _int8_dot_applies(call, block, "avx2"):
         return winograd_tile(call, cpu)
     return None
 

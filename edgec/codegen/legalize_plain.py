@@ -77,8 +77,9 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
     layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
     if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
         return None
-    winograd_int8 = (winograd_for_int8(cpu, dot) and layouts[0] == "NHWC"
-                     and int(attrs.groups) == 1 and winograd_tile(call, cpu) is not None)
+    m = winograd_tile(call, cpu)  # None: no Winograd for this conv
+    winograd_int8 = (winograd_for_int8(dot) and layouts[0] == "NHWC"
+                     and int(attrs.groups) == 1 and m is not None)
     # On AVX2 without VNNI the dot product makes no more multiply-adds per cycle than FMAs
     # (edgec.codegen.winograd.winograd_for_int8), and pads input channels to 4: convs whose
     # sums float32 holds exactly run the float kernel. ResNet-18 INT8's 3-channel 7x7 stem
@@ -89,8 +90,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         dotted = _nhwc_int8(bb, call, layouts[1], cpu, dot)
         if dotted is not None:
             return dotted
-    integer = integer or winograd_int8
-    if integer and isinstance(call.args[1], tvm.ir.Constant):
+    if (integer or winograd_int8) and isinstance(call.args[1], tvm.ir.Constant):
         weight = relax.const(call.args[1].value.numpy().astype("float32"))
     elif _float32_with_constant_weight(call):
         weight = call.args[1]
@@ -106,9 +106,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if winograd_int8 or _plain_winograd(call, nhwc, channels, out_channels, cpu, integer):
-            transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide,
-                                               winograd_tile(call, cpu))
+        if winograd_int8 or _plain_winograd(m, nhwc, channels, out_channels, cpu, integer):
+            transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide, m)
             return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, layouts[0],
                               primfunc_name_hint=f"conv2d_{layouts[0].lower()}_winograd")
@@ -176,11 +175,12 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
                       primfunc_name_hint="conv2d_nhwc_int8")
 
 
-def _plain_winograd(call: relax.Call, nhwc: bool, channels: int, out_channels: int, cpu,
+def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int, cpu,
                     integer: bool) -> bool:
-    """Whether a float NHWC or NCHW conv runs Winograd F(4x4, 3x3): its geometry fits, and
-    in NCHW only on x86 with _NCHW_WINOGRAD_CHANNELS channels or more in and out."""
-    if integer or winograd_tile(call, cpu) is None:
+    """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
+    winograd_tile, is not None), and in NCHW only on x86 with _NCHW_WINOGRAD_CHANNELS
+    channels or more in and out."""
+    if integer or m is None:
         return False
     return nhwc or (cpu.arch == "x86_64"
                     and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS)

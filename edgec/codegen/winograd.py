@@ -59,7 +59,7 @@ def winograd_tile(call, cpu) -> int | None:
     return None
 
 
-def winograd_for_int8(cpu, dot: str | None) -> bool:
+def winograd_for_int8(dot: str | None) -> bool:
     """Whether 8-bit x int8 3x3 convs the `dot` intrinsic would compute run Winograd in
     float32 instead: on AVX2 without VNNI. There vpmaddubsw + vpmaddwd + vpaddd make 32
     multiply-adds in three instructions, no more per cycle than FMAs on a Zen 1 (two 128-bit
@@ -69,8 +69,9 @@ def winograd_for_int8(cpu, dot: str | None) -> bool:
     transforms' float error is below one unit of the int32 sum (256 channels of uniform
     uint8 x 7-bit weights: at most 0.75 on sums up to 3.4e5); _to_output rounds, and the
     requantize after it divides by hundreds of units. VNNI and sdot keep the dot product.
+    Where the conv's geometry fits says winograd_tile (which honours the target's switch).
     """
-    return bool(cpu.winograd) and dot == "avx2"
+    return dot == "avx2"
 
 
 def winograd_weight(kernel: np.ndarray, tile: int, m: int = WINOGRAD_TILE) -> np.ndarray:
@@ -79,23 +80,27 @@ def winograd_weight(kernel: np.ndarray, tile: int, m: int = WINOGRAD_TILE) -> np
     the Winograd GEMM's micro-kernel streams them in, like pack_float_kernel's."""
     o_chunks, i_channels, _, _, block = kernel.shape
     oihw = kernel.transpose(0, 4, 1, 2, 3).reshape(o_chunks * block, i_channels, 3, 3)
-    g = _TRANSFORMS[m][1]
-    transformed = np.einsum("ak,oikl,bl->aboi", g, oihw.astype(np.float64), g)
+    transformed = _transform_filters(oihw, m)
     wide, alpha = tile * block, m + 2
     packed = transformed.reshape(alpha, alpha, o_chunks // tile, wide,
                                  i_channels // block, block)
     return np.ascontiguousarray(packed.transpose(0, 1, 2, 4, 5, 3)).astype(kernel.dtype)
 
 
+def _transform_filters(oihw: np.ndarray, m: int) -> np.ndarray:
+    """G g G^T of (O, I, 3, 3) filters for F(m x m, 3x3), in float64: (m+2, m+2, O, I)."""
+    g = _TRANSFORMS[m][1]
+    return np.einsum("ak,oikl,bl->aboi", g, oihw.astype(np.float64), g)
+
+
 def winograd_weight_nhwc(kernel: np.ndarray, layout: str, wide: int,
                          m: int = WINOGRAD_TILE) -> np.ndarray:
     """Constant OHWI or HWIO 3x3 weights transformed like winograd_weight for NHWC data,
-    which conv2d_plain_winograd reads as one block of all I channels: (6, 6, ceil(O/wide),
-    1, I, wide), output channels zero-padded to whole tiles."""
-    oihw = kernel.transpose(*(layout.index(axis) for axis in "OIHW")).astype(np.float64)
+    which conv2d_plain_winograd reads as one block of all I channels: (m+2, m+2,
+    ceil(O/wide), 1, I, wide), output channels zero-padded to whole tiles."""
+    oihw = kernel.transpose(*(layout.index(axis) for axis in "OIHW"))
     o_channels, i_channels = oihw.shape[:2]
-    g = _TRANSFORMS[m][1]
-    transformed = np.einsum("ak,oikl,bl->aboi", g, oihw, g)
+    transformed = _transform_filters(oihw, m)
     tiles, alpha = (o_channels + wide - 1) // wide, m + 2
     padded = np.zeros((alpha, alpha, tiles * wide, i_channels))
     padded[:, :, :o_channels] = transformed
