@@ -61,7 +61,8 @@ def import_quantized(source: str, input_shapes: Mapping | None, qopts: QuantizeO
 
 def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
                  options: Any, quantized: Quantized, float_schedule: Any) -> QuantReport:
-    """Agreement with FP32 (ORT), per-layer error, integer ops and instructions, and speed.
+    """Agreement with FP32 (ORT), per-layer error, integer ops and instructions, and speed
+    (on a target this machine runs, unless options.time_fp32 is off).
     `options` is compile's CompileOptions; `float_schedule` the tuning schedule for the
     float build it is timed against (a callback of its own, so compile's counts stay the
     quantized build's)."""
@@ -75,7 +76,7 @@ def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
     warnings = ([quant.RANDOM_WARNING] if calib == quant.RANDOM
                 else [quant.SAMPLES_WARNING] if calib == quant.SAMPLES else [])
     fp32_ms = quantized_ms = None
-    if target.is_native:
+    if target.is_native and options.time_fp32:
         float_model = layout.apply_layout(quantized.fp32, model.layout, target)
         fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
         fp32_ms = check.median_ms(fp32_exec, float_model, samples[0])
@@ -92,4 +93,7 @@ def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
                   if k.endswith("_left")},
         integer_layers=dict(collections.Counter(integer.integer_layers(model.ir))),
         mac_instructions=accuracy.count_mnemonics(build.assembly(executable)),
-        fp32_ms=fp32_ms, quantized_ms=quantized_ms, warnings=warnings)
+        fp32_ms=fp32_ms, quantized_ms=quantized_ms, warnings=warnings,
+        untimed_because=("" if fp32_ms is not None
+                         else f"{target.name} code does not run here" if not target.is_native
+                         else "--no-time-fp32"))

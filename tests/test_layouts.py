@@ -446,7 +446,7 @@ def _int8_conv_chain(tmp_path: Path, name: str, seed: int, size: int, specs: lis
         (4, 24, size, size)).astype(np.float32))
     library = tmp_path / f"{name}.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library,
+        model=str(path), output=library, time_fp32=False,
         quantization=QuantizeOptions("int8", calib=str(tmp_path / "calib.npy")), **options))
     return library, result
 

@@ -116,7 +116,7 @@ def test_int8_artifact_agrees_with_fp32_and_with_onnxruntime_on_the_same_qdq_mod
         name, photo_folder, tmp_path):
     out = tmp_path / f"{name}-int8.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model=f"zoo:{name}", output=out,
+        model=f"zoo:{name}", output=out, time_fp32=False,  # speed: bench/compare.py
         quantization=QuantizeOptions("int8", calib=str(photo_folder))))
     assert "quantize:int8" in result.info.applied
     convs = integer_convs(result.model.ir)
@@ -241,7 +241,7 @@ def compile_int8(model: Path, out: Path, samples: np.ndarray, target: str = "x86
     np.save(calib, samples)
     return pipeline.compile_model(pipeline.CompileOptions(
         model=str(model), output=out, target=target, check=check, layout=layout,
-        quantization=QuantizeOptions("int8", calib=str(calib))))
+        time_fp32=False, quantization=QuantizeOptions("int8", calib=str(calib))))
 
 
 def compile_small_int8(small_net: Path, out: Path, target: str, check: bool = True,
@@ -300,6 +300,9 @@ def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, 
     quantization = json.loads(report.read_text())["quantization"]
     assert quantization["mode"] == "int8" and quantization["outputs"][0]["name"] == "logits"
     assert quantization["integer_layers"]
+    # By default the float build is timed beside it here, both figures in the report.
+    assert quantization["fp32_ms"] > 0 and quantization["quantized_ms"] > 0
+    assert "latency here: FP32" in result.stdout
     # verify holds an INT8 build to what compile measured against the float model (here on
     # random inputs, like verify's own), not to the float builds' 1e-3, which it misses.
     verify = run_cli("verify", str(out), "--reference", str(small_net))
@@ -317,17 +320,20 @@ def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, 
     assert old.returncode == 0 and "records no tolerance" in old.stdout
 
 
-def test_calib_samples_calibrates_on_stock_photos_and_says_they_are_not_real_data(
+def test_calib_samples_says_its_photos_are_not_real_data_and_no_time_fp32_skips_fp32(
         small_net, tmp_path):
     import json
 
     out, report = tmp_path / "small.so", tmp_path / "report.json"
     result = run_cli("compile", str(small_net), "-o", str(out), "--quantize", "int8",
-                     "--calib", "samples", "--calib-limit", "6", "--json", str(report))
+                     "--calib", "samples", "--calib-limit", "6", "--no-time-fp32",
+                     "--json", str(report))
     assert result.returncode == 0, result.stderr
     assert "calibrate a model you deploy on a few hundred inputs" in result.stderr
     quantization = json.loads(report.read_text())["quantization"]
     assert quantization["samples"] == 6
+    assert quantization["fp32_ms"] is None and quantization["quantized_ms"] is None
+    assert "latency against FP32: not timed: --no-time-fp32" in result.stdout
     assert quantization["sample_source"] == "scikit-image's stock photos"
 
 
@@ -752,7 +758,7 @@ def test_int8_detector_passes_the_check_within_its_own_quantization_error(photo_
     calib = tmp_path / "photos.npy"
     np.save(calib, np.concatenate(photos))
     result = pipeline.compile_model(pipeline.CompileOptions(
-        model="zoo:ssd_lite", output=tmp_path / "ssd.so",
+        model="zoo:ssd_lite", output=tmp_path / "ssd.so", time_fp32=False,
         quantization=QuantizeOptions("int8", calib=str(calib))))
     assert result.verify is not None and result.verify.ok, result.verify.summary()
     assert "own error against the float model" in result.verify.note

@@ -123,7 +123,7 @@ def test_paddle_export_quantizes_to_int8_matching_onnx_runtime(target, tmp_path)
         pytest.skip("this CPU has no AVX-512 VNNI: that code cannot run (and be checked) here")
     result = pipeline.compile_model(pipeline.CompileOptions(
         model=str(real_models.fetch("rapidocr_det")), output=tmp_path / "det.so", target=target,
-        input_shapes=X86_ONLY["rapidocr_det"], use_tuning_logs=False,
+        input_shapes=X86_ONLY["rapidocr_det"], use_tuning_logs=False, time_fp32=False,
         quantization=QuantizeOptions("int8", calib="samples",
                                      calib_options=CalibOptions(limit=4))))
     assert result.verify.ok, result.verify.summary()

@@ -60,6 +60,7 @@ class QuantReport:
     mac_instructions: dict[str, int] = field(default_factory=dict)
     fp32_ms: float | None = None
     quantized_ms: float | None = None
+    untimed_because: str = ""  # why fp32_ms and quantized_ms are None
     warnings: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
@@ -86,6 +87,8 @@ class QuantReport:
         if self.fp32_ms is not None and self.quantized_ms is not None:
             lines.append(f"  latency here: FP32 {self.fp32_ms:.2f} ms, {self.mode} "
                          f"{self.quantized_ms:.2f} ms (median, untuned unless logs given)")
+        elif self.untimed_because:
+            lines.append(f"  latency against FP32: not timed: {self.untimed_because}")
         lines += [f"  warning: {w}" for w in self.warnings]
         return "\n".join(lines)
 
