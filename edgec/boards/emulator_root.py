@@ -33,8 +33,10 @@ DEBS = """libc6 libgcc-s1 libstdc++6 libexpat1 zlib1g libssl3 libffi8 libbz2-1.0
     libcrypt1 libuuid1 python3.11-minimal libpython3.11-minimal libpython3.11-stdlib""".split()
 # Both ends of a TVM RPC session must run the same tvm and tvm-ffi, so those must equal the
 # host's; the others follow the host when it has them, which keeps a cache reproducible.
-# ml_dtypes is a declared requirement of apache-tvm (bfloat16 and float8 tensors).
-WHEELS = "apache-tvm apache-tvm-ffi numpy ml_dtypes psutil cloudpickle typing_extensions".split()
+# ml_dtypes, a declared requirement of apache-tvm for bfloat16 and float8 tensors, is left
+# out: optional to tvm-ffi and TVM, unused by edgec's models, and its import took 11.4 s of
+# a board's 47 s start under qemu (Zen 1).
+WHEELS = "apache-tvm apache-tvm-ffi numpy psutil cloudpickle typing_extensions".split()
 _MUST_MATCH_HOST = ("apache-tvm", "apache-tvm-ffi")
 _OWN_NAMES = {"root", "site-packages", "downloads", "logs", MARKER, MARKER + ".tmp"}
 
@@ -170,6 +172,10 @@ def board_env(cache: Path) -> dict[str, str]:
     # inherit it, so the workers that binfmt_misc hands to qemu find the same root.
     env.update(QEMU_LD_PREFIX=str(cache / "root"), PYTHONPATH=str(cache / "site-packages"))
     env.update(PYTHONNOUSERSITE="1", PYTHONUNBUFFERED="1")
+    # The full TVM wheel, as a board that tunes needs: MetaSchedule's runner fills its inputs
+    # with tvm.contrib.random and edgec reads the board's triple from its LLVM, both in the
+    # compiler library a runtime-only TVM (TVM_USE_RUNTIME_LIB=1, 4 s faster) lacks.
+    env.pop("TVM_USE_RUNTIME_LIB", None)
     return env
 
 
