@@ -76,7 +76,9 @@ def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
     warnings = ([quant.RANDOM_WARNING] if calib == quant.RANDOM
                 else [quant.SAMPLES_WARNING] if calib == quant.SAMPLES else [])
     fp32_ms = quantized_ms = None
-    if target.is_native and options.time_fp32:
+    untimed_because = (f"{target.name} code does not run here" if not target.is_native
+                       else "" if options.time_fp32 else "--no-time-fp32")
+    if not untimed_because:
         float_model = layout.apply_layout(quantized.fp32, model.layout, target)
         fp32_exec = build.compile_to_executable(float_model, target, float_schedule)
         fp32_ms = check.median_ms(fp32_exec, float_model, samples[0])
@@ -94,6 +96,4 @@ def quant_report(model: Model, target: Target, executable: Any, runnable: Any,
         integer_layers=dict(collections.Counter(integer.integer_layers(model.ir))),
         mac_instructions=accuracy.count_mnemonics(build.assembly(executable)),
         fp32_ms=fp32_ms, quantized_ms=quantized_ms, warnings=warnings,
-        untimed_because=("" if fp32_ms is not None
-                         else f"{target.name} code does not run here" if not target.is_native
-                         else "--no-time-fp32"))
+        untimed_because=untimed_because)
