@@ -87,7 +87,7 @@ class CompiledModel:
         # with several outputs returns a remote tuple that cannot be unpacked here.
         self._vm.set_input("main", *self._device_inputs(inputs))
         self._vm.invoke_stateful("main")
-        result = self._vm.get_outputs("main")
+        result = vm_runtime.get_outputs(self._vm, "main")
         values = list(result) if len(self.output_names) > 1 else [result]
         return {name: self._numpy(v) for name, v in zip(self.output_names, values, strict=True)}
 

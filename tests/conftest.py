@@ -263,3 +263,29 @@ def ssh_board(tmp_path_factory):
     board = SshBoard(tmp_path_factory.mktemp("sshd"))
     yield board
     board.stop()
+
+
+@pytest.fixture(scope="session")
+def emulated_board():
+    """One emulated aarch64 board per test process, started by the first test that asks.
+    A start costs ~25 s under qemu (most of it TVM's import there); nine tests each started
+    their own. The stock RPC server serves one session at a time, and a worker runs its
+    tests one after another: each test must drop its sessions (`del`) before it ends.
+    Tests that check the server's log read it from `board_log_mark` on."""
+    from edgec.boards import emulator
+
+    board = emulator.EmulatedBoard().start()
+    yield board
+    board.stop()
+
+
+def board_log_mark(board) -> int:
+    """Where the board's server log ends now: pass it to board_log_since."""
+    return board.log_path.stat().st_size
+
+
+def board_log_since(board, mark: int) -> str:
+    """What the board's server logged after `mark` (board_log_mark)."""
+    with open(board.log_path, "rb") as log:
+        log.seek(mark)
+        return log.read().decode(errors="replace")

@@ -4,14 +4,15 @@ The board is edgec's emulated aarch64 board (Debian arm64 Python + TVM under qem
 running the stock TVM RPC server; if it cannot start, these tests fail with the reason.
 """
 
+import gc
 import struct
+import threading
 
 import numpy as np
 import pytest
 
 from conftest import assert_clean_failure, run_cli
 from edgec import check, pipeline, runtime
-from edgec.boards import emulator
 
 EM_AARCH64 = 183
 
@@ -50,13 +51,26 @@ def test_loader_refuses_an_aarch64_artifact_on_x86(rpi4_and_x86):
 
 
 @pytest.mark.slow
-def test_rpi4_build_runs_on_an_emulated_board_and_equals_x86(rpi4_and_x86):
+def test_rpi4_build_runs_on_an_emulated_board_and_equals_x86(rpi4_and_x86, emulated_board):
     x86 = runtime.load(rpi4_and_x86["x86_64"])
     inputs = check.random_inputs(x86.info.inputs, seed=21)
     expected = x86.run(inputs)
-    with emulator.EmulatedBoard() as board:
-        session = board.connect(session_timeout=300)
-        on_board = runtime.load_remote(session, rpi4_and_x86["rpi4"])
+    gc.disable()  # the session must close when the model is dropped, not when gc runs
+    try:
+        on_board = runtime.load_remote(emulated_board.connect(session_timeout=600),
+                                       rpi4_and_x86["rpi4"])
         got = on_board.run(inputs)
+        del on_board
+        # The stock RPC server serves one session at a time: a session the dropped model
+        # still held (TVM's get_outputs made a reference cycle) kept the next one waiting
+        # until its session_timeout.
+        opened = []
+        second = threading.Thread(target=lambda: opened.append(
+            emulated_board.connect(session_timeout=60).cpu(0).exist), daemon=True)
+        second.start()
+        second.join(timeout=120)
+    finally:
+        gc.enable()
+    assert opened == [True], "a second session did not open: the first one is still held"
     for name, want in expected.items():
         np.testing.assert_allclose(got[name], want, rtol=0, atol=1e-4 * np.abs(want).max())

@@ -154,20 +154,19 @@ def test_layout_auto_builds_the_candidates_keeps_the_fastest_and_stores_the_deci
 
 
 @pytest.mark.slow
-def test_layout_auto_times_the_candidates_on_the_board_it_is_given(tmp_path):
+def test_layout_auto_times_the_candidates_on_the_board_it_is_given(tmp_path, emulated_board):
     """compile --layout auto --rpc: every candidate is uploaded to the board (the emulated
     one; its own server log shows each library loaded) and timed there; the decision says
     so and is stored for that board, apart from the estimate's."""
-    from conftest import run_cli
-    from edgec.boards import emulator
+    from conftest import board_log_mark, board_log_since, run_cli
 
     path = random_conv_graph(3, tmp_path / "g.onnx")
     env = {"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}
     out = tmp_path / "auto.so"
-    with emulator.EmulatedBoard() as board:
-        first = run_cli("compile", str(path), "-t", "rpi4", "-o", str(out), "--layout", "auto",
-                        "--rpc", f"127.0.0.1:{board.port}", env=env, timeout=900)
-        server_log = board.log_path.read_text()
+    board, mark = emulated_board, board_log_mark(emulated_board)
+    first = run_cli("compile", str(path), "-t", "rpi4", "-o", str(out), "--layout", "auto",
+                    "--rpc", f"127.0.0.1:{board.port}", env=env, timeout=900)
+    server_log = board_log_since(board, mark)
     assert first.returncode == 0, first.stderr
     said = first.stdout + first.stderr
     table = _decision_table(first.stdout)
@@ -762,7 +761,8 @@ def test_nchw_3x3_convs_with_64_channels_run_winograd(tmp_path):
 
 
 @pytest.mark.slow
-def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_board(tmp_path):
+def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_board(tmp_path,
+                                                                                     emulated_board):
     """The flat-plane depthwise kernel with NEON's 4 lanes (stride 2, 5x5, 3x3 on a 29-pixel
     plane: tiles and row blocks that divide nothing evenly), run on the emulated aarch64
     board, against ONNX Runtime on the host. Every FMA is a full 4-lane fmla (aarch64
@@ -770,7 +770,6 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     import onnxruntime as ort
 
     from edgec import runtime
-    from edgec.boards import emulator
 
     path = _conv_chain(tmp_path / "depthwise.onnx", seed=3, specs=[
         ("a", 24, 3, 2, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 1, 24)])
@@ -783,9 +782,9 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     assert fmas and all(f.endswith(".4s") for f in fmas), sorted(set(fmas))
     x = rng.standard_normal((1, 24, 29, 29)).astype(np.float32)
     expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
-    with emulator.EmulatedBoard() as board:
-        on_board = runtime.load_remote(board.connect(session_timeout=300), library)
-        got = on_board.run({"x": x})["y"]
+    on_board = runtime.load_remote(emulated_board.connect(session_timeout=300), library)
+    got = on_board.run({"x": x})["y"]
+    del on_board
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 

@@ -20,7 +20,6 @@ from onnx import TensorProto, helper, numpy_helper
 
 from conftest import assert_clean_failure, leftovers, run_cli, save_classifier
 from edgec import pipeline, runtime, targets, zoo
-from edgec.boards import emulator
 from edgec.quant import QuantizeOptions
 
 SKIMAGE_PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg",
@@ -270,7 +269,8 @@ def test_int8_on_a_vnni_target_uses_vpdpbusd_with_full_8_bit_weights(small_net, 
 
 
 @pytest.mark.slow
-def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(small_net, tmp_path):
+def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(small_net, tmp_path,
+                                                                             emulated_board):
     out = tmp_path / "small-rpi5.so"
     samples, result = compile_small_int8(small_net, out, "rpi5")
     assert shutil.which("aarch64-linux-gnu-objdump"), "binutils-aarch64-linux-gnu is needed"
@@ -282,10 +282,10 @@ def test_int8_for_a_dotprod_board_runs_on_sdot_and_matches_onnxruntime_there(sma
     activation_types = {zero_points[n.input[2]] for n in graph.node
                         if n.op_type == "QuantizeLinear"}
     assert activation_types == {TensorProto.INT8}  # sdot multiplies int8 by int8
-    with emulator.EmulatedBoard() as board:  # qemu's default CPU has dotprod
-        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
-        assert_agrees_with_qdq(on_board, result.model.reference, samples[:3])
-        del on_board
+    # qemu's default CPU has dotprod
+    on_board = runtime.load_remote(emulated_board.connect(session_timeout=300), out)
+    assert_agrees_with_qdq(on_board, result.model.reference, samples[:3])
+    del on_board
 
 
 def test_random_calibration_warns_loudly_and_the_report_reaches_json(small_net, tmp_path):
@@ -709,24 +709,26 @@ def test_quantize_auto_keeps_the_fastest_precision_that_passes_and_stores_it(
 
 
 @pytest.mark.slow
-def test_quantize_auto_times_the_precisions_on_the_board_it_is_given(small_net, tmp_path):
+def test_quantize_auto_times_the_precisions_on_the_board_it_is_given(small_net, tmp_path,
+                                                                     emulated_board):
     """compile --quantize auto --rpc: the precisions that pass are uploaded to the (emulated)
     board and timed there (its server log shows each loaded); the decision names the board,
     and the library written runs there close to ONNX Runtime on the float model."""
-    from edgec.boards import emulator
+    from conftest import board_log_mark, board_log_since
 
     samples = np.random.default_rng(7).uniform(-1, 1, (16, 1, 3, 16, 16)).astype(np.float32)
     np.save(tmp_path / "calib.npy", samples)
     out = tmp_path / "auto.so"
-    with emulator.EmulatedBoard() as board:
-        result = run_cli("compile", str(small_net), "-t", "rpi5", "-o", str(out), "--quantize",
-                         "auto", "--calib", str(tmp_path / "calib.npy"), "--rpc",
-                         f"127.0.0.1:{board.port}",
-                         env={"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}, timeout=900)
-        assert result.returncode == 0, result.stderr
-        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
-        got = [on_board.run({"input": x})["logits"] for x in samples[:2]]
-        server_log = board.log_path.read_text()
+    board, mark = emulated_board, board_log_mark(emulated_board)
+    result = run_cli("compile", str(small_net), "-t", "rpi5", "-o", str(out), "--quantize",
+                     "auto", "--calib", str(tmp_path / "calib.npy"), "--rpc",
+                     f"127.0.0.1:{board.port}",
+                     env={"EDGEC_TUNING_LOGS": str(tmp_path / "logs")}, timeout=900)
+    assert result.returncode == 0, result.stderr
+    on_board = runtime.load_remote(board.connect(session_timeout=300), out)
+    got = [on_board.run({"input": x})["logits"] for x in samples[:2]]
+    del on_board
+    server_log = board_log_since(board, mark)
     table, _rejected = _precision_table(result.stdout)
     assert "fp32" in table, result.stdout
     chosen = min(table, key=table.get)

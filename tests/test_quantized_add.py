@@ -19,7 +19,6 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgec import build, check, frontend, runtime, targets
-from edgec.boards import emulator
 from edgec.quant import integer
 
 PAIRS = 256 * 256
@@ -112,16 +111,20 @@ def test_int8_residual_add_rounds_near_ties_as_onnxruntime(tmp_path, target):
 
 
 @pytest.mark.slow
-def test_int8_residual_add_rounds_near_ties_as_onnxruntime_on_the_emulated_board(tmp_path):
+def test_int8_residual_add_rounds_near_ties_as_onnxruntime_on_the_emulated_board(tmp_path,
+                                                                                  emulated_board):
     """rpi5's INT8 activations are int8 (sdot multiplies int8 by int8): the signed adds,
     compiled for aarch64 and run there."""
     loaded = targets.load("rpi5")
     cases = _near_tie_cases("int8", 2)
-    with emulator.EmulatedBoard() as board:
-        session = board.connect(session_timeout=300)
-        for index, (model, want, wrong) in enumerate(cases):
-            lowered, executable = _compiled(model, tmp_path / f"add{index}.onnx", loaded)
-            build.export(executable, lowered, loaded, tmp_path / f"add{index}.so")
-            on_board = runtime.load_remote(session, tmp_path / f"add{index}.so", check=False)
-            _assert_bit_exact(on_board.run(_pairs("int8"))["c"], want, wrong)
-            del on_board
+    libraries = []
+    for index, (model, _want, _wrong) in enumerate(cases):
+        lowered, executable = _compiled(model, tmp_path / f"add{index}.onnx", loaded)
+        build.export(executable, lowered, loaded, tmp_path / f"add{index}.so")
+        libraries.append(tmp_path / f"add{index}.so")
+    session = emulated_board.connect(session_timeout=300)
+    for library, (_model, want, wrong) in zip(libraries, cases, strict=True):
+        on_board = runtime.load_remote(session, library, check=False)
+        _assert_bit_exact(on_board.run(_pairs("int8"))["c"], want, wrong)
+        del on_board
+    del session

@@ -13,7 +13,6 @@ import pytest
 
 import real_models
 from edgec import check, pipeline, reference, runtime
-from edgec.boards import emulator
 
 # Six TFLite models with float16 or sparse weights, a custom op, an int8 one, three ONNX
 # exports that used to fail (opset 11 PaddlePaddle, an SE gate after a 1x1 conv, opset 9 with
@@ -74,26 +73,24 @@ def test_models_edgec_cannot_import_fail_in_one_line_naming_the_op(name, tmp_pat
 
 
 @pytest.mark.slow
-def test_real_models_cross_compiled_for_rpi4_run_on_the_emulated_board(tmp_path):
+def test_real_models_cross_compiled_for_rpi4_run_on_the_emulated_board(tmp_path, emulated_board):
     """aarch64 code from real models, run under qemu, against LiteRT / ONNX Runtime here."""
-    emulator.check_host()
-    emulator.prepare()
     libraries = {}
     for name in ON_THE_BOARD:
         out = tmp_path / f"{name}-rpi4.so"
         libraries[name] = (compile_real(name, "rpi4", out, check_it=False), out)
-    with emulator.EmulatedBoard() as board:
-        session = board.connect(session_timeout=600)
-        for name, (result, out) in libraries.items():
-            inputs = check.random_inputs([s.to_dict() for s in result.model.inputs], seed=3)
-            on_board = runtime.load_remote(session, out)
-            got = on_board.run(inputs)
-            del on_board
-            want = reference.outputs(result.model.reference, inputs)
-            report = check.compare(got, want)
-            assert report.ok, (name, report.summary())
-        del session
-    assert np.isfinite(list(got.values())[0]).all()
+    session, outputs = emulated_board.connect(session_timeout=600), {}
+    for name, (result, out) in libraries.items():
+        inputs = check.random_inputs([s.to_dict() for s in result.model.inputs], seed=3)
+        on_board = runtime.load_remote(session, out)
+        outputs[name] = (inputs, on_board.run(inputs))
+        del on_board
+    del session  # the shared board serves one session at a time: closed before any assert
+    for name, (inputs, got) in outputs.items():
+        want = reference.outputs(libraries[name][0].model.reference, inputs)
+        report = check.compare(got, want)
+        assert report.ok, (name, report.summary())
+        assert np.isfinite(list(got.values())[0]).all()
 
 
 @pytest.mark.slow

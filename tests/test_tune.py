@@ -449,25 +449,24 @@ def test_ctrl_c_stops_after_the_batch_in_flight_and_keeps_the_records(dynamic_co
 
 @pytest.mark.slow
 def test_remote_tuning_on_the_emulated_board_is_applied_by_a_later_compile(
-        dynamic_conv_model, tmp_path):
-    logs = tmp_path / "rpi4-logs"
-    with emulator.EmulatedBoard() as board:
-        report = pipeline.tune_model(
-            str(dynamic_conv_model), "rpi4",
-            tune.TuneOptions(trials_per_task=2, rpc=(board.host, board.port), logs=logs),
-            input_shapes=SMALL)
-        assert report.trials_run >= 2
-        assert any(r.best_seconds for r in report.rows)
-        out = tmp_path / "m-rpi4.so"
-        compiled = pipeline.compile_model(pipeline.CompileOptions(
-            model=str(dynamic_conv_model), output=out, target="rpi4", input_shapes=SMALL,
-            tuning_logs=logs))
-        assert compiled.tuning["tuned"] >= 1
-        session = board.connect(session_timeout=300)
-        on_board = runtime.load_remote(session, out)
-        inputs = check.random_inputs(on_board.info.inputs, seed=8)
-        expected = reference.onnxruntime_outputs(str(dynamic_conv_model), inputs)
-        got = on_board.run(inputs)
+        dynamic_conv_model, tmp_path, emulated_board):
+    logs, board = tmp_path / "rpi4-logs", emulated_board
+    report = pipeline.tune_model(
+        str(dynamic_conv_model), "rpi4",
+        tune.TuneOptions(trials_per_task=2, rpc=(board.host, board.port), logs=logs),
+        input_shapes=SMALL)
+    assert report.trials_run >= 2
+    assert any(r.best_seconds for r in report.rows)
+    out = tmp_path / "m-rpi4.so"
+    compiled = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(dynamic_conv_model), output=out, target="rpi4", input_shapes=SMALL,
+        tuning_logs=logs))
+    assert compiled.tuning["tuned"] >= 1
+    on_board = runtime.load_remote(board.connect(session_timeout=300), out)
+    inputs = check.random_inputs(on_board.info.inputs, seed=8)
+    got = on_board.run(inputs)
+    del on_board
+    expected = reference.onnxruntime_outputs(str(dynamic_conv_model), inputs)
     np.testing.assert_allclose(got["out"], expected["out"], atol=1e-4, rtol=1e-4)
     assert record_lines(logs)
 
@@ -489,7 +488,8 @@ A76_PEAK_FLOPS = 16 * 2.4e9
 
 
 @pytest.mark.slow
-def test_tuning_for_an_absent_board_prices_candidates_on_the_simulated_board(tmp_path):
+def test_tuning_for_an_absent_board_prices_candidates_on_the_simulated_board(tmp_path,
+                                                                             emulated_board):
     """No board for rpi5: candidates are cross-compiled and priced by the instruction-level
     estimate. The heavy conv's figure must respect the A76's peak (a physical lower bound
     from the layer's fewest multiplies) and be a vectorised kernel's; the records are
@@ -519,10 +519,10 @@ def test_tuning_for_an_absent_board_prices_candidates_on_the_simulated_board(tmp
         model=str(model), output=out, target="rpi5", tuning_logs=logs))
     assert compiled.tuning["tuned"] >= 1
     assert any("estimated" in cpu for cpu in compiled.tuning["from_cpu"])
-    with emulator.EmulatedBoard() as board:
-        on_board = runtime.load_remote(board.connect(session_timeout=300), out)
-        inputs = check.random_inputs(on_board.info.inputs, seed=9)
-        got = on_board.run(inputs)
+    on_board = runtime.load_remote(emulated_board.connect(session_timeout=300), out)
+    inputs = check.random_inputs(on_board.info.inputs, seed=9)
+    got = on_board.run(inputs)
+    del on_board
     expected = reference.onnxruntime_outputs(str(model), inputs)
     np.testing.assert_allclose(got["y"], expected["y"], atol=1e-3, rtol=1e-3)
 

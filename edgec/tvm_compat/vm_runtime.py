@@ -106,6 +106,25 @@ def to_numpy(value: Any) -> Any:
     return np.from_dlpack(value).copy()
 
 
+def get_outputs(vm: Any, func: str) -> Any:
+    """What `func` returned after vm.invoke_stateful(func), tuples nested as they come, for a
+    LocalVM or a tvm.runtime.vm.VirtualMachine (a board's, over RPC). Not the latter's own
+    get_outputs: its recursive inner function is a reference cycle holding the VM, and over
+    RPC the VM holds its session, which the stock RPC server serves alone: a board's next
+    session waited until the garbage collector ran or the first one timed out (40 s of a
+    40 s session_timeout, emulated board)."""
+    if isinstance(vm, LocalVM):
+        return vm.get_outputs(func)
+    return _fetch_outputs(vm._get_output_arity, vm._get_output, func, ())
+
+
+def _fetch_outputs(arity_of: Any, output_of: Any, func: str, index: tuple) -> Any:
+    arity = arity_of(func, *index)
+    if arity == -1:
+        return output_of(func, *index)
+    return tuple(_fetch_outputs(arity_of, output_of, func, (*index, i)) for i in range(arity))
+
+
 class LocalVM:
     """A library's Relax VM on this machine's CPU, with the tvm VirtualMachine's method names
     that edgec.runtime.CompiledModel calls."""
@@ -126,13 +145,7 @@ class LocalVM:
         self._vm["invoke_stateful"](func)
 
     def get_outputs(self, func: str) -> Any:
-        def fetch(*index: int) -> Any:
-            arity = self._vm["get_output_arity"](func, *index)
-            if arity == -1:
-                return self._vm["get_output"](func, *index)
-            return tuple(fetch(*index, i) for i in range(arity))
-
-        return fetch()
+        return _fetch_outputs(self._vm["get_output_arity"], self._vm["get_output"], func, ())
 
     def set_instrument(self, instrument: Any) -> None:
         self._vm["set_instrument"](instrument)
