@@ -1,4 +1,4 @@
-"""NCHW 1x1 stride-1 convs on pixel-vector tiles: a register tile of `channels` output
+"""NCHW 1x1 stride-1 convs on pixel-vector tiles (x86): a register tile of `channels` output
 channels times one vector of a row's output pixels, each accumulating over the input
 channels (an input vector load and `channels` FMAs with broadcast weights per step), and
 the bias/activation epilogue writes the tile's rows straight into the NCHW planes.
@@ -33,12 +33,16 @@ BLOCK = "conv2d_nchw_pixels"
 
 
 def fits(kernel_size, strides, padding, dilation, out_width: int, cpu) -> bool:
-    """Whether a float NCHW conv can run on pixel vectors: AVX-512, 1x1, stride 1, no padding, and
+    """Whether a float NCHW conv can run on pixel vectors: x86, 1x1, stride 1, no padding, and
     output rows of at least two whole vectors whose remainder is none or a power of two of
-    4 or more. On AVX2 the transposed tile is 8 x 8 and cheaper to transpose: pixel vectors
-    ran 0.85-1.09x of it per conv and MobileNetV2 NCHW 1.03x (noise) on x86_64 (Zen 5);
-    NEON is unmeasured (the ARM estimate could tell), so both keep the packed tile."""
-    if cpu.arch != "x86_64" or cpu.vector_bits != 512:
+    4 or more. On AVX2 the transposed tile is 8 x 8 and cheaper to transpose than on
+    AVX-512: pixel vectors ran 0.85-1.09x of it per conv and MobileNetV2 NCHW 1.03x (noise)
+    on a Zen 5, but on a Zen 1 (128-bit FMA and shuffle units) MobileNetV2 NCHW ran
+    0.76-0.92x, MobileNetV1 0.968x, MobileNetV3-Small 0.983x, PP-LCNet 0.971x, SSD-Lite
+    0.976x (x86_64, 2 threads, 7 interleaved rounds, bench/ab.py). Two vectors per tile
+    (12 accumulators of 6 channels) gained nothing there (1.005x). NEON is unmeasured (the
+    ARM estimate could tell) and keeps the packed tile."""
+    if cpu.arch != "x86_64" or cpu.vector_bits not in (256, 512):
         return False
     if tuple(kernel_size) != (1, 1) or any(int(p) for p in padding) or any(
             int(s) != 1 for s in (*strides, *dilation)):
