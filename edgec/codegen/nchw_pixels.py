@@ -123,7 +123,7 @@ def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: i
 
 
 class PixelConv:
-    """Schedule of conv2d_nchw_pixels: one parallel task per (batch, channel tile, row)
+    """Schedule of conv2d_nchw_pixels: one parallel task per (batch, row, channel tile)
     (a flat plane: per (batch, channel tile)); the row in whole vectors (then its tail, a
     loop partition of its own), each vector's accumulators across the input channels with
     the tile's channels unrolled; then the epilogue over the task's rows, in vectors,
@@ -148,8 +148,10 @@ class PixelConv:
             col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
         else:
             batch, tile, row, channel, col, ic = sch.get_loops(conv)
-            sch.reorder(col, ic, channel)
-            task = sch.fuse(batch, tile, row)
+            # Row-major tasks: a thread's rows of every channel tile, so the rows the next
+            # conv reads are mostly in its own core's cache (schedules.parallel_tasks).
+            sch.reorder(row, tile, col, ic, channel)
+            task = sch.fuse(batch, row, tile)
             sch.parallel(task)
             if fused:
                 sch.reverse_compute_at(epilogue[-1], task)
