@@ -134,7 +134,8 @@ class PixelConv:
     (a flat plane: per (batch, channel tile)); the row in whole vectors (then its tail, a
     loop partition of its own), each vector's accumulators across the input channels with
     the tile's channels unrolled; then the epilogue over the task's rows, in vectors,
-    while they are in cache."""
+    while they are in cache (on AVX2, a row of whole vectors: over each vector as soon as
+    it is summed, from registers; EPILOGUE_PER_VECTOR_LANES)."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         return schedule_named(func, BLOCK, self._schedule)
@@ -178,12 +179,7 @@ class PixelConv:
             else:
                 lane = col
                 sch.reorder(ic, channel, lane)
-            sch.unroll(channel)
-            sch.vectorize(lane)
-            init = sch.decompose_reduction(block, ic)
-            *_, init_channel, init_lane = sch.get_loops(init)
-            sch.unroll(init_channel)
-            sch.vectorize(init_lane)
+            _vectorize_tile(sch, block, ic, channel, lane)
 
     @staticmethod
     def _epilogue_per_vector(sch: s_tir.Schedule, conv, out, col, lanes: int) -> None:
@@ -197,12 +193,7 @@ class PixelConv:
         *_, o_loop, x_loop = sch.get_loops(out)
         sch.unroll(o_loop)
         sch.vectorize(x_loop)
-        sch.unroll(channel)
-        sch.vectorize(lane)
-        init = sch.decompose_reduction(conv, ic)
-        *_, init_channel, init_lane = sch.get_loops(init)
-        sch.unroll(init_channel)
-        sch.vectorize(init_lane)
+        _vectorize_tile(sch, conv, ic, channel, lane)
 
     @staticmethod
     def _under_the_epilogue(sch: s_tir.Schedule, conv, out, lanes: int):
@@ -223,6 +214,17 @@ class PixelConv:
         *_, channel, col, ic = sch.get_loops(conv)
         sch.reorder(col, ic, channel)
         return col
+
+
+def _vectorize_tile(sch: s_tir.Schedule, block, ic, channel, lane) -> None:
+    """A register tile: its channels unrolled, its pixels one vector, and its accumulators'
+    zeroing split off before the input-channel loop `ic`, scheduled the same way."""
+    sch.unroll(channel)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(block, ic)
+    *_, init_channel, init_lane = sch.get_loops(init)
+    sch.unroll(init_channel)
+    sch.vectorize(init_lane)
 
 
 def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
