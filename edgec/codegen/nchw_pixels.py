@@ -30,13 +30,15 @@ from edgec.codegen.generic_schedule import (
 from edgec.codegen.plain_kernels import padded_tiles
 
 BLOCK = "conv2d_nchw_pixels"
-# Vector widths whose rows of whole vectors run the epilogue per vector, in registers
-# (PixelConv._epilogue_per_vector). Against the epilogue over the task's row from a
-# workspace: MobileNetV2 NCHW 0.932-0.946x, SSD-Lite 0.908-0.929x, MobileNetV1
-# 0.979-0.984x, PP-LCNet 0.981-0.997x, MobileNetV3-Small 0.990x (Zen 1, x86_64, 2 threads,
-# bench/ab.py, two runs of 7 and 9 rounds). AVX-512's 16 lanes are unmeasured (no such CPU
-# here; on a 2-vector row LLVM still stored the accumulators), so they keep the row.
-EPILOGUE_PER_VECTOR_LANES = (8,)
+# Vector widths whose rows (and flat planes) of whole vectors run the epilogue per vector, in
+# registers (PixelConv._epilogue_per_vector, _flat_per_vector). Against the epilogue over
+# the task's row from a workspace: AVX2 (Zen 1, x86_64) MobileNetV2 NCHW 0.932-0.946x,
+# SSD-Lite 0.908-0.929x, MobileNetV1 0.979-0.984x, PP-LCNet 0.981-0.997x, MobileNetV3-Small
+# 0.990x; AVX-512 (Intel Xeon, Emerald Rapids, x86_64-avx512-vnni, 2026-12-06) MobileNetV2
+# 0.980x, SSD-Lite 0.979x, PP-LCNet 0.987x, MobileNetV3-Small 0.990x, MobileNetV1 0.992x
+# (2 threads, bench/ab.py, 7-9 interleaved rounds). On AVX-512 LLVM still stores the last
+# vector's accumulators to the workspace after each task (dead, one tile per task).
+EPILOGUE_PER_VECTOR_LANES = (8, 16)
 
 
 def fits(kernel_size, strides, padding, dilation, out_width: int, cpu) -> bool:
@@ -68,8 +70,12 @@ def flat_pays(kernel_size, strides, padding, dilation, out_height: int, out_widt
     at any channel count: with them on flat planes MobileNetV3-Small NCHW ran 0.91-0.97x,
     PP-LCNet 0.97x, MobileNetV2 0.98-1.00x, ShuffleNetV2 0.99x; SqueezeNet, ResNet-18/50,
     MobileNetV1, SSD-Lite and U-Net level (0.99-1.02; 5-9 interleaved rounds per run, Zen 4,
-    avx512-vnni).
-    Where rows fit but pixel vectors do not pay (`pays`), the flat plane is not tried."""
+    avx512-vnni). legalize_plain also asks `pays`: on an Intel Xeon (Emerald Rapids) the
+    flat plane lost to the transposed tile where many input channels make few outputs
+    (192 -> 32 at 28x28 0.234 against 0.097 ms, 144 -> 32 0.139 against 0.090; 384 -> 64 at
+    14x14 0.24 against 0.14), each tile re-reading every input plane; gated so, MobileNetV2
+    NCHW ran 0.905x, PP-LCNet 0.942x, MobileNetV3-Small 0.980x (x86_64-avx512-vnni) and
+    0.985-0.988x on AVX2 code (x86_64), 2 threads, 9 interleaved rounds."""
     return fits(kernel_size, strides, padding, dilation, out_height * out_width, cpu)
 
 
@@ -134,8 +140,8 @@ class PixelConv:
     (a flat plane: per (batch, channel tile)); the row in whole vectors (then its tail, a
     loop partition of its own), each vector's accumulators across the input channels with
     the tile's channels unrolled; then the epilogue over the task's rows, in vectors,
-    while they are in cache (on AVX2, a row of whole vectors: over each vector as soon as
-    it is summed, from registers; EPILOGUE_PER_VECTOR_LANES)."""
+    while they are in cache (a row or flat plane of whole vectors: over each vector as soon
+    as it is summed, from registers; EPILOGUE_PER_VECTOR_LANES)."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         return schedule_named(func, BLOCK, self._schedule)
@@ -153,6 +159,14 @@ class PixelConv:
         flat = bool(int(sch.get(conv).annotations.get("edgec_flat", 0)))
         fused = elements(sch, epilogue[-1]) <= elements(sch, conv)
         if flat and fused:
+            *_, tile_channels, plane, _ = sch.get_loops(conv)
+            out_channels = extent(sch, sch.get_loops(epilogue[-1])[1])
+            # Padded tiles (58 channels in tiles of 20) keep the plane: TVM leaves their
+            # flattened pixel index unsimplified and cannot bound it per vector.
+            if (lanes in EPILOGUE_PER_VECTOR_LANES and extent(sch, plane) % lanes == 0
+                    and out_channels % extent(sch, tile_channels) == 0):
+                self._flat_per_vector(sch, conv, epilogue[-1], lanes)
+                return
             col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
         else:
             batch, tile, row, channel, col, ic = sch.get_loops(conv)
@@ -194,6 +208,29 @@ class PixelConv:
         sch.unroll(o_loop)
         sch.vectorize(x_loop)
         _vectorize_tile(sch, conv, ic, channel, lane)
+
+    @staticmethod
+    def _flat_per_vector(sch: s_tir.Schedule, conv, out, lanes: int) -> None:
+        """A flat plane of whole vectors: the epilogue's channels split into the conv's
+        tiles (one parallel task each), its plane into vectors, and each vector's tile
+        computed there, so the epilogue reads the accumulators from registers."""
+        channels = extent(sch, sch.get_loops(conv)[3])
+        width = extent(sch, sch.get_loops(out)[3])
+        # The epilogue's own pixel index flat, so its read of the tile is one run that
+        # compute_at can bound per vector (through fused (y, x) loops it spans rows).
+        sch.transform_block_layout(out, lambda b, c, y, x: (b, c, y * width + x))
+        batch, channel, pixels = sch.get_loops(out)
+        tile, inner = sch.split(channel, [None, channels])
+        task = sch.fuse(batch, tile)
+        sch.parallel(task)
+        vector, lane = sch.split(pixels, [None, lanes])
+        sch.reorder(vector, inner, lane)
+        sch.compute_at(conv, vector)
+        sch.unroll(inner)
+        sch.vectorize(lane)
+        *_, channel, col, ic = sch.get_loops(conv)
+        sch.reorder(ic, channel, col)
+        _vectorize_tile(sch, conv, ic, channel, col)
 
     @staticmethod
     def _under_the_epilogue(sch: s_tir.Schedule, conv, out, lanes: int):
