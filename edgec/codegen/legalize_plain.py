@@ -119,12 +119,12 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
         out_h, out_w = int(call.ty.shape[2]), int(call.ty.shape[3])
         rows_fit = nchw_pixels.fits(kernel_size, *args[:3], out_w, cpu)
-        on_rows = rows_fit and nchw_pixels.pays(channels, out_channels, wide)
-        # Rows no vector divides (28, 14) as one flat plane where pixel vectors pay: see
-        # nchw_pixels.flat_pays.
-        flat = (not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w, cpu)
-                and nchw_pixels.pays(channels, out_channels, wide))
-        if not integer and (on_rows or flat):
+        # Rows no vector divides (28, 14) as one flat plane: see nchw_pixels.flat_pays.
+        # Either way only where pixel vectors pay (rows and planes alike).
+        flat = not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w,
+                                                      cpu)
+        if (not integer and (rows_fit or flat)
+                and nchw_pixels.pays(channels, out_channels, wide)):
             tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)
             packed = emit_weight_pack(bb, pack_stem_kernel, weight, tile, name="pack_stem_kernel")
             return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],

@@ -159,12 +159,12 @@ class PixelConv:
         flat = bool(int(sch.get(conv).annotations.get("edgec_flat", 0)))
         fused = elements(sch, epilogue[-1]) <= elements(sch, conv)
         if flat and fused:
-            *_, tile_channels, plane, _ = sch.get_loops(conv)
+            plane = sch.get_loops(conv)[-2]
             out_channels = extent(sch, sch.get_loops(epilogue[-1])[1])
             # Padded tiles (58 channels in tiles of 20) keep the plane: TVM leaves their
             # flattened pixel index unsimplified and cannot bound it per vector.
             if (lanes in EPILOGUE_PER_VECTOR_LANES and extent(sch, plane) % lanes == 0
-                    and out_channels % extent(sch, tile_channels) == 0):
+                    and out_channels % _tile_width(sch, conv) == 0):
                 self._flat_per_vector(sch, conv, epilogue[-1], lanes)
                 return
             col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
@@ -214,15 +214,12 @@ class PixelConv:
         """A flat plane of whole vectors: the epilogue's channels split into the conv's
         tiles (one parallel task each), its plane into vectors, and each vector's tile
         computed there, so the epilogue reads the accumulators from registers."""
-        channels = extent(sch, sch.get_loops(conv)[3])
         width = extent(sch, sch.get_loops(out)[3])
         # The epilogue's own pixel index flat, so its read of the tile is one run that
         # compute_at can bound per vector (through fused (y, x) loops it spans rows).
         sch.transform_block_layout(out, lambda b, c, y, x: (b, c, y * width + x))
         batch, channel, pixels = sch.get_loops(out)
-        tile, inner = sch.split(channel, [None, channels])
-        task = sch.fuse(batch, tile)
-        sch.parallel(task)
+        _, inner = _channel_tile_tasks(sch, conv, batch, channel)
         vector, lane = sch.split(pixels, [None, lanes])
         sch.reorder(vector, inner, lane)
         sch.compute_at(conv, vector)
@@ -240,17 +237,28 @@ class PixelConv:
         go the other way here: it must solve y * W + x for the epilogue's (y, x) and fails
         where the tiles pad the channels (ShuffleNetV2's 58 in tiles of 20). Returns the
         conv's pixel loop."""
-        channels = extent(sch, sch.get_loops(conv)[3])
         batch, channel, y, x = sch.get_loops(out)
-        tile, _ = sch.split(channel, [None, channels])
-        task = sch.fuse(batch, tile)
-        sch.parallel(task)
+        task, _ = _channel_tile_tasks(sch, conv, batch, channel)
         pixels = sch.fuse(y, x)
         sch.compute_at(conv, task)
         _vectorize_row(sch, pixels, lanes)
         *_, channel, col, ic = sch.get_loops(conv)
         sch.reorder(col, ic, channel)
         return col
+
+
+def _tile_width(sch: s_tir.Schedule, conv) -> int:
+    """Output channels per tile of conv2d_nchw_pixels (its accumulator's channel axis)."""
+    return extent(sch, sch.get_loops(conv)[3])
+
+
+def _channel_tile_tasks(sch: s_tir.Schedule, conv, batch, channel):
+    """The epilogue's channel loop split into the conv's tiles, one parallel task per
+    (batch, tile); returns the task loop and the channel loop within a tile."""
+    tile, inner = sch.split(channel, [None, _tile_width(sch, conv)])
+    task = sch.fuse(batch, tile)
+    sch.parallel(task)
+    return task, inner
 
 
 def _vectorize_tile(sch: s_tir.Schedule, block, ic, channel, lane) -> None:
