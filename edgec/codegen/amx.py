@@ -10,12 +10,13 @@ dominate).
 The intrinsic computes an output tile of `rows` output rows x `pixels` pixels x 32 output
 channels of conv2d_nhwc_int8 over its whole reduction (channel chunks of 64, taps), its
 accumulators in tile registers throughout: tmm0-3 the four 16-channel accumulators (two per
-row), tmm4-5 one input tile per row, tmm6-7 the two weight tiles. Input pixels of a row sit
-`stride x channels` bytes apart, which is the tile load's row stride, so strided and padded
-convs read the (padded) NHWC input directly, without an im2col copy.
+row), tmm4-5 one input tile per row, tmm6-7 the two weight tiles. The conv's init block is
+tensorized too (zero_tile): it zeroes tmm0-3 in place, so the update never loads C.
+Input pixels of a row sit `stride x channels` bytes apart, which is the tile load's row
+stride, so strided and padded convs read the (padded) NHWC input directly, without an im2col copy.
 
 Linux hands out AMX state only to a process that asked for it (arch_prctl
-ARCH_REQ_XCOMP_PERM); every AMX kernel asks on entry (amx_schedule.with_permission), so a
+ARCH_REQ_XCOMP_PERM); every AMX kernel asks on entry (amx_schedule.with_tile_state), so a
 library runs in any process that loads it (the check, a benchmark, an RPC server).
 """
 
@@ -28,12 +29,16 @@ from tvm.script import tirx as T
 
 CHANNELS_PER_STEP = 64  # input channels of one tile: 64 bytes per tile row
 OUTPUT_CHANNELS = 32  # two 16-channel accumulator tiles per row
-MAX_PIXELS = 16  # rows of a tile
+# Rows of a tile. Not 16: a thread holding a configuration of 16-row tiles may hold ONNX
+# Runtime's (MLAS configures its AMX tiles, all 16 x 64 bytes, once per thread and expects to
+# find them so); edgec's own configurations all have fewer rows, and only those does a task
+# leave behind (amx_schedule.with_tile_state). 224 and 112 -> 14 instead of 16.
+MAX_PIXELS = 15
 MIN_PIXELS = 7  # below this the tile is mostly empty: the vpdpbusd kernel does better
 
 
 def tile_pixels(out_width: int) -> int | None:
-    """Output pixels per tile: the largest divisor of the row width up to 16 (56 -> 14,
+    """Output pixels per tile: the largest divisor of the row width up to MAX_PIXELS (56 -> 14,
     7 -> 7), or None below MIN_PIXELS."""
     pixels = max(p for p in range(1, MAX_PIXELS + 1) if out_width % p == 0)
     return pixels if pixels >= MIN_PIXELS else None
@@ -96,20 +101,9 @@ def _description_loops(rows: int, pixels: int, chunks: int, kh: int, kw: int) ->
     return fields
 
 
-# Tile configuration (palette 1): bytes 16+2t hold tile t's bytes per row, byte 48+t its rows.
+# The update's tiles: accumulators (tmm0-3) already zeroed by the init intrinsic; input and
+# weight tiles loaded per channel chunk and tap; the sums stored once.
 _IMPLEMENTATION = """
-        config = T.alloc_buffer((64,), "uint8", scope="local")
-        for i in range(64):
-            config[i] = T.uint8(0)
-        config[0] = T.uint8(1)
-        for t in range(8):
-            config[16 + 2 * t] = T.uint8(64)
-            config[48 + t] = T.if_then_else(t >= 6, T.uint8(16), T.uint8({pixels}))
-        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.ldtilecfg", T.address_of(config[0])))
-        for i in T.unroll({rows}):
-            for j in T.unroll(2):
-                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.int8(i * 2 + j),
-                    T.address_of(C[0, 0, i, 0, j * 16]), T.int64(sc3 * 4)))
         for icc, kh, kw in T.grid({chunks}, {kh}, {kw}):
             for i in T.unroll({rows}):
                 T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tileloadd64", T.int8(4 + i),
@@ -126,11 +120,50 @@ _IMPLEMENTATION = """
             for j in T.unroll(2):
                 T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilestored64", T.int8(i * 2 + j),
                     T.address_of(C[0, 0, i, 0, j * 16]), T.int64(sc3 * 4)))
-        T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilerelease"))
 """
+
+# The init: C = 0 for the tile, computed as tilezero on the accumulator tiles (what the
+# update then sums into; C itself is written by the update's stores). The tiles'
+# configuration is the task's business (amx_schedule.with_tile_state).
+_INIT_SIGNATURE = """
+@T.prim_func(s_tir=True)
+def {name}(c: T.handle) -> None:
+{strides}    C = T.match_buffer(c, (1, 1, {rows}, {pixels}, 32), "int32",
+                       offset_factor=1{c_strides})
+    with T.sblock("root"):
+        T.reads()
+        T.writes(C[0, 0, 0:{rows}, 0:{pixels}, 0:32])
+"""
+
+_INIT_DESCRIPTION = """
+        for {names} in T.grid({extents}):
+            with T.sblock("init"):
+                {bound} = T.axis.remap("{kinds}", [{remapped}])
+                C[0, 0, {vy}, vx, vv] = 0
+"""
+
+_INIT_IMPLEMENTATION = """
+        for i in T.unroll({rows}):
+            for j in T.unroll(2):
+                T.evaluate(T.call_llvm_intrin("void", "llvm.x86.tilezero", T.int8(i * 2 + j)))
+"""
+
+
+def tile_config(pixels: int) -> list[int]:
+    """The 64-byte tile configuration (palette 1) as eight little-endian int64 words: bytes
+    16 + 2t hold tile t's bytes per row (64 for tiles 0-7), byte 48 + t its rows (`pixels`
+    for the accumulator and input tiles 0-5, 16 for the weight tiles 6-7)."""
+    config = bytearray(64)
+    config[0] = 1
+    for t in range(8):
+        config[16 + 2 * t] = CHANNELS_PER_STEP
+        config[48 + t] = 16 if t >= 6 else pixels
+    return [int.from_bytes(config[i:i + 8], "little") for i in range(0, 64, 8)]
+
 
 _STRIDE_VARS = "".join(f"    {v} = T.int32()\n" for v in (
     "sa0", "sa1", "sa2", "sb0", "sb1", "sb2", "sb3", "sb4", "sb5", "sc0", "sc1", "sc2", "sc3"))
+_C_STRIDE_VARS = "".join(f"    {v} = T.int32()\n" for v in ("sc0", "sc1", "sc2", "sc3"))
 
 
 def conv_tile(rows: int, pixels: int, chunks: int, kernel: tuple[int, int],
@@ -151,6 +184,26 @@ def conv_tile(rows: int, pixels: int, chunks: int, kernel: tuple[int, int],
         TensorIntrin.register(
             name, _parse(_SIGNATURE + _DESCRIPTION, name="description", **fields, **plain),
             _parse(_SIGNATURE + _IMPLEMENTATION, name="implementation", **fields, **strided))
+    return name
+
+
+def zero_tile(rows: int, pixels: int) -> str:
+    """Register (once) and return the name of the init intrinsic of conv_tile's tiles of
+    `rows` x `pixels` (_INIT_IMPLEMENTATION)."""
+    name = f"edgec_amx_zero_{rows}x{pixels}x32"
+    if TensorIntrin.get(name, allow_missing=True) is None:
+        loops = [("y", rows), ("x", pixels), ("v", 32)][(1 if rows == 1 else 0):]
+        fields = dict(name=name, rows=rows, pixels=pixels,
+                      names=", ".join(n for n, _ in loops),
+                      extents=", ".join(str(e) for _, e in loops),
+                      kinds="S" * len(loops), bound=", ".join("v" + n for n, _ in loops),
+                      remapped=", ".join(n for n, _ in loops),
+                      vy="vy" if rows > 1 else "0")
+        TensorIntrin.register(
+            name, _parse(_INIT_SIGNATURE + _INIT_DESCRIPTION, strides="", c_strides="",
+                         **fields),
+            _parse(_INIT_SIGNATURE + _INIT_IMPLEMENTATION, strides=_C_STRIDE_VARS,
+                   c_strides=", strides=(sc0, sc1, sc2, sc3, 1)", **fields))
     return name
 
 

@@ -1,5 +1,6 @@
 """The schedule of NHWC INT8 convs on AMX tiles (edgec.codegen.amx): the tile loops, the
-tensorized tile, and the permission every AMX kernel asks Linux for on entry."""
+tensorized tile, and the tile state every AMX kernel asks Linux for on entry and each of its
+parallel tasks configures (with_tile_state)."""
 
 from __future__ import annotations
 
@@ -34,8 +35,12 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
     intrinsic = amx.conv_tile(rows, pixels, extent(sch, icc), (extent(sch, kh), extent(sch, kw)),
                               tuple(int(s) for s in annotations["edgec_strides"]),
                               tuple(int(d) for d in annotations["edgec_dilation"]))
+    # The init zeroes the accumulator tiles in place (tilezero) instead of storing zeros for
+    # the update to load: with the tile configuration loaded once per thread and kernel
+    # instead of per tile (with_tile_state), ResNet-50 INT8 ran 0.88x (this Xeon, 2 threads,
+    # bench/ab.py, 7 rounds).
     init = sch.decompose_reduction(conv, tile[0])
-    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(sch.get_loops(init)[-len(tile) - 1], amx.zero_tile(rows, pixels))
     sch.tensorize(tile[0], intrinsic)
 
 
@@ -49,20 +54,72 @@ def on_amx_tiles(func: tirx.PrimFunc) -> bool:
 
 def uses_amx(sch: s_tir.Schedule) -> bool:
     """Whether `sch` tensorized a block with an AMX tile intrinsic (edgec.codegen.amx)."""
-    return any(inst.kind.name == "Tensorize" and str(inst.attrs[0]).startswith("edgec_amx")
-               for inst in sch.trace.insts)
+    return _tile_pixels(sch) is not None
 
 
-def with_permission(func: tirx.PrimFunc) -> tirx.PrimFunc:
-    """`func` asking Linux for the AMX tile state first (arch_prctl ARCH_REQ_XCOMP_PERM,
-    XFEATURE_XTILEDATA; a no-op once granted, ~0.1 us): without it the first tile
-    instruction kills the process with SIGILL."""
+def _tile_pixels(sch: s_tir.Schedule) -> int | None:
+    """The tile height (pixels) of the AMX conv intrinsic `sch` tensorized, if any."""
+    for inst in sch.trace.insts:
+        name = str(inst.attrs[0]) if inst.kind.name == "Tensorize" else ""
+        if name.startswith("edgec_amx_") and not name.startswith("edgec_amx_zero"):
+            return int(name.split("_")[2].split("x")[1])  # edgec_amx_{rows}x{pixels}x32_...
+    return None
+
+
+def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
+    """The scheduled function asking Linux for the tile state on entry (arch_prctl
+    ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA; a no-op once granted, ~0.1 us: without it the
+    first tile instruction kills the process with SIGILL), and each parallel task holding
+    this kernel's tile configuration.
+
+    A task reads the thread's configuration (sttilecfg, cheap) and loads its own only where
+    it differs (ldtilecfg: ~300 ns, as long as a 1x1 64 -> 64 tile's whole work on this Xeon
+    VM; see schedule_amx for what loading it per tile cost). It leaves its configuration
+    for the next task, unless it displaced one that is not edgec's: that it gives back, since
+    ONNX Runtime's MLAS configures its tiles once per thread and dies (SIGILL) on finding
+    another configuration, as it did in compile's check. It never releases the tile state
+    (tilerelease): releasing after each task made every task reload, ResNet-50 INT8 1.08x
+    slower (this Xeon, 2 threads, bench/ab.py, 9 rounds). A thread holding tile state costs
+    8 KB more to save at a context switch, and its core the deepest idle states."""
+    func = sch.mod["main"]
+    ours = amx.tile_config(_tile_pixels(sch))
     args = [tirx.const(v, "int64")
             for v in (_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA)]
     ask = tirx.Evaluate(tirx.call_extern("int64", "syscall", *args))
+    held = tirx.decl_buffer((8,), "int64", name="held_tile_config", scope="local")
+    wanted = tirx.decl_buffer((8,), "int64", name="tile_config", scope="local")
     realize = func.body
     root = realize.block
-    body = tirx.SeqStmt([ask, root.body])
+    body = tirx.SeqStmt([ask, _configuring_tasks(root.body, held, wanted, ours)])
     block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body,
-                         root.init, root.alloc_buffers, root.match_buffers, root.annotations)
+                         root.init, [*root.alloc_buffers, held, wanted], root.match_buffers,
+                         root.annotations)
     return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
+
+
+def _configuring_tasks(stmt, held, wanted, ours: list[int]):
+    """`stmt` with each top-level parallel task that runs tiles configuring them first."""
+    if isinstance(stmt, tirx.SeqStmt):
+        return tirx.SeqStmt([_configuring_tasks(part, held, wanted, ours)
+                             for part in stmt.seq])
+    if not (isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL
+            and "tdpbusd" in str(stmt.body)):
+        return stmt
+
+    def tile_call(name, buffer):
+        return tirx.Evaluate(tirx.call_llvm_intrin("void", f"llvm.x86.{name}",
+                                                   tirx.address_of(buffer[0])))
+
+    def holds(words):
+        return tirx.all(*[tirx.EQ(held[i], tirx.const(w, "int64")) for i, w in enumerate(words)])
+
+    differs = tirx.Not(holds(ours))
+    edgecs = tirx.any(*[holds(amx.tile_config(pixels))
+                        for pixels in range(1, amx.MAX_PIXELS + 1)])
+    foreign = tirx.And(tirx.NE(held[0], tirx.const(0, "int64")), tirx.Not(edgecs))
+    fill = [tirx.BufferStore(wanted, tirx.const(w, "int64"), [i]) for i, w in enumerate(ours)]
+    load = tirx.IfThenElse(differs, tirx.SeqStmt([*fill, tile_call("ldtilecfg", wanted)]), None)
+    give_back = tirx.IfThenElse(tirx.And(differs, foreign), tile_call("ldtilecfg", held), None)
+    body = tirx.SeqStmt([tile_call("sttilecfg", held), load, stmt.body, give_back])
+    return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
+                    stmt.annotations)

@@ -71,7 +71,7 @@ def default_schedule(generic: list[str] | None = None):
                 generic.append(gvar.name_hint)
             scheduled = sch.mod["main"]
             if amx_schedule.uses_amx(sch):
-                scheduled = amx_schedule.with_permission(scheduled)
+                scheduled = amx_schedule.with_tile_state(sch)
             updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)
         for gvar, func in updated.items():
             mod[gvar] = func
