@@ -1,9 +1,10 @@
-"""An edgec library and a LiteRT model timed side by side in one process, interleaved: a
-second opinion on a bench/compare.py ratio that this VM's drift between processes may have
-made (compare times every runtime in fresh processes; the same build moved 1.3-2.2 ms
-across its three rounds of one run).
+"""An edgec library and a LiteRT model (or an ONNX model, on ONNX Runtime) timed side by
+side in one process, interleaved: a second opinion on a bench/compare.py ratio that this
+VM's drift between processes may have made (compare times every runtime in fresh
+processes; the same build moved 1.3-2.2 ms across its three rounds of one run).
 
     python bench/vs_litert.py [--rounds 7] [--runs 40] EDGEC.so MODEL.tflite
+    python bench/vs_litert.py [--rounds 7] [--runs 40] EDGEC.so MODEL.onnx
 
 Each round times --runs single inferences of the edgec library (the VM's time_evaluator,
 as `edgec bench`) and then of the LiteRT model (bench/runtimes.LiteRT, as compare.py times
@@ -11,7 +12,11 @@ it: XNNPACK, `--threads`, invoke() with the input copy), after 10 warm-up runs e
 seeded random inputs; the ratio is the median over rounds of edgec's median over LiteRT's.
 Both thread pools live in one process and take turns. The .tflite files compare.py
 converts are cached in ~/.cache/edgec/arm-peers/litert/<model>/ (`<model>_float32.tflite`,
-`<model>_integer_quant.tflite`). Set TVM_NUM_THREADS to --threads.
+`<model>_integer_quant.tflite`), the ONNX files in ~/.cache/edgec/arm-peers/onnx/. An
+.onnx model runs on ONNX Runtime as compare.py runs it (CPU provider, all graph
+optimizations, --threads intra-op threads; its idle threads spin as by default: with
+spinning off, SqueezeNet's ratio moved from 1.28 to 1.19 on the Xeon of 2026-12-06). Set
+TVM_NUM_THREADS to --threads.
 """
 
 from __future__ import annotations
@@ -29,29 +34,37 @@ from edgec import latency, runtime
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("library", help="an edgec library")
-    parser.add_argument("tflite", help="a LiteRT model of the same network")
+    parser.add_argument("peer", help="a LiteRT (.tflite) or ONNX (.onnx) model of the "
+                                     "same network")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--runs", type=int, default=40)
-    parser.add_argument("--threads", type=int, default=2, help="LiteRT's threads")
+    parser.add_argument("--threads", type=int, default=2, help="the peer runtime's threads")
     args = parser.parse_args()
     model = runtime.load(args.library, check=False)
     rng = np.random.default_rng(0)
     inputs = {s["name"]: rng.standard_normal(s["shape"]).astype(s["dtype"])
               for s in model.info.inputs}
-    litert = runtimes.LiteRT(args.threads)
-    litert.prepare(Path(args.tflite))
-    litert.load()
-    feed = {d["name"]: rng.standard_normal(d["shape"]).astype(d["dtype"])
-            for d in litert.interpreter.get_input_details()}
+    path = Path(args.peer)
+    if path.suffix == ".onnx":
+        peer, name = runtimes.OnnxRuntime(args.threads), "ONNX Runtime"
+    else:
+        peer, name = runtimes.LiteRT(args.threads), "LiteRT"
+    peer.prepare(path)
+    peer.load()
+    shapes = ([(d["name"], d["shape"], d["dtype"]) for d in peer.interpreter.get_input_details()]
+              if name == "LiteRT" else
+              [(d.name, model.info.inputs[0]["shape"], np.float32)
+               for d in peer.session.get_inputs()])
+    feed = {n: rng.standard_normal(shape).astype(dtype) for n, shape, dtype in shapes}
 
     ratios = []
     for index in range(args.rounds):
         edgec = latency.benchmark(model, inputs, runs=args.runs, warmup=10).stats()["median"]
-        peer = litert.median_ms(feed, args.runs, 10)
-        ratios.append(edgec / peer)
-        print(f"round {index + 1}: edgec {edgec:.3f} ms, LiteRT {peer:.3f} ms, "
+        other = peer.median_ms(feed, args.runs, 10)
+        ratios.append(edgec / other)
+        print(f"round {index + 1}: edgec {edgec:.3f} ms, {name} {other:.3f} ms, "
               f"ratio {ratios[-1]:.3f}", flush=True)
-    print(f"edgec / LiteRT: {statistics.median(ratios):.3f} (median of {args.rounds} rounds; "
+    print(f"edgec / {name}: {statistics.median(ratios):.3f} (median of {args.rounds} rounds; "
           f"{min(ratios):.3f}-{max(ratios):.3f})")
     return 0
 
