@@ -90,17 +90,22 @@ def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
     wanted = tirx.decl_buffer((8,), "int64", name="tile_config", scope="local")
     realize = func.body
     root = realize.block
-    body = tirx.SeqStmt([ask, _configuring_tasks(root.body, held, wanted, ours)])
+    configured = []
+    body = tirx.SeqStmt([ask, _configuring_tasks(root.body, held, wanted, ours, configured)])
+    if not configured:  # tiles outside a parallel task would run unconfigured: SIGILL
+        raise RuntimeError("edgec's AMX conv schedule left no parallel task around its "
+                           "tiles; this is a bug in edgec, please report it")
     block = s_tir.SBlock(root.iter_vars, root.reads, root.writes, root.name_hint, body,
                          root.init, [*root.alloc_buffers, held, wanted], root.match_buffers,
                          root.annotations)
     return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
-def _configuring_tasks(stmt, held, wanted, ours: list[int]):
-    """`stmt` with each top-level parallel task that runs tiles configuring them first."""
+def _configuring_tasks(stmt, held, wanted, ours: list[int], configured: list):
+    """`stmt` with each top-level parallel task that runs tiles configuring them first
+    (each one appended to `configured`)."""
     if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt([_configuring_tasks(part, held, wanted, ours)
+        return tirx.SeqStmt([_configuring_tasks(part, held, wanted, ours, configured)
                              for part in stmt.seq])
     if not (isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL
             and "tdpbusd" in str(stmt.body)):
@@ -121,5 +126,6 @@ def _configuring_tasks(stmt, held, wanted, ours: list[int]):
     load = tirx.IfThenElse(differs, tirx.SeqStmt([*fill, tile_call("ldtilecfg", wanted)]), None)
     give_back = tirx.IfThenElse(tirx.And(differs, foreign), tile_call("ldtilecfg", held), None)
     body = tirx.SeqStmt([tile_call("sttilecfg", held), load, stmt.body, give_back])
+    configured.append(stmt.loop_var)
     return tirx.For(stmt.loop_var, stmt.min, stmt.extent, stmt.kind, body, stmt.thread_binding,
                     stmt.annotations)
