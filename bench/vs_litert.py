@@ -51,11 +51,9 @@ def main() -> int:
         peer, name = runtimes.LiteRT(args.threads), "LiteRT"
     peer.prepare(path)
     peer.load()
-    shapes = ([(d["name"], d["shape"], d["dtype"]) for d in peer.interpreter.get_input_details()]
-              if name == "LiteRT" else
-              [(d.name, model.info.inputs[0]["shape"], np.float32)
-               for d in peer.session.get_inputs()])
-    feed = {n: rng.standard_normal(shape).astype(dtype) for n, shape, dtype in shapes}
+    feed = inputs if name == "ONNX Runtime" else {  # edgec's inputs are the ONNX model's
+        d["name"]: rng.standard_normal(d["shape"]).astype(d["dtype"])
+        for d in peer.interpreter.get_input_details()}
 
     ratios = []
     for index in range(args.rounds):

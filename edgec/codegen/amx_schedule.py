@@ -12,6 +12,8 @@ from edgec.codegen.generic_schedule import extent, root_blocks
 from edgec.codegen.schedules import parallel_tasks
 
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
+# The annotation of an AMX conv's parallel task loop: its tiles' height in pixels.
+TASK_TILE_PIXELS = "edgec_amx_tile_pixels"
 
 
 def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
@@ -29,7 +31,8 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
     else:  # no loop of one row: the intrinsic's description has none either
         tile = [col_inner]
     sch.reorder(row, col_outer, *tile, lane, icc, kh, kw, ic4, ici)
-    parallel_tasks(sch, conv, batch, chunk, row, rows_first)
+    task = parallel_tasks(sch, conv, batch, chunk, row, rows_first)
+    sch.annotate(task, TASK_TILE_PIXELS, pixels)  # with_tile_state configures its tiles
     schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
     annotations = sch.get(conv).annotations
     intrinsic = amx.conv_tile(rows, pixels, extent(sch, icc), (extent(sch, kh), extent(sch, kw)),
@@ -54,16 +57,8 @@ def on_amx_tiles(func: tirx.PrimFunc) -> bool:
 
 def uses_amx(sch: s_tir.Schedule) -> bool:
     """Whether `sch` tensorized a block with an AMX tile intrinsic (edgec.codegen.amx)."""
-    return _tile_pixels(sch) is not None
-
-
-def _tile_pixels(sch: s_tir.Schedule) -> int | None:
-    """The tile height (pixels) of the AMX conv intrinsic `sch` tensorized, if any."""
-    for inst in sch.trace.insts:
-        name = str(inst.attrs[0]) if inst.kind.name == "Tensorize" else ""
-        if name.startswith("edgec_amx_") and not name.startswith("edgec_amx_zero"):
-            return int(name.split("_")[2].split("x")[1])  # edgec_amx_{rows}x{pixels}x32_...
-    return None
+    return any(inst.kind.name == "Tensorize" and str(inst.attrs[0]).startswith("edgec_amx")
+               for inst in sch.trace.insts)
 
 
 def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
@@ -82,7 +77,6 @@ def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
     slower (this Xeon, 2 threads, bench/ab.py, 9 rounds). A thread holding tile state costs
     8 KB more to save at a context switch, and its core the deepest idle states."""
     func = sch.mod["main"]
-    ours = amx.tile_config(_tile_pixels(sch))
     args = [tirx.const(v, "int64")
             for v in (_SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA)]
     ask = tirx.Evaluate(tirx.call_extern("int64", "syscall", *args))
@@ -91,7 +85,7 @@ def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
     realize = func.body
     root = realize.block
     configured = []
-    body = tirx.SeqStmt([ask, _configuring_tasks(root.body, held, wanted, ours, configured)])
+    body = tirx.SeqStmt([ask, _configuring_tasks(root.body, held, wanted, configured)])
     if not configured:  # tiles outside a parallel task would run unconfigured: SIGILL
         raise RuntimeError("edgec's AMX conv schedule left no parallel task around its "
                            "tiles; this is a bug in edgec, please report it")
@@ -101,26 +95,29 @@ def with_tile_state(sch: s_tir.Schedule) -> tirx.PrimFunc:
     return func.with_body(s_tir.SBlockRealize(realize.iter_values, realize.predicate, block))
 
 
-def _configuring_tasks(stmt, held, wanted, ours: list[int], configured: list):
-    """`stmt` with each top-level parallel task that runs tiles configuring them first
-    (each one appended to `configured`)."""
+def _configuring_tasks(stmt, held, wanted, configured: list):
+    """`stmt` with each top-level parallel task schedule_amx annotated configuring its tiles
+    first (each one appended to `configured`)."""
     if isinstance(stmt, tirx.SeqStmt):
-        return tirx.SeqStmt([_configuring_tasks(part, held, wanted, ours, configured)
+        return tirx.SeqStmt([_configuring_tasks(part, held, wanted, configured)
                              for part in stmt.seq])
-    if not (isinstance(stmt, tirx.For) and stmt.kind == tirx.ForKind.PARALLEL
-            and "tdpbusd" in str(stmt.body)):
+    if not (isinstance(stmt, tirx.For) and TASK_TILE_PIXELS in stmt.annotations):
         return stmt
+    ours = amx.tile_config(int(stmt.annotations[TASK_TILE_PIXELS]))
+    rows_word = 6  # the word of the tiles' row counts: the one word edgec's kernels vary
 
     def tile_call(name, buffer):
         return tirx.Evaluate(tirx.call_llvm_intrin("void", f"llvm.x86.{name}",
                                                    tirx.address_of(buffer[0])))
 
-    def holds(words):
-        return tirx.all(*[tirx.EQ(held[i], tirx.const(w, "int64")) for i, w in enumerate(words)])
+    def held_is(i, word):
+        return tirx.EQ(held[i], tirx.const(word, "int64"))
 
-    differs = tirx.Not(holds(ours))
-    edgecs = tirx.any(*[holds(amx.tile_config(pixels))
-                        for pixels in range(1, amx.MAX_PIXELS + 1)])
+    differs = tirx.Not(tirx.all(*[held_is(i, w) for i, w in enumerate(ours)]))
+    edgecs = tirx.And(
+        tirx.all(*[held_is(i, w) for i, w in enumerate(ours) if i != rows_word]),
+        tirx.any(*[held_is(rows_word, amx.tile_config(pixels)[rows_word])
+                   for pixels in range(1, amx.MAX_PIXELS + 1)]))
     foreign = tirx.And(tirx.NE(held[0], tirx.const(0, "int64")), tirx.Not(edgecs))
     fill = [tirx.BufferStore(wanted, tirx.const(w, "int64"), [i]) for i, w in enumerate(ours)]
     load = tirx.IfThenElse(differs, tirx.SeqStmt([*fill, tile_call("ldtilecfg", wanted)]), None)
