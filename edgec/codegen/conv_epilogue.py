@@ -64,7 +64,7 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
 
 
 def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: list,
-                          task) -> None:
+                          task, lanes: int = 0) -> None:
     """The epilogue after the task's row (a row in tiles of two lengths cannot share one
     loop to run it on), or as a pass of its own when it writes more than the conv's
     `conv_elements` values."""
@@ -72,6 +72,12 @@ def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: lis
         return
     if elements(sch, epilogue[-1]) <= conv_elements:
         sch.reverse_compute_at(epilogue[-1], task)
-        sch.vectorize(sch.get_loops(epilogue[-1])[-1])
+        last = sch.get_loops(epilogue[-1])[-1]
+        if lanes and (extent(sch, last) or 0) > lanes and extent(sch, last) % lanes == 0:
+            # One vector per tile: a vector over a task's two tiles indexed them by
+            # channel // lanes and LLVM gathered it lane by lane (vpextrd + vinsertps).
+            outer, last = sch.split(last, [None, lanes])
+            sch.unroll(outer)
+        sch.vectorize(last)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])

@@ -108,7 +108,8 @@ def schedule_row_parts(sch: s_tir.Schedule, conv, epilogue: list, task, col,
     innermost)."""
     # The epilogue goes to the task loop before the partition: moved there after it, the
     # parts' results came out wrong (SqueezeNet against ONNX Runtime: cosine 0.53).
-    epilogue_over_the_row(sch, elements(sch, conv), epilogue, task)
+    lanes = int(sch.get(conv).writes[0].source.shape[-1])
+    epilogue_over_the_row(sch, elements(sch, conv), epilogue, task, lanes)
     name, variable = sch.get(conv).name_hint, sch.get(col).loop_var.name
     sch.loop_partition(col, [extent(sch, col) // length * length, None])
     for part in (0, 1):  # TVM names the parts after the block and the loop variable
