@@ -37,12 +37,23 @@ def _as_float_kernel(kernel, integer: bool):
     return integer_sums_in_float(kernel) if integer else kernel
 
 
+# How many more channels the wide tile may pad before one vector's tile (half the
+# accumulators, 8 loads per 8 FMAs instead of 9 per 14 on AVX-512) takes over: SqueezeNet's
+# 512 -> 1000 classifier conv at 13x13 in 32-lane tiles (1024) instead of 16 (1008) ran
+# 0.85x, the whole model 0.92-0.95x; taking the wide tile always (MobileNetV2's 144 and
+# V3-Small's 72, 40 and 240 channels) ran those models 1.03x, a 1.19 penalty 1.00-1.04x
+# (Xeon family 6 model 207, x86_64-amx, 2 threads, bench/ab.py both orders).
+NARROW_TILE_PENALTY = 1.05
+
+
 def output_width(channels: int, cpu) -> int:
     """Output channels per register tile: the accumulator width (two vectors where there
-    are 32 registers) unless one vector pads fewer channels (a 24-channel conv is 32 lanes
-    either way; an 8-channel one is better as one 8-lane AVX-512 half than 32 lanes)."""
+    are 32 registers) unless one vector pads enough fewer channels to pay for its tile's
+    lower rate (a 24-channel conv is 32 lanes either way; an 8-channel one is better as one
+    8-lane AVX-512 half than 32 lanes, 48 channels as 3 x 16 than 2 x 32)."""
     widths = (cpu.accumulator_lanes, cpu.float_lanes)
-    return min(widths, key=lambda w: (plain_kernels.padded_tiles(channels, w) * w, -w))
+    return min(widths, key=lambda w: (plain_kernels.padded_tiles(channels, w) * w
+                                      * (1 if w == widths[0] else NARROW_TILE_PENALTY), -w))
 
 
 def depthwise_lanes(channels: int, cpu) -> int:
