@@ -18,18 +18,25 @@ from edgec.errors import ConfigError
 from edgec.quant import QuantizeOptions
 
 
+def _he_weights(rng):
+    """weight(name, *shape): a He-scaled initializer from `rng`, so activations keep their
+    range layer to layer (biases: x 0.1)."""
+
+    def weight(name, *shape):
+        scale = np.sqrt(2 / np.prod(shape[1:])) if len(shape) > 1 else 0.1
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    return weight
+
+
 @pytest.fixture
 def tile_net(tmp_path: Path) -> Path:
     """Every AMX tile geometry: a 3x3 conv at 28x28 (two rows of 14 pixels per tile), one
     of stride 2 (the tile load's row stride steps over pixels), a 1x1 conv over two
     64-channel chunks, one down to 7x7 (one row of 7: odd height), behind an RGB stem the
     tiles do not take (3 channels), then a classifier."""
-    rng = np.random.default_rng(21)
-
-    def weight(name, *shape):  # He-scaled, so activations keep their range layer to layer
-        scale = np.sqrt(2 / np.prod(shape[1:])) if len(shape) > 1 else 0.1
-        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
-                                       name)
+    weight = _he_weights(np.random.default_rng(21))
 
     nodes = [
         helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
@@ -116,3 +123,47 @@ def test_amx_code_is_checked_through_a_host_build_on_a_cpu_without_amx(tile_net,
                             tune.TuneOptions(logs=tmp_path / "logs", trials_per_task=1))
     assert pipeline.tune_model(str(tile_net), "x86_64-amx", tune.TuneOptions(
         logs=tmp_path / "logs", dry_run=True)).rows
+
+
+# The tile configuration's word of row counts (bytes 48-55: tiles 0-5 of `rows` pixels, the
+# two weight tiles of 16), as objdump shows the immediate an AMX kernel stores for it.
+def _rows_word(rows: int) -> str:
+    return hex(int.from_bytes(bytes([rows] * 6 + [16, 16]), "little"))
+
+
+@pytest.mark.parametrize("size", [7, 5])
+def test_pointwise_convs_on_small_planes_take_flat_tiles(tmp_path, size):
+    """1x1 convs on a 7x7 plane ran one-row tiles of 7 pixels (each tdpbusd filling 7 of
+    16 tile rows), and a 5x5 plane's rows fit no tile (under 7 pixels: vpdpbusd). Computed
+    over the plane as one flat row, both take tiles of 13 pixels (49 -> 4 x 13, 25 -> 2 x
+    13; the padding pixels are cropped): the code configures 13-row tiles, which neither
+    plane's rows would, and the model matches ONNX Runtime on the same QDQ model."""
+    rng = np.random.default_rng(25)
+    weight = _he_weights(rng)
+
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2", "b2"], ["c2"]),
+        helper.make_node("Relu", ["c2"], ["r2"]),
+    ]
+    # The second 1x1 conv has the work and the channel chunks a flat conv needs (1024 x 1024
+    # channels: 51 M multiply-adds at 7x7, 26 M at 5x5); the first one does not.
+    inits = [weight("w0", 64, 3, 3, 3), weight("b0", 64), weight("w1", 1024, 64, 1, 1),
+             weight("b1", 1024), weight("w2", 1024, 1024, 1, 1), weight("b2", 1024),
+             weight("w3", 10, 1024), weight("b3", 10)]
+    net = save_classifier(nodes, "r2", ("w3", "b3"), inits, size, tmp_path / "flat.onnx")
+    samples = rng.uniform(-1, 1, (16, 1, 3, size, size)).astype(np.float32)
+    out = tmp_path / "flat.so"
+    result = compile_int8(net, out, samples, "x86_64-amx", check=False)
+    code = disassembly(out)
+    assert code.count("tdpbusd") >= 2
+    assert _rows_word(13) in code, "no kernel configures 13-row tiles"
+    if size == 7:  # the first 1x1 conv, too small for flat tiles, keeps its rows of 7
+        assert _rows_word(7) in code, "the small conv left its row tiles"
+    if not {"amx_int8", "amx_tile"} <= targets.cpu_flags():
+        pytest.skip("THIS CPU HAS NO AMX: the tile code was compiled and inspected, but its "
+                    "results are checked only on Sapphire Rapids or newer")
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])

@@ -35,6 +35,9 @@ OUTPUT_CHANNELS = 32  # two 16-channel accumulator tiles per row
 # leave behind (amx_schedule.with_tile_state). 224 and 112 -> 14 instead of 16.
 MAX_PIXELS = 15
 MIN_PIXELS = 7  # below this the tile is mostly empty: the vpdpbusd kernel does better
+_FLAT_GAIN = 0.8  # flat tiles where they take at most this share of the row tiles
+_FLAT_MIN_CHUNKS = 8  # output-channel chunks (parallel tasks) of a flat conv, at least
+_FLAT_MIN_WORK = 24_000_000  # multiply-adds of a flat conv, at least
 
 
 def tile_pixels(out_width: int) -> int | None:
@@ -42,6 +45,36 @@ def tile_pixels(out_width: int) -> int | None:
     7 -> 7), or None below MIN_PIXELS."""
     pixels = max(p for p in range(1, MAX_PIXELS + 1) if out_width % p == 0)
     return pixels if pixels >= MIN_PIXELS else None
+
+
+def flat_length(out_height: int, out_width: int, in_channels: int, out_channels: int,
+                kernel: tuple[int, int], strides: tuple[int, int], padding,
+                dilation: tuple[int, int]) -> int:
+    """The pixels a 1x1 stride-1 conv computes as one flat row of tiles (its output plane
+    read as one image row, padded to whole tiles of up to MAX_PIXELS), or 0 where row
+    tiles do as well or the conv is too small to pay for the flat copy of its input and
+    its epilogue's pass of its own. A 7x7 plane in rows is 7 tiles of 7 pixels, each
+    tdpbusd filling 7 of 16 rows; flat it is 4 tiles of 13 (52 pixels, 3 of them padding):
+    ResNet-50 INT8's 7x7 1x1 convs ran 0.82-0.89x per call. Flat, a task is a whole channel
+    chunk: with few chunks the two threads got uneven shares, and with little work the
+    extra passes cost more than the tiles saved (SSD-Lite's 20x20 and 10x10 convs of up to
+    22 M multiply-adds ran 2x slower, 20 -> 50 us)."""
+    if (tuple(kernel) != (1, 1) or tuple(strides) != (1, 1) or any(padding)
+            or tuple(dilation) != (1, 1)):
+        return 0
+    work = out_height * out_width * in_channels * out_channels
+    if out_channels < _FLAT_MIN_CHUNKS * OUTPUT_CHANNELS or work < _FLAT_MIN_WORK:
+        return 0
+    pixels = out_height * out_width
+    tiles = -(-pixels // MAX_PIXELS)
+    length = -(-pixels // tiles)
+    row_pixels = tile_pixels(out_width)
+    row_tiles = out_height * (out_width // row_pixels) if row_pixels else None
+    if length < MIN_PIXELS and tiles == 1 and pixels < MIN_PIXELS:
+        return 0  # a plane smaller than the smallest tile: the vpdpbusd kernel does better
+    if row_tiles is not None and tiles > _FLAT_GAIN * row_tiles:
+        return 0
+    return tiles * length
 
 
 def tile_rows(out_height: int) -> int:

@@ -7,8 +7,9 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from edgec.codegen import amx
-from edgec.codegen.conv_epilogue import schedule_epilogue
-from edgec.codegen.generic_schedule import extent, root_blocks
+from edgec.codegen.conv_epilogue import nhwc_pass_by_tile, schedule_epilogue
+from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
+from edgec.codegen.plain_kernels import FLAT_PIXELS
 from edgec.codegen.schedules import parallel_tasks
 
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
@@ -33,7 +34,15 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
     sch.reorder(row, col_outer, *tile, lane, icc, kh, kw, ic4, ici)
     task = parallel_tasks(sch, conv, batch, chunk, row, rows_first)
     sch.annotate(task, TASK_TILE_PIXELS, pixels)  # with_tile_state configures its tiles
-    schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
+    if FLAT_PIXELS in sch.get(conv).annotations:
+        # Tiles of a flat plane span rows, which the epilogue's (row, column) loops cannot
+        # follow (computed at the task, TVM bounded a 7x7 plane's 52 flat pixels as 7 rows
+        # of 3 columns): it is a pass of its own over the plane, in cache (7x7x2048 int32
+        # accumulators: 400 KB).
+        if epilogue and not nhwc_pass_by_tile(sch, epilogue[-1], amx.OUTPUT_CHANNELS):
+            ParallelVectorize.schedule_block(sch, epilogue[-1])
+    else:
+        schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
     annotations = sch.get(conv).annotations
     intrinsic = amx.conv_tile(rows, pixels, extent(sch, icc), (extent(sch, kh), extent(sch, kw)),
                               tuple(int(s) for s in annotations["edgec_strides"]),

@@ -8,6 +8,7 @@ from tvm import s_tir
 from edgec.codegen.generic_schedule import ParallelVectorize, elements, extent, position
 
 _UNROLL_UP_TO = 32  # pixels (or channel vectors) of one register tile, with room to spare
+_UNROLL_TILES = 16  # a pixel's channel tiles unrolled in a pass of its own (512 channels)
 
 
 def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
@@ -81,3 +82,21 @@ def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: lis
         sch.vectorize(last)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])
+
+
+def nhwc_pass_by_tile(sch: s_tir.Schedule, crop, lanes: int) -> bool:
+    """The NHWC crop and epilogue in vectors of one output tile's `lanes` channels (False:
+    not an NHWC crop those lanes divide). As one vector of every channel, each lane's tile
+    (channel // lanes) was a computed index and LLVM gathered the vector lane by lane:
+    96 vpextrd/vinsertps per pixel of ResNet-18's 64-channel 56x56 convs."""
+    loops = sch.get_loops(crop)
+    channels = extent(sch, loops[-1]) or 0
+    out_channels = int(sch.get(crop).writes[0].source.shape[-1])
+    if len(loops) != 4 or channels != out_channels or channels <= lanes or channels % lanes:
+        return False
+    outer, lane = sch.split(loops[-1], [None, lanes])
+    sch.parallel(sch.fuse(*loops[:3]))
+    if channels // lanes <= _UNROLL_TILES:
+        sch.unroll(outer)
+    sch.vectorize(lane)
+    return True

@@ -11,7 +11,10 @@ weights and cropped in the epilogue (a 1000-class 1x1 conv, a 3-class segmentati
 
 from __future__ import annotations
 
-from tvm import te, topi
+from tvm import te, tirx, topi
+
+# The block attribute of a conv computed over its plane as one row (_flat_conv2d_nhwc_int8).
+FLAT_PIXELS = "edgec_flat_pixels"
 
 
 def padded_tiles(channels: int, wide: int) -> int:
@@ -167,7 +170,8 @@ def pack_nhwc_int8_kernel(kernel, layout: str, wide: int, block: int | None = No
 
 
 def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot: str,
-                     out_channels: int, row_to: int = 0):
+                     out_channels: int, row_to: int = 0, flat_to: int = 0,
+                     flat: bool = False):
     """8-bit NHWC data x int8 weights packed by pack_nhwc_int8_kernel -> int32 (N, OH, OW, O)
     on the dot-product instructions: the register tile, block name and reduction order of
     the packed layout's conv2d_nchwc_int8 (edgec.codegen.schedules tensorizes it the same
@@ -177,6 +181,8 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     (row_tails.int8_padded_width)."""
     from edgec.codegen.kernels import padded_row
 
+    if flat_to:
+        return _flat_conv2d_nhwc_int8(data, kernel, dot, out_channels, flat_to)
     n = int(data.shape[0])
     tiles, chunks, kh_size, kw_size, groups_of_4, wide, _ = (int(d) for d in kernel.shape)
     block = groups_of_4 * 4
@@ -196,9 +202,32 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
         name="conv2d_nchwc_int8",
         # The AMX tile intrinsic is made per geometry: strides and dilation go with it.
         attrs={"edgec_dot": dot, "edgec_nhwc": 1, "edgec_strides": [int(s) for s in strides],
-               "edgec_dilation": [int(d) for d in dilation]},
+               "edgec_dilation": [int(d) for d in dilation],
+               **({FLAT_PIXELS: 1} if flat else {})},
     )
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack", out_w)
+
+
+def _flat_conv2d_nhwc_int8(data, kernel, dot: str, out_channels: int, flat_to: int):
+    """A 1x1 stride-1 conv2d_nhwc_int8 on its plane as one image row of `flat_to` pixels
+    (amx.flat_length): the input copied flat, zeros past its last pixel; the accumulators
+    cropped back into rows by the unpack. The block is marked edgec_flat_pixels: its tiles
+    span rows, so its epilogue runs after the task's tiles (amx_schedule.schedule_amx)."""
+    n, height, width, channels = (int(d) for d in data.shape)
+    zero = tirx.const(0, data.dtype)
+    flat = te.compute(
+        (n, 1, flat_to, channels),
+        lambda b, y, p, c: te.if_then_else(p < height * width,
+                                           data[b, p // width, p % width, c], zero),
+        name="data_flat")
+    conv = conv2d_nhwc_int8(flat, kernel, [1, 1], [0, 0, 0, 0], [1, 1], 1, "int32", dot,
+                            out_channels, flat=True)
+    accumulated = conv.op.input_tensors[0]
+    wide = int(accumulated.shape[-1])
+    return te.compute(
+        (n, height, width, out_channels),
+        lambda b, y, x, c: accumulated[b, c // wide, 0, y * width + x, c % wide],
+        name="conv2d_nhwc_unpack")
 
 
 def matmul_int8_as_conv(data, kernel, dot: str, columns: int):

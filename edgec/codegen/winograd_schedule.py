@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
+from edgec.codegen.conv_epilogue import nhwc_pass_by_tile
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -102,26 +103,10 @@ class WinogradConv:
             sch.compute_inline(later)
         if plain:  # the crop into NHWC or NCHW: one parallel, vectorized pass
             lanes = int(sch.get(output).writes[0].source.shape[-1])
-            if not _nhwc_crop_by_tile(sch, tail[-1], lanes):
+            if not nhwc_pass_by_tile(sch, tail[-1], lanes):
                 ParallelVectorize.schedule_block(sch, tail[-1])
             return
         loops = sch.get_loops(tail[-1])
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
 
-
-def _nhwc_crop_by_tile(sch: s_tir.Schedule, crop, lanes: int) -> bool:
-    """The NHWC crop and epilogue in vectors of one output tile's `lanes` channels (False:
-    not an NHWC crop those lanes divide). As one vector of every channel, each lane's tile
-    (channel // lanes) was a computed index and LLVM gathered the vector lane by lane:
-    96 vpextrd/vinsertps per pixel of ResNet-18's 64-channel 56x56 convs."""
-    loops = sch.get_loops(crop)
-    channels = extent(sch, loops[-1]) or 0
-    out_channels = int(sch.get(crop).writes[0].source.shape[-1])
-    if len(loops) != 4 or channels != out_channels or channels <= lanes or channels % lanes:
-        return False
-    outer, lane = sch.split(loops[-1], [None, lanes])
-    sch.parallel(sch.fuse(*loops[:3]))
-    sch.unroll(outer)
-    sch.vectorize(lane)
-    return True
