@@ -4,7 +4,9 @@ codegen change (build before and after, or NCHW against packed).
     python bench/ab.py [--rounds 9] [--runs 40] FIRST.so OTHER.so [...]
 
 All libraries are loaded once, then each round times --runs single inferences of every
-library in turn (seeded random inputs, after 10 warm-up runs) and keeps their medians. A
+library in turn (seeded random inputs, after 10 warm-up runs) and keeps their medians; every
+other round takes them in reverse order (in a fixed order the second of two ResNet-18
+builds whose per-call minimums were equal read 1.03-1.04x, whichever it was). A
 ratio is the median over rounds of a library's median over the first's in the same round:
 on these VMs fresh processes moved one build by up to 2x, rounds seconds apart much less.
 Set TVM_NUM_THREADS (the figures in the README used 2).
@@ -35,8 +37,9 @@ def main() -> int:
         timers.append(module.timer(inputs))
         timers[-1](10)  # warm-up
     medians: list[list[float]] = [[] for _ in timers]
-    for _ in range(args.rounds):
-        for timer, own in zip(timers, medians, strict=True):
+    for index in range(args.rounds):
+        pairs = list(zip(timers, medians, strict=True))
+        for timer, own in pairs[::-1] if index % 2 else pairs:
             own.append(1000 * float(np.median(timer(args.runs))))
     for path, own in zip(args.libraries, medians, strict=True):
         ratio = statistics.median(a / b for a, b in zip(own, medians[0], strict=True))
