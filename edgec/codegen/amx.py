@@ -70,7 +70,7 @@ def flat_length(out_height: int, out_width: int, in_channels: int, out_channels:
     length = -(-pixels // tiles)
     row_pixels = tile_pixels(out_width)
     row_tiles = out_height * (out_width // row_pixels) if row_pixels else None
-    if length < MIN_PIXELS and tiles == 1 and pixels < MIN_PIXELS:
+    if pixels < MIN_PIXELS:
         return 0  # a plane smaller than the smallest tile: the vpdpbusd kernel does better
     if row_tiles is not None and tiles > _FLAT_GAIN * row_tiles:
         return 0

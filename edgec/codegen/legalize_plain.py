@@ -176,23 +176,23 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     geometry = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                 [int(d) for d in attrs.dilation])
     kernel = [int(call.args[1].ty.shape[kernel_layout.index(a)]) for a in "HW"]
-    flat_to = 0
-    if cpu.int8_tiles == "amx":
-        in_channels = int(call.args[0].ty.shape[3])
-        flat_to = amx.flat_length(int(call.ty.shape[1]), int(call.ty.shape[2]), in_channels,
-                                  out_channels, kernel, *geometry) \
-            if in_channels % amx.CHANNELS_PER_STEP == 0 else 0
-    if flat_to or (cpu.int8_tiles == "amx" and amx.fits(int(call.args[0].ty.shape[3]),
-                                                         int(call.ty.shape[2]))):
+    in_channels = int(call.args[0].ty.shape[3])
+    out_h, out_w = int(call.ty.shape[1]), int(call.ty.shape[2])
+    amx_channels = cpu.int8_tiles == "amx" and in_channels % amx.CHANNELS_PER_STEP == 0
+    flat_to = amx.flat_length(out_h, out_w, in_channels, out_channels, kernel,
+                              *geometry) if amx_channels else 0
+    if flat_to or (amx_channels and amx.fits(in_channels, out_w)):
         wide, block, dot = amx.OUTPUT_CHANNELS, amx.CHANNELS_PER_STEP, "amx"
     elif not intrinsics.lanes(dot, wide):
         return None
     packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_int8_kernel, call.args[1],
                               kernel_layout, wide, block, name="pack_nhwc_int8_kernel")
-    row_to = int8_padded_width(int(call.ty.shape[2]), dot, wide)
-    return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed, *geometry[:2],
-                      geometry[2], 1, "int32", dot, out_channels, row_to, flat_to,
-                      primfunc_name_hint="conv2d_nhwc_int8")
+    if flat_to:
+        return bb.call_te(plain_kernels.flat_conv2d_nhwc_int8, call.args[0], packed, dot,
+                          out_channels, flat_to, primfunc_name_hint="conv2d_nhwc_int8")
+    row_to = int8_padded_width(out_w, dot, wide)
+    return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed, *geometry, 1,
+                      "int32", dot, out_channels, row_to, primfunc_name_hint="conv2d_nhwc_int8")
 
 
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int, cpu,

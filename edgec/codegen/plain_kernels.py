@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from tvm import te, tirx, topi
 
-# The block attribute of a conv computed over its plane as one row (_flat_conv2d_nhwc_int8).
+# The block attribute of a conv computed over its plane as one row (flat_conv2d_nhwc_int8).
 FLAT_PIXELS = "edgec_flat_pixels"
 
 
@@ -170,8 +170,7 @@ def pack_nhwc_int8_kernel(kernel, layout: str, wide: int, block: int | None = No
 
 
 def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype, dot: str,
-                     out_channels: int, row_to: int = 0, flat_to: int = 0,
-                     flat: bool = False):
+                     out_channels: int, row_to: int = 0, flat: bool = False):
     """8-bit NHWC data x int8 weights packed by pack_nhwc_int8_kernel -> int32 (N, OH, OW, O)
     on the dot-product instructions: the register tile, block name and reduction order of
     the packed layout's conv2d_nchwc_int8 (edgec.codegen.schedules tensorizes it the same
@@ -181,8 +180,6 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     (row_tails.int8_padded_width)."""
     from edgec.codegen.kernels import padded_row
 
-    if flat_to:
-        return _flat_conv2d_nhwc_int8(data, kernel, dot, out_channels, flat_to)
     n = int(data.shape[0])
     tiles, chunks, kh_size, kw_size, groups_of_4, wide, _ = (int(d) for d in kernel.shape)
     block = groups_of_4 * 4
@@ -208,11 +205,11 @@ def conv2d_nhwc_int8(data, kernel, strides, padding, dilation, groups, out_dtype
     return _unpack_nhwc(accumulated, out_channels, "conv2d_nhwc_unpack", out_w)
 
 
-def _flat_conv2d_nhwc_int8(data, kernel, dot: str, out_channels: int, flat_to: int):
+def flat_conv2d_nhwc_int8(data, kernel, dot: str, out_channels: int, flat_to: int):
     """A 1x1 stride-1 conv2d_nhwc_int8 on its plane as one image row of `flat_to` pixels
     (amx.flat_length): the input copied flat, zeros past its last pixel; the accumulators
-    cropped back into rows by the unpack. The block is marked edgec_flat_pixels: its tiles
-    span rows, so its epilogue runs after the task's tiles (amx_schedule.schedule_amx)."""
+    cropped back into rows by the unpack. The block is marked FLAT_PIXELS: its tiles span
+    rows, so its epilogue is a pass of its own (amx_schedule.schedule_amx)."""
     n, height, width, channels = (int(d) for d in data.shape)
     zero = tirx.const(0, data.dtype)
     flat = te.compute(

@@ -109,4 +109,3 @@ class WinogradConv:
         loops = sch.get_loops(tail[-1])
         sch.parallel(sch.fuse(*loops[:3]))
         sch.vectorize(loops[-1])
-
