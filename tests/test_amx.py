@@ -167,3 +167,48 @@ def test_pointwise_convs_on_small_planes_take_flat_tiles(tmp_path, size):
         pytest.skip("THIS CPU HAS NO AMX: the tile code was compiled and inspected, but its "
                     "results are checked only on Sapphire Rapids or newer")
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
+
+
+def _functions(code: str) -> dict[str, str]:
+    """objdump text split into {function name: its instructions}."""
+    functions, name = {}, None
+    for line in code.splitlines():
+        if line.endswith(">:") and " <" in line:
+            name = line.split(" <", 1)[1][:-2]
+            functions[name] = ""
+        elif name is not None:
+            functions[name] += line + "\n"
+    return functions
+
+
+@pytest.mark.parametrize("low", [-1.0, 0.0])
+def test_an_rgb_stem_runs_on_amx_tiles_as_columns(tmp_path, low):
+    """A 7x7 stride-2 conv of an image's 3 channels (ResNet's stem) fits no tile row of 64
+    input channels and ran on vpdpbusd; copied as columns of 7 x 7 x 3 = 147 bytes (192
+    with zeros) it is a 1x1 conv on AMX tiles: no conv function is left with vpdpbusd.
+    Inputs in [-1, 1] put the input's zero point at 128, so the quantizer pads explicitly
+    before the conv; inputs in [0, 1] give zero point 0 and the conv's own padding, which
+    the column copy applies: both match ONNX Runtime on the same QDQ model."""
+    weight = _he_weights(np.random.default_rng(26))
+    nodes = [
+        helper.make_node("Conv", ["input", "w0", "b0"], ["c0"], pads=[3, 3, 3, 3],
+                         strides=[2, 2]),
+        helper.make_node("Relu", ["c0"], ["r0"]),
+        helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+    ]
+    inits = [weight("w0", 64, 3, 7, 7), weight("b0", 64), weight("w1", 64, 64, 3, 3),
+             weight("b1", 64), weight("w2", 10, 64), weight("b2", 10)]
+    net = save_classifier(nodes, "r1", ("w2", "b2"), inits, 28, tmp_path / "stem.onnx")
+    samples = np.random.default_rng(27).uniform(low, 1, (16, 1, 3, 28, 28)).astype(np.float32)
+    out = tmp_path / "stem.so"
+    result = compile_int8(net, out, samples, "x86_64-amx", check=False)
+    convs = {name: body for name, body in _functions(disassembly(out)).items()
+             if "conv2d" in name and name.endswith("_compute_")}
+    assert len(convs) == 2, sorted(convs)
+    for name, body in convs.items():
+        assert "tdpbusd" in body and "vpdpbusd" not in body, f"{name} is not on AMX tiles"
+    if not {"amx_int8", "amx_tile"} <= targets.cpu_flags():
+        pytest.skip("THIS CPU HAS NO AMX: the tile code was compiled and inspected, but its "
+                    "results are checked only on Sapphire Rapids or newer")
+    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])

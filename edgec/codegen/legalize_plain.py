@@ -170,6 +170,9 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     from edgec.codegen import amx, intrinsics
     from edgec.codegen.row_tails import int8_padded_width
 
+    columns = _as_columns(bb, call, kernel_layout, cpu)
+    if columns is not None:
+        return _nhwc_int8(bb, columns, "OHWI", cpu, dot)
     out_channels = int(call.ty.shape[3])
     wide, block = output_width(out_channels, cpu), None
     attrs = call.attrs
@@ -193,6 +196,28 @@ def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu
     row_to = int8_padded_width(out_w, dot, wide)
     return bb.call_te(plain_kernels.conv2d_nhwc_int8, call.args[0], packed, *geometry, 1,
                       "int32", dot, out_channels, row_to, primfunc_name_hint="conv2d_nhwc_int8")
+
+
+def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
+                cpu) -> relax.Call | None:
+    """An 8-bit NHWC conv that edgec.codegen.im2col puts on AMX tiles as the equivalent 1x1
+    conv of its columns (the copy emitted here), None for any other conv."""
+    from edgec.codegen import im2col
+
+    attrs, weight = call.attrs, call.args[1]
+    kernel = [int(weight.ty.shape[kernel_layout.index(a)]) for a in "HW"]
+    in_channels = int(call.args[0].ty.shape[3])
+    if not (isinstance(weight, tvm.ir.Constant)
+            and im2col.applies(in_channels, kernel, int(attrs.groups), cpu)):
+        return None
+    depth = im2col.depth(in_channels, kernel)
+    cols = bb.emit_te(im2col.columns, call.args[0], kernel,
+                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                      [int(d) for d in attrs.dilation], depth, primfunc_name_hint="im2col")
+    weights = relax.const(im2col.column_weights(weight.value.numpy(), kernel_layout, depth))
+    conv = relax.op.nn.conv2d(cols, weights, data_layout="NHWC", kernel_layout="OHWI",
+                              out_dtype=str(call.ty.dtype))
+    return bb.normalize(conv)
 
 
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int, cpu,

@@ -98,13 +98,14 @@ def _is_scheduled(func: tirx.PrimFunc) -> bool:
 def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     from edgec.codegen.channel_shuffle import ChannelShuffle
     from edgec.codegen.concat import Concatenate
+    from edgec.codegen.im2col import Im2col
     from edgec.codegen.nchw_pixels import PixelConv
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
     from edgec.codegen.softmax import Softmax
     from edgec.codegen.winograd_schedule import WinogradConv
 
     for rule in (WinogradConv(), PackedConv(), PixelConv(), PlaneConv(), PlainDepthwiseConv(),
-                 ChannelShuffle(), Concatenate(), Softmax(), ParallelVectorize()):
+                 ChannelShuffle(), Concatenate(), Im2col(), Softmax(), ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch
