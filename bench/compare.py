@@ -63,6 +63,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, help="untimed runs first (default 10, --quick 3)")
     parser.add_argument("--rounds", type=int, help="timing processes per runtime, interleaved "
                                                    "with the others (default 3, --quick 1)")
+    parser.add_argument("--pair-rounds", type=int,
+                        help="rounds of edgec against the fastest other runtime taking turns "
+                             "in one process (default 7, --quick 2; 0: skip)")
     parser.add_argument("--threads", type=int,
                         default=int(os.environ.get("TVM_NUM_THREADS", os.cpu_count() or 1)),
                         help="threads of every runtime (default: $TVM_NUM_THREADS or all cores)")
@@ -83,9 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.runs = args.runs or (10 if args.quick else 50)
     args.warmup = args.warmup if args.warmup is not None else (3 if args.quick else 10)
     args.rounds = args.rounds or (1 if args.quick else 3)
+    if args.pair_rounds is None:
+        args.pair_rounds = 2 if args.quick else 7
     args.calibration = args.calibration or (4 if args.quick else 8)
-    if args.runs < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1:
-        parser.error("--runs, --rounds and --threads must be >= 1, --warmup >= 0")
+    if (args.runs < 1 or args.warmup < 0 or args.threads < 1 or args.rounds < 1
+            or args.pair_rounds < 0):
+        parser.error("--runs, --rounds and --threads must be >= 1, --warmup and "
+                     "--pair-rounds >= 0")
     for name in args.models:
         if name not in zoo.names():
             parser.error(f'unknown zoo model "{name}"{did_you_mean(name, zoo.names())}')
@@ -164,6 +171,14 @@ def measure_model(name: str, args: argparse.Namespace, databases: dict[str, Path
                  else f"      n/a  ({result['note']})")
         print(f"  {name:<20} {COLUMNS[key]:<15} {shown}", flush=True)
     row["fastest_other"] = {p: fastest_other(measured, p) for p in EDGEC_OF}
+    for fastest in row["fastest_other"].values():
+        if fastest is not None and fastest["ratio"] is not None and args.pair_rounds:
+            print(f"  {name:<20} {COLUMNS[fastest['edgec']]} against "
+                  f"{COLUMNS[fastest['runtime']]} in one process, {args.pair_rounds} rounds",
+                  flush=True)
+            fastest["one_process"] = runtimes.head_to_head(
+                measured[fastest["edgec"]]["runtime"], measured[fastest["runtime"]]["runtime"],
+                inputs, args.runs, args.warmup, args.pair_rounds)
     return row
 
 
@@ -201,12 +216,21 @@ def _fastest_cells(row: dict) -> list[str]:
     for precision in EDGEC_OF:
         fastest = row.get("fastest_other", {}).get(precision)
         if fastest is None:
-            cells += ["n/a", "n/a"]
+            cells += ["n/a", "n/a", "n/a"]
             continue
         ratio = fastest["ratio"]
         cells += [f"{_runtime_name(fastest['runtime'])} {fastest['ms']:.1f}",
-                  "n/a" if ratio is None else f"{ratio:.2f}×"]
+                  "n/a" if ratio is None else f"{ratio:.2f}×",
+                  _one_process_cell(fastest.get("one_process"))]
     return cells
+
+
+def _one_process_cell(pair: dict | None) -> str:
+    """The head-to-head ratio with its range over rounds, or n/a."""
+    if not pair or pair.get("ratio") is None:
+        return "n/a"
+    rounds = pair["rounds"]
+    return f"{pair['ratio']:.2f}× ({min(rounds):.2f}-{max(rounds):.2f})"
 
 
 def _edgec_cells(row: dict, tuning: dict, name: str) -> list[str]:
@@ -226,8 +250,9 @@ def markdown(result: dict) -> str:
     s = result["settings"]
     rounds = s.get("rounds", 1)
     heads = ["model", "GMACs", *COLUMNS.values(), "fastest other FP32",
-             f"{COLUMNS[EDGEC_OF['fp32']]} ÷ it", "fastest other INT8",
-             f"{COLUMNS[EDGEC_OF['int8']]} ÷ it", "edgec compile s (untuned / tuned / INT8)",
+             f"{COLUMNS[EDGEC_OF['fp32']]} ÷ it", "same, one process",
+             "fastest other INT8", f"{COLUMNS[EDGEC_OF['int8']]} ÷ it", "same, one process",
+             "edgec compile s (untuned / tuned / INT8)",
              "tuned functions", "tuning min"]
     lines = [
         f"Measured {s['date']} on {s['cpu']}, {s['threads']} threads, batch 1; median of "
@@ -237,7 +262,9 @@ def markdown(result: dict) -> str:
         + ", ".join(f"{k} {v:.1f}" for k, v in result["peak_gemm_gflops"].items()) + "). "
         f"÷ it: edgec's latency over the fastest other runtime's of the same precision, the "
         f"median of the per-round ratios over {rounds} round{'s' * (rounds != 1)} (below 1: "
-        "edgec is faster).", "",
+        "edgec is faster); same, one process: the two loaded in one process, taking turns "
+        f"for {s.get('pair_rounds', 0)} rounds of {s['runs']} runs, seconds apart (the median "
+        "ratio, its range over the rounds).", "",
         "| " + " | ".join(heads) + " |", "|" + "---|" * len(heads),
     ]
     for name, row in result["models"].items():
@@ -361,6 +388,7 @@ def settings(args: argparse.Namespace, peak_size: int) -> dict:
                     if not pin.startswith("ncnn=="))
     return {"date": date.today().isoformat(), "cpu": cpu, "threads": args.threads,
             "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+            "pair_rounds": args.pair_rounds,
             "target": args.target,
             "calibration_images": args.calibration, "quick": args.quick,
             "peak_gemm": f"{peak_size}x{peak_size}x{peak_size}, best of 5", "versions": versions}

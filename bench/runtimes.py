@@ -140,8 +140,51 @@ def measure(contenders: dict, onnx_path: Path, inputs: dict, runs: int, warmup: 
         if key not in results:
             per_round = [t["ms"] for t in timed]
             results[key] = {**timed[0], "ms": statistics.median(per_round),
-                            "info": {**timed[0]["info"], "ms_per_round": per_round}}
+                            "info": {**timed[0]["info"], "ms_per_round": per_round},
+                            "runtime": prepared[key]}  # for head_to_head
     return {key: results[key] for key in contenders}
+
+
+def head_to_head(first, second, inputs: dict, runs: int, warmup: int,
+                 rounds: int) -> dict:
+    """Two prepared runtimes loaded in one child process, taking turns for `rounds` rounds
+    (--runs inferences each, after `warmup`; the order reversed every other round, as
+    bench/ab.py does): {"ratio": the median over rounds of first's median over second's,
+    "rounds": the per-round ratios}, or {"ratio": None, "note": why} when the two cannot
+    share a process. Seconds apart, both see the same VM speed: measure's rounds are
+    processes a minute apart, and on a VM whose speed jumped ~2x between phases of a few
+    minutes (and at times within seconds) their ratios moved by a third run to run."""
+    done = _isolated_or_note(_head_to_head_here, first, second, inputs, runs, warmup, rounds)
+    if done.get("ms", 0) is None:  # the child's note
+        return {"ratio": None, "note": done["note"]}
+    return done
+
+
+# Seconds to wait before a runtime's turn in a shared process: after a batch of inferences
+# TVM's worker thread spins (yielding) for ~60 ms before it sleeps, and a runtime timed at
+# once ran beside it: LiteRT INT8 after edgec took 2x its time alone (SqueezeNet, this
+# Xeon, 2 threads), ONNX Runtime's spinning threads slowed edgec after it in turn.
+QUIET_SECONDS = 0.25
+
+
+def quiet() -> None:
+    """Let the last runtime's thread pool stop spinning before the next one is timed."""
+    time.sleep(QUIET_SECONDS)
+
+
+def _head_to_head_here(first, second, inputs: dict, runs: int, warmup: int,
+                       rounds: int) -> dict:
+    first.load()
+    second.load()
+    ratios = []
+    for index in range(rounds):
+        pair = (first, second) if index % 2 == 0 else (second, first)
+        ms = []
+        for contender in pair:
+            quiet()
+            ms.append(contender.median_ms(inputs, runs, warmup))
+        ratios.append(ms[0] / ms[1] if index % 2 == 0 else ms[1] / ms[0])
+    return {"ratio": statistics.median(ratios), "rounds": ratios}
 
 
 def prepare_each(contenders: dict, onnx_path: Path) -> dict:

@@ -10,7 +10,10 @@ Each round times --runs single inferences of the edgec library (the VM's time_ev
 as `edgec bench`) and then of the LiteRT model (bench/runtimes.LiteRT, as compare.py times
 it: XNNPACK, `--threads`, invoke() with the input copy), after 10 warm-up runs each, on
 seeded random inputs; the ratio is the median over rounds of edgec's median over LiteRT's.
-Both thread pools live in one process and take turns. The .tflite files compare.py
+Both thread pools live in one process and take turns, each after a pause that lets the
+other's threads stop spinning (without it, the runtime timed right after edgec ran beside
+TVM's spinning worker: LiteRT INT8 at up to 2x its time alone, which flattered edgec's
+ratio). The .tflite files compare.py
 converts are cached in ~/.cache/edgec/arm-peers/litert/<model>/ (`<model>_float32.tflite`,
 `<model>_integer_quant.tflite`), the ONNX files in ~/.cache/edgec/arm-peers/onnx/. An
 .onnx model runs on ONNX Runtime as compare.py runs it (CPU provider, all graph
@@ -57,7 +60,9 @@ def main() -> int:
 
     ratios = []
     for index in range(args.rounds):
+        runtimes.quiet()  # the other pool idle first (runtimes.QUIET_SECONDS)
         edgec = latency.benchmark(model, inputs, runs=args.runs, warmup=10).stats()["median"]
+        runtimes.quiet()
         other = peer.median_ms(feed, args.runs, 10)
         ratios.append(edgec / other)
         print(f"round {index + 1}: edgec {edgec:.3f} ms, {name} {other:.3f} ms, "

@@ -92,6 +92,19 @@ def test_compare_names_the_fastest_other_runtime_and_edgecs_ratio_to_it(quick_ru
 
 
 @pytest.mark.slow
+def test_compare_times_edgec_against_the_fastest_other_runtime_in_one_process(quick_run):
+    """The head-to-head: edgec and the fastest other runtime loaded in one process, taking
+    turns (--quick: 2 rounds); its ratio agrees in kind with the one of the process rounds
+    (both ran the same builds on the same input, seconds apart)."""
+    result, _ = quick_run
+    fastest = result["models"]["squeezenet1_1"]["fastest_other"]["fp32"]
+    pair = fastest["one_process"]
+    assert pair["ratio"] is not None, pair.get("note")
+    assert len(pair["rounds"]) == 2 and all(r > 0 for r in pair["rounds"])
+    assert 0.33 < pair["ratio"] / fastest["ratio"] < 3
+
+
+@pytest.mark.slow
 def test_compare_writes_a_real_png_chart(quick_run):
     _, png = quick_run
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -115,6 +128,7 @@ def test_markdown_shows_the_fastest_other_runtime_per_precision_and_edgecs_ratio
     measured["litert_int8"] = {"ms": None, "note": "no venv"}
     assert compare.fastest_other(measured, "int8") is None
 
+    fp32["one_process"] = {"ratio": 1.1, "rounds": [1.0, 1.1, 1.3]}
     row = {"macs": 1e9, "latency_ms": {k: measured[k]["ms"] for k in COLUMNS},
            "peak_fraction": {k: 0.5 for k in COLUMNS}, "cosine_vs_ort_fp32": {},
            "notes": {"litert_int8": "no venv"},
@@ -129,6 +143,8 @@ def test_markdown_shows_the_fastest_other_runtime_per_precision_and_edgecs_ratio
                      .split(" | "), strict=True))
     assert cells["fastest other FP32"] == "ncnn 5.0"
     assert cells["edgec tuned ÷ it"] == "1.25×"
+    assert "| 1.25× | 1.10× (1.00-1.30) | n/a | n/a | n/a |" in next(
+        line for line in lines if line.startswith("| m "))
     assert cells["fastest other INT8"] == cells["edgec INT8 ÷ it"] == "n/a"
     assert cells["LiteRT INT8"] == "n/a" and "- LiteRT INT8 n/a (m): no venv" in lines
 
