@@ -7,7 +7,7 @@ from __future__ import annotations
 from tvm import s_tir, tirx
 
 from edgec.codegen import amx
-from edgec.codegen.conv_epilogue import nhwc_pass_by_tile, schedule_epilogue
+from edgec.codegen.conv_epilogue import pass_by_tile, schedule_epilogue
 from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
 from edgec.codegen.plain_kernels import FLAT_PIXELS
 from edgec.codegen.schedules import parallel_tasks
@@ -39,7 +39,7 @@ def schedule_amx(sch: s_tir.Schedule, conv, epilogue: list, loops: list,
         # follow (computed at the task, TVM bounded a 7x7 plane's 52 flat pixels as 7 rows
         # of 3 columns): it is a pass of its own over the plane, in cache (7x7x2048 int32
         # accumulators: 400 KB).
-        if epilogue and not nhwc_pass_by_tile(sch, epilogue[-1], amx.OUTPUT_CHANNELS):
+        if epilogue and not pass_by_tile(sch, epilogue[-1], amx.OUTPUT_CHANNELS):
             ParallelVectorize.schedule_block(sch, epilogue[-1])
     else:
         schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)

@@ -77,26 +77,34 @@ def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: lis
         if lanes and (extent(sch, last) or 0) > lanes and extent(sch, last) % lanes == 0:
             # One vector per tile: a vector over a task's two tiles indexed them by
             # channel // lanes and LLVM gathered it lane by lane (vpextrd + vinsertps).
-            outer, last = sch.split(last, [None, lanes])
-            sch.unroll(outer)
-        sch.vectorize(last)
+            _vectors_by_tile(sch, last, lanes)
+        else:
+            sch.vectorize(last)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])
 
 
-def nhwc_pass_by_tile(sch: s_tir.Schedule, crop, lanes: int) -> bool:
-    """The NHWC crop and epilogue in vectors of one output tile's `lanes` channels (False:
-    not an NHWC crop those lanes divide). As one vector of every channel, each lane's tile
-    (channel // lanes) was a computed index and LLVM gathered the vector lane by lane:
-    96 vpextrd/vinsertps per pixel of ResNet-18's 64-channel 56x56 convs."""
+def pass_by_tile(sch: s_tir.Schedule, crop, lanes: int) -> bool:
+    """A crop and epilogue over an NHWC output (its last axis the channels) as one parallel
+    pass in vectors of one output tile's `lanes` channels; False where the last axis is not
+    a whole number of tiles (an NCHW crop's rows: the caller's generic pass). As one vector
+    of every channel, each lane's tile (channel // lanes) was a computed index and LLVM
+    gathered the vector lane by lane: 96 vpextrd/vinsertps per pixel of ResNet-18's
+    64-channel 56x56 convs."""
     loops = sch.get_loops(crop)
     channels = extent(sch, loops[-1]) or 0
     out_channels = int(sch.get(crop).writes[0].source.shape[-1])
     if len(loops) != 4 or channels != out_channels or channels <= lanes or channels % lanes:
         return False
-    outer, lane = sch.split(loops[-1], [None, lanes])
     sch.parallel(sch.fuse(*loops[:3]))
-    if channels // lanes <= _UNROLL_TILES:
+    _vectors_by_tile(sch, loops[-1], lanes, unroll=channels // lanes <= _UNROLL_TILES)
+    return True
+
+
+def _vectors_by_tile(sch: s_tir.Schedule, loop, lanes: int, unroll: bool = True) -> None:
+    """`loop` (a whole number of tiles) split into one vector per tile of `lanes`; the tiles
+    unrolled unless told not to."""
+    outer, lane = sch.split(loop, [None, lanes])
+    if unroll:
         sch.unroll(outer)
     sch.vectorize(lane)
-    return True

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from tvm import s_tir, tirx
 
-from edgec.codegen.conv_epilogue import nhwc_pass_by_tile
+from edgec.codegen.conv_epilogue import pass_by_tile
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -103,7 +103,7 @@ class WinogradConv:
             sch.compute_inline(later)
         if plain:  # the crop into NHWC or NCHW: one parallel, vectorized pass
             lanes = int(sch.get(output).writes[0].source.shape[-1])
-            if not nhwc_pass_by_tile(sch, tail[-1], lanes):
+            if not pass_by_tile(sch, tail[-1], lanes):
                 ParallelVectorize.schedule_block(sch, tail[-1])
             return
         loops = sch.get_loops(tail[-1])
