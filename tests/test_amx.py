@@ -5,6 +5,7 @@ needs AMX (Sapphire Rapids or newer) and says so loudly where it is missing."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from onnx import helper, numpy_helper
 from test_quantize import assert_agrees_with_qdq, compile_int8, disassembly, integer_convs
 
-from conftest import save_classifier
+from conftest import function_code, save_classifier
 from edgec import pipeline, runtime, targets, tune
 from edgec.errors import ConfigError
 from edgec.quant import QuantizeOptions
@@ -169,18 +170,6 @@ def test_pointwise_convs_on_small_planes_take_flat_tiles(tmp_path, size):
     assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
 
 
-def _functions(code: str) -> dict[str, str]:
-    """objdump text split into {function name: its instructions}."""
-    functions, name = {}, None
-    for line in code.splitlines():
-        if line.endswith(">:") and " <" in line:
-            name = line.split(" <", 1)[1][:-2]
-            functions[name] = ""
-        elif name is not None:
-            functions[name] += line + "\n"
-    return functions
-
-
 @pytest.mark.parametrize("low", [-1.0, 0.0])
 def test_an_rgb_stem_runs_on_amx_tiles_as_columns(tmp_path, low):
     """A 7x7 stride-2 conv of an image's 3 channels (ResNet's stem) fits no tile row of 64
@@ -203,8 +192,8 @@ def test_an_rgb_stem_runs_on_amx_tiles_as_columns(tmp_path, low):
     samples = np.random.default_rng(27).uniform(low, 1, (16, 1, 3, 28, 28)).astype(np.float32)
     out = tmp_path / "stem.so"
     result = compile_int8(net, out, samples, "x86_64-amx", check=False)
-    convs = {name: body for name, body in _functions(disassembly(out)).items()
-             if "conv2d" in name and name.endswith("_compute_")}
+    convs = {name: function_code(out, "objdump", name) for name in
+             set(re.findall(r"<(fused_\w*conv2d\w*_compute_)>:", disassembly(out)))}
     assert len(convs) == 2, sorted(convs)
     for name, body in convs.items():
         assert "tdpbusd" in body and "vpdpbusd" not in body, f"{name} is not on AMX tiles"

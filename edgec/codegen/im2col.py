@@ -68,9 +68,8 @@ def columns(data, kernel_size, strides, padding, dilation, depth_to: int):
     def value(b, y, x, k):
         kh, kw, c = k // (kw_size * channels), k // channels % kw_size, k % channels
         iy, ix = y * sh + kh * dh - top, x * sw + kw * dw - left
-        inside = tirx.all(k < taps, iy >= 0, iy < height, ix >= 0, ix < width)
-        if not any(padding):
-            inside = k < taps
+        inside = (tirx.all(k < taps, iy >= 0, iy < height, ix >= 0, ix < width)
+                  if any(padding) else k < taps)
         return tirx.if_then_else(inside, data[b, iy, ix, c], zero)
 
     return te.compute((n, out_h, out_w, depth_to), value, name=BLOCK,

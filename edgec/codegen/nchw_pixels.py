@@ -18,6 +18,8 @@ packed tile.
 
 from __future__ import annotations
 
+import math
+
 from tvm import s_tir, te, tirx
 
 from edgec.codegen.generic_schedule import (
@@ -270,9 +272,7 @@ def _streams_out(sch: s_tir.Schedule, conv, out) -> bool:
     written = sch.get(out).writes[0].source
     read = sch.get(conv).reads[0].source
     out_bytes = elements(sch, out) * written.dtype.bits // 8
-    in_elements = 1
-    for dim in read.shape:
-        in_elements *= int(dim)
+    in_elements = math.prod(int(dim) for dim in read.shape)
     return (out_bytes > STREAMING_OUTPUT_BYTES
             and elements(sch, out) >= STREAMING_EXPANSION * in_elements)
 
