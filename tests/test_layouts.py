@@ -744,7 +744,8 @@ def test_nchw_dense_conv_tasks_go_row_by_row_over_every_channel_tile(target_name
     core's cache (tile-major shares had each thread write its own channels over all rows:
     MobileNetV2 NCHW 0.887x, SSD-Lite 0.878x on a Zen 1). Read from the scheduled TIR: the
     task index divided by the tile count is the row."""
-    path = _conv_chain(tmp_path / "rows.onnx", seed=5, size=40,  # rows, not flat planes
+    # 36x36: rows, not flat planes, and no whole pixel panels (nchw_panels)
+    path = _conv_chain(tmp_path / "rows.onnx", seed=5, size=36,
                        specs=[("a", 16, 1, 1, 1), ("b", 48, 1, 1, 1), ("c", 64, 1, 1, 1)])
     target = targets.load(target_name)
     lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
@@ -756,22 +757,24 @@ def test_nchw_dense_conv_tasks_go_row_by_row_over_every_channel_tile(target_name
     for name, text in convs.items():
         task = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\)", text)
         assert task, (name, text[:2000])
-        if int(task[2]) == 40:  # one channel tile: one task per row either way
+        if int(task[2]) == 36:  # one channel tile: one task per row either way
             continue
         tiled += 1
-        rows = re.findall(rf"v_y = T\.axis\.spatial\(T\.int64\(40\), {task[1]} (//|%)", text)
+        rows = re.findall(rf"v_y = T\.axis\.spatial\(T\.int64\(36\), {task[1]} (//|%)", text)
         assert rows and set(rows) == {"//"}, (name, rows)
     assert tiled >= 2, sorted(convs)
 
 
 def test_nchw_pixel_convs_whose_output_outgrows_the_caches_go_tile_by_tile(tmp_path):
     """An expanding NCHW 1x1 conv whose output is past the caches (32 -> 192 channels at
-    112x112: 9.6 MB written from 1.6 MB read; MobileNetV2's 16 -> 96 expand conv, 4.8 MB,
+    100x100: 7.7 MB written from 1.3 MB read; MobileNetV2's 16 -> 96 expand conv, 4.8 MB,
     ran 0.35 -> 0.20 ms so on an Emerald Rapids Xeon, 2 threads) runs its tasks tile-major:
     each thread writes its channel tiles over every row, 24 output planes at a time, not
-    all of them; the conv before it (24 -> 32, 1.6 MB) stays row-major. Read from the
+    all of them; the conv before it (24 -> 32, 1.3 MB) stays row-major. Rows of 6 vectors
+    and a 4-lane tail: a plane of whole pixel panels (112x112) runs on
+    edgec.codegen.nchw_panels, each task all channel tiles over its panel. Read from the
     scheduled TIR: the task index modulo the rows is the row."""
-    path = _conv_chain(tmp_path / "expand.onnx", seed=7, size=112,
+    path = _conv_chain(tmp_path / "expand.onnx", seed=7, size=100,
                        specs=[("a", 32, 1, 1, 1), ("b", 192, 1, 1, 1)])
     target = targets.load("x86_64-avx512")
     lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
@@ -781,8 +784,8 @@ def test_nchw_pixel_convs_whose_output_outgrows_the_caches_go_tile_by_tile(tmp_p
     orders = {}
     for name, text in convs.items():
         task = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\)", text)
-        assert task and int(task[2]) > 112, (name, text[:2000])
-        rows = set(re.findall(rf"v_y = T\.axis\.spatial\(T\.int64\(112\), {task[1]} (//|%)",
+        assert task and int(task[2]) > 100, (name, text[:2000])
+        rows = set(re.findall(rf"v_y = T\.axis\.spatial\(T\.int64\(100\), {task[1]} (//|%)",
                               text))
         assert len(rows) == 1, (name, rows)
         orders[int(re.search(r"T\.Buffer\(\(T\.int64\(1\), T\.int64\((\d+)\)", text)[1])] = (
@@ -805,13 +808,14 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
                                                           tmp_path):
     """A pixel-vector tile whose rows are whole vectors runs its bias/activation epilogue on
     each vector's accumulators as soon as they are summed: the epilogue's column is the
-    conv's vector loop (scheduled TIR), and in the objdump of the 24 -> 16 conv on 32-pixel
-    rows the epilogue's adds take no accumulator from memory. Over the task's whole row
+    conv's vector loop (scheduled TIR), and in the objdump of the 24 -> 14 conv on 32-pixel
+    rows the epilogue's adds take no accumulator from memory (14 and 38 output channels:
+    no panel tile of edgec.codegen.nchw_panels divides them). Over the task's whole row
     the accumulators went to a workspace and back (SSD-Lite NCHW 0.908-0.929x,
     MobileNetV2 0.932-0.946x with this on a Zen 1 with AVX2; on AVX-512, Xeon, 0.979x and
     0.980x). Checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "vectors.onnx", seed=6, size=32,
-                       specs=[("a", 16, 1, 1, 1), ("b", 48, 1, 1, 1)])
+                       specs=[("a", 14, 1, 1, 1), ("b", 38, 1, 1, 1)])
     target = targets.load(target_name)
     lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
     pixels = {g.name_hint: f.script() for g, f in lowered.functions_items()
@@ -831,6 +835,47 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
     reloads = _adds_from_memory(library, "fused_conv2d_nchw_pixels_")
     assert not reloads, reloads[:5]
     assert _fma_registers(library, "fused_conv2d_nchw_pixels_")[register] > 0
+
+
+@pytest.mark.parametrize(("target_name", "register", "lanes", "channels"),
+                         [("x86_64", "ymm", 8, 3), ("x86_64-avx512", "zmm", 16, 6)])
+def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panels(
+        target_name, register, lanes, channels, tmp_path):
+    """1x1 NCHW convs on 56x56 planes (whole panels of 4 pixel vectors) run on
+    edgec.codegen.nchw_panels at any channel counts: 24 -> 96 and 96 -> 48 (the one-vector
+    pixel tile before), 48 -> 144 (the packed tile transposed into the planes before;
+    MobileNetV2 NCHW 1.48 -> 1.24x of packed with this, Xeon). Read from the scheduled
+    TIR: each parallel task is a panel of the plane (the conv's pixel index starts at the
+    task index times a panel) whose 4 vectors are unrolled in the register tile; objdump:
+    4 x `channels` accumulators of full-width FMAs, no lane-by-lane vector building, and
+    the epilogue takes no accumulator back from memory. Checked against ONNX Runtime."""
+    path = _conv_chain(tmp_path / "panels.onnx", seed=9, size=56,
+                       specs=[("a", 96, 1, 1, 1), ("b", 48, 1, 1, 1), ("c", 144, 1, 1, 1)])
+    target = targets.load(target_name)
+    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
+    convs = {g.name_hint: f.script() for g, f in lowered.functions_items()
+             if "conv2d_nchw" in g.name_hint}
+    assert len(convs) == 3 and all("pixels" in name for name in convs), sorted(convs)
+    for name, text in convs.items():
+        task = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\)", text)
+        vectors = re.search(r"for (\w+) in T\.unroll\(T\.int64\(4\)\):\n\s*for \w+ in "
+                            r"T\.vectorized", text[text.index("conv2d_nchw_pixels_update") - 600:])
+        assert task and vectors, (name, text[:3000])
+        pixel = re.search(rf"v_x = T\.axis\.spatial\(T\.int64\(3136\), {task[1]} \* "
+                          rf"T\.int64\(\d+\) \+ (?:\w+ \* T\.int64\(\d+\) \+ )?"  # a panel's group
+                          rf"{vectors[1]} \* T\.int64\({lanes}\) \+ \w+\)",
+                          text)
+        assert pixel, (name, text[:3000])
+    library = tmp_path / "panels.so"
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target=target_name))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_",
+                     "fused_conv2d_nchw_pixels2_"):
+        fmas = _fma_registers(library, function)
+        assert fmas[register] == 4 * channels and fmas["gathers"] == 0, (function, fmas)
+        assert _fma_accumulators(library, function) == 4 * channels, function
+        assert not _adds_from_memory(library, function), function
 
 
 @pytest.mark.parametrize("size", [28, 14])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from edgec.codegen import nchw_pixels, nchw_planes, plain_kernels
+from edgec.codegen import nchw_panels, nchw_pixels, nchw_planes, plain_kernels
 from edgec.codegen.kernels import (
     conv2d_nchw_packed_out,
     integer_sums_in_float,
@@ -134,6 +134,15 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         # Either way only where pixel vectors pay (rows and planes alike).
         flat = not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w,
                                                       cpu)
+        panel_tile = (not integer and nchw_pixels.flat_pays(
+            kernel_size, *args[:3], out_h, out_w, cpu) and nchw_panels.panel_channels(
+            out_channels, out_h * out_w, cpu.float_lanes, cpu.vector_registers))
+        if panel_tile:  # at any channel counts: see nchw_panels
+            packed = emit_weight_pack(bb, pack_stem_kernel, weight, panel_tile,
+                                      name="pack_stem_kernel")
+            return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
+                              out_channels, cpu.float_lanes, True, True,
+                              primfunc_name_hint="conv2d_nchw_pixels")
         if (not integer and (rows_fit or flat)
                 and nchw_pixels.pays(channels, out_channels, wide)):
             tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)

@@ -22,6 +22,7 @@ import math
 
 from tvm import s_tir, te, tirx
 
+from edgec.codegen import nchw_panels
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     elements,
@@ -102,12 +103,12 @@ def tile_channels(out_channels: int, vector_registers: int) -> int:
 
 
 def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int,
-                       flat: bool = False):
+                       flat: bool = False, panels: bool = False):
     """1x1 stride-1 NCHW conv of `data` with weights packed by kernels.pack_stem_kernel
     (ceil(O/c), I, 1, 1, c) -> (N, out_channels, H, W). The accumulator (N, ceil(O/c), H, c,
     W) keeps a task's rows of its c channels together; `flat` makes it one row of H*W
-    pixels (a 1x1 stride-1 conv's plane is one run of memory). `lanes` (the vector width)
-    is recorded for PixelConv."""
+    pixels (a 1x1 stride-1 conv's plane is one run of memory), `panels` (flat too) a GEMM
+    over pixel panels (nchw_panels). `lanes` (the vector width) is recorded for PixelConv."""
     n, i_channels, height, width = (int(d) for d in data.shape)
     tiles, _, _, _, channels = (int(d) for d in kernel.shape)
     rows, pitch = (1, height * width) if flat else (height, width)
@@ -128,7 +129,7 @@ def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: i
             pixel(b, ic, y, x).astype(out_dtype) * kernel[t, ic, 0, 0, c].astype(out_dtype),
             axis=[ic]),
         name=BLOCK,
-        attrs={"edgec_lanes": lanes, "edgec_flat": int(flat)},
+        attrs={"edgec_lanes": lanes, "edgec_flat": int(flat), "edgec_panels": int(panels)},
     )
     return te.compute(
         (n, out_channels, height, width),
@@ -167,7 +168,11 @@ class PixelConv:
             # flattened pixel index unsimplified and cannot bound it per vector.
             if (lanes in EPILOGUE_PER_VECTOR_LANES and extent(sch, plane) % lanes == 0
                     and out_channels % _tile_width(sch, conv) == 0):
-                self._flat_per_vector(sch, conv, epilogue[-1], lanes)
+                if nchw_panels.is_panel_conv(sch, conv):
+                    nchw_panels.schedule_panels(sch, conv, epilogue[-1],
+                                                _tile_width(sch, conv), lanes)
+                else:
+                    self._flat_per_vector(sch, conv, epilogue[-1], lanes)
                 return
             col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
         else:
