@@ -738,15 +738,16 @@ def test_nchw_1x1_convs_with_few_input_channels_write_pixel_vectors_on_x86(size,
 
 @pytest.mark.parametrize("target_name", ["x86_64", "x86_64-avx512"])
 def test_nchw_dense_conv_tasks_go_row_by_row_over_every_channel_tile(target_name, tmp_path):
-    """NCHW dense convs (the pixel-vector tile, 24 -> 16 -> 48 channels, and the transposed packed
-    tile, 48 -> 64) run their parallel tasks row-major: a thread's share is a band
+    """NCHW dense convs (the pixel-vector tile, 24 -> 14 -> 38 channels, and the transposed
+    packed tile, 38 -> 58) run their parallel tasks row-major: a thread's share is a band
     of rows across every channel tile, the rows the next conv reads, so they stay in its
     core's cache (tile-major shares had each thread write its own channels over all rows:
     MobileNetV2 NCHW 0.887x, SSD-Lite 0.878x on a Zen 1). Read from the scheduled TIR: the
     task index divided by the tile count is the row."""
-    # 36x36: rows, not flat planes, and no whole pixel panels (nchw_panels)
+    # Rows (36 pixels), not flat planes; channels no pixel panel of nchw_panels divides (on
+    # AVX2 every square plane of whole vectors is whole panels).
     path = _conv_chain(tmp_path / "rows.onnx", seed=5, size=36,
-                       specs=[("a", 16, 1, 1, 1), ("b", 48, 1, 1, 1), ("c", 64, 1, 1, 1)])
+                       specs=[("a", 14, 1, 1, 1), ("b", 38, 1, 1, 1), ("c", 58, 1, 1, 1)])
     target = targets.load(target_name)
     lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
     convs = {g.name_hint: f.script() for g, f in lowered.functions_items()
@@ -837,18 +838,19 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
     assert _fma_registers(library, "fused_conv2d_nchw_pixels_")[register] > 0
 
 
-@pytest.mark.parametrize(("target_name", "register", "lanes", "channels"),
-                         [("x86_64", "ymm", 8, 3), ("x86_64-avx512", "zmm", 16, 6)])
+@pytest.mark.parametrize(("target_name", "register", "lanes", "vectors"),
+                         [("x86_64", "ymm", 8, 2), ("x86_64-avx512", "zmm", 16, 4)])
 def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panels(
-        target_name, register, lanes, channels, tmp_path):
+        target_name, register, lanes, vectors, tmp_path):
     """1x1 NCHW convs on 56x56 planes (whole panels of 4 pixel vectors) run on
     edgec.codegen.nchw_panels at any channel counts: 24 -> 96 and 96 -> 48 (the one-vector
     pixel tile before), 48 -> 144 (the packed tile transposed into the planes before;
     MobileNetV2 NCHW 1.48 -> 1.24x of packed with this, Xeon). Read from the scheduled
     TIR: each parallel task is a panel of the plane (the conv's pixel index starts at the
-    task index times a panel) whose 4 vectors are unrolled in the register tile; objdump:
-    4 x `channels` accumulators of full-width FMAs, no lane-by-lane vector building, and
-    the epilogue takes no accumulator back from memory. Checked against ONNX Runtime."""
+    task index times a panel) whose `vectors` vectors are unrolled in the register tile;
+    objdump: `vectors` x 6 accumulators of full-width FMAs, no lane-by-lane vector
+    building, and the epilogue takes no accumulator back from memory. Checked against ONNX
+    Runtime."""
     path = _conv_chain(tmp_path / "panels.onnx", seed=9, size=56,
                        specs=[("a", 96, 1, 1, 1), ("b", 48, 1, 1, 1), ("c", 144, 1, 1, 1)])
     target = targets.load(target_name)
@@ -858,12 +860,13 @@ def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panel
     assert len(convs) == 3 and all("pixels" in name for name in convs), sorted(convs)
     for name, text in convs.items():
         task = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\)", text)
-        vectors = re.search(r"for (\w+) in T\.unroll\(T\.int64\(4\)\):\n\s*for \w+ in "
-                            r"T\.vectorized", text[text.index("conv2d_nchw_pixels_update") - 600:])
-        assert task and vectors, (name, text[:3000])
+        unrolled = re.search(rf"for (\w+) in T\.unroll\(T\.int64\({vectors}\)\):\n\s*for \w+ "
+                             r"in T\.vectorized",
+                             text[text.index("conv2d_nchw_pixels_update") - 600:])
+        assert task and unrolled, (name, text[:3000])
         pixel = re.search(rf"v_x = T\.axis\.spatial\(T\.int64\(3136\), {task[1]} \* "
                           rf"T\.int64\(\d+\) \+ (?:\w+ \* T\.int64\(\d+\) \+ )?"  # a panel's group
-                          rf"{vectors[1]} \* T\.int64\({lanes}\) \+ \w+\)",
+                          rf"{unrolled[1]} \* T\.int64\({lanes}\) \+ \w+\)",
                           text)
         assert pixel, (name, text[:3000])
     library = tmp_path / "panels.so"
@@ -873,8 +876,8 @@ def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panel
     for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_",
                      "fused_conv2d_nchw_pixels2_"):
         fmas = _fma_registers(library, function)
-        assert fmas[register] == 4 * channels and fmas["gathers"] == 0, (function, fmas)
-        assert _fma_accumulators(library, function) == 4 * channels, function
+        assert fmas[register] == vectors * 6 and fmas["gathers"] == 0, (function, fmas)
+        assert _fma_accumulators(library, function) == vectors * 6, function
         assert not _adds_from_memory(library, function), function
 
 

@@ -134,14 +134,14 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         # Either way only where pixel vectors pay (rows and planes alike).
         flat = not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w,
                                                       cpu)
-        panel_tile = (not integer and nchw_pixels.flat_pays(
-            kernel_size, *args[:3], out_h, out_w, cpu) and nchw_panels.panel_channels(
+        panel = (not integer and nchw_pixels.flat_pays(
+            kernel_size, *args[:3], out_h, out_w, cpu) and nchw_panels.panel_tile(
             out_channels, out_h * out_w, cpu.float_lanes, cpu.vector_registers))
-        if panel_tile:  # at any channel counts: see nchw_panels
-            packed = emit_weight_pack(bb, pack_stem_kernel, weight, panel_tile,
-                                      name="pack_stem_kernel")
+        if panel:  # at any channel counts: see nchw_panels
+            vectors, tile = panel
+            packed = emit_weight_pack(bb, pack_stem_kernel, weight, tile, name="pack_stem_kernel")
             return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
-                              out_channels, cpu.float_lanes, True, True,
+                              out_channels, cpu.float_lanes, True, vectors,
                               primfunc_name_hint="conv2d_nchw_pixels")
         if (not integer and (rows_fit or flat)
                 and nchw_pixels.pays(channels, out_channels, wide)):

@@ -103,12 +103,13 @@ def tile_channels(out_channels: int, vector_registers: int) -> int:
 
 
 def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: int,
-                       flat: bool = False, panels: bool = False):
+                       flat: bool = False, panels: int = 0):
     """1x1 stride-1 NCHW conv of `data` with weights packed by kernels.pack_stem_kernel
     (ceil(O/c), I, 1, 1, c) -> (N, out_channels, H, W). The accumulator (N, ceil(O/c), H, c,
     W) keeps a task's rows of its c channels together; `flat` makes it one row of H*W
-    pixels (a 1x1 stride-1 conv's plane is one run of memory), `panels` (flat too) a GEMM
-    over pixel panels (nchw_panels). `lanes` (the vector width) is recorded for PixelConv."""
+    pixels (a 1x1 stride-1 conv's plane is one run of memory), `panels` (flat too: pixel
+    vectors per panel) a GEMM over pixel panels (nchw_panels). `lanes` (the vector width)
+    is recorded for PixelConv."""
     n, i_channels, height, width = (int(d) for d in data.shape)
     tiles, _, _, _, channels = (int(d) for d in kernel.shape)
     rows, pitch = (1, height * width) if flat else (height, width)
@@ -129,7 +130,7 @@ def conv2d_nchw_pixels(data, kernel, out_dtype: str, out_channels: int, lanes: i
             pixel(b, ic, y, x).astype(out_dtype) * kernel[t, ic, 0, 0, c].astype(out_dtype),
             axis=[ic]),
         name=BLOCK,
-        attrs={"edgec_lanes": lanes, "edgec_flat": int(flat), "edgec_panels": int(panels)},
+        attrs={"edgec_lanes": lanes, "edgec_flat": int(flat), "edgec_panels": panels},
     )
     return te.compute(
         (n, out_channels, height, width),
