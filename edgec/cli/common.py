@@ -19,7 +19,7 @@ LAYOUT_HELP = ("Data layout of the convs: default (the target's: NHWC for float 
                "stored beside your tuning logs), NCHWc (packed, block from the target's "
                "vector width), NHWC (at packed speed or faster for float models and INT8 on "
                "x86) or NCHW "
-               "(up to 1.6x slower).")
+               "(up to 1.5x slower).")
 INPUT_SHAPE_HELP = "Fix an input's shape, e.g. input:1,3,224,224 (repeatable)."
 
 
