@@ -474,6 +474,23 @@ def _conv_chain(path: Path, seed: int, specs: list, size: int = 29) -> Path:
         inits, path)
 
 
+def _scheduled_functions(path: Path, target_name: str, contains: str) -> dict[str, str]:
+    """The scheduled TIR (TVMScript) of the NCHW build's functions whose names contain
+    `contains`, by name."""
+    target = targets.load(target_name)
+    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
+    return {g.name_hint: f.script() for g, f in lowered.functions_items()
+            if contains in g.name_hint}
+
+
+def _checked_build(path: Path, library: Path, target: str, layout: str = "NCHW") -> Path:
+    """`library` compiled from the model at `path`, its check against ONNX Runtime passed."""
+    result = pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout=layout, target=target))
+    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    return library
+
+
 @pytest.mark.parametrize(("target", "register"), [("x86_64", "ymm"), ("x86_64-avx512", "zmm")])
 def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(target, register,
                                                                              tmp_path):
@@ -485,10 +502,7 @@ def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(targ
     still builds its vectors lane by lane (not asserted)."""
     path = _conv_chain(tmp_path / "nchw.onnx", seed=7, specs=[
         ("dw2", 24, 3, 2, 24), ("dw5", 24, 5, 1, 24), ("pw", 20, 1, 1, 1)])
-    library = tmp_path / "nchw.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target=target))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    library = _checked_build(path, tmp_path / "nchw.so", target)
     # TVM numbers the functions in graph order: dw2, dw5 (nchw1), then the 1x1 conv.
     for function in ("fused_depthwise_conv2d_nchw_", "fused_depthwise_conv2d_nchw1_",
                      "fused_conv2d_nchw_"):
@@ -748,10 +762,7 @@ def test_nchw_dense_conv_tasks_go_row_by_row_over_every_channel_tile(target_name
     # AVX2 every square plane of whole vectors is whole panels).
     path = _conv_chain(tmp_path / "rows.onnx", seed=5, size=36,
                        specs=[("a", 14, 1, 1, 1), ("b", 38, 1, 1, 1), ("c", 58, 1, 1, 1)])
-    target = targets.load(target_name)
-    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
-    convs = {g.name_hint: f.script() for g, f in lowered.functions_items()
-             if "conv2d_nchw" in g.name_hint}
+    convs = _scheduled_functions(path, target_name, "conv2d_nchw")
     assert any("pixels" in name for name in convs), sorted(convs)
     assert any("pixels" not in name for name in convs), sorted(convs)
     tiled = 0
@@ -777,10 +788,7 @@ def test_nchw_pixel_convs_whose_output_outgrows_the_caches_go_tile_by_tile(tmp_p
     scheduled TIR: the task index modulo the rows is the row."""
     path = _conv_chain(tmp_path / "expand.onnx", seed=7, size=100,
                        specs=[("a", 32, 1, 1, 1), ("b", 192, 1, 1, 1)])
-    target = targets.load("x86_64-avx512")
-    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
-    convs = {g.name_hint: f.script() for g, f in lowered.functions_items()
-             if "conv2d_nchw_pixels" in g.name_hint}
+    convs = _scheduled_functions(path, "x86_64-avx512", "conv2d_nchw_pixels")
     assert len(convs) == 2, sorted(convs)
     orders = {}
     for name, text in convs.items():
@@ -817,10 +825,7 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
     0.980x). Checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "vectors.onnx", seed=6, size=32,
                        specs=[("a", 14, 1, 1, 1), ("b", 38, 1, 1, 1)])
-    target = targets.load(target_name)
-    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
-    pixels = {g.name_hint: f.script() for g, f in lowered.functions_items()
-              if "conv2d_nchw_pixels" in g.name_hint}
+    pixels = _scheduled_functions(path, target_name, "conv2d_nchw_pixels")
     assert len(pixels) == 2, sorted(pixels)
     for name, text in pixels.items():
         vector = re.search(rf"v_x = T\.axis\.spatial\(T\.int64\(32\), (\w+) \* "
@@ -829,10 +834,7 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
         epilogue = re.findall(rf"v_\w+ = T\.axis\.spatial\(T\.int64\(32\), {vector[1]} \* "
                               rf"T\.int64\({lanes}\) \+ ax\d\)", text)
         assert epilogue, (name, text[:3000])
-    library = tmp_path / "vectors.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target=target_name))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    library = _checked_build(path, tmp_path / "vectors.so", target_name)
     reloads = _adds_from_memory(library, "fused_conv2d_nchw_pixels_")
     assert not reloads, reloads[:5]
     assert _fma_registers(library, "fused_conv2d_nchw_pixels_")[register] > 0
@@ -853,10 +855,7 @@ def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panel
     Runtime."""
     path = _conv_chain(tmp_path / "panels.onnx", seed=9, size=56,
                        specs=[("a", 96, 1, 1, 1), ("b", 48, 1, 1, 1), ("c", 144, 1, 1, 1)])
-    target = targets.load(target_name)
-    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target)
-    convs = {g.name_hint: f.script() for g, f in lowered.functions_items()
-             if "conv2d_nchw" in g.name_hint}
+    convs = _scheduled_functions(path, target_name, "conv2d_nchw")
     assert len(convs) == 3 and all("pixels" in name for name in convs), sorted(convs)
     for name, text in convs.items():
         task = re.search(r"for (\w+) in T\.parallel\(T\.int64\((\d+)\)\)", text)
@@ -869,10 +868,7 @@ def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panel
                           rf"{unrolled[1]} \* T\.int64\({lanes}\) \+ \w+\)",
                           text)
         assert pixel, (name, text[:3000])
-    library = tmp_path / "panels.so"
-    result = pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target=target_name))
-    assert result.verify is not None and result.verify.ok, result.verify.summary()
+    library = _checked_build(path, tmp_path / "panels.so", target_name)
     for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_",
                      "fused_conv2d_nchw_pixels2_"):
         fmas = _fma_registers(library, function)
