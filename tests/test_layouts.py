@@ -844,10 +844,11 @@ def test_nchw_pixel_tiles_finish_each_vector_in_registers(target_name, register,
                          [("x86_64", "ymm", 8, 2), ("x86_64-avx512", "zmm", 16, 4)])
 def test_nchw_1x1_convs_on_planes_of_whole_panels_run_as_a_gemm_over_pixel_panels(
         target_name, register, lanes, vectors, tmp_path):
-    """1x1 NCHW convs on 56x56 planes (whole panels of 4 pixel vectors) run on
-    edgec.codegen.nchw_panels at any channel counts: 24 -> 96 and 96 -> 48 (the one-vector
-    pixel tile before), 48 -> 144 (the packed tile transposed into the planes before;
-    MobileNetV2 NCHW 1.48 -> 1.24x of packed with this, Xeon). Read from the scheduled
+    """1x1 NCHW convs on 56x56 planes (whole panels: 4 pixel vectors on AVX-512, 2 on AVX2)
+    run on edgec.codegen.nchw_panels at any channel counts: 24 -> 96 and 96 -> 48 (the
+    one-vector pixel tile before), 48 -> 144 (the packed tile transposed into the planes
+    before; MobileNetV2 NCHW 0.89x with this on AVX-512, 0.946x on AVX2 code, Xeon). Read
+    from the scheduled
     TIR: each parallel task is a panel of the plane (the conv's pixel index starts at the
     task index times a panel) whose `vectors` vectors are unrolled in the register tile;
     objdump: `vectors` x 6 accumulators of full-width FMAs, no lane-by-lane vector

@@ -130,25 +130,20 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
         out_h, out_w = int(call.ty.shape[2]), int(call.ty.shape[3])
         rows_fit = nchw_pixels.fits(kernel_size, *args[:3], out_w, cpu)
-        # Rows no vector divides (28, 14) as one flat plane: see nchw_pixels.flat_pays.
-        # Either way only where pixel vectors pay (rows and planes alike).
-        flat = not rows_fit and nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w,
-                                                      cpu)
-        panel = (not integer and nchw_pixels.flat_pays(
-            kernel_size, *args[:3], out_h, out_w, cpu) and nchw_panels.panel_tile(
-            out_channels, out_h * out_w, cpu.float_lanes, cpu.vector_registers))
-        if panel:  # at any channel counts: see nchw_panels
-            vectors, tile = panel
+        plane_fits = nchw_pixels.flat_pays(kernel_size, *args[:3], out_h, out_w, cpu)
+        # Planes of whole pixel panels run as a GEMM over them at any channel counts (see
+        # nchw_panels); other rows no vector divides (28, 14) as one flat plane (see
+        # nchw_pixels.flat_pays), and rows and planes alike only where pixel vectors pay.
+        panel = not integer and plane_fits and nchw_panels.panel_tile(
+            out_channels, out_h * out_w, cpu.float_lanes, cpu.vector_registers)
+        flat = bool(panel) or (not rows_fit and plane_fits)
+        if panel or (not integer and (rows_fit or flat)
+                     and nchw_pixels.pays(channels, out_channels, wide)):
+            vectors, tile = panel or (0, nchw_pixels.tile_channels(out_channels,
+                                                                   cpu.vector_registers))
             packed = emit_weight_pack(bb, pack_stem_kernel, weight, tile, name="pack_stem_kernel")
             return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
-                              out_channels, cpu.float_lanes, True, vectors,
-                              primfunc_name_hint="conv2d_nchw_pixels")
-        if (not integer and (rows_fit or flat)
-                and nchw_pixels.pays(channels, out_channels, wide)):
-            tile = nchw_pixels.tile_channels(out_channels, cpu.vector_registers)
-            packed = emit_weight_pack(bb, pack_stem_kernel, weight, tile, name="pack_stem_kernel")
-            return bb.call_te(nchw_pixels.conv2d_nchw_pixels, data, packed, args[4],
-                              out_channels, cpu.float_lanes, flat,
+                              out_channels, cpu.float_lanes, flat, vectors,
                               primfunc_name_hint="conv2d_nchw_pixels")
         # Other dense convs keep the packed tile, transposed into planes in the epilogue. On flat
         # planes (nchw_planes, depthwise only now) 1x1 convs gained on MobileNetV1 (5.98 vs

@@ -162,6 +162,9 @@ class PixelConv:
         lanes = int(sch.get(conv).annotations["edgec_lanes"])
         flat = bool(int(sch.get(conv).annotations.get("edgec_flat", 0)))
         fused = elements(sch, epilogue[-1]) <= elements(sch, conv)
+        if flat and fused and nchw_panels.is_panel_conv(sch, conv):
+            nchw_panels.schedule_panels(sch, conv, epilogue[-1], _tile_width(sch, conv), lanes)
+            return
         if flat and fused:
             plane = sch.get_loops(conv)[-2]
             out_channels = extent(sch, sch.get_loops(epilogue[-1])[1])
@@ -169,11 +172,7 @@ class PixelConv:
             # flattened pixel index unsimplified and cannot bound it per vector.
             if (lanes in EPILOGUE_PER_VECTOR_LANES and extent(sch, plane) % lanes == 0
                     and out_channels % _tile_width(sch, conv) == 0):
-                if nchw_panels.is_panel_conv(sch, conv):
-                    nchw_panels.schedule_panels(sch, conv, epilogue[-1],
-                                                _tile_width(sch, conv), lanes)
-                else:
-                    self._flat_per_vector(sch, conv, epilogue[-1], lanes)
+                self._flat_per_vector(sch, conv, epilogue[-1], lanes)
                 return
             col = self._under_the_epilogue(sch, conv, epilogue[-1], lanes)
         else:
@@ -274,7 +273,9 @@ def _streams_out(sch: s_tir.Schedule, conv, out) -> bool:
     row-major won (32 -> 64 channels at 112x112, 3.2 MB: 0.24 against 0.30 ms tile-major;
     24 -> 144 at 56x56, 1.8 MB: 0.107 against 0.128; Emerald Rapids Xeon, 2 MB L2 per
     core, x86_64-avx512-vnni, 2 threads). So gated: MobileNetV2 NCHW 0.983x (its conv 0.436
-    -> 0.229 ms by per-call minimums), SSD-Lite NCHW 0.959x (bench/ab.py, 9 rounds)."""
+    -> 0.229 ms by per-call minimums), SSD-Lite NCHW 0.959x (bench/ab.py, 9 rounds). Since
+    then planes of whole pixel panels (those 112x112 convs among them) run on nchw_panels,
+    whose tasks are panels of pixels; this gate is left to rows with a tail."""
     written = sch.get(out).writes[0].source
     read = sch.get(conv).reads[0].source
     out_bytes = elements(sch, out) * written.dtype.bits // 8
