@@ -695,6 +695,31 @@ def test_nchw_masked_depthwise_planes_keep_a_wrapped_neighbours_infinity_out(tmp
         np.testing.assert_allclose(got[finite], expected[finite], rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
+def test_nchw_depthwise_planes_of_whole_vector_rows_share_each_input_load(target, tmp_path):
+    """Depthwise NCHW planes whose rows pad to whole vectors (nchw_planes' aligned planes:
+    56 at a pitch of 64, the input's first column at a vector's start, its left padding the
+    row above's zero columns) run a register tile of several output rows, whose taps load
+    each input row's vector once for every row that uses it. Flat, every FMA loaded its
+    own tap (a memory operand), most split across two cache lines: loads per FMA 1.0-1.1
+    at stride 1 and 1.4-1.7 at stride 2; MobileNetV2 NCHW 0.96x (AVX-512, sums of per-op
+    minimums, 5 interleaved rounds). A 3x3, a 5x5 and a 3x3 stride-2 conv at 56x56
+    against ONNX Runtime; objdump: vector loads (FMA memory operands included) per FMA.
+    AVX2's 5x5 (25 weights and 2 accumulators in 16 registers) is not asserted."""
+    path = _conv_chain(tmp_path / "aligned.onnx", seed=5, size=56, specs=[
+        ("a", 24, 3, 1, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 2, 24)])
+    library = _checked_build(path, tmp_path / "aligned.so", target)
+    most = {"fused_depthwise_conv2d_nchw_add": 0.6, "fused_depthwise_conv2d_nchw2_add": 1.0}
+    if target == "x86_64-avx512":
+        most["fused_depthwise_conv2d_nchw1_add"] = 0.75
+    for function, most_loads in most.items():
+        code = function_code(library, "objdump", function)
+        fmas = re.findall(r"\bvfmadd\d+ps\s+([^\n]*)", code)
+        loads = len(re.findall(r"\bvmov[au]ps\s+-?(0x[0-9a-f]+)?\([^)]*\),%[yz]mm", code))
+        loads += sum("(" in operands for operands in fmas)
+        assert fmas and loads <= most_loads * len(fmas), (function, loads, len(fmas))
+
+
 def test_nchw_depthwise_rows_share_their_zero_columns_between_rows(tmp_path):
     """A stride-1 depthwise plane stores each row with its zero columns, and a tap past a
     row's end reads the next row's left padding, so rows need max(left, right) zeros
@@ -702,9 +727,9 @@ def test_nchw_depthwise_rows_share_their_zero_columns_between_rows(tmp_path):
     vector a row, 224 pixels computed), not 18 (252). A 5x5 and a 3x3 conv at 14x14 and a
     5x5 at 28x28 against ONNX Runtime: wrapped taps that read anything but zeros would
     show in their border pixels."""
-    from edgec.codegen import nchw_planes
+    from edgec.codegen import nchw_plane_geometry
 
-    geometry = nchw_planes.plane_geometry((1, 240, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2),
+    geometry = nchw_plane_geometry.plane_geometry((1, 240, 14, 14), (5, 5), (1, 1), (2, 2, 2, 2),
                                           (1, 1), 16, 2)
     assert (geometry.pitch, geometry.length) == (16, 224), geometry
     path = _conv_chain(tmp_path / "rows.onnx", seed=3, size=14, specs=[

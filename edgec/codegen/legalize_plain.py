@@ -6,7 +6,13 @@ from __future__ import annotations
 import tvm
 from tvm import relax
 
-from edgec.codegen import nchw_panels, nchw_pixels, nchw_planes, plain_kernels
+from edgec.codegen import (
+    nchw_panels,
+    nchw_pixels,
+    nchw_plane_geometry,
+    nchw_planes,
+    plain_kernels,
+)
 from edgec.codegen.kernels import (
     conv2d_nchw_packed_out,
     integer_sums_in_float,
@@ -258,7 +264,7 @@ def _nchw_planes(bb: relax.BlockBuilder, call: relax.Call, data: relax.Expr,
     geometry_args = ([int(d) for d in data.ty.shape], [int(d) for d in list(weight.ty.shape)[2:]],
                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
                      [int(d) for d in attrs.dilation], cpu.float_lanes)
-    candidates = [nchw_planes.plane_geometry(*geometry_args, v)
+    candidates = [nchw_plane_geometry.plane_geometry(*geometry_args, v, cpu.vector_registers)
                   for v in range(1, _DEPTHWISE_PLANE_VECTORS + 1)]
     if candidates[0] is None:
         return None

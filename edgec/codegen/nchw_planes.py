@@ -16,144 +16,22 @@ computed flat, as a sequence of pixels, so every vector is a contiguous run of o
   per row are computed and cropped: 2 of 9 on a 7x7 map with a 3x3 kernel), in blocks of
   whole rows that are whole register tiles, so no tile needs a tail;
 - each (channel, block) is one parallel task: it copies its phase rows, accumulates, crops
-  and runs the bias/activation epilogue while all of it is in cache.
+  and runs the bias/activation epilogue while all of it is in cache;
+- where rows pad to two or more whole vectors at little cost (56 at a pitch of 64), the
+  plane is aligned (nchw_plane_geometry): each phase row starts with the input's first
+  column and its register tile spans several output rows, which load each input vector
+  once between them.
+
+Where the pixels go (pitch, phases, blocks, tile) is nchw_plane_geometry's.
 
 Dense NCHW convs stay on the packed tile (legalize_plain says what this kernel did for them).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from tvm import te, tirx
 
-
-@dataclass(frozen=True)
-class PlaneGeometry:
-    """Where the taps of a flat output plane read their phase planes.
-
-    Attributes:
-        out_h, out_w: the conv's output size.
-        pitch: pixels per row of a phase plane and of the accumulated output plane.
-        phase_rows, phase_cols: stride phases along each axis (1 where the stride is 1 or
-            every tap falls on phase 0, as a 1x1 stride-2 conv's).
-        rows: rows of each phase plane (enough for every tap of the last tile).
-        length: accumulated pixels per output plane: whole blocks of rows at the pitch.
-        lanes, vectors: a register tile's pixels, `vectors` SIMD registers of `lanes`.
-        block_rows, blocks: the plane is accumulated and cropped in `blocks` blocks of
-            `block_rows` whole rows (each a whole number of tiles), one parallel task each.
-        masked: the pitch is the row itself (stride 1, one block): a tap's run of pixels
-            wraps from one row's end to the next row's start, and _in_row zeroes the
-            wrapped lanes; no padding columns to copy, compute and crop.
-    """
-
-    out_h: int
-    out_w: int
-    pitch: int
-    phase_rows: int
-    phase_cols: int
-    rows: int
-    length: int
-    strides: tuple[int, int]
-    dilation: tuple[int, int]
-    padding: tuple[int, int, int, int]
-    lanes: int
-    vectors: int
-    block_rows: int
-    blocks: int
-    masked: bool = False
-
-    @property
-    def attrs(self) -> dict:
-        """The tile, pitch, blocks and output size, for the schedule
-        (edgec.codegen.plain_schedules.PlaneConv)."""
-        return {"edgec_lanes": self.lanes, "edgec_vectors": self.vectors,
-                "edgec_pitch": self.pitch, "edgec_block_rows": self.block_rows,
-                "edgec_blocks": self.blocks, "edgec_out": [self.out_h, self.out_w],
-                "edgec_masked": int(self.masked)}
-
-    @property
-    def phases(self) -> int:
-        return self.phase_rows * self.phase_cols
-
-    def tap(self, kh, kw):
-        """(phase, offset) of tap (kh, kw): TE expressions of the reduction axes."""
-        (sh, sw), (dh, dw) = self.strides, self.dilation
-        phase = ((kh * dh) % sh) * self.phase_cols + (kw * dw) % sw
-        return phase, ((kh * dh) // sh) * self.pitch + (kw * dw) // sw
-
-
-def _axis_phases(size: int, stride: int, dilation: int) -> int | None:
-    """Phases the taps of one axis fall on; None when they are not 0..n-1 (a dilation that
-    skips a phase: the plain kernels take such a conv)."""
-    used = {(k * dilation) % stride for k in range(size)}
-    return len(used) if used == set(range(len(used))) else None
-
-
-# A block of rows is what one task copies, accumulates and crops: at most this many pixels
-# when a whole-tile block that small exists (one channel's 2048 pixels and their phase rows
-# stay in L1).
-_MOST_BLOCK_PIXELS = 2048
-# A task's fixed cost, counted as pixels computed: many small blocks cost more than their
-# pixels alone.
-_TASK_COST_PIXELS = 32
-
-
-def _blocking(out_h: int, pitch: int, tile: int) -> tuple[int, int, int]:
-    """(block_rows, blocks, length) of an output plane at `pitch`: blocks of whole rows that
-    are whole tiles (rows a multiple of tile / gcd(pitch, tile)), at most 2048 pixels where
-    such exist, the fewest pixels accumulated (each block's task cost added); else one
-    block of out_h rows, its last tile partly past the plane."""
-    unit = tile // math.gcd(pitch, tile)
-    choices = []
-    for rows in range(unit, out_h, unit):
-        blocks = -(-out_h // rows)
-        length = blocks * rows * pitch
-        if rows * pitch <= _MOST_BLOCK_PIXELS or rows == unit:
-            choices.append((length + blocks * _TASK_COST_PIXELS, rows, blocks, length))
-    whole = math.ceil(out_h * pitch / tile) * tile
-    if not choices or whole <= _MOST_BLOCK_PIXELS:
-        choices.append((whole + _TASK_COST_PIXELS, out_h, 1, whole))
-    return min(choices)[1:]
-
-
-def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: int,
-                   vectors: int = 1) -> PlaneGeometry | None:
-    """The flat-plane geometry of an NCHW conv whose register tile is `vectors` registers of
-    `lanes` pixels, None when its taps skip a phase. The pitch is the narrowest that fits a
-    padded row, or a little wider where its blocking computes fewer pixels."""
-    height, width = (int(d) for d in data_shape[2:4])
-    (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
-    top, left, bottom, right = padding
-    padded_h, padded_w = height + top + bottom, width + left + right
-    out_h = (padded_h - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (padded_w - (kw_size - 1) * dw - 1) // sw + 1
-    phase_rows, phase_cols = _axis_phases(kh_size, sh, dh), _axis_phases(kw_size, sw, dw)
-    if phase_rows is None or phase_cols is None or out_h <= 0 or out_w <= 0:
-        return None
-    narrowest = max(-(-padded_w // sw), out_w + (kw_size - 1) * dw // sw)
-    if (sh, sw) == (1, 1) and out_w == width:
-        # A row's zero columns serve both sides: a tap past the row's end lands in the next
-        # row's left padding, one before its start in the row above's right padding, so
-        # the rows need only max(left, right) zeros between them, not left + right (rows of
-        # 14 with a 5x5 kernel at a pitch of 16, one vector, instead of 18).
-        narrowest = width + max(left, right)
-    tile = lanes * vectors
-    pitch = min(range(narrowest, narrowest + lanes),
-                key=lambda p: (_blocking(out_h, p, tile)[2], p))
-    block_rows, blocks, length = _blocking(out_h, pitch, tile)
-    masked = ((sh, sw) == (1, 1) and out_w == width and 2 * out_w <= lanes
-              and out_h * out_w <= _MOST_BLOCK_PIXELS)
-    if masked:  # the rows' own pitch: one block of whole tiles
-        pitch, block_rows, blocks = width, out_h, 1
-        length = -(-(out_h * out_w) // tile) * tile
-    reach = ((kh_size - 1) * dh // sh) * pitch + (kw_size - 1) * dw // sw  # farthest tap
-    rows = -(-(length + reach) // pitch)
-    return PlaneGeometry(out_h, out_w, pitch, phase_rows, phase_cols, rows, length,
-                         (sh, sw), (dh, dw), (top, left, bottom, right), lanes, vectors,
-                         block_rows, blocks, masked)
-
+from edgec.codegen.nchw_plane_geometry import PlaneGeometry
 
 # Stride-1 planes whose rows are at most half a vector run masked (PlaneGeometry.masked):
 # padded to a pitch of 9, a 7x7 plane computed 63 pixels for 49 and its copy and crop moved
@@ -184,6 +62,8 @@ def phase_planes(data, geometry: PlaneGeometry):
                                data[b, c, safe // width, safe % width], te.const(0, data.dtype))
         y = row * sh + phase // g.phase_cols - top
         x = col * sw + phase % g.phase_cols - left
+        if g.aligned:  # a guard row of zeros on top; no left padding
+            y, x = y - sh, col * sw + phase % g.phase_cols
         # A select of a load that is always in bounds (clamped), not if_then_else: TVM's
         # vectorizer scalarized the guarded load even where only the row's test was left
         # (2128 vmovss + 1596 vinsertps in MobileNetV2's first depthwise conv, 0.31 ms).
@@ -237,6 +117,8 @@ def interior_columns(g: PlaneGeometry, width: int) -> tuple[int, int]:
     contiguous loads with no border test (the tests kept the whole copy scalar). Unused for
     a masked plane, whose copy is one contiguous run."""
     sw, left = g.strides[1], g.padding[1]
+    if g.aligned:
+        return 0, min(-(-(width - pw) // sw) for pw in range(g.phase_cols))
     firsts = [max(0, -((pw - left) // sw)) for pw in range(g.phase_cols)]
     ends = [min(g.pitch, -(-(width + left - pw) // sw)) for pw in range(g.phase_cols)]
     first = max(firsts)

@@ -105,11 +105,27 @@ class PlaneConv:
         lanes, vectors = int(annotations["edgec_lanes"]), int(annotations["edgec_vectors"])
         row_blocks = int(annotations["edgec_blocks"])
         batch, channel, pixel, *taps = sch.get_loops(conv)
-        if self.vectors and ((extent(sch, pixel) or 0) // row_blocks) % (
-                self.vectors * lanes) == 0:
-            vectors = self.vectors  # a searched tile that divides a block of the plane
-        row_block, outer, vector, lane = sch.split(pixel, [row_blocks, None, vectors, lanes])
-        sch.reorder(outer, *taps, vector, lane)
+        tile_rows = int(annotations.get("edgec_tile_rows", 1))
+        if int(annotations.get("edgec_aligned", 0)):
+            # An aligned plane: a tile of rows by vectors, every tap unrolled so LLVM loads
+            # an input row's vector once for all the tile's rows that tap it.
+            pitch = int(annotations["edgec_pitch"])
+            row_block, outer, row, column, vector, lane = sch.split(
+                pixel, [row_blocks, None, tile_rows, pitch // (vectors * lanes), vectors,
+                        lanes])
+            kh, kw = taps
+            first_tap = kw
+            sch.reorder(outer, column, kw, vector, row, kh, lane)
+            for loop in (kw, vector, row, kh):
+                sch.unroll(loop)
+        else:
+            if self.vectors and ((extent(sch, pixel) or 0) // row_blocks) % (
+                    self.vectors * lanes) == 0:
+                vectors = self.vectors  # a searched tile that divides a block of the plane
+            row_block, outer, vector, lane = sch.split(pixel,
+                                                       [row_blocks, None, vectors, lanes])
+            sch.reorder(outer, *taps, vector, lane)
+            first_tap = taps[0]
         task = sch.fuse(batch, channel, row_block)
         out = [int(d) for d in annotations["edgec_out"]]
         if epilogue and not self._over_the_output(sch, epilogue[-1], out):
@@ -132,7 +148,7 @@ class PlaneConv:
             self._schedule_planes(sch, planes)
         sch.unroll(vector)
         sch.vectorize(lane)
-        init = sch.decompose_reduction(conv, taps[0])
+        init = sch.decompose_reduction(conv, first_tap)
         sch.vectorize(sch.get_loops(init)[-1])
 
     @staticmethod
