@@ -721,6 +721,39 @@ def test_nchw_depthwise_planes_of_whole_vector_rows_share_each_input_load(target
         assert fmas and loads <= most_loads * len(fmas), (function, loads, len(fmas))
 
 
+@pytest.mark.parametrize(("target", "lanes", "registers"),
+                         [("x86_64", 8, 16), ("x86_64-avx512", 16, 32)])
+def test_nchw_aligned_depthwise_planes_read_zeros_past_every_border(target, lanes,
+                                                                     registers, tmp_path):
+    """An aligned plane's left padding is the zero columns ending the row above (a guard
+    row above the first), its taps at negative column offsets: asymmetric pads (TF's SAME
+    at stride 2, pads after only), odd sizes whose column phases hold different counts
+    (57 at stride 2) and a 5x5 at stride 2, against ONNX Runtime. Each case is checked to
+    take the aligned path first, so a change of rules cannot leave it testing the flat one."""
+    from edgec.codegen import nchw_plane_geometry
+
+    cases = [(112, 3, 2, [0, 0, 1, 1]), (57, 3, 2, [1, 1, 1, 1]), (56, 3, 1, [0, 0, 2, 2])]
+    if registers == 32:  # AVX2's 5x5 stays flat
+        cases.append((56, 5, 2, [1, 1, 2, 2]))
+    for size, kernel, stride, pads in cases:
+        geometry = nchw_plane_geometry.plane_geometry(
+            (1, 8, size, size), (kernel, kernel), (stride, stride), pads, (1, 1), lanes, 1,
+            registers)
+        assert geometry.aligned, (size, kernel, stride, pads)
+        rng = np.random.default_rng(size + kernel)
+        weight = numpy_helper.from_array(
+            rng.standard_normal((8, 1, kernel, kernel)).astype(np.float32), "w")
+        out_h = (size + pads[0] + pads[2] - kernel) // stride + 1
+        out_w = (size + pads[1] + pads[3] - kernel) // stride + 1
+        path = save_model(
+            [helper.make_node("Conv", ["x", "w"], ["y"], kernel_shape=[kernel] * 2,
+                              strides=[stride] * 2, pads=pads, group=8)],
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, size, size])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, out_h, out_w])],
+            [weight], tmp_path / f"b{size}_{kernel}_{stride}.onnx")
+        _checked_build(path, tmp_path / f"b{size}_{kernel}_{stride}.so", target)
+
+
 def test_nchw_depthwise_rows_share_their_zero_columns_between_rows(tmp_path):
     """A stride-1 depthwise plane stores each row with its zero columns, and a tap past a
     row's end reads the next row's left padding, so rows need max(left, right) zeros

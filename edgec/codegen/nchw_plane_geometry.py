@@ -191,16 +191,20 @@ def _aligned_geometry(data_shape, kernel_size, strides, padding, dilation, lanes
     if pitch > _ALIGNED_MOST_WIDER * narrowest or pitch < _ALIGNED_LEAST_VECTORS * lanes:
         return None
     # Accumulators: the registers the weights and three loaded input vectors leave. Each
-    # output vector loads (tile_rows + kh - 1) * kw / tile_rows input vectors, whatever
-    # its vectors: the most rows (up to 8) of those wasting the fewest computed rows.
+    # output vector takes kh * kw FMAs and loads (tile_rows + kh - 1) * kw / tile_rows
+    # input vectors, whatever its vectors: the rows (up to 8) that cost the least over the
+    # rows they compute (29 output rows: 6 of 30 computed, not 1 of 29 with no sharing).
     # Fewer than 4 left, the flat tile is faster: AVX2's 5x5 convs with 2 accumulators
     # and their 25 weights spilled, 240 channels at 14x14 0.030 -> 0.036 ms (MobileNetV3-
     # Small, x86_64 code on the Xeon, 6 interleaved rounds).
     accumulators = min(16, registers - kh_size * kw_size - 3)
     if accumulators < _ALIGNED_LEAST_ACCUMULATORS:
         return None
-    tile_rows = min(range(1, min(8, accumulators) + 1),
-                    key=lambda r: (-(-out_h // r) * r, -r))
+    def cost(rows: int) -> float:
+        return -(-out_h // rows) * rows * (kh_size * kw_size
+                                           + (rows + kh_size - 1) * kw_size / rows)
+
+    tile_rows = min(range(1, min(8, accumulators) + 1), key=lambda r: (cost(r), -r))
     row_vectors = pitch // lanes
     vectors = max(v for v in range(1, min(4, accumulators // tile_rows) + 1)
                   if row_vectors % v == 0)
