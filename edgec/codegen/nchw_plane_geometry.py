@@ -159,10 +159,17 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
 # An aligned plane's pitch, at most this much wider than the narrowest: 14-pixel rows at a
 # pitch of 16 (from 15), 56 at 64 (from 57), 7 at 8 on AVX2; not 7 at 16 on AVX-512.
 _ALIGNED_MOST_WIDER = 1.25
-# Rows of one vector stay flat: 576 channels at 14x14 (a pitch of 16 on AVX-512) took
-# 0.050 ms aligned against 0.044 flat (MobileNetV2, fastest calls of 6 interleaved rounds).
+# Rows of one vector that aligning widens stay flat under a 3x3 kernel: MobileNetV2's
+# 14x14 convs (a pitch of 16 for 15 on AVX-512) ran 0.92-0.97x as fast aligned (fastest
+# calls of 6 interleaved rounds). A 5x5 kernel's five input rows per output row gain:
+# MobileNetV3-Small's 5x5 convs at 14x14 1.06-1.15x, 256 channels alone 0.037 -> 0.030
+# ms; and rows the alignment does not widen (7 at a pitch of 8 on AVX2) 1.14-1.21x.
 _ALIGNED_LEAST_VECTORS = 2
-_ALIGNED_LEAST_ACCUMULATORS = 4
+_ONE_VECTOR_ROWS_LEAST_KERNEL = 5
+# Accumulators of a tile whose weights stay in registers, at least (two FMA units of 4
+# cycles' latency keep 8 chains busy); where fewer are left (AVX2's 3x3, any 5x5), half
+# the registers accumulate and the FMAs read the weights from memory.
+_ALIGNED_LEAST_ACCUMULATORS = 8
 
 
 def _aligned_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: int,
@@ -188,18 +195,25 @@ def _aligned_geometry(data_shape, kernel_size, strides, padding, dilation, lanes
     # columns, and -min(offsets) before its first one in the row above's.
     least = max(out_w + max(offsets), stored - min(offsets), stored)
     pitch = -(-least // lanes) * lanes
-    if pitch > _ALIGNED_MOST_WIDER * narrowest or pitch < _ALIGNED_LEAST_VECTORS * lanes:
+    one_vector_rows = pitch < _ALIGNED_LEAST_VECTORS * lanes
+    if pitch > _ALIGNED_MOST_WIDER * narrowest or (
+            one_vector_rows and pitch > narrowest
+            and kh_size < _ONE_VECTOR_ROWS_LEAST_KERNEL):
         return None
     # Accumulators: the registers the weights and three loaded input vectors leave. Each
     # output vector takes kh * kw FMAs and loads (tile_rows + kh - 1) * kw / tile_rows
     # input vectors, whatever its vectors: the rows (up to 8) that cost the least over the
     # rows they compute (29 output rows: 6 of 30 computed, not 1 of 29 with no sharing).
-    # Fewer than 4 left, the flat tile is faster: AVX2's 5x5 convs with 2 accumulators
-    # and their 25 weights spilled, 240 channels at 14x14 0.030 -> 0.036 ms (MobileNetV3-
-    # Small, x86_64 code on the Xeon, 6 interleaved rounds).
+    # Where fewer than 8 are left, the weights are read from memory and half the registers
+    # accumulate: each accumulator is a chain of kh * kw dependent FMAs (4 cycles each), so
+    # few of them leave the FMA units idle. AVX2's 5x5 convs with 2 accumulators had lost
+    # to the flat tile (MobileNetV3-Small's 240 channels at 14x14 0.030 -> 0.036 ms); with
+    # 8, 256 channels at 14x14 0.041 -> 0.035 ms, and AVX-512's with 16 (not 4) 0.037 ->
+    # 0.030 (one conv, 5 interleaved rounds); AVX2's 3x3 with 8 (not 4): MobileNetV2's
+    # 96 channels 112 -> 56 0.224 -> 0.175 ms.
     accumulators = min(16, registers - kh_size * kw_size - 3)
     if accumulators < _ALIGNED_LEAST_ACCUMULATORS:
-        return None
+        accumulators = registers // 2
     def cost(rows: int) -> float:
         return -(-out_h // rows) * rows * (kh_size * kw_size
                                            + (rows + kh_size - 1) * kw_size / rows)
