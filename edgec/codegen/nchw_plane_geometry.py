@@ -183,7 +183,7 @@ def _aligned_geometry(data_shape, kernel_size, strides, padding, dilation, lanes
     for the epilogue (perf, one thread, AVX-512). Aligned, a register tile of `tile_rows`
     rows by `vectors` vectors loads each input row once for the kernel's rows that
     tap it, its middle column's taps aligned."""
-    height, width = (int(d) for d in data_shape[2:4])
+    width = int(data_shape[3])
     (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     columns = [kw * dw - padding[1] for kw in range(kw_size)]  # input column of x = 0
     column_phases = {c % sw for c in columns}
@@ -214,7 +214,8 @@ def _aligned_geometry(data_shape, kernel_size, strides, padding, dilation, lanes
     accumulators = min(16, registers - kh_size * kw_size - 3)
     if accumulators < _ALIGNED_LEAST_ACCUMULATORS:
         accumulators = registers // 2
-    def cost(rows: int) -> float:
+
+    def cost(rows: int) -> float:  # at stride 2 rows share fewer loads than this counts
         return -(-out_h // rows) * rows * (kh_size * kw_size
                                            + (rows + kh_size - 1) * kw_size / rows)
 
