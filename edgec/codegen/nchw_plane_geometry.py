@@ -135,20 +135,20 @@ def plane_geometry(data_shape, kernel_size, strides, padding, dilation, lanes: i
         # the rows need only max(left, right) zeros between them, not left + right (rows of
         # 14 with a 5x5 kernel at a pitch of 16, one vector, instead of 18).
         narrowest = width + max(left, right)
-    tile = lanes * vectors
-    pitch = min(range(narrowest, narrowest + lanes),
-                key=lambda p: (_blocking(out_h, p, tile)[2], p))
-    block_rows, blocks, length = _blocking(out_h, pitch, tile)
     masked = ((sh, sw) == (1, 1) and out_w == width and 2 * out_w <= lanes
               and out_h * out_w <= _MOST_BLOCK_PIXELS)
-    if masked:  # the rows' own pitch: one block of whole tiles
-        pitch, block_rows, blocks = width, out_h, 1
-        length = -(-(out_h * out_w) // tile) * tile
-    elif registers:
+    if registers and not masked:
         aligned = _aligned_geometry(data_shape, kernel_size, strides, padding, dilation,
                                     lanes, registers, out_h, out_w, phase_rows, narrowest)
         if aligned is not None:
             return aligned
+    tile = lanes * vectors
+    pitch = min(range(narrowest, narrowest + lanes),
+                key=lambda p: (_blocking(out_h, p, tile)[2], p))
+    block_rows, blocks, length = _blocking(out_h, pitch, tile)
+    if masked:  # the rows' own pitch: one block of whole tiles
+        pitch, block_rows, blocks = width, out_h, 1
+        length = -(-(out_h * out_w) // tile) * tile
     reach = ((kh_size - 1) * dh // sh) * pitch + (kw_size - 1) * dw // sw  # farthest tap
     rows = -(-(length + reach) // pitch)
     return PlaneGeometry(out_h, out_w, pitch, phase_rows, phase_cols, rows, length,

@@ -53,6 +53,9 @@ def phase_planes(data, geometry: PlaneGeometry):
     # pitch reads the same through planes_at), so its copy is whole vectors, not rows of 7.
     pitch = MASKED_STORAGE_PITCH if g.masked else g.pitch
     rows = -(-(g.rows * g.pitch) // pitch)
+    # Input rows and columns before a phase plane's first: an aligned plane has a guard row
+    # of zeros on top and no left padding.
+    above, before = (top + sh, 0) if g.aligned else (top, left)
 
     def value(b, c, phase, row, col):
         if g.masked:  # pixel row * pitch + col - left of the input plane shifted by `top` rows
@@ -60,10 +63,8 @@ def phase_planes(data, geometry: PlaneGeometry):
             safe = _clamped(flat, height * width)
             return tirx.Select(_opaque_equal(safe, flat),
                                data[b, c, safe // width, safe % width], te.const(0, data.dtype))
-        y = row * sh + phase // g.phase_cols - top
-        x = col * sw + phase % g.phase_cols - left
-        if g.aligned:  # a guard row of zeros on top; no left padding
-            y, x = y - sh, col * sw + phase % g.phase_cols
+        y = row * sh + phase // g.phase_cols - above
+        x = col * sw + phase % g.phase_cols - before
         # A select of a load that is always in bounds (clamped), not if_then_else: TVM's
         # vectorizer scalarized the guarded load even where only the row's test was left
         # (2128 vmovss + 1596 vinsertps in MobileNetV2's first depthwise conv, 0.31 ms).

@@ -105,18 +105,17 @@ class PlaneConv:
         lanes, vectors = int(annotations["edgec_lanes"]), int(annotations["edgec_vectors"])
         row_blocks = int(annotations["edgec_blocks"])
         batch, channel, pixel, *taps = sch.get_loops(conv)
-        tile_rows = int(annotations.get("edgec_tile_rows", 1))
         if int(annotations.get("edgec_aligned", 0)):
             # An aligned plane: a tile of rows by vectors, every tap unrolled so LLVM loads
             # an input row's vector once for all the tile's rows that tap it.
-            pitch = int(annotations["edgec_pitch"])
+            pitch, tile_rows = (int(annotations[k]) for k in ("edgec_pitch", "edgec_tile_rows"))
             row_block, outer, row, column, vector, lane = sch.split(
                 pixel, [row_blocks, None, tile_rows, pitch // (vectors * lanes), vectors,
                         lanes])
             kh, kw = taps
             first_tap = kw
             sch.reorder(outer, column, kw, vector, row, kh, lane)
-            for loop in (kw, vector, row, kh):
+            for loop in (kw, row, kh):  # the vectors too, below
                 sch.unroll(loop)
         else:
             if self.vectors and ((extent(sch, pixel) or 0) // row_blocks) % (
