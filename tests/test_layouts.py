@@ -833,6 +833,28 @@ def test_nchw_dense_conv_tasks_go_row_by_row_over_every_channel_tile(target_name
     assert tiled >= 2, sorted(convs)
 
 
+@pytest.mark.parametrize(("target", "tile"), [("x86_64-avx512", 28), ("x86_64", 14)])
+@pytest.mark.parametrize("size", [14, 27])
+def test_nchw_transposed_tiles_cover_a_row_in_one_pass_over_the_channels(target, tile, size,
+                                                                        tmp_path):
+    """NCHW dense convs on the transposed packed tile read each input channel's row a plane
+    apart; a row in tiles of 7 pixels ran the reduction twice over those lines, and the
+    second pass found them evicted (PP-LCNet's 256 -> 256 1x1 convs at 14x14: 0.162 ms,
+    0.112 in one pass). Rows of 14 pixels (and of 27, as 14 + 13) run tiles of 14 pixels x
+    2 channel vectors on AVX-512, 14 x 1 on AVX2: objdump shows that many accumulators in
+    every such conv of 64 input channels or more (7-pixel tiles: 14 and 7). Checked against
+    ONNX Runtime."""
+    path = _conv_chain(tmp_path / "rows.onnx", seed=size, size=size, specs=[
+        ("a", 96, 1, 1, 1), ("b", 128, 1, 1, 1), ("c", 64, 1, 1, 1)])
+    library = _checked_build(path, tmp_path / "rows.so", target)
+    code = function_code(library, "objdump", "_compute_")
+    convs = [c for c in re.findall(r"^[0-9a-f]+ <(\w*conv2d_nchw\w*_compute_)>:", code,
+                                   re.MULTILINE) if "pixels" not in c and "winograd" not in c]
+    # 96 -> 128 and 128 -> 64 (24 -> 96, 24 terms, keeps 7-pixel tiles or runs pixels)
+    accumulators = {function: _fma_accumulators(library, function) for function in convs}
+    assert sum(count >= tile for count in accumulators.values()) >= 2, accumulators
+
+
 def test_nchw_pixel_convs_whose_output_outgrows_the_caches_go_tile_by_tile(tmp_path):
     """An expanding NCHW 1x1 conv whose output is past the caches (32 -> 192 channels at
     100x100: 7.7 MB written from 1.3 MB read; MobileNetV2's 16 -> 96 expand conv, 4.8 MB,

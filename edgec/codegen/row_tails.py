@@ -34,6 +34,36 @@ _DOTS_WITH_32_REGISTERS = ("vnni", "sdot")
 _VNNI_ACCUMULATORS = 14
 
 
+# NCHW's transposed tile (kernels.conv2d_nchw_packed_out) broadcasts its pixels from one
+# row of each input channel, the channels a plane apart (784 bytes at 14x14): a pass of the
+# reduction touches a line or two per channel, more than L1 holds beside the tile's weights
+# (256 channels: ~30 KB of input lines and 32 KB of weights). Rows of 7-pixel tiles read
+# them twice, and the second pass found them evicted. One tile per row, as many pixels as
+# the registers hold beside the weight vectors and a broadcast (14 x 2 vectors on AVX-512,
+# 14 x 1 on AVX2), reads them once: PP-LCNet's 256 -> 256 1x1 convs at 14x14 0.116-0.162
+# -> 0.107-0.112 ms (packed 0.105-0.123), 64 -> 128 at 28x28 0.125-0.140 -> 0.094 (fastest
+# calls of 6 interleaved rounds, Intel Xeon, Emerald Rapids, x86_64-avx512-vnni, 2
+# threads); AVX2 code 0.216 -> 0.169 (packed 0.178). Packed and NHWC tiles read their
+# input channels contiguously and gained nothing from it (level within noise).
+# Convs of few input channels keep MAX_ROW (their lines fit: on AVX2 PP-LCNet's 3-channel
+# stem lost 0.91x in 14-pixel tiles; the packed layout's stems share this kernel), and so
+# do convs with taps side by side: LLVM keeps the broadcasts the taps share (14 + 2 for
+# 3x3) beside 28 accumulators and spills (U-Net's 3x3 conv at 224x224 2.43 -> 3.92 ms).
+# NEON keeps it too: by the rpi5 estimate (qemu counts x llvm-mca, which prices no cache
+# misses) MobileNetV2 NCHW went 28.24 -> 29.22 ms at 14 pixels (two narrow convs spilled),
+# 28.34 at 12, 28.23 at 10.
+_NCHW_MANY_CHANNELS = 64
+
+
+def nchw_longest_row(vectors: int, registers: int, channels: int, kernel_width: int,
+                     arm: bool) -> int:
+    """The longest row of NCHW's transposed float tile of `vectors` channel registers over
+    `channels` input channels and taps `kernel_width` wide."""
+    if arm or channels < _NCHW_MANY_CHANNELS or kernel_width > 1:
+        return MAX_ROW
+    return max(MAX_ROW, (registers - vectors - 1) // vectors)
+
+
 def int8_longest_row(kind: str, wide: int) -> int:
     """The longest row of an INT8 register tile for the dot `kind` on `wide` output
     channels."""

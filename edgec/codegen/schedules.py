@@ -30,10 +30,11 @@ from edgec.codegen.row_tails import (
     MAX_ROW,
     balanced_length,
     int8_longest_row,
+    nchw_longest_row,
     paired_tile,
     schedule_row_parts,
 )
-from edgec.tvm_compat.llvm_target import vector_registers
+from edgec.tvm_compat.llvm_target import vector_bytes, vector_registers
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
@@ -197,6 +198,14 @@ class PackedConv:
         longest = MAX_ROW
         if len(reduction) == 5:
             longest = int8_longest_row(kind, extent(sch, lane) or 1)
+        if sch.get(conv).name_hint == "conv2d_nchw_packed_out" and len(reduction) == 3:
+            # float (ic, kh, kw), NCHW input: the plain layout's tile, and the packed
+            # layout's stems
+            vectors = -(-(extent(sch, lane) or 1) * 4 // vector_bytes(target))
+            arm = str(target.attrs.get("mtriple", "")).startswith("aarch64")
+            channels, _, kernel_width = (extent(sch, loop) or 1 for loop in reduction)
+            longest = nchw_longest_row(vectors, vector_registers(target), channels,
+                                       kernel_width, arm)
         longest = knobs.longest_row or longest
         channel_tiles = knobs.channel_tiles or 1
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]

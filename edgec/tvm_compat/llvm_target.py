@@ -40,3 +40,14 @@ def vector_registers(target) -> int:
         return 32
     with filtered_stderr(lambda _line: False):
         return 32 if codegen.target_has_features("avx512f", target) else 16
+
+
+def vector_bytes(target) -> int:
+    """Bytes of one SIMD register in a TVM target's float code: 16 on AArch64 (NEON), 64 on
+    x86 with AVX-512F, 32 on AVX2 (edgec.cpu.CpuCaps.float_lanes x 4)."""
+    from tvm.target import codegen
+
+    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+        return 16
+    with filtered_stderr(lambda _line: False):
+        return 64 if codegen.target_has_features("avx512f", target) else 32
