@@ -2,7 +2,7 @@
 each plain layout within 1.25x of packed).
 
     python bench/layouts.py [--target T] [--models ...] [--layouts NHWC NCHW]
-                            [--runs 50] [--rounds 3] [--json FILE]
+                            [--runs 50] [--rounds 3] [--pair-rounds 7] [--json FILE]
     python bench/layouts.py --estimate --target rpi4 [--models ...] [--layouts NHWC]
                             [--json FILE]
 
@@ -12,6 +12,10 @@ median of --runs single inferences of batch 1 on a real photo; --rounds rounds i
 the layouts. A ratio is the median over rounds of the layout's latency over the packed
 layout's in the same round (above 1.0: slower than packed), so the VM's drift between
 rounds divides out. `default` says which layout `--layout default` picks for the model.
+Then each plain layout and the packed one are loaded in one process and take turns for
+--pair-rounds rounds (runtimes.head_to_head, as bench/ab.py does; 0: skip): seconds apart,
+both see the same VM speed, where fresh processes a minute apart moved one build by up to
+2x on these VMs. That ratio is the firmer one.
 
 --estimate (a board target nobody here has, e.g. rpi4, rpi5): no timing; each build is
 estimated as `edgec bench LIB --estimate` does, for the core, clock and DRAM bandwidth of
@@ -46,20 +50,27 @@ def default_layout(name: str, target: str) -> str:
                             "default").layout
 
 
-def header(plain: list[str], unit: str, how: str) -> None:
+def header(plain: list[str], unit: str, how: str, one_process: bool = False) -> None:
+    paired = [f" {'same proc.':>12}" if one_process else ""]
     print(f"{'model':<20} {'default':>8} {'packed ' + unit:>9} " + " ".join(
-        f"{lay + ' ' + unit:>9} {lay + '/packed':>12}" for lay in plain) + f"   ({how})")
+        f"{lay + ' ' + unit:>9} {lay + '/packed':>12}{paired[0]}" for lay in plain)
+        + f"   ({how})")
 
 
 def print_row(name: str, row: dict, plain: list[str]) -> None:
     def ms(value):
         return f"{'n/a':>9}" if value is None else f"{value:>9.2f}"
 
+    def ratio_cell(ratio):
+        if ratio is None:
+            return f" {'':>12}"
+        return f" {ratio:>10.2f}{'' if ratio <= GOAL else ' *':<2}"
+
     cells = [ms(row["packed_ms"])]
     for lay in plain:
-        ratio = row[lay].get("over_packed")
-        cells.append(ms(row[lay]["ms"]) + (f" {'':>12}" if ratio is None else
-                                           f" {ratio:>10.2f}{'' if ratio <= GOAL else ' *':<2}"))
+        cells.append(ms(row[lay]["ms"]) + ratio_cell(row[lay].get("over_packed")))
+        if "one_process" in row[lay]:
+            cells.append(ratio_cell(row[lay]["one_process"].get("ratio")))
     print(f"{name:<20} {row['default']:>8} " + " ".join(cells), flush=True)
 
 
@@ -132,12 +143,16 @@ def main() -> int:
         ("--layouts", {"nargs": "+", "default": ["NHWC", "NCHW"],
                        "help": "plain layouts to compare with packed (default: NHWC NCHW)"}),
         ("--estimate", {"action": "store_true",
-                        "help": "estimate on the target's board instead of timing here"})))
+                        "help": "estimate on the target's board instead of timing here"}),
+        ("--pair-rounds", {"type": int, "default": 7,
+                           "help": "rounds of each plain layout against packed in one "
+                                   "process (default 7; 0: skip)"})))
     if args.estimate:
         return estimate_all(args)
     rows = {}
     plain = list(args.layouts)
-    header(plain, "ms", f"{args.target}, {threads} threads, untuned, median of {args.runs}")
+    header(plain, "ms", f"{args.target}, {threads} threads, untuned, median of {args.runs}",
+           one_process=args.pair_rounds > 0)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in args.models:
@@ -159,6 +174,10 @@ def main() -> int:
                 row[lay] = ({"ms": None, "note": ms[lay]["note"]} if ms[lay]["ms"] is None else
                             {"ms": ms[lay]["ms"],
                              "over_packed": runtimes.paired_ratio(ms[lay], ms["NCHWc"])})
+                if ms[lay]["ms"] is not None and args.pair_rounds:
+                    row[lay]["one_process"] = runtimes.head_to_head(
+                        ms[lay]["runtime"], ms["NCHWc"]["runtime"], inputs, args.runs,
+                        args.warmup, args.pair_rounds)
             rows[name] = row
             print_row(name, row, plain)
     print(f"* above the goal of {GOAL}x packed")
@@ -166,6 +185,7 @@ def main() -> int:
         args.json.write_text(json.dumps({"target": args.target, "threads": threads,
                                          "cpu": tune.measured_on(),
                                          "runs": args.runs, "rounds": args.rounds,
+                                         "pair_rounds": args.pair_rounds,
                                          "models": rows}, indent=2))
     return 0
 
