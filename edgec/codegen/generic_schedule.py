@@ -10,6 +10,7 @@ from tvm import s_tir, tirx
 
 _MAX_LANE_TILE = 64  # lanes of a reduction kept in registers side by side
 _SHORT_ROW = 4  # innermost extents shorter than this are not worth a vector of their own
+_LLVM_ROW = 8  # a pool's row no 4 divides, from this many columns, is LLVM's to vectorize
 
 
 def extent(sch: s_tir.Schedule, loop) -> int | None:
@@ -183,14 +184,16 @@ def _vectorize_across_reduction(sch: s_tir.Schedule, block, loops: list, spatial
 def _reduces_windows(stmt, spatial: int) -> bool:
     """True for a pooling window over plain rows: a reduction whose last spatial axis (the
     output column) indexes the innermost dimension of its input as column * stride + tap,
-    in a multiple of 4 columns to make whole vectors of."""
+    in a multiple of 4 columns (whole vectors) or at least _LLVM_ROW of them (a loop LLVM
+    vectorizes, see _row_left_to_llvm). Its padding is then copied (_pads_a_window)."""
     from tvm.tirx.analysis import undefined_vars
 
     column = stmt.iter_vars[spatial - 1]
     taps = [iv.var for iv in stmt.iter_vars[spatial:]]
     extent_value = column.dom.extent
-    if not isinstance(extent_value, tirx.IntImm) or int(extent_value) % 4:
-        return False  # whole vectors only: a partial one would need a predicate
+    if not isinstance(extent_value, tirx.IntImm) or (
+            int(extent_value) % 4 and int(extent_value) < _LLVM_ROW):
+        return False
     for region in stmt.reads:
         indices = [r.min for r in region.region]
         used = undefined_vars(indices[-1]) if indices else []
@@ -246,8 +249,14 @@ def _vectorize_rows_across_window(sch: s_tir.Schedule, block, loops: list, spati
     """A pool over plain rows (NCHW, NHWC's pools come packed): a vector of output columns
     accumulates over the window taps, each tap one (strided) load of the row. Scalar, with
     the window innermost, ShuffleNetV2's 3x3/2 stem pool over 24x112x112 took 10% of the
-    model's estimated single-thread time on x86 (0.97 of 9.5 ms)."""
+    model's estimated single-thread time on x86 (0.97 of 9.5 ms).
+
+    Rows no 4 divides (SqueezeNet's ceil-mode pools to 55, 27 and 13 columns) are left to
+    LLVM (_row_left_to_llvm)."""
     length = extent(sch, loops[spatial - 1]) or 1
+    if length % 4:
+        _row_left_to_llvm(sch, block, loops, spatial)
+        return
     lanes = max(d for d in (16, 8, 4) if length % d == 0)
     outer, lane = sch.split(loops[spatial - 1], [None, lanes])
     sch.reorder(*loops[:spatial - 1], outer, *loops[spatial:], lane)
@@ -256,6 +265,26 @@ def _vectorize_rows_across_window(sch: s_tir.Schedule, block, loops: list, spati
     sch.vectorize(lane)
     init = sch.decompose_reduction(block, loops[spatial])
     sch.vectorize(sch.get_loops(init)[-1])
+
+
+def _row_left_to_llvm(sch: s_tir.Schedule, block, loops: list, spatial: int) -> None:
+    """A pool over rows no 4 divides: parallel over the rows, each row's column loop
+    innermost with the window taps unrolled in it, and the loop left to LLVM's vectorizer,
+    which reads the taps' stride-2 columns as one interleaved group (wide loads and
+    shuffles; NEON's ld2). TVM's own vectorized loop, whole vectors and a tail, built each
+    strided vector lane by lane, as in the depthwise phase copies of
+    codegen.plain_schedules: SqueezeNet NCHW's three pools (55, 27, 13 columns) 1.06 ->
+    0.75 ms on AVX2 and 0.45 -> 0.71 on AVX-512 in one run; left to LLVM, in another, 1.07
+    -> 0.54 and 0.57 -> 0.40 (packed 0.18-0.23; per-call minimums of 6 interleaved rounds,
+    Intel Xeon, Emerald Rapids, 2 threads). As one loop over every output they had been a
+    parallel task per output value: scalar on AVX2, a gather per tap on AVX-512."""
+    column, taps = loops[spatial - 1], loops[spatial:]
+    if spatial > 1:
+        sch.parallel(sch.fuse(*loops[:spatial - 1]))
+    sch.reorder(column, *taps)
+    for tap in taps:
+        sch.unroll(tap)
+    sch.decompose_reduction(block, taps[0])
 
 
 def _pads_a_window(sch: s_tir.Schedule, block) -> bool:
