@@ -127,25 +127,31 @@ def test_a_tvm_codegen_failure_names_the_op_and_its_layouts_not_an_ir_line(monke
     assert isinstance(caught.value.__cause__, tvm.error.InternalError | RuntimeError | ValueError)
 
 
+def _stem_then(path: Path, seed: int, side: int, nodes: list, out_side: int) -> Path:
+    """A 24-channel 3x3/2 conv and ReLU ("r") on a 3 x side x side image, then `nodes`
+    ending in "y" of out_side x out_side."""
+    rng = np.random.default_rng(seed)
+    weight = numpy_helper.from_array((rng.standard_normal((24, 3, 3, 3)) * 0.3)
+                                     .astype(np.float32), "w")
+    stem = [helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
+            helper.make_node("Relu", ["c"], ["r"])]
+    return save_model(
+        stem + nodes,
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, side, side])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, out_side, out_side])],
+        [weight], path)
+
+
 def pooled_stem(path: Path) -> Path:
     """ShuffleNetV2's stem at 64x64: a 24-channel 3x3/2 conv, ReLU, then 3x3/2 max and
     average pools (padded) over the plain rows, added."""
-    rng = np.random.default_rng(8)
-    weight = numpy_helper.from_array((rng.standard_normal((24, 3, 3, 3)) * 0.3)
-                                     .astype(np.float32), "w")
-    nodes = [
-        helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("Relu", ["c"], ["r"]),
+    return _stem_then(path, 8, 64, [
         helper.make_node("MaxPool", ["r"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
                          pads=[1, 1, 1, 1]),
         helper.make_node("AveragePool", ["r"], ["a"], kernel_shape=[3, 3], strides=[2, 2],
                          pads=[1, 1, 1, 1]),
         helper.make_node("Add", ["m", "a"], ["y"]),
-    ]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 64, 64])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 16, 16])], [weight],
-        path)
+    ], 16)
 
 
 @pytest.mark.parametrize(("target_name", "objdump", "vector_max", "scalar_max"), [
@@ -192,36 +198,37 @@ def test_pools_over_plain_rows_take_a_vector_of_output_columns_per_window_tap(
     matches ONNX Runtime (compile's check; for rpi5 through a host build)."""
     import re
 
+    code = _nchw_build_code(pooled_stem(tmp_path / "p.onnx"), target_name, objdump,
+                            "max_pool2d")
+    assert re.search(vector_max, code) and not re.search(scalar_max, code), code[:3000]
+
+
+def _nchw_build_code(model: Path, target_name: str, objdump: str, function: str) -> str:
+    """`function`'s disassembly in the NCHW build of `model` for the target, whose compile
+    matched ONNX Runtime (for rpi5 through a host build)."""
+    import re
+
     from conftest import run_cli
 
-    out = tmp_path / "pooled.so"
-    result = run_cli("compile", str(pooled_stem(tmp_path / "p.onnx")), "-t", target_name,
-                     "--layout", "NCHW", "-o", str(out))
+    out = model.with_suffix(".so")
+    result = run_cli("compile", str(model), "-t", target_name, "--layout", "NCHW", "-o",
+                     str(out))
     assert result.returncode == 0, result.stderr
     assert re.search(r"^y\s.*\sok$", result.stdout, re.MULTILINE), result.stdout
-    code = function_code(out, objdump, "max_pool2d")
-    assert code, "no max_pool2d function in the library"
-    assert re.search(vector_max, code) and not re.search(scalar_max, code), code[:3000]
+    code = function_code(out, objdump, function)
+    assert code, f"no {function} in the library"
+    return code
 
 
 def ceil_mode_pools(path: Path) -> Path:
     """SqueezeNet's pools: a 24-channel 3x3/2 conv to 55x55, then two 3x3/2 ceil-mode max
     pools to 27 and 13 columns, widths no vector of 4 divides."""
-    rng = np.random.default_rng(11)
-    weight = numpy_helper.from_array((rng.standard_normal((24, 3, 3, 3)) * 0.3)
-                                     .astype(np.float32), "w")
-    nodes = [
-        helper.make_node("Conv", ["image", "w"], ["c"], pads=[1, 1, 1, 1], strides=[2, 2]),
-        helper.make_node("Relu", ["c"], ["r"]),
+    return _stem_then(path, 11, 110, [
         helper.make_node("MaxPool", ["r"], ["m"], kernel_shape=[3, 3], strides=[2, 2],
                          ceil_mode=1),
         helper.make_node("MaxPool", ["m"], ["y"], kernel_shape=[3, 3], strides=[2, 2],
                          ceil_mode=1),
-    ]
-    return save_model(
-        nodes, [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 3, 110, 110])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 24, 13, 13])], [weight],
-        path)
+    ], 13)
 
 
 @pytest.mark.parametrize(("target_name", "objdump", "vector_max", "deinterleave"), [
@@ -243,15 +250,8 @@ def test_pools_over_rows_no_vector_divides_run_whole_vectors_and_a_tail(
     The model matches ONNX Runtime."""
     import re
 
-    from conftest import run_cli
-
-    out = tmp_path / "pooled.so"
-    result = run_cli("compile", str(ceil_mode_pools(tmp_path / "p.onnx")), "-t", target_name,
-                     "--layout", "NCHW", "-o", str(out))
-    assert result.returncode == 0, result.stderr
-    assert re.search(r"^y\s.*\sok$", result.stdout, re.MULTILINE), result.stdout
-    code = function_code(out, objdump, "max_pool2d_compute_")
-    assert code, "no max_pool2d_compute_ in the library"
+    code = _nchw_build_code(ceil_mode_pools(tmp_path / "p.onnx"), target_name, objdump,
+                            "max_pool2d_compute_")
     assert re.search(vector_max, code) and re.search(deinterleave, code), code[:3000]
     assert not re.search(r"\bvgatherdps\b", code), code[:3000]
 
