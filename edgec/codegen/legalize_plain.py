@@ -233,19 +233,19 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int, cpu,
                     integer: bool) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
-    winograd_tile, is not None), and in NCHW only on x86 with _NCHW_WINOGRAD_CHANNELS
-    channels or more in and out."""
+    winograd_tile, is not None), and in NCHW with _NCHW_WINOGRAD_CHANNELS channels or more
+    in and out."""
     if integer or m is None:
         return False
-    return nhwc or (cpu.arch == "x86_64"
-                    and min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS)
+    return nhwc or min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS
 
 
 # NCHW convs read their Winograd tiles through a view of one block of all channels (each
 # transform vector a gather of 16 channels) and crop across the planes: worth it with enough
 # channels per tile (ResNet-18 NCHW 0.81x, ResNet-50 0.90x, interleaved, Zen 5), not on
-# U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.39x with them). NEON's 4-lane
-# gathers are unmeasured (the ARM estimate could tell): aarch64 keeps the direct tile.
+# U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.39x with them). On NEON too: by
+# the rpi5 estimate (qemu counts x llvm-mca, Cortex-A76, one thread) ResNet-18 NCHW 136.34
+# -> 81.24 ms (packed 74.18); the direct tile had left aarch64 at 1.84x of packed.
 _NCHW_WINOGRAD_CHANNELS = 64
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and
