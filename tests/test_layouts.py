@@ -1015,19 +1015,32 @@ def test_nchw_winograd_on_neon_matches_onnxruntime_on_the_emulated_board(tmp_pat
     packed 74): the chain of the x86 test above, built for rpi5, has a Winograd conv of
     full 4-lane fmla (aarch64 objdump), and run on the emulated aarch64 board it matches
     ONNX Runtime on the host."""
+    path = _conv_chain(tmp_path / "wino.onnx", seed=3, size=18, specs=[
+        ("a", 64, 3, 1, 1), ("b", 72, 3, 1, 1), ("c", 10, 1, 1, 1)])
+    library = tmp_path / "wino-rpi5.so"
+    fmas = _neon_fmas(path, library, "rpi5", "fused_conv2d_nchw_winograd")
+    assert fmas and any(f.endswith(".4s") for f in fmas), sorted(set(fmas))
+    _matches_onnxruntime_on_the_board(path, library, emulated_board, seed=4, size=18)
+
+
+def _neon_fmas(path: Path, library: Path, target: str, function: str) -> list[str]:
+    """The float FMAs (fmla by vector, fmadd scalar) of `function` in the unchecked NCHW
+    build of `path` for an aarch64 `target` (aarch64 objdump)."""
+    pipeline.compile_model(pipeline.CompileOptions(
+        model=str(path), output=library, layout="NCHW", target=target, check=False))
+    return re.findall(r"\b(fmla\s+v\d+\.\d+s|fmadd\s+s)", function_code(
+        library, "aarch64-linux-gnu-objdump", function))
+
+
+def _matches_onnxruntime_on_the_board(path: Path, library: Path, emulated_board, seed: int,
+                                      size: int) -> None:
+    """`library` run on the emulated aarch64 board on a random 1x24xSxS input matches ONNX
+    Runtime running `path` on the host."""
     import onnxruntime as ort
 
     from edgec import runtime
 
-    path = _conv_chain(tmp_path / "wino.onnx", seed=3, size=18, specs=[
-        ("a", 64, 3, 1, 1), ("b", 72, 3, 1, 1), ("c", 10, 1, 1, 1)])
-    library = tmp_path / "wino-rpi5.so"
-    pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target="rpi5", check=False))
-    fmas = re.findall(r"\b(fmla\s+v\d+\.\d+s|fmadd\s+s)", function_code(
-        library, "aarch64-linux-gnu-objdump", "fused_conv2d_nchw_winograd"))
-    assert fmas and any(f.endswith(".4s") for f in fmas), sorted(set(fmas))
-    x = np.random.default_rng(4).standard_normal((1, 24, 18, 18)).astype(np.float32)
+    x = np.random.default_rng(seed).standard_normal((1, 24, size, size)).astype(np.float32)
     expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
     on_board = runtime.load_remote(emulated_board.connect(session_timeout=300), library)
     got = on_board.run({"x": x})["y"]
@@ -1042,25 +1055,12 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     plane: tiles and row blocks that divide nothing evenly), run on the emulated aarch64
     board, against ONNX Runtime on the host. Every FMA is a full 4-lane fmla (aarch64
     objdump); along rows of 15 the kernel before it ran 2-lane and scalar ones."""
-    import onnxruntime as ort
-
-    from edgec import runtime
-
     path = _conv_chain(tmp_path / "depthwise.onnx", seed=3, specs=[
         ("a", 24, 3, 2, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 1, 24)])
-    rng = np.random.default_rng(3)
     library = tmp_path / "depthwise-rpi4.so"
-    pipeline.compile_model(pipeline.CompileOptions(
-        model=str(path), output=library, layout="NCHW", target="rpi4", check=False))
-    fmas = re.findall(r"\b(fmla\s+v\d+\.\d+s|fmadd\s+s)", function_code(
-        library, "aarch64-linux-gnu-objdump", "fused_depthwise_conv2d_nchw"))
+    fmas = _neon_fmas(path, library, "rpi4", "fused_depthwise_conv2d_nchw")
     assert fmas and all(f.endswith(".4s") for f in fmas), sorted(set(fmas))
-    x = rng.standard_normal((1, 24, 29, 29)).astype(np.float32)
-    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
-    on_board = runtime.load_remote(emulated_board.connect(session_timeout=300), library)
-    got = on_board.run({"x": x})["y"]
-    del on_board
-    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
+    _matches_onnxruntime_on_the_board(path, library, emulated_board, seed=3, size=29)
 
 
 def _two_convs(path: Path, channels: int) -> Path:
