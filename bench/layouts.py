@@ -51,9 +51,9 @@ def default_layout(name: str, target: str) -> str:
 
 
 def header(plain: list[str], unit: str, how: str, one_process: bool = False) -> None:
-    paired = [f" {'same proc.':>12}" if one_process else ""]
+    paired = f" {'same proc.':>12}" if one_process else ""
     print(f"{'model':<20} {'default':>8} {'packed ' + unit:>9} " + " ".join(
-        f"{lay + ' ' + unit:>9} {lay + '/packed':>12}{paired[0]}" for lay in plain)
+        f"{lay + ' ' + unit:>9} {lay + '/packed':>12}{paired}" for lay in plain)
         + f"   ({how})")
 
 

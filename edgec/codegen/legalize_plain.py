@@ -123,7 +123,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if winograd_int8 or _plain_winograd(m, nhwc, channels, out_channels, cpu, integer):
+        if winograd_int8 or _plain_winograd(m, nhwc, channels, out_channels, integer):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide, m)
             return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, layouts[0],
@@ -230,7 +230,7 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
     return bb.normalize(conv)
 
 
-def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int, cpu,
+def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
                     integer: bool) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
     winograd_tile, is not None), and in NCHW with _NCHW_WINOGRAD_CHANNELS channels or more
@@ -245,7 +245,8 @@ def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
 # channels per tile (ResNet-18 NCHW 0.81x, ResNet-50 0.90x, interleaved, Zen 5), not on
 # U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.39x with them). On NEON too: by
 # the rpi5 estimate (qemu counts x llvm-mca, Cortex-A76, one thread) ResNet-18 NCHW 136.34
-# -> 81.24 ms (packed 74.18); the direct tile had left aarch64 at 1.84x of packed.
+# -> 81.98 ms (packed 74.18), ResNet-50 278.47 -> 224.37 (213.46); the direct tile had left
+# aarch64 at 1.84x and 1.30x of packed.
 _NCHW_WINOGRAD_CHANNELS = 64
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and

@@ -34,7 +34,7 @@ from edgec.codegen.row_tails import (
     paired_tile,
     schedule_row_parts,
 )
-from edgec.tvm_compat.llvm_target import vector_bytes, vector_registers
+from edgec.tvm_compat.llvm_target import is_aarch64, vector_bytes, vector_registers
 
 _CONV_BLOCKS = (
     "conv2d_nchwc", "depthwise_conv2d_nchwc", "group_conv2d_nchwc", "conv2d_nchw_packed_out",
@@ -202,10 +202,9 @@ class PackedConv:
             # float (ic, kh, kw), NCHW input: the plain layout's tile, and the packed
             # layout's stems
             vectors = -(-(extent(sch, lane) or 1) * 4 // vector_bytes(target))
-            arm = str(target.attrs.get("mtriple", "")).startswith("aarch64")
             channels, _, kernel_width = (extent(sch, loop) or 1 for loop in reduction)
             longest = nchw_longest_row(vectors, vector_registers(target), channels,
-                                       kernel_width, arm)
+                                       kernel_width, is_aarch64(target))
         longest = knobs.longest_row or longest
         channel_tiles = knobs.channel_tiles or 1
         dense_order = [2, 3, 0, 1] if knobs.taps_outside_channels else [0, 2, 3, 1]

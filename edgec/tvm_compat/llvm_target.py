@@ -30,13 +30,18 @@ def invalid_settings(tvm_table: dict[str, Any]) -> list[str]:
     return bad
 
 
+def is_aarch64(target) -> bool:
+    """Whether a TVM target's code is AArch64 (its mtriple), as opposed to x86."""
+    return str(target.attrs.get("mtriple", "")).startswith("aarch64")
+
+
 def vector_registers(target) -> int:
     """SIMD registers a TVM target's code has: 32 on AArch64 and on x86 with AVX-512F
     (which gives ymm code 32 too), 16 on AVX2. The schedules see only the TVM target; this
     is edgec.cpu.CpuCaps.vector_registers read from what LLVM makes of its mcpu and mattr."""
     from tvm.target import codegen
 
-    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+    if is_aarch64(target):
         return 32
     with filtered_stderr(lambda _line: False):
         return 32 if codegen.target_has_features("avx512f", target) else 16
@@ -47,7 +52,7 @@ def vector_bytes(target) -> int:
     x86 with AVX-512F, 32 on AVX2 (edgec.cpu.CpuCaps.float_lanes x 4)."""
     from tvm.target import codegen
 
-    if str(target.attrs.get("mtriple", "")).startswith("aarch64"):
+    if is_aarch64(target):
         return 16
     with filtered_stderr(lambda _line: False):
         return 64 if codegen.target_has_features("avx512f", target) else 32
