@@ -90,9 +90,10 @@ def _int8_in_nhwc(target: Target, ir) -> bool:
 def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str | None:
     """What a slow layout choice costs, measured (README "Layouts"), or None when the layout
     runs at the packed layout's speed. NHWC float convs do (0.48-1.03x of packed on the ten
-    zoo models, x86, bench/layouts.py); NCHW ones up to 1.5x slower on the depthwise ones
-    (1.26-1.36x on a Zen 1 with AVX2; on an Emerald Rapids Xeon with AVX-512 1.31-1.47x,
-    then 1.26-1.42x after the pixel panels, 1.47x for MobileNetV2 in one process).
+    zoo models, x86, bench/layouts.py); NCHW ones up to 1.5x slower (1.26-1.36x on a Zen 1
+    with AVX2 on the depthwise models; on an Emerald Rapids Xeon, 2026-12-06, in one
+    process: 0.66-1.24x with AVX-512, 0.79-1.50x with AVX2 code, SqueezeNet the 1.50, its
+    pools scalar then).
     INT8 convs in NHWC run on the dot product (dense) and exact float sums (the others) on
     a CPU with one (0.41-1.01x of packed on six zoo models, x86_64-avx512-vnni); float16
     convs have kernels only in the packed layout. `mode`: the quantization mode (int8,
@@ -103,9 +104,9 @@ def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str 
                 "no faster than FP32; edgec's kernels for them need the packed layout "
                 "(--layout NCHWc, or the default)")
     if layout == "NCHW":
-        return ("NCHW builds ran up to 1.5x slower than the packed layout on the depthwise zoo "
-                "models (1.26-1.36x on an AVX2 Zen 1, 1.26-1.47x on an AVX-512 Xeon; x86, "
-                "bench/layouts.py); --layout NHWC "
+        return ("NCHW builds ran up to 1.5x slower than the packed layout on the zoo models "
+                "(up to 1.24x with AVX-512 and 1.50x with AVX2 code on a Xeon, 1.36x on an "
+                "AVX2 Zen 1; x86, bench/layouts.py); --layout NHWC "
                 "or the default run at packed speed or faster")
     return None
 
