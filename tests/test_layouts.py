@@ -991,35 +991,48 @@ def test_nchw_1x1_convs_on_rows_no_vector_divides_run_on_one_flat_plane(size, tm
             assert not reloads, (function, reloads[:5])
 
 
-def test_nchw_3x3_convs_with_64_channels_run_winograd(tmp_path):
-    """3x3 stride-1 NCHW convs of 64 channels and more run Winograd F(4x4, 3x3) (ResNet-18
-    NCHW 0.81x, ResNet-50 0.90x of the direct packed tile): 24 -> 64 channels (direct: too
-    few input channels), 64 -> 72 (Winograd, the last output-channel tile padded) on an
-    18x18 map (4x4 tiles do not divide it), and a 1x1 head, checked against ONNX Runtime,
-    on both x86 vector widths."""
+def _winograd_functions(library: Path, objdump: str = "objdump") -> set[str]:
+    """The NCHW Winograd conv functions in `library` (by its disassembly)."""
+    return set(re.findall(r"<(fused_conv2d_nchw_winograd\w*?)(?:_compute_)?>:", subprocess.run(
+        [objdump, "-d", str(library)], capture_output=True, text=True, check=True).stdout))
+
+
+def test_nchw_3x3_convs_with_four_vectors_of_channels_run_winograd(tmp_path):
+    """3x3 stride-1 NCHW convs with four vectors of channels in and out run Winograd F(4x4,
+    3x3) (ResNet-18 NCHW 0.81x, ResNet-50 0.90x of the direct packed tile; 32 channels with
+    AVX2's 8 lanes, 64 with AVX-512's 16): 24 -> 32 channels (direct on both: too few input
+    channels), 32 -> 64 (Winograd with AVX2 only: AVX-512 ran U-Net's 32-channel convs
+    slower so), 64 -> 72 (Winograd on both, the last output-channel tile padded) on an 18x18
+    map (4x4 tiles do not divide it), and a 1x1 head, checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "wino.onnx", seed=3, size=18, specs=[
-        ("a", 64, 3, 1, 1), ("b", 72, 3, 1, 1), ("c", 10, 1, 1, 1)])
-    for target in ("x86_64", "x86_64-avx512"):
+        ("a", 32, 3, 1, 1), ("b", 64, 3, 1, 1), ("c", 72, 3, 1, 1), ("d", 10, 1, 1, 1)])
+    for target, expected in (("x86_64", 2), ("x86_64-avx512", 1)):
         library = tmp_path / f"wino-{target}.so"
         result = pipeline.compile_model(pipeline.CompileOptions(
             model=str(path), output=library, layout="NCHW", target=target))
         assert result.verify is not None and result.verify.ok, result.verify.summary()
+        functions = _winograd_functions(library)
+        assert len(functions) == expected, (target, sorted(functions))
         code = function_code(library, "objdump", "fused_conv2d_nchw_winograd")
-        assert code.count("vfmadd") > 0, f"no Winograd conv in the {target} build"
+        assert code.count("vfmadd") > 0, f"no Winograd FMAs in the {target} build"
 
 
 @pytest.mark.slow
 def test_nchw_winograd_on_neon_matches_onnxruntime_on_the_emulated_board(tmp_path,
                                                                           emulated_board):
-    """The NCHW Winograd convs on aarch64 (ResNet-18 NCHW by the rpi5 estimate 136 -> 81 ms;
-    packed 74): the chain of the x86 test above, built for rpi5, has a Winograd conv of
-    full 4-lane fmla (aarch64 objdump), and run on the emulated aarch64 board it matches
-    ONNX Runtime on the host."""
+    """The NCHW Winograd convs on aarch64 from 16 channels (four NEON vectors) in and out:
+    by the rpi5 estimate ResNet-18 NCHW 136 -> 82 ms (packed 74), U-Net (128x128) 47 -> 26
+    (packed 22). A chain of 24 -> 16 -> 72 channel 3x3 convs on an 18x18 map (4x4 tiles do
+    not divide it) and a 1x1 head, built for rpi5, has two Winograd convs of full 4-lane
+    fmla (aarch64 objdump), and run on the emulated aarch64 board it matches ONNX Runtime on
+    the host."""
     path = _conv_chain(tmp_path / "wino.onnx", seed=3, size=18, specs=[
-        ("a", 64, 3, 1, 1), ("b", 72, 3, 1, 1), ("c", 10, 1, 1, 1)])
+        ("a", 16, 3, 1, 1), ("b", 72, 3, 1, 1), ("c", 10, 1, 1, 1)])
     library = tmp_path / "wino-rpi5.so"
     fmas = _neon_fmas(path, library, "rpi5", "fused_conv2d_nchw_winograd")
     assert fmas and any(f.endswith(".4s") for f in fmas), sorted(set(fmas))
+    functions = _winograd_functions(library, "aarch64-linux-gnu-objdump")
+    assert len(functions) == 2, sorted(functions)
     _matches_onnxruntime_on_the_board(path, library, emulated_board, seed=4, size=18)
 
 

@@ -123,7 +123,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
             [int(d) for d in attrs.dilation], groups, str(call.ty.dtype))
     if groups == 1:
         wide = output_width(out_channels, cpu)
-        if winograd_int8 or _plain_winograd(m, nhwc, channels, out_channels, integer):
+        if winograd_int8 or _plain_winograd(m, nhwc, channels, out_channels, integer, cpu):
             transformed = winograd_weight_nhwc(weight.value.numpy(), layouts[1], wide, m)
             return bb.call_te(conv2d_plain_winograd, data, relax.const(transformed), args[1],
                               args[4], out_channels, layouts[0],
@@ -231,23 +231,29 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
 
 
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
-                    integer: bool) -> bool:
+                    integer: bool, cpu) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
-    winograd_tile, is not None), and in NCHW with _NCHW_WINOGRAD_CHANNELS channels or more
-    in and out."""
+    winograd_tile, is not None), and in NCHW with _NCHW_WINOGRAD_VECTORS vectors of
+    channels or more in and out."""
     if integer or m is None:
         return False
-    return nhwc or min(channels, out_channels) >= _NCHW_WINOGRAD_CHANNELS
+    return nhwc or min(channels, out_channels) >= _NCHW_WINOGRAD_VECTORS * cpu.float_lanes
 
 
 # NCHW convs read their Winograd tiles through a view of one block of all channels (each
-# transform vector a gather of 16 channels) and crop across the planes: worth it with enough
-# channels per tile (ResNet-18 NCHW 0.81x, ResNet-50 0.90x, interleaved, Zen 5), not on
-# U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.39x with them). On NEON too: by
-# the rpi5 estimate (qemu counts x llvm-mca, Cortex-A76, one thread) ResNet-18 NCHW 136.34
-# -> 81.98 ms (packed 74.18), ResNet-50 278.47 -> 224.37 (213.46); the direct tile had left
-# aarch64 at 1.84x and 1.30x of packed.
-_NCHW_WINOGRAD_CHANNELS = 64
+# transform vector a gather of one vector's channels) and crop across the planes: worth it
+# with four vectors of channels in and out (64 on AVX-512, 32 on AVX2, 16 on NEON), where
+# the gathers are few per multiply-add. AVX-512: ResNet-18 NCHW 0.81x, ResNet-50 0.90x
+# (interleaved, Zen 5); not on U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.36x
+# with them, 16 -> 16 at 128x128 0.60 -> 1.14 ms a call) nor SqueezeNet's 16 -> 64 at 55x55
+# (0.33 -> 0.42). AVX2 code on the same Xeon (family 6 model 207, 2 threads, per-call
+# minimums, 5 interleaved rounds): 32 -> 32 at 64x64 0.75 -> 0.59 ms, 96 -> 32 2.52 -> 1.81,
+# SqueezeNet's 32 -> 128 at 27x27 0.48 -> 0.31; 16 output channels lost (16 -> 16 at 128x128
+# 0.76 -> 1.14). NEON by the rpi5 estimate (qemu counts x llvm-mca, Cortex-A76, one thread):
+# ResNet-18 NCHW 136.34 -> 81.98 ms (packed 74.18), ResNet-50 278.47 -> 224.37 (213.46), and
+# with 16-channel convs too U-Net (128x128) 47.03 -> 26.26 (packed 21.59), its 16 -> 16 conv
+# at 128x128 3.64 -> 2.17 ms.
+_NCHW_WINOGRAD_VECTORS = 4
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and
 # broadcast per tap against computing padded pixels.
