@@ -80,23 +80,32 @@ def pack_stem_kernel(kernel, block: int):
 
 
 def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out_dtype,
-                           out_block: int, out_channels: int = 0):
+                           out_block: int, out_channels: int = 0, in_block: int = 0):
     """NCHW conv with kernel packed by pack_stem_kernel, computed on output channel blocks
     (vectorizable) and unpacked to NCHW{out_block}c, or to NCHW when out_block is 0 (the
-    first `out_channels` of them when given: weights zero-padded to whole blocks)."""
+    first `out_channels` of them when given: weights zero-padded to whole blocks).
+
+    in_block: a 1x1 stride-1 unpadded conv first copies its input to NCHW{in_block}c
+    (`data_pack`, a stage of its own) and reduces over (channel blocks, lanes): each tile
+    then reads a row's channels from whole lines, in_block at a time (legalize_plain says
+    where that pays)."""
     o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
     n = int(data.shape[0])
-    ic = te.reduce_axis((0, i_channels), name="ic")
-    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
-                                                   dilation, out_dtype)
-    packed = te.compute(
-        (n, o_chunks, out_h, out_w, block),
-        lambda b, oc, y, x, ob: te.sum(
-            window(b, ic, y, x) * kernel[oc, ic, kh, kw, ob].astype(out_dtype),
-            axis=[ic, kh, kw],
-        ),
-        name="conv2d_nchw_packed_out",
-    )
+    if in_block:
+        packed = _conv_on_packed_input(data, kernel, out_dtype, in_block)
+        out_h, out_w = (int(d) for d in data.shape[2:4])
+    else:
+        ic = te.reduce_axis((0, i_channels), name="ic")
+        out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides,
+                                                       padding, dilation, out_dtype)
+        packed = te.compute(
+            (n, o_chunks, out_h, out_w, block),
+            lambda b, oc, y, x, ob: te.sum(
+                window(b, ic, y, x) * kernel[oc, ic, kh, kw, ob].astype(out_dtype),
+                axis=[ic, kh, kw],
+            ),
+            name="conv2d_nchw_packed_out",
+        )
     if out_block == block:
         return packed
     if out_block:
@@ -110,6 +119,29 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
         (n, out_channels or o_chunks * block, out_h, out_w),
         lambda b, c, y, x: packed[b, c // block, y, x, c % block],
         name="conv2d_unpack",
+    )
+
+
+def _conv_on_packed_input(data, kernel, out_dtype, in_block: int):
+    """conv2d_nchw_packed_out's accumulation for a 1x1 stride-1 unpadded conv, its input
+    copied to NCHW{in_block}c first; the reduction (channel blocks, lanes, kh, kw) is the
+    packed layout's dense one, which PackedConv schedules as such."""
+    n, i_channels, height, width = (int(d) for d in data.shape)
+    o_chunks, _, _, _, block = (int(d) for d in kernel.shape)
+    packed_in = te.compute((n, i_channels // in_block, height, width, in_block),
+                           lambda b, cc, y, x, c: data[b, cc * in_block + c, y, x],
+                           name="data_pack")
+    icc = te.reduce_axis((0, i_channels // in_block), name="icc")
+    icb = te.reduce_axis((0, in_block), name="icb")
+    kh = te.reduce_axis((0, 1), name="kh")
+    kw = te.reduce_axis((0, 1), name="kw")
+    return te.compute(
+        (n, o_chunks, height, width, block),
+        lambda b, oc, y, x, ob: te.sum(
+            packed_in[b, icc, y, x, icb].astype(out_dtype)
+            * kernel[oc, icc * in_block + icb, kh, kw, ob].astype(out_dtype),
+            axis=[icc, icb, kh, kw]),
+        name="conv2d_nchw_packed_out",
     )
 
 
