@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from tvm import te, topi
 
+from edgec.codegen.nchw_packed_input import conv_on_packed_input
+
 
 def pack_dense_weight(weight, tile: int):
     """A K x N weight as (ceil(N/tile), K, tile), zero-padded: each task of the head then
@@ -92,7 +94,7 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
     o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
     n = int(data.shape[0])
     if in_block:
-        packed = _conv_on_packed_input(data, kernel, out_dtype, in_block)
+        packed = conv_on_packed_input(data, kernel, out_dtype, in_block)
         out_h, out_w = (int(d) for d in data.shape[2:4])
     else:
         ic = te.reduce_axis((0, i_channels), name="ic")
@@ -119,29 +121,6 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
         (n, out_channels or o_chunks * block, out_h, out_w),
         lambda b, c, y, x: packed[b, c // block, y, x, c % block],
         name="conv2d_unpack",
-    )
-
-
-def _conv_on_packed_input(data, kernel, out_dtype, in_block: int):
-    """conv2d_nchw_packed_out's accumulation for a 1x1 stride-1 unpadded conv, its input
-    copied to NCHW{in_block}c first; the reduction (channel blocks, lanes, kh, kw) is the
-    packed layout's dense one, which PackedConv schedules as such."""
-    n, i_channels, height, width = (int(d) for d in data.shape)
-    o_chunks, _, _, _, block = (int(d) for d in kernel.shape)
-    packed_in = te.compute((n, i_channels // in_block, height, width, in_block),
-                           lambda b, cc, y, x, c: data[b, cc * in_block + c, y, x],
-                           name="data_pack")
-    icc = te.reduce_axis((0, i_channels // in_block), name="icc")
-    icb = te.reduce_axis((0, in_block), name="icb")
-    kh = te.reduce_axis((0, 1), name="kh")
-    kw = te.reduce_axis((0, 1), name="kw")
-    return te.compute(
-        (n, o_chunks, height, width, block),
-        lambda b, oc, y, x, ob: te.sum(
-            packed_in[b, icc, y, x, icb].astype(out_dtype)
-            * kernel[oc, icc * in_block + icb, kh, kw, ob].astype(out_dtype),
-            axis=[icc, icb, kh, kw]),
-        name="conv2d_nchw_packed_out",
     )
 
 

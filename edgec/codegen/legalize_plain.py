@@ -18,6 +18,7 @@ from edgec.codegen.kernels import (
     integer_sums_in_float,
     pack_stem_kernel,
 )
+from edgec.codegen.nchw_packed_input import packed_input_block
 from edgec.codegen.weight_packs import emit_weight_pack
 from edgec.codegen.winograd import (
     conv2d_plain_winograd,
@@ -172,30 +173,6 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         return bb.call_te(_as_float_kernel(plain_kernels.depthwise_conv2d_nchw, integer), data,
                           weight, *args, primfunc_name_hint="depthwise_conv2d_nchw")
     return None
-
-
-# Input channels from which a 1x1 NCHW conv on AVX2 copies its input to NCHW8c before the
-# transposed tile (kernels.conv2d_nchw_packed_out's in_block). That tile is 14 pixels x one
-# vector of channels with 16 registers: a task's pass over 512 input channels at 14x14
-# broadcasts from ~900 lines, 56 bytes of each, more than L1 holds, for half the FMAs per
-# line of AVX-512's two-vector tile. From the copy it reads whole lines, 8 channels each:
-# MobileNetV1's 512 -> 512 convs at 14x14 1.00 -> 0.63 ms a call (packed 0.62), 1024 ->
-# 1024 at 7x7 1.30 -> 0.85 (1.09), 512 -> 1024 0.63 -> 0.43, 256 -> 512 0.42 -> 0.37; its
-# sum of per-call minimums 11.19 -> 8.63 ms (packed 8.53; Intel Xeon, family 6 model 207,
-# x86_64 = AVX2 code, 2 threads, 7 interleaved rounds). AVX-512 ran level (0.54 -> 0.56 on
-# the 512-channel convs), so it keeps the direct reads.
-_PACKED_INPUT_CHANNELS = 256
-_PACKED_INPUT_BLOCK = 8
-
-
-def packed_input_block(channels: int, kernel_size, strides, padding, dilation, cpu) -> int:
-    """The block an NCHW conv's input is copied into before its transposed tile, 0 for none
-    (see _PACKED_INPUT_CHANNELS)."""
-    pointwise = tuple(kernel_size) == (1, 1) and not any(int(p) for p in padding) and all(
-        int(s) == 1 for s in (*strides, *dilation))
-    avx2 = cpu.arch == "x86_64" and cpu.vector_registers < 32
-    return _PACKED_INPUT_BLOCK if (pointwise and avx2 and channels >= _PACKED_INPUT_CHANNELS
-                                   and channels % _PACKED_INPUT_BLOCK == 0) else 0
 
 
 def _nhwc_int8(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str, cpu,
