@@ -248,13 +248,13 @@ def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
 # the gathers are few per multiply-add. AVX-512: ResNet-18 NCHW 0.81x, ResNet-50 0.90x
 # (interleaved, Zen 5); not on U-Net's 16- and 32-channel convs at 128 and 64 pixels (1.36x
 # with them, 16 -> 16 at 128x128 0.60 -> 1.14 ms a call) nor SqueezeNet's 16 -> 64 at 55x55
-# (0.33 -> 0.42). AVX2 code on the same Xeon (family 6 model 207, 2 threads, per-call
-# minimums, 5 interleaved rounds): 32 -> 32 at 64x64 0.75 -> 0.59 ms, 96 -> 32 2.52 -> 1.81,
-# SqueezeNet's 32 -> 128 at 27x27 0.48 -> 0.31; 16 output channels lost (16 -> 16 at 128x128
-# 0.76 -> 1.14). NEON by the rpi5 estimate (qemu counts x llvm-mca, Cortex-A76, one thread):
-# ResNet-18 NCHW 136.34 -> 81.98 ms (packed 74.18), ResNet-50 278.47 -> 224.37 (213.46), and
-# with 16-channel convs too U-Net (128x128) 47.03 -> 26.26 (packed 21.59), its 16 -> 16 conv
-# at 128x128 3.64 -> 2.17 ms.
+# (0.33 -> 0.42; Ice Lake Xeon, family 6 model 106, 2 threads). AVX2 code on that Xeon
+# (per-call minimums, 5 interleaved rounds): 32 -> 32 at 64x64 0.75 -> 0.59 ms, 96 -> 32
+# 2.52 -> 1.81, SqueezeNet's 32 -> 128 at 27x27 0.48 -> 0.31; 16 output channels lost
+# (16 -> 16 at 128x128 0.76 -> 1.14). NEON by the rpi5 estimate (qemu counts x llvm-mca,
+# Cortex-A76, one thread): ResNet-18 NCHW 136.34 -> 81.98 ms (packed 74.18), ResNet-50
+# 278.47 -> 224.37 (213.46), and with 16-channel convs too U-Net (128x128) 47.03 -> 26.26
+# (packed 21.59), its 16 -> 16 conv at 128x128 3.64 -> 2.17 ms.
 _NCHW_WINOGRAD_VECTORS = 4
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and

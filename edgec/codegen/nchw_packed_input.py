@@ -12,7 +12,7 @@ from tvm import te
 # line of AVX-512's two-vector tile. From the copy it reads whole lines, 8 channels each:
 # MobileNetV1's 512 -> 512 convs at 14x14 1.00 -> 0.63 ms a call (packed 0.62), 1024 ->
 # 1024 at 7x7 1.30 -> 0.85 (1.09), 512 -> 1024 0.63 -> 0.43, 256 -> 512 0.42 -> 0.37; its
-# sum of per-call minimums 11.19 -> 8.63 ms (packed 8.53; Intel Xeon, family 6 model 207,
+# sum of per-call minimums 11.19 -> 8.63 ms (packed 8.53; Ice Lake Xeon, family 6 model 106,
 # x86_64 = AVX2 code, 2 threads, 7 interleaved rounds). AVX-512 ran level (0.54 -> 0.56 on
 # the 512-channel convs), so it keeps the direct reads.
 _PACKED_INPUT_CHANNELS = 256
