@@ -93,7 +93,9 @@ def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str 
     zoo models, x86, bench/layouts.py); NCHW ones up to 1.5x slower (1.26-1.36x on a Zen 1
     with AVX2 on the depthwise models; on an Emerald Rapids Xeon, 2026-12-06, in one
     process: 0.66-1.24x with AVX-512, 0.79-1.50x with AVX2 code, SqueezeNet the 1.50, its
-    pools scalar then).
+    pools scalar then; with AVX2 code on an Ice Lake Xeon, 2026-12-07, after NCHW Winograd
+    from 32 channels and the packed copy of 256+ channel inputs: 0.78-1.37x, MobileNetV3-
+    Small the 1.37, its depthwise convs).
     INT8 convs in NHWC run on the dot product (dense) and exact float sums (the others) on
     a CPU with one (0.41-1.01x of packed on six zoo models, x86_64-avx512-vnni); float16
     convs have kernels only in the packed layout. `mode`: the quantization mode (int8,
@@ -105,8 +107,8 @@ def expected_cost_warning(layout: str, mode: str | None, target: Target) -> str 
                 "(--layout NCHWc, or the default)")
     if layout == "NCHW":
         return ("NCHW builds ran up to 1.5x slower than the packed layout on the zoo models "
-                "(up to 1.24x with AVX-512 and 1.50x with AVX2 code on a Xeon, 1.36x on an "
-                "AVX2 Zen 1; x86, bench/layouts.py); --layout NHWC "
+                "(up to 1.24x with AVX-512 on an Emerald Rapids Xeon; with AVX2 code 1.37x on "
+                "an Ice Lake Xeon, 1.36x on a Zen 1; x86, bench/layouts.py); --layout NHWC "
                 "or the default run at packed speed or faster")
     return None
 
