@@ -994,8 +994,7 @@ def test_nchw_1x1_convs_on_rows_no_vector_divides_run_on_one_flat_plane(size, tm
     result = pipeline.compile_model(pipeline.CompileOptions(
         model=str(path), output=library, layout="NCHW", target="x86_64-avx512"))
     assert result.verify is not None and result.verify.ok, result.verify.summary()
-    names = set(re.findall(r"<(fused_conv2d_nchw\w*)>:", subprocess.run(
-        ["objdump", "-d", str(library)], capture_output=True, text=True, check=True).stdout))
+    names = _symbols(library, r"fused_conv2d_nchw\w*")
     pixels = sorted(n for n in names if "pixels" in n)
     assert len(pixels) == 3 and len(names) == 4, sorted(names)
     for function in ("fused_conv2d_nchw_pixels_", "fused_conv2d_nchw_pixels1_",
@@ -1011,10 +1010,17 @@ def test_nchw_1x1_convs_on_rows_no_vector_divides_run_on_one_flat_plane(size, tm
             assert not reloads, (function, reloads[:5])
 
 
-def _winograd_functions(library: Path, objdump: str = "objdump") -> set[str]:
-    """The NCHW Winograd conv functions in `library` (by its disassembly)."""
-    return set(re.findall(r"<(fused_conv2d_nchw_winograd\w*?)(?:_compute_)?>:", subprocess.run(
+def _symbols(library: Path, pattern: str, objdump: str = "objdump") -> set[str]:
+    """The names of `library`'s disassembled symbols that match `pattern` whole."""
+    return set(re.findall(rf"<({pattern})>:", subprocess.run(
         [objdump, "-d", str(library)], capture_output=True, text=True, check=True).stdout))
+
+
+def _winograd_functions(library: Path, objdump: str = "objdump") -> set[str]:
+    """The NCHW Winograd conv functions in `library` (by its disassembly; a function and
+    its parallel body, `_compute_`, count once)."""
+    return {name.removesuffix("_compute_")
+            for name in _symbols(library, r"fused_conv2d_nchw_winograd\w*", objdump)}
 
 
 def test_nchw_3x3_convs_with_four_vectors_of_channels_run_winograd(tmp_path):

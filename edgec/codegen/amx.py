@@ -27,6 +27,8 @@ import tvm.script
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 
+from edgec.codegen.plain_kernels import is_pointwise
+
 CHANNELS_PER_STEP = 64  # input channels of one tile: 64 bytes per tile row
 OUTPUT_CHANNELS = 32  # two 16-channel accumulator tiles per row
 # Rows of a tile. Not 16: a thread holding a configuration of 16-row tiles may hold ONNX
@@ -59,8 +61,7 @@ def flat_length(out_height: int, out_width: int, in_channels: int, out_channels:
     chunk: with few chunks the two threads got uneven shares, and with little work the
     extra passes cost more than the tiles saved (SSD-Lite's 20x20 and 10x10 convs of up to
     22 M multiply-adds ran 2x slower, 20 -> 50 us)."""
-    if (tuple(kernel) != (1, 1) or tuple(strides) != (1, 1) or any(padding)
-            or tuple(dilation) != (1, 1)):
+    if not is_pointwise(kernel, strides, padding, dilation):
         return 0
     work = out_height * out_width * in_channels * out_channels
     if out_channels < _FLAT_MIN_CHUNKS * OUTPUT_CHANNELS or work < _FLAT_MIN_WORK:

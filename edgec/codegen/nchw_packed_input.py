@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from tvm import te
 
+from edgec.codegen.plain_kernels import is_pointwise
+
 # Input channels from which a 1x1 NCHW conv on AVX2 copies its input to NCHW8c before the
 # transposed tile (kernels.conv2d_nchw_packed_out's in_block). That tile is 14 pixels x one
 # vector of channels with 16 registers: a task's pass over 512 input channels at 14x14
@@ -22,8 +24,7 @@ _PACKED_INPUT_BLOCK = 8
 def packed_input_block(channels: int, kernel_size, strides, padding, dilation, cpu) -> int:
     """The block an NCHW conv's input is copied into before its transposed tile, 0 for none
     (see _PACKED_INPUT_CHANNELS)."""
-    pointwise = tuple(kernel_size) == (1, 1) and not any(int(p) for p in padding) and all(
-        int(s) == 1 for s in (*strides, *dilation))
+    pointwise = is_pointwise(kernel_size, strides, padding, dilation)
     avx2 = cpu.arch == "x86_64" and cpu.vector_registers < 32
     return _PACKED_INPUT_BLOCK if (pointwise and avx2 and channels >= _PACKED_INPUT_CHANNELS
                                    and channels % _PACKED_INPUT_BLOCK == 0) else 0

@@ -30,7 +30,7 @@ from edgec.codegen.generic_schedule import (
     root_blocks,
     schedule_named,
 )
-from edgec.codegen.plain_kernels import padded_tiles
+from edgec.codegen.plain_kernels import is_pointwise, padded_tiles
 
 BLOCK = "conv2d_nchw_pixels"
 # Vector widths whose rows (and flat planes) of whole vectors run the epilogue per vector, in
@@ -56,8 +56,7 @@ def fits(kernel_size, strides, padding, dilation, out_width: int, cpu) -> bool:
     ARM estimate could tell) and keeps the packed tile."""
     if cpu.arch != "x86_64" or cpu.vector_bits not in (256, 512):
         return False
-    if tuple(kernel_size) != (1, 1) or any(int(p) for p in padding) or any(
-            int(s) != 1 for s in (*strides, *dilation)):
+    if not is_pointwise(kernel_size, strides, padding, dilation):
         return False
     lanes = cpu.float_lanes
     tail = out_width % lanes

@@ -21,6 +21,12 @@ def padded_tiles(channels: int, wide: int) -> int:
     return (channels + wide - 1) // wide
 
 
+def is_pointwise(kernel_size, strides, padding, dilation) -> bool:
+    """Whether a conv is 1x1, stride 1, undilated and unpadded: a GEMM over its pixels."""
+    return tuple(int(k) for k in kernel_size) == (1, 1) and not any(
+        int(p) for p in padding) and all(int(s) == 1 for s in (*strides, *dilation))
+
+
 def _weight_dims(kernel, layout: str) -> dict[str, int]:
     """{"O": .., "I": .., "H": .., "W": ..} of a weight in a plain layout (OHWI, HWIO, ...)."""
     return {axis: int(d) for axis, d in zip(layout, kernel.shape, strict=True)}
