@@ -44,7 +44,8 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
     if elements(sch, epilogue[-1]) <= elements(sch, conv):  # fewer: padded lanes cropped
         sch.reverse_compute_at(epilogue[-1], col_outer)
         loops = sch.get_loops(epilogue[-1])
-        tile_loops = loops[position(sch, loops, col_outer) + 1:]
+        first = position(sch, loops, col_outer) + 1
+        tile_loops = loops[first:]
         # The tile's pixel loops unrolled too: looped over, they indexed the accumulator
         # array by a variable, and LLVM kept that array on the stack, zeroed by a memset
         # before each tile and stored after it, both dead (the FMAs ran in registers):
@@ -54,7 +55,16 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
         # 16-channel convs at 224x224 2.1x slower).
         # One value per tile (a 1-channel NCHW head over a row the tile length does not
         # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
-        if tile_loops:
+        lanes = int(sch.get(conv).writes[0].source.shape[-1])
+        if tile_loops and (extent(sch, tile_loops[-1]) or 0) > lanes and (
+                extent(sch, tile_loops[-1]) % lanes == 0):
+            # A tile of two channel blocks (AVX2's paired and AVX-512's wide tiles): one
+            # vector per block. As one vector over both, each lane's block (channel //
+            # lanes) was a computed index: the accumulators went to a zeroed workspace
+            # (a memset per task) and back.
+            _vectors_by_tile(sch, tile_loops[-1], lanes)
+            tile_loops = sch.get_loops(epilogue[-1])[first:]
+        elif tile_loops:
             sch.vectorize(tile_loops[-1])
         for loop in tile_loops[:-1] if unroll_tile else []:
             size = extent(sch, loop)

@@ -28,11 +28,13 @@ from edgec.codegen.generic_schedule import (
 )
 from edgec.codegen.row_tails import (
     MAX_ROW,
+    WIDE_PANEL_BYTES,
     balanced_length,
     int8_longest_row,
     nchw_longest_row,
     paired_tile,
     schedule_row_parts,
+    wide_tile,
 )
 from edgec.tvm_compat.llvm_target import is_aarch64, vector_bytes, vector_registers
 
@@ -141,7 +143,8 @@ class ConvKnobs:
         channel_tiles: output-channel vectors per register tile (1 or 2): each input value
             loaded feeds that many FMAs; ignored where it does not divide the chunks. None:
             the default rule, 1 except dense float convs (packed or NHWC) with 16
-            registers: 2 vectors over the tiles of _paired_tile.
+            registers (2 vectors over row_tails.paired_tile's tiles) and, with AVX-512,
+            two 2-register blocks over row_tails.wide_tile's (_two_block_tile).
         taps_outside_channels: dense FP32 reduction order (kh, kw, icc, icb) instead of
             (icc, kh, kw, icb).
         rows_first: parallel tasks ordered (row, chunk) instead of (chunk, row); None: the
@@ -212,8 +215,8 @@ class PackedConv:
         overlapping = "edgec_overlapping_tiles" in sch.get(conv).annotations
         dense = len(reduction) == 4 or sch.get(conv).name_hint == "conv2d_nhwc_packed"
         if knobs == ConvKnobs() and dense and not overlapping and (
-                extent(sch, chunk) or 1) % 2 == 0 and vector_registers(target) < 32:
-            paired = paired_tile(sch, conv, col, width)
+                extent(sch, chunk) or 1) % 2 == 0:
+            paired = _two_block_tile(sch, conv, chunk, col, lane, width, target)
             if paired and paired[1]:  # rows of 14, 7, 13: parts of `length` and a tail
                 chunk, tile = sch.split(chunk, [None, 2])
                 sch.reorder(row, col, tile)
@@ -272,6 +275,22 @@ class PackedConv:
         sch.vectorize(sch.get_loops(init)[-1])
         sch.tensorize(lane_inner, intrinsics.dot(kind, width))
         sch.unroll(col_inner)
+
+
+def _two_block_tile(sch: s_tir.Schedule, conv, chunk, col, lane, width: int,
+                    target) -> tuple[int, int | None] | None:
+    """(longest, balanced length or None) of a dense float tile of two channel blocks:
+    AVX2's paired tile (row_tails.paired_tile), or with AVX-512's 32 registers and blocks
+    two registers wide, row_tails.wide_tile where the two blocks' weights fit
+    WIDE_PANEL_BYTES; None: one block."""
+    if vector_registers(target) < 32:
+        return paired_tile(sch, conv, col, width)
+    block_bytes = (extent(sch, lane) or 1) * 4
+    panel = 2 * _weight_bytes(sch, conv) // (extent(sch, chunk) or 1)
+    if is_aarch64(target) or block_bytes < 2 * vector_bytes(target) or (
+            panel > WIDE_PANEL_BYTES):
+        return None
+    return wide_tile(sch, conv, col, width)
 
 
 def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row, rows_first: bool | None):
