@@ -1278,9 +1278,9 @@ def test_avx512_nhwc_convs_tile_two_blocks_of_channels_where_their_weights_fit(t
     block (two registers): 9 loads per 14 FMAs on 7-pixel rows. Where the channels make two
     blocks and their weights fit 512 KB, a tile is now up to 6 pixels x two blocks (24
     accumulators, each broadcast feeding four FMAs; 14: 5 + 5 + 4, 7: 4 + 3), which ran
-    MobileNetV1 0.924x and SqueezeNet 0.848x (untuned, Ice Lake Xeon, 9 interleaved
+    MobileNetV1 0.949x and SqueezeNet 0.837x (untuned, Ice Lake Xeon, 9 interleaved
     rounds). A chain on 14x14: 1x1 24 -> 64 and 3x3/2 64 -> 256 (two blocks: four FMAs per
-    broadcast), 3x3 256 -> 64 (1.2 MB for two blocks: one block, two FMAs per broadcast)
+    broadcast), 3x3 256 -> 64 (590 KB for two blocks: one block, two FMAs per broadcast)
     and 1x1 64 -> 32 (one block), against ONNX Runtime; objdump counts FMAs per broadcast."""
     library, convs = _checked_conv_chain(
         tmp_path / "wide", 6, 14, [("a", 64, 1, 1, 1), ("b", 256, 3, 2, 1),

@@ -55,17 +55,13 @@ def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,
         # 16-channel convs at 224x224 2.1x slower).
         # One value per tile (a 1-channel NCHW head over a row the tile length does not
         # divide, YOLOX's objectness at 13x13) leaves the epilogue no loop of its own.
-        lanes = int(sch.get(conv).writes[0].source.shape[-1])
-        if tile_loops and (extent(sch, tile_loops[-1]) or 0) > lanes and (
-                extent(sch, tile_loops[-1]) % lanes == 0):
-            # A tile of two channel blocks (AVX2's paired and AVX-512's wide tiles): one
-            # vector per block. As one vector over both, each lane's block (channel //
-            # lanes) was a computed index: the accumulators went to a zeroed workspace
-            # (a memset per task) and back.
-            _vectors_by_tile(sch, tile_loops[-1], lanes)
+        # A tile of two channel blocks (AVX-512's NHWC tiles of row_tails.wide_tile): as
+        # one vector over both, each lane's block was a computed index, and the
+        # accumulators went to a zeroed workspace (a memset per task) and back.
+        if tile_loops:
+            _vectorize_by_tile(sch, tile_loops[-1],
+                               int(sch.get(conv).writes[0].source.shape[-1]))
             tile_loops = sch.get_loops(epilogue[-1])[first:]
-        elif tile_loops:
-            sch.vectorize(tile_loops[-1])
         for loop in tile_loops[:-1] if unroll_tile else []:
             size = extent(sch, loop)
             if size is not None and size <= _UNROLL_UP_TO:
@@ -83,13 +79,9 @@ def epilogue_over_the_row(sch: s_tir.Schedule, conv_elements: int, epilogue: lis
         return
     if elements(sch, epilogue[-1]) <= conv_elements:
         sch.reverse_compute_at(epilogue[-1], task)
-        last = sch.get_loops(epilogue[-1])[-1]
-        if lanes and (extent(sch, last) or 0) > lanes and extent(sch, last) % lanes == 0:
-            # One vector per tile: a vector over a task's two tiles indexed them by
-            # channel // lanes and LLVM gathered it lane by lane (vpextrd + vinsertps).
-            _vectors_by_tile(sch, last, lanes)
-        else:
-            sch.vectorize(last)
+        # A vector over a task's two tiles indexed them by channel // lanes and LLVM
+        # gathered it lane by lane (vpextrd + vinsertps).
+        _vectorize_by_tile(sch, sch.get_loops(epilogue[-1])[-1], lanes)
     else:
         ParallelVectorize.schedule_block(sch, epilogue[-1])
 
@@ -109,6 +101,16 @@ def pass_by_tile(sch: s_tir.Schedule, crop, lanes: int) -> bool:
     sch.parallel(sch.fuse(*loops[:3]))
     _vectors_by_tile(sch, loops[-1], lanes, unroll=channels // lanes <= _UNROLL_TILES)
     return True
+
+
+def _vectorize_by_tile(sch: s_tir.Schedule, loop, lanes: int) -> None:
+    """`loop` vectorized, one vector per tile of `lanes` where it spans several whole
+    tiles (0 lanes: one vector)."""
+    size = extent(sch, loop) or 0
+    if lanes and size > lanes and size % lanes == 0:
+        _vectors_by_tile(sch, loop, lanes)
+    else:
+        sch.vectorize(loop)
 
 
 def _vectors_by_tile(sch: s_tir.Schedule, loop, lanes: int, unroll: bool = True) -> None:

@@ -196,7 +196,7 @@ def paired_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | 
 # 0.38). Where a two-block weight panel passes WIDE_PANEL_BYTES the tile keeps two
 # vectors: ResNet-18's 3x3 512 -> 512 convs at 7x7 (1.2 MB per 64 channels, more than L2
 # holds beside the rest) ran 1.27 -> 1.51 ms.
-WIDE_LONGEST = 6
+_WIDE_LONGEST = 6
 _WIDE_SHORTEST = 3
 WIDE_PANEL_BYTES = 512 * 1024
 
@@ -206,7 +206,7 @@ def wide_tile(sch: s_tir.Schedule, conv, col, width: int) -> tuple[int, int | No
     `width` with 32 registers: the best divisor up to 6 where it is 3 or more (112: 4, 111:
     3, 55: 5), else balanced tiles of up to 6 (14: 5 + 5 + 4, 13: 5 + 5 + 3, 7: 4 + 3);
     None where neither holds (rows of 1 or 2)."""
-    if row_length(width, WIDE_LONGEST) >= _WIDE_SHORTEST:
-        return WIDE_LONGEST, None
-    length = balanced_length(sch, conv, col, WIDE_LONGEST)
-    return (WIDE_LONGEST, length) if length else None
+    if row_length(width, _WIDE_LONGEST) >= _WIDE_SHORTEST:
+        return _WIDE_LONGEST, None
+    length = balanced_length(sch, conv, col, _WIDE_LONGEST)
+    return (_WIDE_LONGEST, length) if length else None
