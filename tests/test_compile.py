@@ -180,8 +180,8 @@ def test_image_stems_write_the_packed_layout_themselves(name, target, chain):
 @pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
 def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
     """3x3 stride-1 convs run as Winograd F(4x4, 3x3): batch 2, uneven padding and output
-    sizes that 4x4 tiles do not divide (18x14), then a 9x7 one as F(2x2, 3x3) on AVX2,
-    whose 2x2 tiles do not divide it either."""
+    sizes that 4x4 tiles do not divide (18x14), then a 9x7 one as F(2x2, 3x3) on AVX2 and
+    AVX-512, whose 2x2 tiles do not divide it either."""
     from onnx import TensorProto, helper, numpy_helper
     from tvm import tirx
 
@@ -213,14 +213,63 @@ def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
     alphas = sorted(_winograd_alpha(f)
                     for g, f in lowered.functions.items()
                     if isinstance(f, tirx.PrimFunc) and "winograd" in g.name_hint)
-    # Input tile sides: F(4x4, 3x3) twice, and on AVX2 F(2x2, 3x3) for the 9x7 conv (AVX-512
-    # keeps it direct: unmeasured there).
-    assert alphas == ([4, 6, 6] if target == "x86_64" else [6, 6]), alphas
+    # Input tile sides: F(4x4, 3x3) twice, F(2x2, 3x3) for the 9x7 conv.
+    assert alphas == [4, 6, 6], alphas
 
     out = tmp_path / "winograd.so"
     pipeline.compile_model(pipeline.CompileOptions(model=str(source), output=out,
                                                    target=target, check=False))
     x = rng.uniform(-1, 1, (2, 32, 17, 15)).astype(np.float32)
+    got = runtime.load(out).run({"x": x})["out"]
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, want, atol=1e-4 * float(np.abs(want).max()), rtol=0)
+
+
+def test_avx512_nhwc_3x3_convs_of_few_input_channels_run_direct(tmp_path):
+    """With AVX-512, an NHWC 3x3 conv of 16 input channels (SqueezeNet's 55x55 expand convs)
+    runs the direct tile, one of 32 Winograd; AVX2 keeps Winograd for both. The build
+    matches ONNX Runtime."""
+    import re
+
+    from onnx import TensorProto, helper, numpy_helper
+    from tvm import tirx
+
+    from conftest import save_model
+    from edgec import build
+
+    rng = np.random.default_rng(7)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32),
+                                       name)
+
+    source = save_model(
+        [helper.make_node("Conv", ["x", "w1", "b1"], ["y1"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["y1"], ["r1"]),
+         helper.make_node("Conv", ["r1", "w2"], ["out"], pads=[1, 1, 1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 20, 20])],
+        [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 32, 20, 20])],
+        [weight("w1", (32, 16, 3, 3)), weight("b1", (32,)), weight("w2", (32, 32, 3, 3))],
+        tmp_path / "few_channels.onnx")
+
+    def winograd_inputs(target):
+        model = pipeline.prepare(str(source), targets.load(target), None, "NHWC")
+        lowered = build.lower(model, targets.load(target))
+        # the channels of each Winograd function's NHWC input (its first buffer)
+        return sorted(int(re.search(r"T\.Buffer\(\(.*?T\.int64\((\d+)\)\)", f.script()).group(1))
+                      for g, f in lowered.functions.items()
+                      if isinstance(f, tirx.PrimFunc) and "winograd" in g.name_hint)
+
+    assert winograd_inputs("x86_64-avx512") == [32]
+    assert winograd_inputs("x86_64") == [16, 32]
+    if "avx512f" not in targets.cpu_flags():
+        pytest.skip("this CPU cannot run x86_64-avx512 code (no AVX-512): lowering checked only")
+    out = tmp_path / "few_channels.so"
+    pipeline.compile_model(pipeline.CompileOptions(model=str(source), output=out,
+                                                   target="x86_64-avx512", layout="NHWC",
+                                                   check=False))
+    x = rng.uniform(-1, 1, (1, 16, 20, 20)).astype(np.float32)
     got = runtime.load(out).run({"x": x})["out"]
     session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
     want = session.run(None, {"x": x})[0]

@@ -285,21 +285,20 @@ def test_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, tmp
     """SqueezeNet's 13-pixel rows: the tile length was the largest divisor of the row up to
     8, so one pixel, and every FMA of a conv waited on the one before (its 512 -> 1000
     classifier conv 2.43 ms; the model 0.37x of that with row tails). Rows of 13 run tiles
-    of 7 and 6 pixels (edgec.codegen.row_tails): 1x1, depthwise and 3x3 convs, checked
-    against ONNX Runtime; objdump shows at least 6 accumulator registers in each conv."""
+    of 7 and 6 pixels (edgec.codegen.row_tails): 1x1, depthwise and dense convs, checked
+    against ONNX Runtime; objdump shows at least 6 accumulator registers in each conv. The
+    dense one is 5x5: a 3x3 one runs Winograd F(2x2, 3x3) on this map on x86
+    (edgec.codegen.winograd.winograd_tile)."""
     path = _conv_chain(tmp_path / "prime.onnx", seed=13, size=13, specs=[
-        ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 64), ("c", 40, 3, 1, 1)])
+        ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 64), ("c", 40, 5, 1, 1)])
     library = tmp_path / "prime.so"
     result = pipeline.compile_model(pipeline.CompileOptions(
         model=str(path), output=library, layout=layout, target=target))
     assert result.verify is not None and result.verify.ok, result.verify.summary()
     code = function_code(library, "objdump", "_compute_")  # the parallel loop bodies
     convs = re.findall(r"^[0-9a-f]+ <(\w*conv2d\w*_compute_)>:", code, re.MULTILINE)
-    # On AVX2 the dense 3x3 conv runs Winograd F(2x2, 3x3) instead (edgec.codegen.winograd.
-    # winograd_tile); the 1x1 and depthwise ones keep their direct tiles.
-    winograd = 1 if target == "x86_64" else 0
     direct = [c for c in convs if "winograd" not in c]
-    assert len(convs) - len(direct) == winograd and len(direct) >= 3 - winograd, convs
+    assert direct == convs and len(direct) >= 3, convs
     for function in direct:
         assert _fma_accumulators(library, function) >= 6, (function, convs)
 
@@ -1280,11 +1279,12 @@ def test_avx512_nhwc_convs_tile_two_blocks_of_channels_where_their_weights_fit(t
     accumulators, each broadcast feeding four FMAs; 14: 5 + 5 + 4, 7: 4 + 3), which ran
     MobileNetV1 0.949x and SqueezeNet 0.837x (untuned, Ice Lake Xeon, 9 interleaved
     rounds). A chain on 14x14: 1x1 24 -> 64 and 3x3/2 64 -> 256 (two blocks: four FMAs per
-    broadcast), 3x3 256 -> 64 (590 KB for two blocks: one block, two FMAs per broadcast)
-    and 1x1 64 -> 32 (one block), against ONNX Runtime; objdump counts FMAs per broadcast."""
+    broadcast), 3x3/2 256 -> 64 (590 KB for two blocks: one block, two FMAs per broadcast;
+    stride 2, as at stride 1 on 7x7 it runs Winograd F(2x2, 3x3)) and 1x1 64 -> 32 (one
+    block), against ONNX Runtime; objdump counts FMAs per broadcast."""
     library, convs = _checked_conv_chain(
         tmp_path / "wide", 6, 14, [("a", 64, 1, 1, 1), ("b", 256, 3, 2, 1),
-                                   ("c", 64, 3, 1, 1), ("d", 32, 1, 1, 1)],
+                                   ("c", 64, 3, 2, 1), ("d", 32, 1, 1, 1)],
         "NHWC", "x86_64-avx512", r"\w*conv2d_nhwc\d*_add\d*_relu\d*_compute_")
     ratios = {f: _fmas_per_broadcast(library, f) for f in convs}
     assert len(ratios) == 4, ratios

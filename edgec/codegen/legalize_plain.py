@@ -235,11 +235,22 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
                     integer: bool, cpu) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
-    winograd_tile, is not None), and in NCHW with _NCHW_WINOGRAD_VECTORS vectors of
-    channels or more in and out."""
+    winograd_tile, is not None); in NHWC with AVX-512, from _NHWC_WINOGRAD_CHANNELS input
+    channels; in NCHW with _NCHW_WINOGRAD_VECTORS vectors of channels or more in and out."""
     if integer or m is None:
         return False
-    return nhwc or min(channels, out_channels) >= _NCHW_WINOGRAD_VECTORS * cpu.float_lanes
+    if nhwc:
+        return cpu.vector_bits < 512 or channels >= _NHWC_WINOGRAD_CHANNELS
+    return min(channels, out_channels) >= _NCHW_WINOGRAD_VECTORS * cpu.float_lanes
+
+
+# With AVX-512, NHWC 3x3 convs of fewer input channels run the direct tile: its reduction
+# is all taps (9 x 16), while the Winograd GEMM's is 16 channels per transformed pixel
+# around two transforms. Ice Lake Xeon (family 6 model 106, 2 threads), per-call minimums:
+# SqueezeNet's 16 -> 64 at 55x55 0.211 -> 0.177 ms (and the concat after it 0.081 -> 0.065),
+# SqueezeNet 0.969x, U-Net (224x224; 3- and 16-channel convs) 0.986x (bench/ab.py, 9
+# rounds); from 32 channels Winograd stays ahead (32 -> 128 at 27x27: 0.131 against 0.184).
+_NHWC_WINOGRAD_CHANNELS = 32
 
 
 # NCHW convs read their Winograd tiles through a view of one block of all channels (each

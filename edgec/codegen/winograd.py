@@ -30,16 +30,19 @@ _TRANSFORMS = {4: (_BT, _G, _AT), 2: (_BT2, _G2, _AT2)}
 # filter), so on small images (7x7, ResNet-18's 512 channels: 28 MB more per conv)
 # streaming them costs more than the multiplies saved.
 WINOGRAD_MIN_OUTPUT = 14
-# Below that, on AVX2, F(2x2, 3x3) from 7x7 outputs up: 16 values per filter (1.8x), and on
-# a 7x7 output 16 tiles of 16 multiplies against 441 direct ones (1.7x fewer).
+# Below that, on x86, F(2x2, 3x3) from 7x7 outputs up: 16 values per filter (1.8x), and on
+# a 7x7 output 16 tiles of 16 multiplies against 441 direct ones (1.7x fewer). Measured on
+# a Zen 1 with AVX2; with AVX-512 on an Ice Lake Xeon (family 6 model 106, 2 threads,
+# NHWC) ResNet-18's 512 -> 512 convs at 7x7 went 1.237 -> 1.10 ms a call (direct: 52% of
+# peak), ResNet-18 0.985x, ResNet-50 0.990x (bench/ab.py, 7 interleaved rounds).
 SMALL_WINOGRAD_MIN_OUTPUT = 7
 
 
 def winograd_tile(call, cpu) -> int | None:
     """The Winograd output tile (4 or 2) of a Relax conv2d on `cpu`, None where Winograd
     does not fit or pay: 3x3 weights, stride and dilation 1; F(4x4, 3x3) on outputs of at
-    least WINOGRAD_MIN_OUTPUT pixels a side, F(2x2, 3x3) on AVX2 from
-    SMALL_WINOGRAD_MIN_OUTPUT (measured on a Zen 1; AVX-512's and NEON's are not). Axes are
+    least WINOGRAD_MIN_OUTPUT pixels a side, F(2x2, 3x3) on x86 from
+    SMALL_WINOGRAD_MIN_OUTPUT (NEON's is unmeasured). Axes are
     found by name, so packed (NCHW8c, OIHW8o) and NHWC (OHWI, HWIO) convs alike."""
     attrs = call.attrs
     kernel_layout, out_layout = str(attrs.kernel_layout), str(attrs.out_layout)
@@ -54,7 +57,7 @@ def winograd_tile(call, cpu) -> int | None:
     side = min(out[out_layout.index("H")], out[out_layout.index("W")])
     if side >= WINOGRAD_MIN_OUTPUT:
         return 4
-    if cpu.arch == "x86_64" and cpu.vector_bits == 256 and side >= SMALL_WINOGRAD_MIN_OUTPUT:
+    if cpu.arch == "x86_64" and side >= SMALL_WINOGRAD_MIN_OUTPUT:
         return 2
     return None
 
