@@ -303,6 +303,55 @@ def test_convs_on_rows_of_a_prime_width_keep_a_register_tile(target, layout, tmp
         assert _fma_accumulators(library, function) >= 6, (function, convs)
 
 
+@pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
+def test_nhwc_stems_read_the_nchw_image_without_a_transpose(target, tmp_path):
+    """An NHWC model's image stems read the NCHW input themselves (edgec.layout.stems.
+    read_nchw_images): a 3x3/2 stem with uneven padding through the border test and a 7x7/2
+    one through a padded copy, on odd image sizes, each fed by its own image input (the
+    second also read by a 1x1 conv). The IR keeps only the outputs' transposes back to NCHW
+    (the input transposes were two more); the build matches ONNX Runtime."""
+    import onnxruntime as ort
+
+    from edgec import runtime
+    from edgec.layout.convert import count_layout_transforms
+
+    if target.endswith("avx512") and "avx512f" not in targets.cpu_flags():
+        pytest.skip(f"this CPU cannot run {target} code (no AVX-512)")
+    rng = np.random.default_rng(11)
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
+                                       name)
+
+    image = lambda name, h, w: helper.make_tensor_value_info(name, TensorProto.FLOAT,  # noqa: E731
+                                                             [1, 3, h, w])
+    source = save_model(
+        [helper.make_node("Conv", ["a", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1, 2, 0, 1]),
+         helper.make_node("Relu", ["c1"], ["y1"]),
+         helper.make_node("Conv", ["b", "w2"], ["y2"], strides=[2, 2], pads=[3, 3, 3, 3]),
+         helper.make_node("Conv", ["b", "w3"], ["y3"])],
+        [image("a", 33, 31), image("b", 29, 35)],
+        [helper.make_tensor_value_info("y1", TensorProto.FLOAT, [1, 32, 16, 16]),
+         helper.make_tensor_value_info("y2", TensorProto.FLOAT, [1, 64, 15, 18]),
+         helper.make_tensor_value_info("y3", TensorProto.FLOAT, [1, 16, 29, 35])],
+        [weight("w1", (32, 3, 3, 3)), weight("b1", (32,)), weight("w2", (64, 3, 7, 7)),
+         weight("w3", (16, 3, 1, 1))],
+        tmp_path / "stems.onnx")
+    model = pipeline.prepare(str(source), targets.load(target), None, "NHWC")
+    assert count_layout_transforms(model.ir) == 3  # the three outputs
+
+    library = tmp_path / "stems.so"
+    pipeline.compile_model(pipeline.CompileOptions(model=str(source), output=library,
+                                                   target=target, layout="NHWC", check=False))
+    feeds = {"a": rng.uniform(-1, 1, (1, 3, 33, 31)).astype(np.float32),
+             "b": rng.uniform(-1, 1, (1, 3, 29, 35)).astype(np.float32)}
+    got = runtime.load(library).run(feeds)
+    session = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"])
+    for name, want in zip(("y1", "y2", "y3"), session.run(None, feeds), strict=True):
+        np.testing.assert_allclose(got[name], want, atol=1e-4 * float(np.abs(want).max()),
+                                   rtol=0, err_msg=name)
+
+
 def test_nhwc_conv_epilogues_read_the_register_tile_without_a_stack_copy(tmp_path):
     """The bias/activation epilogue of an NHWC tile looped over its pixels, so LLVM kept the
     tile's array on the stack: a memset of the accumulators before every tile and a store

@@ -93,6 +93,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
     """
     attrs = call.attrs
     layouts = (str(attrs.data_layout), str(attrs.kernel_layout))
+    if (layouts[0], str(attrs.out_layout)) == ("NCHW", "NHWC"):
+        return _image_stem(bb, call, cpu) if not (integer or dot) else None
     if layouts not in _PLAIN or str(attrs.out_layout) != layouts[0]:
         return None
     m = winograd_tile(call, cpu)  # None: no Winograd for this conv
@@ -230,6 +232,21 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
     conv = relax.op.nn.conv2d(cols, weights, data_layout="NHWC", kernel_layout="OHWI",
                               out_dtype=str(call.ty.dtype))
     return bb.normalize(conv)
+
+
+def _image_stem(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
+    """An NHWC float conv reading an NCHW image (edgec.layout.stems.read_nchw_images): the
+    NHWC tile, its window over the image's planes."""
+    attrs = call.attrs
+    if int(attrs.groups) != 1 or not _float32_with_constant_weight(call):
+        return None
+    kernel_layout, out_channels = str(attrs.kernel_layout), int(call.ty.shape[3])
+    packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_kernel, call.args[1], kernel_layout,
+                              output_width(out_channels, cpu), name="pack_nhwc_kernel")
+    return bb.call_te(plain_kernels.conv2d_nhwc_dense, call.args[0], packed,
+                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+                      [int(d) for d in attrs.dilation], 1, str(call.ty.dtype), out_channels,
+                      True, primfunc_name_hint="conv2d_nhwc")
 
 
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,

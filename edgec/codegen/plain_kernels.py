@@ -88,25 +88,68 @@ def pack_nhwc_depthwise_kernel(kernel, layout: str, lanes: int):
 
 
 def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype,
-                 channels_to: int = 0):
+                 channels_to: int = 0, nchw: bool = False):
     """Pad NHWC data (its channels too, with zeros up to `channels_to` when given); returns
     (out_h, out_w, kh, kw, window) with window(b, y, x, channel) the input under tap (kh, kw)
-    of output pixel (y, x). padding is [top, left, bottom, right] as in Relax."""
-    (height, width), (kh_size, kw_size) = (int(d) for d in data.shape[1:3]), kernel_size
+    of output pixel (y, x). padding is [top, left, bottom, right] as in Relax. `nchw`: the
+    data are NCHW (an image an NHWC stem reads, edgec.layout.stems.read_nchw_images)."""
+    spatial = data.shape[2:4] if nchw else data.shape[1:3]
+    (height, width), (kh_size, kw_size) = (int(d) for d in spatial), kernel_size
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
     out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
     out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
-    channel_pad = max(0, channels_to - int(data.shape[3]))
-    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channel_pad],
-                         name="data_pad")
     kh = te.reduce_axis((0, kh_size), name="kh")
     kw = te.reduce_axis((0, kw_size), name="kw")
+    if nchw and kh_size * kw_size <= _BORDER_TEST_TAPS:
+        return out_h, out_w, kh, kw, _image_window(data, strides, padding, dilation, kh, kw,
+                                                   out_dtype)
+    if nchw:
+        padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
+    else:
+        channel_pad = max(0, channels_to - int(data.shape[3]))
+        padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channel_pad],
+                             name="data_pad")
 
     def window(b, y, x, channel):
+        if nchw:
+            return padded[b, channel, y * sh + kh * dh, x * sw + kw * dw].astype(out_dtype)
         return padded[b, y * sh + kh * dh, x * sw + kw * dw, channel].astype(out_dtype)
 
     return out_h, out_w, kh, kw, window
+
+
+# Image stems of up to this many taps read the image through the border test (_image_window),
+# larger ones a padded copy: per broadcast the test is two clamps, two compares and a
+# select, which left ResNet-18's 7x7 stem (49 taps, 4 FMAs per broadcast) ALU-bound: 0.694
+# ms with the copy, 1.548 with the test. Per-call minimums, AVX-512, Ice Lake Xeon (family
+# 6 model 106), 2 threads; NHWC input and a transpose before it: 0.924.
+_BORDER_TEST_TAPS = 9
+
+
+def _image_window(data, strides, padding, dilation, kh, kw, out_dtype):
+    """window(b, y, x, channel) of an NCHW image under tap (kh, kw), read through the border
+    test, no padded copy: the copy of 3x3 stems' images took as long as the stems' FMAs.
+    Per-call minimums with the copy, then with this (AVX-512, Ice Lake Xeon, 2 threads):
+    MobileNetV1's 3 -> 32 stem 0.135 -> 0.102 ms, MobileNetV3-Small's 3 -> 16 0.089 ->
+    0.060, PP-LCNet's 0.094 -> 0.065, ShuffleNetV2's 3 -> 24 0.132 -> 0.109, U-Net's 3 -> 16
+    at 224x224 0.247 -> 0.188 (with the NHWC input's transpose before them: 0.171, 0.115,
+    0.131, 0.174, 0.232). The test selects a load whose indices are clamped into the image,
+    not an if_then_else of the load, which TVM's vectorizer loaded lane by lane for each
+    broadcast (ShuffleNetV2's stem 0.246). The condition is "the clamp changed nothing"
+    (see nchw_planes.phase_planes)."""
+    height, width = (int(d) for d in data.shape[2:4])
+    (sh, sw), (dh, dw), (top, left) = strides, dilation, padding[:2]
+
+    def window(b, y, x, channel):
+        row, col = y * sh + kh * dh - top, x * sw + kw * dw - left
+        safe_row = te.max(te.min(row, height - 1), 0)
+        safe_col = te.max(te.min(col, width - 1), 0)
+        return tirx.Select(tirx.all(safe_row == row, safe_col == col),
+                           data[b, channel, safe_row, safe_col].astype(out_dtype),
+                           te.const(0, out_dtype))
+
+    return window
 
 
 def _unpack_nhwc(accumulated, channels: int, name: str, out_w: int = 0):
@@ -122,22 +165,25 @@ def _unpack_nhwc(accumulated, channels: int, name: str, out_w: int = 0):
 
 
 def conv2d_nhwc_dense(data, kernel, strides, padding, dilation, groups, out_dtype,
-                      out_channels: int):
+                      out_channels: int, nchw_data: bool = False):
     """Ungrouped NHWC conv with weights packed by pack_nhwc_kernel -> (N, OH, OW, O).
 
     Accumulates (N, ceil(O/wide), OH, OW, wide), the same register tile as the packed
     layout's conv2d_nchwc_dense; the reduction runs over taps, then input channels, which
-    NHWC keeps contiguous for each pixel."""
+    NHWC keeps contiguous for each pixel. `nchw_data`: the input is an NCHW image."""
     n = int(data.shape[0])
     tiles, kh_size, kw_size, i_channels, wide = (int(d) for d in kernel.shape)
     out_h, out_w, kh, kw, window = _nhwc_window(data, (kh_size, kw_size), strides, padding,
-                                                dilation, out_dtype)
+                                                dilation, out_dtype, nchw=nchw_data)
     ic = te.reduce_axis((0, i_channels), name="ic")
     accumulated = te.compute(
         (n, tiles, out_h, out_w, wide),
         lambda b, t, y, x, v: te.sum(
             window(b, y, x, ic) * kernel[t, kh, kw, ic, v].astype(out_dtype),
-            axis=[kh, kw, ic],
+            # an image's taps plane by plane: one plane's rows, not three (with a padded
+            # copy: U-Net's 3 -> 16 stem at 224x224 0.281 -> 0.243 ms, PP-LCNet's 0.104 ->
+            # 0.090)
+            axis=[ic, kh, kw] if nchw_data else [kh, kw, ic],
         ),
         name="conv2d_nhwc_packed",
     )

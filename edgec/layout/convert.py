@@ -6,7 +6,7 @@ from edgec.errors import ConfigError, did_you_mean
 from edgec.layout.blocks import block_of, choose_block, largest_grouped_sum, poorly_packed_block
 from edgec.layout.nhwc_regions import keep_nhwc
 from edgec.layout.scalar_operands import scalarize_single_values
-from edgec.layout.stems import pack_stem_outputs
+from edgec.layout.stems import pack_stem_outputs, read_nchw_images
 from edgec.layout.transposed_convs import as_pointwise_convs
 from edgec.model import Model
 from edgec.targets import LAYOUTS, Target
@@ -145,6 +145,8 @@ def apply_layout(model: Model, layout: str, target: Target) -> Model:
         ir = keep_nhwc(ir)
     ir = fold_constant_layouts(relax.transform.CanonicalizeBindings()(ir))
     ir = relax.transform.FoldConstant()(ir)
+    if concrete == "NHWC":  # after the folds: the stems' weights are constants by then
+        ir = read_nchw_images(ir)
     if block_of(concrete):
         ir = pack_stem_outputs(ir, concrete)
     return model.evolve(f"layout:{concrete}", ir=ir, layout=concrete, layout_why=why)

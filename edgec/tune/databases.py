@@ -120,7 +120,8 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
     ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
     and kept by tuning ("confirmed"), and the ones left to edgec's defaults because their
     record lost in the model ("rejected"); "searched" maps each function scheduled from a
-    searched record to its workload key. `rejected` overrides the databases' own verdicts
+    searched record to its workload key, "without_record" lists the functions no record
+    covers. `rejected` overrides the databases' own verdicts
     (the in-model check builds with {}). None when there are no logs for the target."""
     layers = database_layers(target, logs)
     if not layers:
@@ -157,8 +158,10 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
         for name in lost:
             ir.update_func(ir.get_global_var(name), before[name])  # lower gives it the default
         tuned = [(name, func) for name, func in tuned if name not in lost]
+        scheduled = {name for name, _ in tuned} | set(lost)
         stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
                      rejected=len(lost), searched=searched,
+                     without_record=sorted(set(before) - scheduled),
                      layers=[str(p) for p in layers],
                      from_cpu=_records_by_cpu(ir_before, list(zip(layers, opened, strict=True)),
                                               {n for n, _ in tuned}, tvm_target))
