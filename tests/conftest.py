@@ -86,6 +86,16 @@ def function_code(library: Path, objdump: str, name: str) -> str:
                      if part.split(":", 1)[0].count(name) and not part.startswith("Disas"))
 
 
+def weight_maker(rng, scale: float):
+    """weight(name, shape): a float32 ONNX initializer of standard normal values x `scale`."""
+
+    def weight(name, shape):
+        return numpy_helper.from_array((rng.standard_normal(shape) * scale).astype(np.float32),
+                                       name)
+
+    return weight
+
+
 def save_model(nodes, inputs, outputs, inits, path: Path, opset: int = 17) -> Path:
     graph = helper.make_graph(nodes, "test", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

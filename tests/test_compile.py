@@ -182,19 +182,17 @@ def test_winograd_convs_match_onnxruntime_on_partial_tiles(target, tmp_path):
     """3x3 stride-1 convs run as Winograd F(4x4, 3x3): batch 2, uneven padding and output
     sizes that 4x4 tiles do not divide (18x14), then a 9x7 one as F(2x2, 3x3) on AVX2 and
     AVX-512, whose 2x2 tiles do not divide it either."""
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
     from tvm import tirx
 
-    from conftest import save_model
+    from conftest import save_model, weight_maker
     from edgec import build
 
     if target.endswith("avx512") and "avx512f" not in targets.cpu_flags():
         pytest.skip(f"this CPU cannot run {target} code (no AVX-512)")
     rng = np.random.default_rng(5)
 
-    def weight(name, shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32),
-                                       name)
+    weight = weight_maker(rng, 0.1)
 
     source = save_model(
         [helper.make_node("Conv", ["x", "w1", "b1"], ["y1"], pads=[1, 0, 2, 1]),
@@ -232,17 +230,15 @@ def test_avx512_nhwc_3x3_convs_of_few_input_channels_run_direct(tmp_path):
     matches ONNX Runtime."""
     import re
 
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper
     from tvm import tirx
 
-    from conftest import save_model
+    from conftest import save_model, weight_maker
     from edgec import build
 
     rng = np.random.default_rng(7)
 
-    def weight(name, shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.1).astype(np.float32),
-                                       name)
+    weight = weight_maker(rng, 0.1)
 
     source = save_model(
         [helper.make_node("Conv", ["x", "w1", "b1"], ["y1"], pads=[1, 1, 1, 1]),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from conftest import function_code, save_model
+from conftest import function_code, save_model, weight_maker
 from edgec import build, pipeline, targets
 
 GRAPHS = 6  # x 3 layouts: about 2 minutes on 2 cores
@@ -319,9 +319,7 @@ def test_nhwc_stems_read_the_nchw_image_without_a_transpose(target, tmp_path):
         pytest.skip(f"this CPU cannot run {target} code (no AVX-512)")
     rng = np.random.default_rng(11)
 
-    def weight(name, shape):
-        return numpy_helper.from_array((rng.standard_normal(shape) * 0.3).astype(np.float32),
-                                       name)
+    weight = weight_maker(rng, 0.3)
 
     image = lambda name, h, w: helper.make_tensor_value_info(name, TensorProto.FLOAT,  # noqa: E731
                                                              [1, 3, h, w])
