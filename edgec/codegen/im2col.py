@@ -25,6 +25,7 @@ from edgec.codegen.generic_schedule import (
     root_blocks,
     schedule_named,
 )
+from edgec.codegen.kernels import output_size
 
 BLOCK = "im2col"
 _CHUNK = 64  # bytes of one AMX tile row: the columns are padded to a multiple of it
@@ -60,8 +61,7 @@ def columns(data, kernel_size, strides, padding, dilation, depth_to: int):
     n, height, width, channels = (int(d) for d in data.shape)
     (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
     top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    out_h, out_w = output_size(height, width, kernel_size, strides, padding, dilation)
     taps = kh_size * kw_size * channels
     zero = tirx.const(0, data.dtype)
 

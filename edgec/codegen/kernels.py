@@ -41,15 +41,24 @@ def dense_packed(data, weight, n_size: int):
                       name="dense_unpack")
 
 
-def _sliding_window(data, kernel_size, strides, padding, dilation, out_dtype):
+def output_size(height: int, width: int, kernel_size, strides, padding,
+                dilation) -> tuple[int, int]:
+    """(out_h, out_w) of a conv or pool window on a height x width input; padding is [top,
+    left, bottom, right] as in Relax."""
+    (kh_size, kw_size), (sh, sw), (dh, dw) = kernel_size, strides, dilation
+    top, left, bottom, right = padding
+    return ((height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1,
+            (width + left + right - (kw_size - 1) * dw - 1) // sw + 1)
+
+
+def sliding_window(data, kernel_size, strides, padding, dilation, out_dtype):
     """Pad NCHW or NCHW{b}c data for a conv; returns (out_h, out_w, kh, kw, window) with
     window(b, channel, y, x[, lane]) the input under tap (kh, kw) of output pixel (y, x),
     cast to out_dtype. padding is [top, left, bottom, right] as in Relax."""
     (height, width), (kh_size, kw_size) = (int(d) for d in data.shape[2:4]), kernel_size
     (sh, sw), (dh, dw) = strides, dilation
     top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
+    out_h, out_w = output_size(height, width, kernel_size, strides, padding, dilation)
     lanes = [0] * (len(data.shape) - 4)
     padded = topi.nn.pad(data, [0, 0, top, left, *lanes], [0, 0, bottom, right, *lanes],
                          name="data_pad")
@@ -98,7 +107,7 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
         out_h, out_w = (int(d) for d in data.shape[2:4])
     else:
         ic = te.reduce_axis((0, i_channels), name="ic")
-        out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides,
+        out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides,
                                                        padding, dilation, out_dtype)
         packed = te.compute(
             (n, o_chunks, out_h, out_w, block),
@@ -151,7 +160,7 @@ def conv2d_nchwc_dense(data, kernel, strides, padding, dilation, groups, out_dty
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_tiles, _, kh_size, kw_size, _, wide = (int(d) for d in kernel.shape)
-    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+    out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides, padding,
                                                    dilation, out_dtype)
     icc = te.reduce_axis((0, c_chunks), name="icc")
     icb = te.reduce_axis((0, block), name="icb")
@@ -177,7 +186,7 @@ def conv2d_nchwc(data, kernel, strides, padding, dilation, groups, out_dtype):
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_chunks, in_per_group, kh_size, kw_size, _ = (int(d) for d in kernel.shape)
-    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+    out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides, padding,
                                                    dilation, out_dtype)
     out_shape = (n, o_chunks, out_h, out_w, block)
 
@@ -262,7 +271,7 @@ def conv2d_nchwc_int8(data, kernel, strides, padding, dilation, groups, out_dtyp
     """
     n, c_chunks, _, _, block = (int(d) for d in data.shape)
     o_tiles, _, kh_size, kw_size, _, wide, _ = (int(d) for d in kernel.shape)
-    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
+    out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides, padding,
                                                    dilation, out_dtype)
     icc = te.reduce_axis((0, c_chunks), name="icc")
     ic4 = te.reduce_axis((0, block // 4), name="ic4")

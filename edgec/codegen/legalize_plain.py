@@ -132,10 +132,7 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
                               args[4], out_channels, layouts[0],
                               primfunc_name_hint=f"conv2d_{layouts[0].lower()}_winograd")
         if nhwc:
-            packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_kernel, weight, layouts[1], wide,
-                                      name="pack_nhwc_kernel")
-            return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data,
-                              packed, *args, out_channels, primfunc_name_hint="conv2d_nhwc")
+            return _nhwc_dense(bb, data, weight, layouts[1], args, out_channels, wide, integer)
         kernel_size = [int(weight.ty.shape[layouts[1].index(a)]) for a in "HW"]
         out_h, out_w = int(call.ty.shape[2]), int(call.ty.shape[3])
         rows_fit = nchw_pixels.fits(kernel_size, *args[:3], out_w, cpu)
@@ -234,19 +231,28 @@ def _as_columns(bb: relax.BlockBuilder, call: relax.Call, kernel_layout: str,
     return bb.normalize(conv)
 
 
+def _nhwc_dense(bb: relax.BlockBuilder, data, weight, kernel_layout: str, args: tuple,
+                out_channels: int, wide: int, integer: bool = False,
+                nchw_data: bool = False) -> relax.Expr:
+    """plain_kernels.conv2d_nhwc_dense on `data` with `weight` packed for it (`args`: the
+    conv's strides, padding, dilation, groups and output dtype)."""
+    packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_kernel, weight, kernel_layout, wide,
+                              name="pack_nhwc_kernel")
+    return bb.call_te(_as_float_kernel(plain_kernels.conv2d_nhwc_dense, integer), data, packed,
+                      *args, out_channels, nchw_data, primfunc_name_hint="conv2d_nhwc")
+
+
 def _image_stem(bb: relax.BlockBuilder, call: relax.Call, cpu) -> relax.Expr | None:
     """An NHWC float conv reading an NCHW image (edgec.layout.stems.read_nchw_images): the
     NHWC tile, its window over the image's planes."""
     attrs = call.attrs
     if int(attrs.groups) != 1 or not _float32_with_constant_weight(call):
         return None
-    kernel_layout, out_channels = str(attrs.kernel_layout), int(call.ty.shape[3])
-    packed = emit_weight_pack(bb, plain_kernels.pack_nhwc_kernel, call.args[1], kernel_layout,
-                              output_width(out_channels, cpu), name="pack_nhwc_kernel")
-    return bb.call_te(plain_kernels.conv2d_nhwc_dense, call.args[0], packed,
-                      [int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
-                      [int(d) for d in attrs.dilation], 1, str(call.ty.dtype), out_channels,
-                      True, primfunc_name_hint="conv2d_nhwc")
+    out_channels = int(call.ty.shape[3])
+    args = ([int(s) for s in attrs.strides], [int(p) for p in attrs.padding],
+            [int(d) for d in attrs.dilation], 1, str(call.ty.dtype))
+    return _nhwc_dense(bb, call.args[0], call.args[1], str(attrs.kernel_layout), args,
+                       out_channels, output_width(out_channels, cpu), nchw_data=True)
 
 
 def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,

@@ -87,33 +87,29 @@ def pack_nhwc_depthwise_kernel(kernel, layout: str, lanes: int):
     )
 
 
+def _taps(height: int, width: int, kernel_size, strides, padding, dilation):
+    """(out_h, out_w, kh, kw) of a conv on a height x width input: its output size and its
+    tap reduction axes."""
+    from edgec.codegen.kernels import output_size  # kernels imports this module
+
+    out_h, out_w = output_size(height, width, kernel_size, strides, padding, dilation)
+    return (out_h, out_w, te.reduce_axis((0, kernel_size[0]), name="kh"),
+            te.reduce_axis((0, kernel_size[1]), name="kw"))
+
+
 def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype,
-                 channels_to: int = 0, nchw: bool = False):
+                 channels_to: int = 0):
     """Pad NHWC data (its channels too, with zeros up to `channels_to` when given); returns
     (out_h, out_w, kh, kw, window) with window(b, y, x, channel) the input under tap (kh, kw)
-    of output pixel (y, x). padding is [top, left, bottom, right] as in Relax. `nchw`: the
-    data are NCHW (an image an NHWC stem reads, edgec.layout.stems.read_nchw_images)."""
-    spatial = data.shape[2:4] if nchw else data.shape[1:3]
-    (height, width), (kh_size, kw_size) = (int(d) for d in spatial), kernel_size
-    (sh, sw), (dh, dw) = strides, dilation
-    top, left, bottom, right = padding
-    out_h = (height + top + bottom - (kh_size - 1) * dh - 1) // sh + 1
-    out_w = (width + left + right - (kw_size - 1) * dw - 1) // sw + 1
-    kh = te.reduce_axis((0, kh_size), name="kh")
-    kw = te.reduce_axis((0, kw_size), name="kw")
-    if nchw and kh_size * kw_size <= _BORDER_TEST_TAPS:
-        return out_h, out_w, kh, kw, _image_window(data, strides, padding, dilation, kh, kw,
-                                                   out_dtype)
-    if nchw:
-        padded = topi.nn.pad(data, [0, 0, top, left], [0, 0, bottom, right], name="data_pad")
-    else:
-        channel_pad = max(0, channels_to - int(data.shape[3]))
-        padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channel_pad],
-                             name="data_pad")
+    of output pixel (y, x). padding is [top, left, bottom, right] as in Relax."""
+    height, width = (int(d) for d in data.shape[1:3])
+    out_h, out_w, kh, kw = _taps(height, width, kernel_size, strides, padding, dilation)
+    (sh, sw), (dh, dw), (top, left, bottom, right) = strides, dilation, padding
+    channel_pad = max(0, channels_to - int(data.shape[3]))
+    padded = topi.nn.pad(data, [0, top, left, 0], [0, bottom, right, channel_pad],
+                         name="data_pad")
 
     def window(b, y, x, channel):
-        if nchw:
-            return padded[b, channel, y * sh + kh * dh, x * sw + kw * dw].astype(out_dtype)
         return padded[b, y * sh + kh * dh, x * sw + kw * dw, channel].astype(out_dtype)
 
     return out_h, out_w, kh, kw, window
@@ -127,9 +123,11 @@ def _nhwc_window(data, kernel_size, strides, padding, dilation, out_dtype,
 _BORDER_TEST_TAPS = 9
 
 
-def _image_window(data, strides, padding, dilation, kh, kw, out_dtype):
-    """window(b, y, x, channel) of an NCHW image under tap (kh, kw), read through the border
-    test, no padded copy: the copy of 3x3 stems' images took as long as the stems' FMAs.
+def _image_window(data, kernel_size, strides, padding, dilation, out_dtype):
+    """_nhwc_window's (out_h, out_w, kh, kw, window) for NCHW data (an image an NHWC stem
+    reads, edgec.layout.stems.read_nchw_images): up to _BORDER_TEST_TAPS taps read through
+    the border test, no padded copy: the copy of 3x3 stems' images took as long as the
+    stems' FMAs.
     Per-call minimums with the copy, then with this (AVX-512, Ice Lake Xeon, 2 threads):
     MobileNetV1's 3 -> 32 stem 0.135 -> 0.102 ms, MobileNetV3-Small's 3 -> 16 0.089 ->
     0.060, PP-LCNet's 0.094 -> 0.065, ShuffleNetV2's 3 -> 24 0.132 -> 0.109, U-Net's 3 -> 16
@@ -138,10 +136,17 @@ def _image_window(data, strides, padding, dilation, kh, kw, out_dtype):
     not an if_then_else of the load, which TVM's vectorizer loaded lane by lane for each
     broadcast (ShuffleNetV2's stem 0.246). The condition is "the clamp changed nothing"
     (see nchw_planes.phase_planes)."""
+    from edgec.codegen.kernels import sliding_window
+
+    if kernel_size[0] * kernel_size[1] > _BORDER_TEST_TAPS:  # the packed kernels' window
+        out_h, out_w, kh, kw, planes = sliding_window(data, kernel_size, strides, padding,
+                                                      dilation, out_dtype)
+        return out_h, out_w, kh, kw, lambda b, y, x, channel: planes(b, channel, y, x)
     height, width = (int(d) for d in data.shape[2:4])
+    out_h, out_w, kh, kw = _taps(height, width, kernel_size, strides, padding, dilation)
     (sh, sw), (dh, dw), (top, left) = strides, dilation, padding[:2]
 
-    def window(b, y, x, channel):
+    def tested(b, y, x, channel):
         row, col = y * sh + kh * dh - top, x * sw + kw * dw - left
         safe_row = te.max(te.min(row, height - 1), 0)
         safe_col = te.max(te.min(col, width - 1), 0)
@@ -149,7 +154,7 @@ def _image_window(data, strides, padding, dilation, kh, kw, out_dtype):
                            data[b, channel, safe_row, safe_col].astype(out_dtype),
                            te.const(0, out_dtype))
 
-    return window
+    return out_h, out_w, kh, kw, tested
 
 
 def _unpack_nhwc(accumulated, channels: int, name: str, out_w: int = 0):
@@ -173,8 +178,9 @@ def conv2d_nhwc_dense(data, kernel, strides, padding, dilation, groups, out_dtyp
     NHWC keeps contiguous for each pixel. `nchw_data`: the input is an NCHW image."""
     n = int(data.shape[0])
     tiles, kh_size, kw_size, i_channels, wide = (int(d) for d in kernel.shape)
-    out_h, out_w, kh, kw, window = _nhwc_window(data, (kh_size, kw_size), strides, padding,
-                                                dilation, out_dtype, nchw=nchw_data)
+    window_of = _image_window if nchw_data else _nhwc_window
+    out_h, out_w, kh, kw, window = window_of(data, (kh_size, kw_size), strides, padding,
+                                             dilation, out_dtype)
     ic = te.reduce_axis((0, i_channels), name="ic")
     accumulated = te.compute(
         (n, tiles, out_h, out_w, wide),
@@ -321,12 +327,12 @@ def depthwise_conv2d_nchw(data, kernel, strides, padding, dilation, groups, out_
     """Depthwise NCHW conv, (C, 1, KH, KW) weights. In NCHW the channels of a pixel are a
     plane apart, so edgec.codegen.schedules.PlainDepthwiseConv vectorizes along the output
     row instead (contiguous at stride 1)."""
-    from edgec.codegen.kernels import _sliding_window
+    from edgec.codegen.kernels import sliding_window
 
     n, channels = (int(d) for d in data.shape[:2])
     kh_size, kw_size = (int(d) for d in kernel.shape[2:])
-    out_h, out_w, kh, kw, window = _sliding_window(data, (kh_size, kw_size), strides, padding,
-                                                   dilation, out_dtype)
+    out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides, padding,
+                                                  dilation, out_dtype)
     return te.compute(
         (n, channels, out_h, out_w),
         lambda b, c, y, x: te.sum(window(b, c, y, x) * kernel[c, 0, kh, kw].astype(out_dtype),
