@@ -94,14 +94,47 @@ def test_compare_names_the_fastest_other_runtime_and_edgecs_ratio_to_it(quick_ru
 @pytest.mark.slow
 def test_compare_times_edgec_against_the_fastest_other_runtime_in_one_process(quick_run):
     """The head-to-head: edgec and the fastest other runtime loaded in one process, taking
-    turns (--quick: 2 rounds); its ratio agrees in kind with the one of the process rounds
-    (both ran the same builds on the same input, seconds apart)."""
+    turns (--quick: 2 rounds). Its ratio is not held against the process rounds' one: under
+    the suite's second worker a single process round had edgec at 1.71x where the shared
+    process saw 0.49x (CI, stop 54); test_head_to_head_* checks what the ratio means."""
     result, _ = quick_run
-    fastest = result["models"]["squeezenet1_1"]["fastest_other"]["fp32"]
-    pair = fastest["one_process"]
+    pair = result["models"]["squeezenet1_1"]["fastest_other"]["fp32"]["one_process"]
     assert pair["ratio"] is not None, pair.get("note")
     assert len(pair["rounds"]) == 2 and all(r > 0 for r in pair["rounds"])
-    assert 0.33 < pair["ratio"] / fastest["ratio"] < 3
+    assert pair["ratio"] == pytest.approx(sum(pair["rounds"]) / 2)  # median of two
+
+
+class SleepingRuntime:
+    """A contender whose inference is a sleep: its time is set, not measured against the
+    load of the machine, so head_to_head's ratio has a known answer (picklable for the
+    child process head_to_head runs in)."""
+
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def load(self) -> None:
+        pass
+
+    def median_ms(self, inputs: dict, runs: int, warmup: int) -> float:
+        import time
+
+        import runtimes
+
+        return runtimes.median_ms(lambda: time.sleep(self.seconds), runs, warmup)
+
+
+def test_head_to_head_gives_first_over_second_in_every_round_whichever_ran_first():
+    """Rounds alternate which contender runs first; each round's ratio is still the first
+    contender's time over the second's (a swapped round would read 0.25 here, not 4)."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import runtimes
+
+    slow, fast = SleepingRuntime(0.016), SleepingRuntime(0.004)
+    pair = runtimes.head_to_head(slow, fast, {}, runs=3, warmup=1, rounds=3)
+    assert len(pair["rounds"]) == 3
+    assert all(2 < r < 8 for r in pair["rounds"]), pair  # 16 ms over 4 ms
+    reverse = runtimes.head_to_head(fast, slow, {}, runs=3, warmup=1, rounds=2)
+    assert all(1 / 8 < r < 1 / 2 for r in reverse["rounds"]), reverse
 
 
 @pytest.mark.slow
