@@ -888,37 +888,48 @@ def test_nchw_transposed_tiles_cover_a_row_in_one_pass_over_the_channels(target,
     second pass found them evicted (PP-LCNet's 256 -> 256 1x1 convs at 14x14: 0.162 ms,
     0.112 in one pass). Rows of 14 pixels (and of 27, as 14 + 13) run tiles of 14 pixels x
     2 channel vectors on AVX-512, 14 x 1 on AVX2: objdump shows that many accumulators in
-    every such conv of 64 input channels or more (7-pixel tiles: 14 and 7). Checked against
-    ONNX Runtime."""
+    every such conv of 64 input channels or more (7-pixel tiles: 14 and 7); below 128 (from
+    there AVX-512 reads a packed copy, test_nchw_1x1_convs_of_many_channels_read_a_packed_...).
+    Checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "rows.onnx", seed=size, size=size, specs=[
-        ("a", 96, 1, 1, 1), ("b", 128, 1, 1, 1), ("c", 64, 1, 1, 1)])
+        ("a", 96, 1, 1, 1), ("b", 96, 1, 1, 1), ("c", 64, 1, 1, 1)])
     library = _checked_build(path, tmp_path / "rows.so", target)
     code = function_code(library, "objdump", "_compute_")
     convs = [c for c in re.findall(r"^[0-9a-f]+ <(\w*conv2d_nchw\w*_compute_)>:", code,
                                    re.MULTILINE) if "pixels" not in c and "winograd" not in c]
-    # 96 -> 128 and 128 -> 64 (24 -> 96, 24 terms, keeps 7-pixel tiles or runs pixels)
+    # 96 -> 96 and 96 -> 64 (24 -> 96, 24 terms, keeps 7-pixel tiles or runs pixels)
     accumulators = {function: _fma_accumulators(library, function) for function in convs}
     assert sum(count >= tile for count in accumulators.values()) >= 2, accumulators
 
 
-def test_nchw_1x1_convs_of_many_channels_read_a_packed_copy_of_their_input_on_avx2(tmp_path):
-    """With AVX2's 16 registers the transposed tile is 14 pixels x one channel vector, and
-    a pass over 256+ input channels a plane apart broadcast from more lines than L1 holds
-    (MobileNetV1's 512 -> 512 convs at 14x14 ran 1.6x of packed): such 1x1 convs copy their
-    input to NCHW8c first and reduce over it in blocks of 8 (1.00 -> 0.63 ms, packed 0.62).
-    In the scheduled TIR the 256 -> 64 conv has that copy on x86_64 and not on AVX-512
-    (level there), the 24 -> 256 conv on neither; the AVX2 build (whose second conv's row
-    of 15 pixels needs a tail tile) matches ONNX Runtime."""
+def test_nchw_1x1_convs_of_many_channels_read_a_packed_copy_of_their_input(tmp_path):
+    """The transposed tile of an NCHW 1x1 conv broadcasts its input channels a plane apart:
+    a pass over many of them reads from more lines than L1 holds (AVX2, 16 registers:
+    MobileNetV1's 512 -> 512 convs at 14x14 ran 1.6x of packed; AVX-512: PP-LCNet's 256 ->
+    256 at 14x14 1.5x). Such convs copy their input to whole-line channel blocks first:
+    NCHW8c from 256 channels on AVX2 (1.00 -> 0.63 ms, packed 0.62), NCHW16c from 128 on
+    AVX-512 (0.150 -> 0.119 ms; MobileNetV1 0.84x). In the scheduled TIR the 256 -> 64
+    conv reads a copy on both, the 128 -> 256 one on AVX-512 alone, the 24 -> 128 one on
+    neither; builds for both (rows of 15 pixels need a tail tile) match ONNX Runtime."""
     path = _conv_chain(tmp_path / "deep.onnx", seed=5, size=15, specs=[
-        ("a", 256, 1, 1, 1), ("b", 64, 1, 1, 1)])
-    for target, expected in (("x86_64", [256]), ("x86_64-avx512", [])):
+        ("a", 128, 1, 1, 1), ("b", 256, 1, 1, 1), ("c", 64, 1, 1, 1)])
+    for target, expected in (("x86_64", [(256, 8)]),
+                             ("x86_64-avx512", [(128, 16), (256, 16)])):
         convs = _scheduled_functions(path, target, "conv2d_nchw")
         inputs = {name: int(re.search(r"T\.Buffer\(\(T\.int64\(1\), T\.int64\((\d+)\)",
                                       text)[1]) for name, text in convs.items()}
-        assert sorted(inputs.values()) == [24, 256], (target, inputs)
-        copied = [inputs[name] for name, text in convs.items() if '"data_pack"' in text]
+        assert sorted(inputs.values()) == [24, 128, 256], (target, inputs)
+        copied = sorted((inputs[name], _copy_block(text)) for name, text in convs.items()
+                        if '"data_pack"' in text)
         assert copied == expected, (target, copied)
-    _checked_build(path, tmp_path / "deep.so", "x86_64")
+        _checked_build(path, tmp_path / f"deep_{target}.so", target)
+
+
+def _copy_block(text: str) -> int:
+    """The channel block of the packed input copy (data_pack) in a function's TIR."""
+    line = re.search(r"data_pack = T\.sblock_alloc_buffer\(.*", text)
+    assert line, text[:2000]
+    return int(re.findall(r"T\.int64\((\d+)\)", line[0])[-1])
 
 
 def test_nchw_pixel_convs_whose_output_outgrows_the_caches_go_tile_by_tile(tmp_path):

@@ -1,4 +1,4 @@
-"""NCHW 1x1 convs that read a packed copy of their input (AVX2): where that pays, and the
+"""NCHW 1x1 convs that read a packed copy of their input (x86): where that pays, and the
 accumulation of kernels.conv2d_nchw_packed_out over such a copy."""
 
 from __future__ import annotations
@@ -7,27 +7,33 @@ from tvm import te
 
 from edgec.codegen.plain_kernels import is_pointwise
 
-# Input channels from which a 1x1 NCHW conv on AVX2 copies its input to NCHW8c before the
-# transposed tile (kernels.conv2d_nchw_packed_out's in_block). That tile is 14 pixels x one
-# vector of channels with 16 registers: a task's pass over 512 input channels at 14x14
-# broadcasts from ~900 lines, 56 bytes of each, more than L1 holds, for half the FMAs per
-# line of AVX-512's two-vector tile. From the copy it reads whole lines, 8 channels each:
-# MobileNetV1's 512 -> 512 convs at 14x14 1.00 -> 0.63 ms a call (packed 0.62), 1024 ->
-# 1024 at 7x7 1.30 -> 0.85 (1.09), 512 -> 1024 0.63 -> 0.43, 256 -> 512 0.42 -> 0.37; its
-# sum of per-call minimums 11.19 -> 8.63 ms (packed 8.53; Ice Lake Xeon, family 6 model 106,
-# x86_64 = AVX2 code, 2 threads, 7 interleaved rounds). AVX-512 ran level (0.54 -> 0.56 on
-# the 512-channel convs), so it keeps the direct reads.
-_PACKED_INPUT_CHANNELS = 256
-_PACKED_INPUT_BLOCK = 8
+# Input channels from which a 1x1 NCHW conv copies its input to NCHW{block}c before the
+# transposed tile (kernels.conv2d_nchw_packed_out's in_block), and that block, by ISA.
+# AVX2: the tile is 14 pixels x one vector of channels with 16 registers: a task's pass over
+# 512 input channels at 14x14 broadcasts from ~900 lines, 56 bytes of each, more than L1
+# holds, for half the FMAs per line of AVX-512's two-vector tile. From the copy it reads
+# whole lines, 8 channels each: MobileNetV1's 512 -> 512 convs at 14x14 1.00 -> 0.63 ms a
+# call (packed 0.62), 1024 -> 1024 at 7x7 1.30 -> 0.85 (1.09), 512 -> 1024 0.63 -> 0.43,
+# 256 -> 512 0.42 -> 0.37; its sum of per-call minimums 11.19 -> 8.63 ms (packed 8.53; Ice
+# Lake Xeon, family 6 model 106, x86_64 = AVX2 code, 2 threads, 7 interleaved rounds).
+# AVX-512: a copy to NCHW8c ran level (0.54 -> 0.56 on those 512-channel convs), one to
+# NCHW16c (a pixel's 16 channels one whole line) from 128 channels is faster on every
+# model it touches, whole untuned NCHW builds by bench/ab.py (9 rounds, same Ice Lake,
+# AVX-512 code): MobileNetV1 0.837x, ResNet-50 0.934x, SqueezeNet 0.956x, SSD-Lite 0.967x,
+# ShuffleNetV2 0.969x, MobileNetV2 0.971x, MobileNetV3-Small 0.992x; PP-LCNet per call
+# 256 -> 256 at 14x14 0.150 -> 0.119 ms (packed 0.099; NCHW8c 0.126), 512 -> 512 at 7x7
+# 0.178 -> 0.141, 128 -> 256 at 28x28 0.165 -> 0.132, its sum 2.73 -> 2.43 ms (packed
+# 1.83). From 64 channels PP-LCNet's 64 -> 128 conv at 28x28 gained 0.100 -> 0.095: noise.
+_PACKED_INPUT = {"avx2": (256, 8), "avx512": (128, 16)}  # (from channels, block)
 
 
 def packed_input_block(channels: int, kernel_size, strides, padding, dilation, cpu) -> int:
     """The block an NCHW conv's input is copied into before its transposed tile, 0 for none
-    (see _PACKED_INPUT_CHANNELS)."""
-    pointwise = is_pointwise(kernel_size, strides, padding, dilation)
-    avx2 = cpu.arch == "x86_64" and cpu.vector_registers < 32
-    return _PACKED_INPUT_BLOCK if (pointwise and avx2 and channels >= _PACKED_INPUT_CHANNELS
-                                   and channels % _PACKED_INPUT_BLOCK == 0) else 0
+    (see _PACKED_INPUT; NEON keeps the direct reads: not measured there)."""
+    if cpu.arch != "x86_64" or not is_pointwise(kernel_size, strides, padding, dilation):
+        return 0
+    least, block = _PACKED_INPUT["avx2" if cpu.vector_registers < 32 else "avx512"]
+    return block if channels >= least and channels % block == 0 else 0
 
 
 def conv_on_packed_input(data, kernel, out_dtype, in_block: int):
