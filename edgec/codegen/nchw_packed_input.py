@@ -23,7 +23,8 @@ from edgec.codegen.plain_kernels import is_pointwise
 # ShuffleNetV2 0.969x, MobileNetV2 0.971x, MobileNetV3-Small 0.992x; PP-LCNet per call
 # 256 -> 256 at 14x14 0.150 -> 0.119 ms (packed 0.099; NCHW8c 0.126), 512 -> 512 at 7x7
 # 0.178 -> 0.141, 128 -> 256 at 28x28 0.165 -> 0.132, its sum 2.73 -> 2.43 ms (packed
-# 1.83). From 64 channels PP-LCNet's 64 -> 128 conv at 28x28 gained 0.100 -> 0.095: noise.
+# 1.83). From 64 channels (PP-LCNet's 64 -> 128 conv at 28x28 0.100 -> 0.095 ms) or 32 whole
+# models ran level: MobileNetV3-Small 1.025x / 1.001x, MobileNetV2 0.992x / 1.017x.
 # AVX2 from 128 channels ran level: MobileNetV2 0.995x, V3-Small 1.030x, SSD-Lite 0.992x.
 _PACKED_INPUT = {"avx2": (256, 8), "avx512": (128, 16)}  # (from channels, block)
 
