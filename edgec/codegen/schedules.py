@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
+from edgec.codegen import reduction_blocks
 from edgec.codegen.conv_epilogue import schedule_epilogue
 from edgec.codegen.conv_prologue import schedule_producer
 from edgec.codegen.generic_schedule import (
@@ -195,6 +196,9 @@ class PackedConv:
             from edgec.codegen.amx_schedule import schedule_amx
 
             schedule_amx(sch, conv, epilogue, loops, knobs.rows_first)
+            return
+        if knobs == ConvKnobs() and reduction_blocks.applies(sch, conv, loops, target):
+            reduction_blocks.schedule(sch, conv, epilogue, loops)  # AVX2's deep 1x1 convs
             return
         batch, chunk, row, col, lane, *reduction = loops
         width = extent(sch, col) or 1
