@@ -544,8 +544,8 @@ def test_nchw_convs_vectorize_over_contiguous_output_pixels_at_every_stride(targ
     2 (MobileNetV2's 96 channels at 112x112 took 0.51 ms of 5.8 with every lane a strided
     load) and 5x5; then a 1x1 conv to a channel count no tile divides (the packed tile).
     Checked against ONNX Runtime; objdump shows full-width FMAs in every conv (the kernel
-    the flat planes replaced ran a 15-pixel row on partial vectors). The stride-2 phase copy
-    still builds its vectors lane by lane (not asserted)."""
+    the flat planes replaced ran a 15-pixel row on partial vectors). The stride-2 phase copy's
+    vectors: test_nchw_depthwise_phase_copies_move_whole_vectors."""
     path = _conv_chain(tmp_path / "nchw.onnx", seed=7, specs=[
         ("dw2", 24, 3, 2, 24), ("dw5", 24, 5, 1, 24), ("pw", 20, 1, 1, 1)])
     library = _checked_build(path, tmp_path / "nchw.so", target)
@@ -566,7 +566,11 @@ def test_nchw_depthwise_phase_copies_move_whole_vectors(target, tmp_path):
     to read as one interleaved group: contiguous loads and permutes (0.235 -> 0.166 ms).
     Its rows go in input order, each phase row pair of input rows before the next (copied
     phase by phase, the plane was read in two passes over every other row: 96 channels
-    112 -> 56 0.90x, MobileNetV2 NCHW 1.35 -> 1.27x of packed; Zen 4, 2 threads).
+    112 -> 56 0.90x, MobileNetV2 NCHW 1.35 -> 1.27x of packed; Zen 4, 2 threads). LLVM
+    then read each phase on its own, a masked load of every other lane and a permute per 8
+    pixels; now each piece of a row's inner columns is one load of 2 x lanes pixels and two
+    shuffles (edgec.codegen.deinterleave): the scheduled TIR holds them, and the 56-pixel
+    phase rows end in a piece that overlaps the one before on AVX-512 (56 = 3 x 16 + 8).
     Checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "phases.onnx", seed=7, size=112, specs=[
         ("dw1", 24, 3, 1, 24), ("dw2", 24, 3, 2, 24)])
@@ -588,6 +592,10 @@ def test_nchw_depthwise_phase_copies_move_whole_vectors(target, tmp_path):
     rows = re.search(r"for \w+, \w+ in T\.grid\(T\.int64\((\d+)\), T\.int64\(2\)\):\s*"
                      r'with T\.sblock\("phase_planes', text)
     assert rows and int(rows.group(1)) > 2, text[text.find("phase_planes"):][:1500]
+    lanes = 16 if target == "x86_64-avx512" else 8
+    evens, odds = (", ".join(str(i) for i in range(pw, 2 * lanes, 2)) for pw in (0, 1))
+    copy = text[text.find('T.sblock("phase_planes'):text.find("depthwise_conv2d_nchw_planes[")]
+    assert f"[{evens}])" in copy and f"[{odds}])" in copy, copy[:3000]
 
 
 @pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512", "rpi5"])
@@ -1150,10 +1158,13 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     """The flat-plane depthwise kernel with NEON's 4 lanes (stride 2, 5x5, 3x3 on a 29-pixel
     plane: tiles and row blocks that divide nothing evenly), run on the emulated aarch64
     board, against ONNX Runtime on the host. Every FMA is a full 4-lane fmla (aarch64
-    objdump); along rows of 15 the kernel before it ran 2-lane and scalar ones."""
+    objdump); along rows of 15 the kernel before it ran 2-lane and scalar ones. The stride-2
+    conv's phase copy runs on the board as 8-pixel loads and two shuffles (deinterleave)."""
     path = _conv_chain(tmp_path / "depthwise.onnx", seed=3, specs=[
         ("a", 24, 3, 2, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 1, 24)])
     library = tmp_path / "depthwise-rpi4.so"
+    stride2 = _scheduled_functions(path, "rpi4", "depthwise_conv2d_nchw_")
+    assert any("T.Shuffle([x[" in text for text in stride2.values()), list(stride2)
     fmas = _neon_fmas(path, library, "rpi4", "fused_depthwise_conv2d_nchw")
     assert fmas and all(f.endswith(".4s") for f in fmas), sorted(set(fmas))
     _matches_onnxruntime_on_the_board(path, library, emulated_board, seed=3, size=29)

@@ -9,7 +9,7 @@ import math
 
 from tvm import s_tir, tirx
 
-from edgec.codegen import nchw_planes
+from edgec.codegen import deinterleave, nchw_planes
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -202,8 +202,11 @@ class PlaneConv:
             phase_row, phase_col = sch.split(phase, [None, phase_cols])
             sch.reorder(row, phase_row, col, phase_col)
             sch.unroll(phase_col)
+            inner = col
             if lengths:
-                sch.loop_partition(col, lengths)
+                inner = sch.loop_partition(col, lengths)[1 if first else 0]
+            if phase_cols == 2:  # whole vectors and two shuffles (deinterleave)
+                deinterleave.mark(sch, inner, int(annotations["edgec_lanes"]))
             return
         if lengths is None:
             PlaneConv._vectorize_row(sch, col)
