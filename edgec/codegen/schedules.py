@@ -46,6 +46,9 @@ _CONV_BLOCKS = (
 _NHWC_BLOCKS = ("conv2d_nhwc_packed", "depthwise_conv2d_nhwc_packed")
 # Up to this much weight, row-major NHWC tiles re-read the weights from cache for each row.
 _ROW_MAJOR_WEIGHTS = 512 * 1024
+# NCHW transposed tiles of at most this many output rows run channel-major on AVX-512 (see
+# _rows_first).
+_CHANNEL_MAJOR_ROWS = 14
 # Depthwise convs read their input through the border test instead of a padded copy.
 _DEPTHWISE_BLOCKS = ("depthwise_conv2d_nchwc", "depthwise_conv2d_nhwc_packed")
 
@@ -201,6 +204,7 @@ class PackedConv:
             reduction_blocks.schedule(sch, conv, epilogue, loops)  # AVX2's deep 1x1 convs
             return
         batch, chunk, row, col, lane, *reduction = loops
+        rows_first = _rows_first(sch, conv, row, target, knobs.rows_first)
         width = extent(sch, col) or 1
         longest = MAX_ROW
         if len(reduction) == 5:
@@ -224,7 +228,7 @@ class PackedConv:
             if paired and paired[1]:  # rows of 14, 7, 13: parts of `length` and a tail
                 chunk, tile = sch.split(chunk, [None, 2])
                 sch.reorder(row, col, tile)
-                task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+                task = parallel_tasks(sch, conv, batch, chunk, row, rows_first)
                 schedule_row_parts(sch, conv, epilogue, task, col, order, paired[1],
                                    channel_tiles=True)
                 return
@@ -232,7 +236,7 @@ class PackedConv:
                 longest, channel_tiles = paired[0], 2
         if len(reduction) < 5 and channel_tiles == 1 and not overlapping and (
                 length := balanced_length(sch, conv, col, longest)):  # SqueezeNet's 13-pixel rows
-            task = parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+            task = parallel_tasks(sch, conv, batch, chunk, row, rows_first)
             schedule_row_parts(sch, conv, epilogue, task, col, order, length)
             return
         col_outer, col_inner = sch.split(col, [None, row_length(width, longest)])
@@ -249,7 +253,7 @@ class PackedConv:
             sch.reorder(col_outer, *(reduction[i] for i in dense_order), *tiles, col_inner, lane)
         else:  # depthwise (kh, kw), grouped (ic, kh, kw) or NHWC (kh, kw, ic)
             sch.reorder(col_outer, *reduction, *tiles, col_inner, lane)
-        parallel_tasks(sch, conv, batch, chunk, row, knobs.rows_first)
+        parallel_tasks(sch, conv, batch, chunk, row, rows_first)
         schedule_epilogue(sch, conv, epilogue, col_outer)
         for tile in tiles:
             sch.unroll(tile)
@@ -293,6 +297,23 @@ def _two_block_tile(sch: s_tir.Schedule, conv, chunk, col, lane, width: int,
         return None  # NEON: MobileNetV1 by the rpi5 estimate 39.10 -> 40.42 ms
     panel = 2 * _weight_bytes(sch, conv) // (extent(sch, chunk) or 1)
     return wide_tile(sch, conv, col, width) if panel <= WIDE_PANEL_BYTES else None
+
+
+def _rows_first(sch: s_tir.Schedule, conv, row, target, knob: bool | None) -> bool | None:
+    """The knob, or False (channel-major) for an AVX-512 NCHW transposed tile of at most
+    _CHANNEL_MAJOR_ROWS rows: row-major, each thread re-read every channel tile's weights
+    for each of its rows, where channel-major keeps a 32-channel tile's in L1 over the rows.
+    MobileNetV3-Small's 96 -> 576 convs at 7x7 0.055 -> 0.039 ms a call; untuned NCHW
+    builds (bench/ab.py, 9 rounds, Ice Lake Xeon, 2 threads): V3-Small 0.964x, PP-LCNet
+    0.976x, MobileNetV2 0.996x, ResNet-50 0.996x, SSD-Lite 1.009x, MobileNetV1 1.015x (sums
+    of per-call minimums 0.953-1.000). Up to 28 rows ResNet-50 lost (1.016x); AVX2's tiles
+    of 8-16 channels, twice as many tasks each re-reading the input, lost on MobileNetV2
+    (1.035x) and gained nothing on V3-Small."""
+    if (knob is None and vector_registers(target) >= 32 and not is_aarch64(target)
+            and sch.get(conv).name_hint == "conv2d_nchw_packed_out"
+            and (extent(sch, row) or 1) <= _CHANNEL_MAJOR_ROWS):
+        return False
+    return knob
 
 
 def parallel_tasks(sch: s_tir.Schedule, conv, batch, chunk, row, rows_first: bool | None):
