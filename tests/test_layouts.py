@@ -569,7 +569,7 @@ def test_nchw_depthwise_phase_copies_move_whole_vectors(target, tmp_path):
     112 -> 56 0.90x, MobileNetV2 NCHW 1.35 -> 1.27x of packed; Zen 4, 2 threads). LLVM
     then read each phase on its own, a masked load of every other lane and a permute per 8
     pixels; now each piece of a row's inner columns is one load of 2 x lanes pixels and two
-    shuffles (edgec.codegen.deinterleave): the scheduled TIR holds them, and the 56-pixel
+    shuffles (edgec.codegen.vector_rewrites): the scheduled TIR holds them, and the 56-pixel
     phase rows end in a piece that overlaps the one before on AVX-512 (56 = 3 x 16 + 8).
     Checked against ONNX Runtime."""
     path = _conv_chain(tmp_path / "phases.onnx", seed=7, size=112, specs=[
@@ -596,6 +596,28 @@ def test_nchw_depthwise_phase_copies_move_whole_vectors(target, tmp_path):
     evens, odds = (", ".join(str(i) for i in range(pw, 2 * lanes, 2)) for pw in (0, 1))
     copy = text[text.find('T.sblock("phase_planes'):text.find("depthwise_conv2d_nchw_planes[")]
     assert f"[{evens}])" in copy and f"[{odds}])" in copy, copy[:3000]
+
+
+@pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
+def test_nchw_depthwise_output_rows_are_whole_vectors_overlapping_the_next(target, tmp_path):
+    """The crop of a flat plane into output rows no vector divides (58 pixels: 3 x 16 + 10
+    on AVX-512, 7 x 8 + 2 on AVX2): a row that is not the last of its block or of the plane
+    is stored as whole vectors (64 lanes), its extra lanes written into the next row, which
+    that row's own store overwrites; the last rows stay exact (vector_rewrites). The
+    58-row plane runs in several row blocks (parallel tasks), so a wrong last row would
+    overwrite another task's output or the next channel's. LLVM had split rows of 14 into
+    8 + 4 + 2 lanes (PP-LCNet NCHW 0.972x, V3-Small 0.985x on AVX-512). Checked against
+    ONNX Runtime."""
+    path = _conv_chain(tmp_path / "rows.onnx", seed=11, size=58, specs=[
+        ("dw", 24, 3, 1, 24), ("dw5", 24, 5, 1, 24)])
+    for text in _scheduled_functions(path, target, "depthwise_conv2d_nchw").values():
+        epilogue = text[text.rfind("depthwise_conv2d_nchw_planes[v_b"):]
+        assert re.search(r"if .* < T\.int64\(57\) and .* % T\.int64\(\d+\) < T\.int64",
+                         epilogue), epilogue[:2500]
+        assert "_wide in T.vectorized(T.int64(64))" in epilogue, epilogue[:2500]
+        blocks = re.search(r'"edgec_blocks": (\d+)', text)
+        assert blocks and int(blocks.group(1)) > 1, text[:1500]
+    _checked_build(path, tmp_path / "rows.so", target)
 
 
 @pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512", "rpi5"])
@@ -1179,7 +1201,7 @@ def test_nchw_depthwise_flat_planes_on_neon_match_onnxruntime_on_the_emulated_bo
     plane: tiles and row blocks that divide nothing evenly), run on the emulated aarch64
     board, against ONNX Runtime on the host. Every FMA is a full 4-lane fmla (aarch64
     objdump); along rows of 15 the kernel before it ran 2-lane and scalar ones. The stride-2
-    conv's phase copy runs on the board as 8-pixel loads and two shuffles (deinterleave)."""
+    conv's phase copy runs on the board as 8-pixel loads and two shuffles (vector_rewrites)."""
     path = _conv_chain(tmp_path / "depthwise.onnx", seed=3, specs=[
         ("a", 24, 3, 2, 24), ("b", 24, 5, 1, 24), ("c", 24, 3, 1, 24)])
     library = tmp_path / "depthwise-rpi4.so"

@@ -9,7 +9,7 @@ import math
 
 from tvm import s_tir, tirx
 
-from edgec.codegen import deinterleave, nchw_planes
+from edgec.codegen import nchw_planes, vector_rewrites
 from edgec.codegen.generic_schedule import (
     ParallelVectorize,
     extent,
@@ -138,7 +138,7 @@ class PlaneConv:
             rows = int(annotations["edgec_block_rows"])
             masked = bool(int(annotations.get("edgec_masked", 0)))
             task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows,
-                                                        masked))
+                                                        masked, lanes, out[0]))
         group, task = _grouped(sch, task)
         sch.parallel(group)
         if planes is not None:  # the task's phase rows, copied where they are used
@@ -205,8 +205,8 @@ class PlaneConv:
             inner = col
             if lengths:
                 inner = sch.loop_partition(col, lengths)[1 if first else 0]
-            if phase_cols == 2:  # whole vectors and two shuffles (deinterleave)
-                deinterleave.mark(sch, inner, int(annotations["edgec_lanes"]))
+            if phase_cols == 2:  # whole vectors and two shuffles
+                vector_rewrites.mark_deinterleave(sch, inner, int(annotations["edgec_lanes"]))
             return
         if lengths is None:
             PlaneConv._vectorize_row(sch, col)
@@ -222,10 +222,12 @@ class PlaneConv:
                 and [extent(sch, loop) for loop in sch.get_loops(block)][2:] == out)
 
     @staticmethod
-    def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int, masked: bool):
+    def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int, masked: bool,
+                        lanes: int, out_h: int):
         """The epilogue's (batch, channel, block of rows) loop, its rows vectorized (a
         masked plane's whole block at once: its rows are contiguous in the accumulator
-        too)."""
+        too), rows of one vector loop as whole vectors overlapping the next row
+        (vector_rewrites)."""
         batch, channel, row, col = sch.get_loops(block)
         row_block, row = sch.split(row, [blocks, rows])  # the last block may pass out_h
         if masked:
@@ -233,6 +235,8 @@ class PlaneConv:
             sch.vectorize(sch.split(pixels, [None, row_length(extent(sch, pixels) or 1,
                                                               _LONGEST_VECTOR_ROW)])[-1])
         else:
+            if (extent(sch, col) or 1) <= _LONGEST_VECTOR_ROW:
+                vector_rewrites.mark_overlapping_rows(sch, col, lanes, rows, out_h)
             PlaneConv._vectorize_row(sch, col)
         return sch.fuse(batch, channel, row_block)
 
