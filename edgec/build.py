@@ -53,6 +53,7 @@ def lower(
     import tvm
     from tvm import relax
 
+    from edgec.codegen import vector_rewrites
     from edgec.codegen.legalize import legalize_map
     from edgec.codegen.schedules import default_schedule
     from edgec.layout.blocks import block_of
@@ -72,6 +73,8 @@ def lower(
             ir = schedule(ir)
         if default_schedules:
             ir = default_schedule(generic)(ir)
+        # The plane convs' marked loops, scheduled by default or by tuning records alike.
+        ir = vector_rewrites.rewrite_module(ir)
     return ir
 
 

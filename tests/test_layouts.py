@@ -598,6 +598,33 @@ def test_nchw_depthwise_phase_copies_move_whole_vectors(target, tmp_path):
     assert f"[{evens}])" in copy and f"[{odds}])" in copy, copy[:3000]
 
 
+def test_nchw_depthwise_rewrites_apply_to_plane_convs_scheduled_by_tuning_records(tmp_path):
+    """A plane conv scheduled by a tuning record (a kernel-space variant, marked scheduled as
+    MetaSchedule's database marks it) gets the same whole-vector rewrites as the default
+    schedule: build.lower rewrites the module after both. Before, only default-scheduled
+    functions were rewritten and a tuned one kept LLVM's masked per-phase loads."""
+    import tvm
+
+    from edgec.codegen import schedule_space
+
+    path = _conv_chain(tmp_path / "tuned.onnx", seed=7, size=56, specs=[("dw2", 24, 3, 2, 24)])
+    target = targets.load("x86_64-avx512")
+    applied = []
+
+    def records(mod):
+        for gvar, func in list(mod.functions_items()):
+            if "depthwise_conv2d_nchw" in gvar.name_hint:
+                found = schedule_space.variants(func, tvm.target.Target.current())
+                mod[gvar] = found[-1].mod["main"].with_attr("tirx.is_scheduled", True)
+                applied.append(len(found))
+        return mod
+
+    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target, records)
+    text = next(f.script() for g, f in lowered.functions_items()
+                if "depthwise_conv2d_nchw" in g.name_hint)
+    assert applied and "T.Shuffle([x[" in text, text[text.find("phase_planes"):][:2000]
+
+
 @pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])
 def test_nchw_depthwise_output_rows_are_whole_vectors_overlapping_the_next(target, tmp_path):
     """The crop of a flat plane into output rows no vector divides (58 pixels: 3 x 16 + 10

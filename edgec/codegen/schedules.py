@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import tvm
 from tvm import s_tir, tirx
 
-from edgec.codegen import reduction_blocks, vector_rewrites
+from edgec.codegen import reduction_blocks
 from edgec.codegen.conv_epilogue import schedule_epilogue
 from edgec.codegen.conv_prologue import schedule_producer
 from edgec.codegen.generic_schedule import (
@@ -76,7 +76,7 @@ def default_schedule(generic: list[str] | None = None):
             if generic is not None and isinstance(rule, ParallelVectorize) and not (
                     _block_names(func) & _KERNELS_ON_THE_GENERIC_RULE):
                 generic.append(gvar.name_hint)
-            scheduled = vector_rewrites.rewrite(sch.mod["main"])
+            scheduled = sch.mod["main"]
             if amx_schedule.uses_amx(sch):
                 scheduled = amx_schedule.with_tile_state(sch)
             updated[gvar] = scheduled.with_attr("tirx.is_scheduled", True)

@@ -1,7 +1,9 @@
 """Whole-vector rewrites of flat-plane NCHW depthwise convs (edgec.codegen.nchw_planes) that
 TVM 0.27 has no schedule primitive for. PlaneConv marks a loop (mark_deinterleave,
-mark_overlapping_rows) and the default schedule rewrites the scheduled function (rewrite):
-the marked loop's block keeps its iter vars and their meaning, with new bindings or body.
+mark_overlapping_rows) and edgec.build.lower rewrites the scheduled module (rewrite_module),
+whether a default schedule or a tuning record scheduled it: the marked loop's block keeps
+its iter vars and their meaning, with new bindings or body. (MetaSchedule's builder times
+tuning candidates without the rewrite.)
 
 Deinterleaving: a depthwise conv of stride 2 first splits each input row into its two
 column phases, the even and the odd pixels. TVM's vectorizer reads a phase at stride 2
@@ -41,6 +43,16 @@ def mark_overlapping_rows(sch: s_tir.Schedule, loop, lanes: int, block_rows: int
     """Store this vectorized output row (a block's rows of `block_rows`, the plane's out_h)
     as whole `lanes` vectors where it is not the last row of its block or of the plane."""
     sch.annotate(loop, _OVERLAPPING, [lanes, block_rows, out_h])
+
+
+def rewrite_module(mod):
+    """`mod` with every scheduled PrimFunc rewritten (rewrite)."""
+    for gvar, func in list(mod.functions_items()):
+        if isinstance(func, tirx.PrimFunc):
+            rewritten = rewrite(func)
+            if not rewritten.same_as(func):
+                mod[gvar] = rewritten
+    return mod
 
 
 def rewrite(func: tirx.PrimFunc) -> tirx.PrimFunc:
