@@ -602,13 +602,16 @@ def test_nchw_depthwise_rewrites_apply_to_plane_convs_scheduled_by_tuning_record
     """A plane conv scheduled by a tuning record (a kernel-space variant, marked scheduled as
     MetaSchedule's database marks it) gets the same whole-vector rewrites as the default
     schedule: build.lower rewrites the module after both. Before, only default-scheduled
-    functions were rewritten and a tuned one kept LLVM's masked per-phase loads."""
+    functions were rewritten and a tuned one kept LLVM's masked per-phase loads. Built with
+    the record (AVX2 code, which runs on every x86 machine) and run against ONNX Runtime."""
+    import onnxruntime as ort
     import tvm
 
+    from edgec import check
     from edgec.codegen import schedule_space
 
     path = _conv_chain(tmp_path / "tuned.onnx", seed=7, size=56, specs=[("dw2", 24, 3, 2, 24)])
-    target = targets.load("x86_64-avx512")
+    target = targets.load("x86_64")
     applied = []
 
     def records(mod):
@@ -619,10 +622,15 @@ def test_nchw_depthwise_rewrites_apply_to_plane_convs_scheduled_by_tuning_record
                 applied.append(len(found))
         return mod
 
-    lowered = build.lower(pipeline.prepare(str(path), target, None, "NCHW"), target, records)
+    model = pipeline.prepare(str(path), target, None, "NCHW")
+    lowered = build.lower(model, target, records)
     text = next(f.script() for g, f in lowered.functions_items()
                 if "depthwise_conv2d_nchw" in g.name_hint)
     assert applied and "T.Shuffle([x[" in text, text[text.find("phase_planes"):][:2000]
+    x = np.random.default_rng(7).standard_normal((1, 24, 56, 56)).astype(np.float32)
+    got = check.run(build.compile_to_executable(model, target, records), model, {"x": x})["y"]
+    expected = ort.InferenceSession(str(path)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-4 * np.abs(expected).max())
 
 
 @pytest.mark.parametrize("target", ["x86_64", "x86_64-avx512"])

@@ -138,7 +138,7 @@ class PlaneConv:
             rows = int(annotations["edgec_block_rows"])
             masked = bool(int(annotations.get("edgec_masked", 0)))
             task = sch.merge(task, self._epilogue_tasks(sch, epilogue[-1], row_blocks, rows,
-                                                        masked, lanes, out[0]))
+                                                        masked, lanes))
         group, task = _grouped(sch, task)
         sch.parallel(group)
         if planes is not None:  # the task's phase rows, copied where they are used
@@ -223,7 +223,7 @@ class PlaneConv:
 
     @staticmethod
     def _epilogue_tasks(sch: s_tir.Schedule, block, blocks: int, rows: int, masked: bool,
-                        lanes: int, out_h: int):
+                        lanes: int):
         """The epilogue's (batch, channel, block of rows) loop, its rows vectorized (a
         masked plane's whole block at once: its rows are contiguous in the accumulator
         too), rows of one vector loop as whole vectors overlapping the next row
@@ -236,7 +236,7 @@ class PlaneConv:
                                                               _LONGEST_VECTOR_ROW)])[-1])
         else:
             if (extent(sch, col) or 1) <= _LONGEST_VECTOR_ROW:
-                vector_rewrites.mark_overlapping_rows(sch, col, lanes, rows, out_h)
+                vector_rewrites.mark_overlapping_rows(sch, col, lanes, rows)
             PlaneConv._vectorize_row(sch, col)
         return sch.fuse(batch, channel, row_block)
 

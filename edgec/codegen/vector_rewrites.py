@@ -38,11 +38,10 @@ def mark_deinterleave(sch: s_tir.Schedule, loop, lanes: int) -> None:
     sch.annotate(loop, _DEINTERLEAVE, lanes)
 
 
-def mark_overlapping_rows(sch: s_tir.Schedule, loop, lanes: int, block_rows: int,
-                          out_h: int) -> None:
-    """Store this vectorized output row (a block's rows of `block_rows`, the plane's out_h)
-    as whole `lanes` vectors where it is not the last row of its block or of the plane."""
-    sch.annotate(loop, _OVERLAPPING, [lanes, block_rows, out_h])
+def mark_overlapping_rows(sch: s_tir.Schedule, loop, lanes: int, block_rows: int) -> None:
+    """Store this vectorized output row (of a block of `block_rows` rows) as whole `lanes`
+    vectors where it is not the last row of its block or of the plane."""
+    sch.annotate(loop, _OVERLAPPING, [lanes, block_rows])
 
 
 def rewrite_module(mod):
@@ -128,10 +127,7 @@ def _shuffled(loop: tirx.For):
     *outer, phase, row, col = store.indices
     if any(not isinstance(i, tirx.Var) for i in (phase, row, col)):
         return None
-    iter_vars = [iv.var for iv in realize.block.iter_vars]
-    phase_binding = next((value for var, value in zip(iter_vars, realize.iter_values,
-                                                      strict=True) if var.same_as(phase)), None)
-    even = _substitute(phase_binding, phases.loop_var, tirx.const(0, _dtype(phase)))
+    even = _substitute(_binding(realize, phase), phases.loop_var, tirx.const(0, _dtype(phase)))
     if even is None:
         return None
     # The run of 2 x lanes input pixels from the even phase's column (the block's phase is
@@ -152,8 +148,9 @@ def _shuffled(loop: tirx.For):
     block = _block(realize.block, tirx.SeqStmt(stores), reads)
 
     def piece(start):
-        values = [even if v.same_as(phase) else start if v.same_as(col) else value
-                  for v, value in zip(iter_vars, realize.iter_values, strict=True)]
+        values = [even if iv.var.same_as(phase) else start if iv.var.same_as(col) else value
+                  for iv, value in zip(realize.block.iter_vars, realize.iter_values,
+                                       strict=True)]
         return s_tir.SBlockRealize(values, realize.predicate, block)
 
     index = _dtype(loop.loop_var)
@@ -170,7 +167,7 @@ def _overlapped(loop: tirx.For):
     """if the row is not its block's or the plane's last: the row as whole vectors of the
     next multiple of the lanes; else as scheduled. None where the loop is not a vectorized
     output row of one block over (.., y, x)."""
-    lanes, block_rows, out_h = (int(v) for v in loop.annotations[_OVERLAPPING])
+    lanes, block_rows = (int(v) for v in loop.annotations[_OVERLAPPING])
     width = int(loop.extent)
     wide = -(-width // lanes) * lanes
     realize = loop.body
@@ -179,12 +176,11 @@ def _overlapped(loop: tirx.For):
             or not isinstance(realize, s_tir.SBlockRealize)
             or not isinstance(realize.block.body, tirx.BufferStore)):
         return None
-    *_, row, col = realize.block.body.indices
+    store = realize.block.body
+    *_, row, col = store.indices
     if not (isinstance(row, tirx.Var) and isinstance(col, tirx.Var)):
         return None
-    iter_vars = [iv.var for iv in realize.block.iter_vars]
-    y = next((value for var, value in zip(iter_vars, realize.iter_values, strict=True)
-              if var.same_as(row)), None)
+    y, out_h = _binding(realize, row), int(store.buffer.shape[-2])
     index = _dtype(loop.loop_var)
     lane = tirx.Var(f"{loop.loop_var.name}_wide", index)
     values = [_substitute(value, loop.loop_var, lane) for value in realize.iter_values]
@@ -194,11 +190,16 @@ def _overlapped(loop: tirx.For):
     # Not the plane's last row, nor its block's (rows y of a block: y % block_rows).
     inside = tirx.And(y < out_h - 1,
                       tirx.FloorMod(y, tirx.const(block_rows, index)) < block_rows - 1)
-    whole = _loop(loop, s_tir.SBlockRealize(values, predicate, realize.block), var=lane,
-                  extent=tirx.const(wide, index),
-                  annotations={k: v for k, v in loop.annotations.items()
-                               if k != _OVERLAPPING})
-    return tirx.IfThenElse(inside, whole, _unmarked(loop))
+    exact = _unmarked(loop)
+    whole = _loop(exact, s_tir.SBlockRealize(values, predicate, realize.block), var=lane,
+                  extent=tirx.const(wide, index))
+    return tirx.IfThenElse(inside, whole, exact)
+
+
+def _binding(realize, var):
+    """The value the block realize binds its iter var `var` to, None if not one of them."""
+    return next((value for iv, value in zip(realize.block.iter_vars, realize.iter_values,
+                                            strict=True) if iv.var.same_as(var)), None)
 
 
 def _dtype(expr) -> str:
