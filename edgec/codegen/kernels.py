@@ -96,15 +96,17 @@ def conv2d_nchw_packed_out(data, kernel, strides, padding, dilation, groups, out
     (vectorizable) and unpacked to NCHW{out_block}c, or to NCHW when out_block is 0 (the
     first `out_channels` of them when given: weights zero-padded to whole blocks).
 
-    in_block: a 1x1 stride-1 unpadded conv first copies its input to NCHW{in_block}c
-    (`data_pack`, a stage of its own) and reduces over (channel blocks, lanes): each tile
-    then reads a row's channels from whole lines, in_block at a time (legalize_plain says
-    where that pays)."""
+    in_block: the conv first copies its input to NCHW{in_block}c (`data_pack`, a stage of
+    its own; a 1x1 conv only the pixels it reads) and reduces over (channel blocks, lanes,
+    kh, kw): each tile then reads a pixel's channels from whole lines, in_block at a time
+    (nchw_packed_input says where that pays)."""
     o_chunks, i_channels, kh_size, kw_size, block = (int(d) for d in kernel.shape)
     n = int(data.shape[0])
     if in_block:
-        packed = conv_on_packed_input(data, kernel, out_dtype, in_block)
-        out_h, out_w = (int(d) for d in data.shape[2:4])
+        out_h, out_w = output_size(*(int(d) for d in data.shape[2:4]), (kh_size, kw_size),
+                                   strides, padding, dilation)
+        packed = conv_on_packed_input(data, kernel, out_dtype, in_block, strides, padding,
+                                      dilation, (out_h, out_w))
     else:
         ic = te.reduce_axis((0, i_channels), name="ic")
         out_h, out_w, kh, kw, window = sliding_window(data, (kh_size, kw_size), strides,

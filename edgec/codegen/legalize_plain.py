@@ -156,7 +156,8 @@ def legalize_plain_conv(bb: relax.BlockBuilder, call: relax.Call, cpu,
         # 6.26 ms) and lost on MobileNetV2 (5.07 vs 4.70) and ResNet-50 (37.2 vs 35.5), and
         # ResNet-18's 3x3 convs took it from 1.18x to 1.65x of packed (AVX-512, 2 threads).
         packed = emit_weight_pack(bb, pack_stem_kernel, weight, wide, name="pack_stem_kernel")
-        in_block = 0 if integer else packed_input_block(channels, kernel_size, *args[:3], cpu)
+        in_block = 0 if integer else packed_input_block(
+            channels, kernel_size, *args[:3], out_w, cpu)
         return bb.call_te(_as_float_kernel(conv2d_nchw_packed_out, integer), data, packed,
                           *args, 0, out_channels, in_block, primfunc_name_hint="conv2d_nchw")
     if groups == channels == out_channels and per_group == 1:
