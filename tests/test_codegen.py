@@ -202,23 +202,31 @@ def test_channels_last_pools_read_their_padding_in_place_in_channel_vectors(
     assert len(pools) == 2 and not any("pad_temp" in text for text in pools), pools
 
 
-@pytest.mark.parametrize(("target_name", "objdump", "vector_max", "scalar_max"), [
-    ("x86_64", "objdump", r"vmaxps\s+[^\n]*%ymm", r"vmaxss"),
-    ("x86_64-avx512", "objdump", r"vmaxps\s+[^\n]*%[xyz]mm", r"vmaxss"),
-    # aarch64: TVM's max is a compare and a select, fcmgt + bif on vectors, fcsel on scalars
+@pytest.mark.parametrize(("target_name", "objdump", "vector_max", "deinterleave",
+                          "lane_by_lane"), [
+    ("x86_64", "objdump", r"vmaxps\s+[^\n]*%ymm", r"\b(vshufps|vpermps|vpermpd)\b",
+     r"\bvinsertps\b"),
+    ("x86_64-avx512", "objdump", r"vmaxps\s+[^\n]*%[xyz]mm",
+     r"\b(vshufps|vpermt2ps|vpermi2ps|vpermps)\b", r"\bvinsertps\b"),
+    # aarch64: TVM's max is a compare and a select, fcmgt + bif on vectors
     ("rpi5", "aarch64-linux-gnu-objdump", r"(fmax|fcmgt)\s+v\d+\.4s",
-     r"(fmax|fcsel)\s+s\d+"),
+     r"\b(ld2|ld3|uzp1|uzp2)\b", None),
 ])
 def test_pools_over_plain_rows_take_a_vector_of_output_columns_per_window_tap(
-        tmp_path, target_name, objdump, vector_max, scalar_max):
+        tmp_path, target_name, objdump, vector_max, deinterleave, lane_by_lane):
     """NCHW pools (3x3, stride 2): the max pool's code takes its maximum over whole vectors
-    of output columns (vector max in the disassembly, no scalar one), and the model still
-    matches ONNX Runtime (compile's check; for rpi5 through a host build)."""
+    of output columns, and the taps' stride-2 columns are read as wide loads split by
+    shuffles (LLVM's interleaved groups, as for rows no vector divides below), not built
+    lane by lane: TVM's own vectorized row had inserted each lane (36 vinsertps on x86),
+    ResNet's stem pool 0.52 ms in ResNet-50 NCHW against packed's 0.19 on AVX2, 0.36 left
+    to LLVM (Ice Lake Xeon, 2 threads). The model still matches ONNX Runtime (compile's
+    check; for rpi5 through a host build)."""
     import re
 
     code = _nchw_build_code(pooled_stem(tmp_path / "p.onnx"), target_name, objdump,
                             "max_pool2d")
-    assert re.search(vector_max, code) and not re.search(scalar_max, code), code[:3000]
+    assert re.search(vector_max, code) and re.search(deinterleave, code), code[:3000]
+    assert not (lane_by_lane and re.search(lane_by_lane, code)), code[:3000]
 
 
 def _nchw_build_code(model: Path, target_name: str, objdump: str, function: str) -> str:
