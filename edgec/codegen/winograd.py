@@ -160,8 +160,8 @@ def _to_output(value, out_dtype: str):
 def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
                           layout: str = "NHWC"):
     """conv2d_nchwc_winograd for NHWC or NCHW data (`layout`), read as NCHW{C}c, one block of
-    all channels, through a view (NHWC: the same memory; NCHW: each input-transform vector
-    gathers its channels from their planes); weights from winograd_weight_nhwc; the output
+    all channels (NHWC: a view of the same memory; NCHW: a copy transposed to it); weights
+    from winograd_weight_nhwc; the output
     tiles are cropped into the plain layout. Returns te.Tensor (N, OH, OW, out_channels) or
     (N, out_channels, OH, OW)."""
     n = int(data.shape[0])
@@ -171,8 +171,11 @@ def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
     def pixel(b, y, x, i):
         return data[b, y, x, i] if layout == "NHWC" else data[b, i, y, x]
 
+    # NHWC: a view of the same memory, inlined; NCHW: a transposing copy of its own (see
+    # winograd_schedule.ONE_BLOCK_COPY).
     one_block = te.compute((n, 1, height, width, channels),
-                           lambda b, c, y, x, i: pixel(b, y, x, i), name="nhwc_as_one_block")
+                           lambda b, c, y, x, i: pixel(b, y, x, i),
+                           name="nhwc_as_one_block" if layout == "NHWC" else "nchw_as_one_block")
     wide = int(weight.shape[5])
     untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
 
