@@ -172,10 +172,10 @@ def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
         return data[b, y, x, i] if layout == "NHWC" else data[b, i, y, x]
 
     # NHWC: a view of the same memory, inlined; NCHW: a transposing copy of its own (see
-    # winograd_schedule.ONE_BLOCK_COPY).
+    # winograd_schedule.transposes_planes; one name for both, so that tuning records of
+    # either, which name the block, still apply).
     one_block = te.compute((n, 1, height, width, channels),
-                           lambda b, c, y, x, i: pixel(b, y, x, i),
-                           name="nhwc_as_one_block" if layout == "NHWC" else "nchw_as_one_block")
+                           lambda b, c, y, x, i: pixel(b, y, x, i), name="nhwc_as_one_block")
     wide = int(weight.shape[5])
     untiled, (out_h, out_w) = _winograd(one_block, weight, padding, wide)
 

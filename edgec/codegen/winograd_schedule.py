@@ -26,7 +26,12 @@ _MAX_TRANSFORM_LANES = 16  # channels per Winograd input transform vector
 # U-Net's (128x128) 0.36 -> 0.31; 14x14 and 7x7 level. Whole untuned NCHW builds
 # (bench/ab.py, 7 rounds): ResNet-18 0.911x AVX2 / 0.910x AVX-512, U-Net 0.884x / 0.912x,
 # ResNet-50 0.911x / 0.943x; the rpi5 estimate of ResNet-18 81.94 -> 80.03 ms.
-ONE_BLOCK_COPY = "nchw_as_one_block"
+def transposes_planes(stmt) -> bool:
+    """Whether the one-block stage (`nhwc_as_one_block`) reads NCHW planes: its channel
+    lane indexes the input's channel axis, not the input's last (NHWC's, a view)."""
+    lane = stmt.iter_vars[-1].var
+    last = stmt.reads[0].region[-1].min
+    return not (isinstance(last, tirx.Var) and last.same_as(lane))
 
 
 class WinogradConv:
@@ -48,13 +53,12 @@ class WinogradConv:
     def _schedule(self, sch: s_tir.Schedule) -> None:
         block = sch.get_sblock
         # NHWC or NCHW data read as one block of all its channels: NHWC's is a view of the
-        # same memory, NCHW's a transposing copy (ONE_BLOCK_COPY).
-        names = [sch.get(b).name_hint for b in root_blocks(sch)]
-        plain = "nhwc_as_one_block" in names or ONE_BLOCK_COPY in names
-        if "nhwc_as_one_block" in names:
-            sch.compute_inline(block("nhwc_as_one_block"))
+        # same memory, NCHW's a transposing copy (transposes_planes).
+        plain = "nhwc_as_one_block" in [sch.get(b).name_hint for b in root_blocks(sch)]
+        if plain and transposes_planes(sch.get(block("nhwc_as_one_block"))):
+            schedule_producer(sch, block("nhwc_as_one_block"), inline_padding=False)
         elif plain:
-            schedule_producer(sch, block(ONE_BLOCK_COPY), inline_padding=False)
+            sch.compute_inline(block("nhwc_as_one_block"))
         sch.compute_inline(block("data_pad"))
         eps, nu, icc, tile, lane = sch.get_loops(block("winograd_input"))
         m = extent(sch, eps) - 2  # F(m x m, 3x3): 4, or 2 on small images
