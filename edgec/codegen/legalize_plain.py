@@ -260,12 +260,15 @@ def _plain_winograd(m: int | None, nhwc: bool, channels: int, out_channels: int,
                     integer: bool, cpu) -> bool:
     """Whether a float NHWC or NCHW conv runs Winograd: its geometry fits (`m`, from
     winograd_tile, is not None); in NHWC with AVX-512, from _NHWC_WINOGRAD_CHANNELS input
-    channels; in NCHW with _NCHW_WINOGRAD_VECTORS vectors of channels or more in and out."""
+    channels; in NCHW with _NCHW_WINOGRAD_VECTORS vectors of channels or more out and as
+    many in (x86: _NCHW_WINOGRAD_INPUT_VECTORS)."""
     if integer or m is None:
         return False
     if nhwc:
         return cpu.vector_bits < 512 or channels >= _NHWC_WINOGRAD_CHANNELS
-    return min(channels, out_channels) >= _NCHW_WINOGRAD_VECTORS * cpu.float_lanes
+    inputs = _NCHW_WINOGRAD_INPUT_VECTORS if cpu.arch == "x86_64" else _NCHW_WINOGRAD_VECTORS
+    return (out_channels >= _NCHW_WINOGRAD_VECTORS * cpu.float_lanes
+            and channels >= inputs * cpu.float_lanes)
 
 
 # With AVX-512, NHWC 3x3 convs of fewer input channels run the direct tile: its reduction
@@ -291,6 +294,13 @@ _NHWC_WINOGRAD_CHANNELS = 32
 # 278.47 -> 224.37 (213.46), and with 16-channel convs too U-Net (128x128) 47.03 -> 26.26
 # (packed 21.59), its 16 -> 16 conv at 128x128 3.64 -> 2.17 ms.
 _NCHW_WINOGRAD_VECTORS = 4
+# Since NCHW Winograd reads a transposed copy of the planes (winograd_schedule.
+# transposes_planes) instead of gathering, two vectors of input channels pay on x86 (per-call
+# minimums, 7 interleaved rounds, Ice Lake Xeon, 2 threads): AVX2 SqueezeNet's 16 -> 64 at
+# 55x55 0.374 -> 0.269 and 0.351 -> 0.244 ms, the model's per-call sum 6.03 -> 5.74;
+# AVX-512 its 32 -> 128 at 27x27 0.206 -> 0.169 and 0.196 -> 0.168, U-Net's 32 -> 64 0.159
+# -> 0.132; U-Net level on both. NEON keeps four (unmeasured).
+_NCHW_WINOGRAD_INPUT_VECTORS = 2
 
 # Pixel vectors of a depthwise flat-plane tile, at most; a short run costs its loop and
 # broadcast per tap against computing padded pixels.
