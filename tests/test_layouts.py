@@ -1219,10 +1219,10 @@ def test_nchw_winograd_transforms_read_a_transposed_copy_of_the_planes(target, t
     order: the nhwc_as_one_block stage, a buffer of its own here, filled in parallel rows)
     and its input transform reads that copy; NHWC's stage stays a view (inlined). Read
     through a view, every NCHW transform vector gathered its channels from their planes,
-    each input pixel once per overlapping 6x6 tile: ResNet-18
-    NCHW's 64-channel convs at 56x56 0.65-0.69 -> 0.49-0.53 ms (AVX-512), ResNet-18 0.91x
-    (AVX2 and AVX-512). The 64 -> 64 conv on a 22x22 map is checked against ONNX Runtime
-    (for rpi5 through a host build)."""
+    each input pixel once per overlapping 6x6 tile: ResNet-18 NCHW's 64-channel convs at
+    56x56 0.65-0.69 -> 0.49-0.53 ms (AVX-512), ResNet-18 0.91x (AVX2 and AVX-512). The
+    64 -> 64 conv on a 22x22 map is checked against ONNX Runtime (for rpi5 through a host
+    build)."""
     path = _conv_chain(tmp_path / "wino_copy.onnx", seed=9, size=22, specs=[
         ("a", 64, 1, 1, 1), ("b", 64, 3, 1, 1)])
     winograd = _scheduled_functions(path, target, "winograd")
@@ -1235,8 +1235,8 @@ def test_nchw_winograd_transforms_read_a_transposed_copy_of_the_planes(target, t
     assert "T.parallel" in copy[:600] and "T.vectorized" in copy[:800], copy[:1500]
     assert re.search(r"T\.reads\(nhwc_as_one_block\[", text), text[:3000]
     _checked_build(path, tmp_path / f"wino_copy_{target}.so", target)
-    lowered = build.lower(pipeline.prepare(str(path), targets.load(target), None, "NHWC"),
-                          targets.load(target))
+    loaded = targets.load(target)
+    lowered = build.lower(pipeline.prepare(str(path), loaded, None, "NHWC"), loaded)
     nhwc = [f.script() for g, f in lowered.functions_items() if "winograd" in g.name_hint]
     assert nhwc and not any("nhwc_as_one_block" in text for text in nhwc), nhwc
 

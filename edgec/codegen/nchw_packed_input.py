@@ -47,6 +47,11 @@ _STRIDED = {"avx2": 64, "avx512": 128}  # from channels
 _STRIDED_MIN_WIDTH = 14  # output columns from which a strided kxk conv copies
 
 
+def _one_by_one_unpadded(kernel_size, padding) -> bool:
+    """A 1x1 unpadded window: its copy need hold only the pixels the conv reads."""
+    return tuple(int(k) for k in kernel_size) == (1, 1) and not any(int(p) for p in padding)
+
+
 def packed_input_block(channels: int, kernel_size, strides, padding, dilation, out_w: int,
                        cpu) -> int:
     """The block an NCHW conv's input is copied into before its transposed tile, 0 for none
@@ -59,10 +64,9 @@ def packed_input_block(channels: int, kernel_size, strides, padding, dilation, o
     isa = "avx2" if cpu.vector_registers < 32 else "avx512"
     least, block = _PACKED_INPUT[isa]
     if not is_pointwise(kernel_size, strides, padding, dilation):
-        one_by_one = tuple(int(k) for k in kernel_size) == (1, 1) and not any(
-            int(p) for p in padding)
         strided = any(int(s) > 1 for s in strides)
-        if not strided or not (one_by_one or out_w >= _STRIDED_MIN_WIDTH):
+        if not strided or not (_one_by_one_unpadded(kernel_size, padding)
+                               or out_w >= _STRIDED_MIN_WIDTH):
             return 0
         least = _STRIDED[isa]
     return block if channels >= least and channels % block == 0 else 0
@@ -79,7 +83,7 @@ def conv_on_packed_input(data, kernel, out_dtype, in_block: int, strides, paddin
     (sh, sw), (dh, dw) = (int(s) for s in strides), (int(d) for d in dilation)
     top, left, bottom, right = (int(p) for p in padding)
     chunks = i_channels // in_block
-    if (kh_size, kw_size) == (1, 1) and not (top or left or bottom or right):
+    if _one_by_one_unpadded((kh_size, kw_size), padding):
         packed_in = te.compute((n, chunks, *out_size, in_block),
                                lambda b, cc, y, x, c: data[b, cc * in_block + c, y * sh, x * sw],
                                name="data_pack")

@@ -161,9 +161,8 @@ def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
                           layout: str = "NHWC"):
     """conv2d_nchwc_winograd for NHWC or NCHW data (`layout`), read as NCHW{C}c, one block of
     all channels (NHWC: a view of the same memory; NCHW: a copy transposed to it); weights
-    from winograd_weight_nhwc; the output
-    tiles are cropped into the plain layout. Returns te.Tensor (N, OH, OW, out_channels) or
-    (N, out_channels, OH, OW)."""
+    from winograd_weight_nhwc; the output tiles are cropped into the plain layout. Returns
+    te.Tensor (N, OH, OW, out_channels) or (N, out_channels, OH, OW)."""
     n = int(data.shape[0])
     height, width = (int(data.shape[layout.index(axis)]) for axis in "HW")
     channels = int(data.shape[layout.index("C")])
@@ -172,8 +171,8 @@ def conv2d_plain_winograd(data, weight, padding, out_dtype, out_channels: int,
         return data[b, y, x, i] if layout == "NHWC" else data[b, i, y, x]
 
     # NHWC: a view of the same memory, inlined; NCHW: a transposing copy of its own (see
-    # winograd_schedule.transposes_planes; one name for both, so that tuning records of
-    # either, which name the block, still apply).
+    # winograd_schedule.transposes_planes). One name for both: a tuning record matches its
+    # workload whatever the block names and its trace finds blocks by name.
     one_block = te.compute((n, 1, height, width, channels),
                            lambda b, c, y, x, i: pixel(b, y, x, i), name="nhwc_as_one_block")
     wide = int(weight.shape[5])
