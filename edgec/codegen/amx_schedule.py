@@ -8,9 +8,9 @@ from tvm import s_tir, tirx
 
 from edgec.codegen import amx
 from edgec.codegen.conv_epilogue import pass_by_tile, schedule_epilogue
+from edgec.codegen.conv_tasks import parallel_tasks
 from edgec.codegen.generic_schedule import ParallelVectorize, extent, root_blocks
 from edgec.codegen.plain_kernels import FLAT_PIXELS
-from edgec.codegen.schedules import parallel_tasks
 
 _SYS_ARCH_PRCTL, _ARCH_REQ_XCOMP_PERM, _XFEATURE_XTILEDATA = 158, 0x1023, 18
 # The annotation of an AMX conv's parallel task loop: its tiles' height in pixels.

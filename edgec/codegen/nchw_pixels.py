@@ -182,7 +182,7 @@ class PixelConv:
             else:
                 # Row-major tasks: a thread's rows of every channel tile, so the rows the
                 # next conv reads are mostly in its own core's cache
-                # (schedules.parallel_tasks).
+                # (conv_tasks.parallel_tasks).
                 sch.reorder(row, tile, col, ic, channel)
                 task = sch.fuse(batch, row, tile)
             sch.parallel(task)
