@@ -61,13 +61,15 @@ def legalize_map(block: int, cpu) -> dict:
         cpu: the target's edgec.cpu.CpuCaps: its int8 dot-product kind, SIMD width and
             register count shape the micro-kernels.
     """
+    from edgec.codegen.row_pools import legalize_max_pool2d
     from edgec.codegen.softmax import legalize_softmax
 
     lanes = cpu.accumulator_lanes
     return {"relax.nn.conv2d":
             lambda bb, call: _legalize_conv2d(bb, call, block, cpu, lanes),
             "relax.matmul": lambda bb, call: _legalize_matmul(bb, call, cpu),
-            "relax.nn.softmax": legalize_softmax}
+            "relax.nn.softmax": legalize_softmax,
+            "relax.nn.max_pool2d": legalize_max_pool2d}
 
 
 def _blocks_per_tile(out_chunks: int, block: int, lanes: int) -> int:

@@ -102,11 +102,13 @@ def _first_rule(func: tirx.PrimFunc, target) -> tuple[object, object]:
     from edgec.codegen.im2col import Im2col
     from edgec.codegen.nchw_pixels import PixelConv
     from edgec.codegen.plain_schedules import PlainDepthwiseConv, PlaneConv
+    from edgec.codegen.row_pools import RowPool
     from edgec.codegen.softmax import Softmax
     from edgec.codegen.winograd_schedule import WinogradConv
 
     for rule in (WinogradConv(), PackedConv(), PixelConv(), PlaneConv(), PlainDepthwiseConv(),
-                 ChannelShuffle(), Concatenate(), Im2col(), Softmax(), ParallelVectorize()):
+                 ChannelShuffle(), Concatenate(), Im2col(), Softmax(), RowPool(),
+                 ParallelVectorize()):
         sch = rule.apply(func, target, False)
         if sch is not None:
             return rule, sch
