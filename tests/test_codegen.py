@@ -271,6 +271,31 @@ def test_strided_nchw_max_pools_take_their_window_rows_first(tmp_path, target_na
         assert "max_pool_rows" in text and "pad_temp" not in text, text
 
 
+def test_row_pools_take_a_pool_only_where_every_window_holds_an_input_pixel():
+    """row_pools clamps indices in place of the padding, which is the padded maximum only
+    for a window holding an input pixel; a window of padding alone (padding as wide as the
+    kernel, which ONNX Runtime refuses) must stay with TOPI. Checked against counting each
+    window's input pixels, over every small geometry, floor and ceil mode."""
+    from edgec.codegen.row_pools import _windows_hold_input
+
+    checked = 0
+    for size in range(1, 12):
+        for kernel in range(1, 5):
+            for stride in range(1, 4):
+                for before in range(0, 4):
+                    for after in range(0, 4):
+                        span = size + before + after - kernel
+                        if span < 0:
+                            continue
+                        for out in {span // stride + 1, -(-span // stride) + 1}:
+                            starts = [y * stride - before for y in range(out)]
+                            expected = all(max(0, s) < min(size, s + kernel) for s in starts)
+                            assert _windows_hold_input(out, size, kernel, stride, before) \
+                                == expected, (size, kernel, stride, before, after, out)
+                            checked += 1
+    assert checked > 1000
+
+
 def _nchw_build_code(model: Path, target_name: str, objdump: str, function: str) -> str:
     """`function`'s disassembly in the NCHW build of `model` for the target, whose compile
     matched ONNX Runtime (for rpi5 through a host build)."""

@@ -52,12 +52,24 @@ def legalize_max_pool2d(bb: relax.BlockBuilder, call: relax.Call) -> relax.Expr:
     kernel = [int(k) for k in attrs.pool_size]
     padding = [int(p) for p in attrs.padding]
     out_h, out_w = int(out_shape[2]), int(out_shape[3])
+    height, width = int(shape[2]), int(shape[3])
+    if not (_windows_hold_input(out_h, height, kernel[0], strides[0], padding[0])
+            and _windows_hold_input(out_w, width, kernel[1], strides[1], padding[1])):
+        return call
     # Fused as TOPI's pool is (an output-elementwise-fusable op): analysed, its two
     # reduction-free passes read as injective, and FuseOps merged SqueezeNet's three pools
     # in a row into one function no pool schedule takes (0.47 ms against 0.26).
     return bb.call_te(max_pool_by_rows, data, kernel, strides, padding, out_h, out_w,
                       primfunc_name_hint="max_pool2d",
                       primfunc_attrs={"op_pattern": _OUT_ELEMWISE_FUSABLE})
+
+
+def _windows_hold_input(out: int, size: int, kernel: int, stride: int, before: int) -> bool:
+    """Whether every window along an axis holds an input pixel (the first and the last do;
+    the others lie between): only then do clamped indices stand for the padding. ONNX
+    Runtime refuses padding as wide as the kernel, which makes a window of padding alone;
+    TOPI's pool keeps such a model's lowest-float maximum."""
+    return before <= kernel - 1 and (out - 1) * stride - before <= size - 1
 
 
 def _clamped(index, size: int):
