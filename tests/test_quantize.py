@@ -463,44 +463,31 @@ def stores_to_the_stack_between_dots(code: str) -> dict[str, int]:
     return found
 
 
-def test_int8_vnni_tiles_keep_their_accumulators_in_registers(tmp_path):
-    """A 32-channel-wide NHWC tile of 14 pixels took 28 of the 32 registers, and LLVM kept
-    one accumulator on the stack, stored and reloaded around every dot on it; tiles now hold
-    at most 14 accumulators (7 pixels here). The 1x1 conv on 28x28 pixels is the case."""
-    weight = seeded_weights(5)
+@pytest.mark.parametrize(("kernel", "channels", "side"), [(1, 32, 28), (3, 64, 14)],
+                         ids=["1x1-accumulators", "3x3-broadcasts"])
+def test_int8_vnni_tiles_keep_their_accumulators_and_broadcasts_in_registers(
+        tmp_path, kernel, channels, side):
+    """No vector goes to the stack and back between a VNNI tile's dots. 1x1 on 28x28: a
+    32-channel-wide NHWC tile of 14 pixels took 28 of the 32 registers and LLVM kept one
+    accumulator on the stack, stored and reloaded around every dot; tiles now hold at most
+    14 accumulators (7 pixels). 3x3 on 14x14: with the kernel's taps inside each 16-channel
+    block, LLVM unrolled a block's taps and 4-channel steps together, kept every input
+    pixel's broadcast live across the taps reading it (9 x 4) and spilled them (ResNet-50's
+    256-channel 3x3 convs at 14x14 0.317 ms against 0.218 with the taps outside the
+    blocks). Both builds match ONNX Runtime's QDQ model."""
+    weight = seeded_weights(5 + kernel)
+    pads = [kernel // 2] * 4
     nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
              helper.make_node("Relu", ["c0"], ["r0"]),
-             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"]),
+             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=pads),
              helper.make_node("Relu", ["c1"], ["r1"])]
-    inits = [weight("w0", 32, 3, 1, 1), weight("b0", 32), weight("w1", 64, 32, 1, 1),
-             weight("b1", 64), weight("w3", 10, 64), weight("b3", 10)]
-    net = save_classifier(nodes, "r1", ("w3", "b3"), inits, 28, tmp_path / "pw.onnx")
-    samples = np.random.default_rng(14).uniform(-1, 1, (16, 1, 3, 28, 28)).astype(np.float32)
-    out = tmp_path / "pw.so"
-    result = compile_int8(net, out, samples, "x86_64-avx512-vnni", check=False)
-    spilled = stores_to_the_stack_between_dots(disassembly(out))
-    assert len(spilled) >= 2 and not any(spilled.values()), spilled
-    if "avx512_vnni" not in targets.cpu_flags():
-        pytest.skip("this CPU has no AVX-512 VNNI: the code was inspected but cannot run here")
-    assert_agrees_with_qdq(runtime.load(out), result.model.reference, samples[:4])
-
-
-def test_int8_vnni_3x3_tiles_keep_their_input_broadcasts_in_registers(tmp_path):
-    """A 3x3 conv's tile (7 pixels x 32 channels) took its taps inside each 16-channel block:
-    LLVM unrolled a block's taps and 4-channel steps together, kept every input pixel's
-    broadcast live across the taps that read it (9 x 4 here) and spilled them to the stack
-    between the dots (ResNet-50's 256-channel 3x3 convs at 14x14 0.317 ms against 0.218
-    with the taps outside the blocks). The build matches ONNX Runtime's QDQ model."""
-    weight = seeded_weights(6)
-    nodes = [helper.make_node("Conv", ["input", "w0", "b0"], ["c0"]),
-             helper.make_node("Relu", ["c0"], ["r0"]),
-             helper.make_node("Conv", ["r0", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
-             helper.make_node("Relu", ["c1"], ["r1"])]
-    inits = [weight("w0", 64, 3, 1, 1), weight("b0", 64), weight("w1", 64, 64, 3, 3),
-             weight("b1", 64), weight("w3", 10, 64), weight("b3", 10)]
-    net = save_classifier(nodes, "r1", ("w3", "b3"), inits, 14, tmp_path / "c3.onnx")
-    samples = np.random.default_rng(15).uniform(-1, 1, (16, 1, 3, 14, 14)).astype(np.float32)
-    out = tmp_path / "c3.so"
+    inits = [weight("w0", channels, 3, 1, 1), weight("b0", channels),
+             weight("w1", 64, channels, kernel, kernel), weight("b1", 64),
+             weight("w3", 10, 64), weight("b3", 10)]
+    net = save_classifier(nodes, "r1", ("w3", "b3"), inits, side, tmp_path / "net.onnx")
+    samples = np.random.default_rng(13 + kernel).uniform(
+        -1, 1, (16, 1, 3, side, side)).astype(np.float32)
+    out = tmp_path / "net.so"
     result = compile_int8(net, out, samples, "x86_64-avx512-vnni", check=False)
     spilled = stores_to_the_stack_between_dots(disassembly(out))
     assert len(spilled) >= 2 and not any(spilled.values()), spilled
