@@ -272,13 +272,15 @@ class PackedConv:
         kind = _dot_kind(sch, conv)
         width = intrinsics.lanes(kind, extent(sch, lane))
         lane_outer, lane_inner = sch.split(lane, [None, width])
-        # The kernel's taps outside its channel blocks: inside them, LLVM unrolled a block's
-        # taps and 4-channel steps together and kept each input pixel's broadcast live for
-        # every tap that reads it (9 pixels x 4 steps for a 7-pixel row under a 3x3 kernel),
-        # spilling 48 of them per 168 dots. ResNet-50's 256 -> 256 3x3 conv at 14x14 0.317
-        # -> 0.218 ms (ONNX Runtime's 0.226), 64 at 56x56 0.235 -> 0.211, 512 at 7x7 0.339
-        # -> 0.286 (VNNI, Ice Lake Xeon, 2 threads); rpi5 estimate (sdot) 3.07 -> 2.45 ms.
-        channels_inside = (extent(sch, kh) or 1) * (extent(sch, kw) or 1) > 1
+        # VNNI: the kernel's taps outside its channel blocks. Inside them, LLVM unrolled a
+        # block's taps and 4-channel steps together and kept each input pixel's broadcast
+        # live for every tap that reads it (9 pixels x 4 steps for a 7-pixel row under a
+        # 3x3 kernel), spilling 48 of them per 168 dots. ResNet-50's 256 -> 256 3x3 conv at
+        # 14x14 0.317 -> 0.218 ms (ONNX Runtime's 0.226), 64 at 56x56 0.235 -> 0.211, 512 at
+        # 7x7 0.339 -> 0.286 (Ice Lake Xeon, 2 threads). sdot keeps the taps inside: the
+        # rpi5 estimate of ResNet-18 INT8 went 53.2 -> 57.2 ms with them outside (its
+        # 64-channel 56x56 convs 2.9 -> 4.1 ms), one 256-channel conv alone 3.07 -> 2.45.
+        channels_inside = kind == "vnni" and (extent(sch, kh) or 1) * (extent(sch, kw) or 1) > 1
         reduced = (kh, kw, icc, ic4) if channels_inside else (icc, kh, kw, ic4)
         sch.reorder(col_outer, *reduced, col_inner, lane_outer, lane_inner, ici)
         parallel_tasks(sch, conv, batch, chunk, row, rows_first)
