@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from tvm import s_tir
 
-from edgec.codegen.generic_schedule import ParallelVectorize, elements, extent, position
+from edgec.codegen.generic_schedule import (
+    ParallelVectorize,
+    elements,
+    extent,
+    position,
+    vectorize_in_whole_vectors,
+)
 
 _UNROLL_UP_TO = 32  # pixels (or channel vectors) of one register tile, with room to spare
 _UNROLL_TILES = 16  # a pixel's channel tiles unrolled in a pass of its own (512 channels)
@@ -20,14 +26,10 @@ def _schedule_overlapping_unpack(sch: s_tir.Schedule, conv, block) -> None:
     lanes = int(sch.get(conv).writes[0].source.shape[-1])
     batch, row, col, channel = sch.get_loops(block)
     sch.parallel(sch.fuse(batch, row))
-    channels = extent(sch, channel)
-    whole = (channels // lanes) * lanes  # the tiles before the overlapping last one
-    # Apart, each part's tile index is known: the last tile's partial vector is a
-    # contiguous load too (one loop gathered it: 21 gathers per row for 116 channels).
-    main, tail = sch.loop_partition(channel, [whole, None])
-    _, lane = sch.split(main, [None, lanes])
-    sch.vectorize(lane)
-    sch.vectorize(tail)
+    # The tiles before the overlapping last one and its partial vector, partitioned apart:
+    # each part's tile index is known, so the partial vector is a contiguous load too (one
+    # loop gathered it: 21 gathers per row for 116 channels).
+    vectorize_in_whole_vectors(sch, channel, lanes)
 
 
 def schedule_epilogue(sch: s_tir.Schedule, conv, epilogue: list, col_outer,

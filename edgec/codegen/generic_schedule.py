@@ -50,6 +50,21 @@ def row_length(width: int, longest: int = 8) -> int:
     return max(d for d in range(1, min(width, longest) + 1) if width % d == 0)
 
 
+def vectorize_in_whole_vectors(sch: s_tir.Schedule, loop, lanes: int) -> None:
+    """A loop in vectors of `lanes`, then its tail (partitioned off) as one shorter vector;
+    a loop shorter than `lanes` as one vector."""
+    width = extent(sch, loop) or 1
+    whole = width // lanes * lanes
+    if not whole:
+        sch.vectorize(loop)
+        return
+    main, tail = (sch.loop_partition(loop, [whole, None]) if whole != width
+                  else (loop, None))
+    sch.vectorize(sch.split(main, [None, lanes])[-1])
+    if tail is not None:
+        sch.vectorize(tail)
+
+
 def schedule_named(func: tirx.PrimFunc, block: str, schedule) -> s_tir.Schedule | None:
     """`schedule(sch)` applied to a Schedule of `func` when one of its root blocks is named
     `block` (an edgec kernel's compute), None when none is. A failure is raised as

@@ -29,6 +29,7 @@ from edgec.codegen.generic_schedule import (
     extent,
     root_blocks,
     schedule_named,
+    vectorize_in_whole_vectors,
 )
 from edgec.codegen.plain_kernels import is_pointwise, padded_tiles
 
@@ -192,7 +193,7 @@ class PixelConv:
                 return
             if fused:
                 sch.reverse_compute_at(epilogue[-1], task)
-                _vectorize_row(sch, sch.get_loops(epilogue[-1])[-1], lanes)
+                vectorize_in_whole_vectors(sch, sch.get_loops(epilogue[-1])[-1], lanes)
             else:  # it broadcasts the conv over a larger map: a pass of its own
                 ParallelVectorize.schedule_block(sch, epilogue[-1])
         for part in _row_parts(sch, col, lanes):
@@ -252,7 +253,7 @@ class PixelConv:
         task, _ = _channel_tile_tasks(sch, conv, batch, channel)
         pixels = sch.fuse(y, x)
         sch.compute_at(conv, task)
-        _vectorize_row(sch, pixels, lanes)
+        vectorize_in_whole_vectors(sch, pixels, lanes)
         *_, channel, col, ic = sch.get_loops(conv)
         sch.reorder(col, ic, channel)
         return col
@@ -319,15 +320,3 @@ def _row_parts(sch: s_tir.Schedule, col, lanes: int) -> list[str]:
     variable = sch.get(col).loop_var.name
     sch.loop_partition(col, [whole, None])
     return [f"{BLOCK}_{variable}0", f"{BLOCK}_{variable}1"]
-
-
-def _vectorize_row(sch: s_tir.Schedule, col, lanes: int) -> None:
-    """A row loop in vectors of `lanes` (then its tail vector, partitioned off)."""
-    width = extent(sch, col)
-    whole = width // lanes * lanes
-    main, tail = (sch.loop_partition(col, [whole, None]) if whole != width
-                  else (col, None))
-    _, lane = sch.split(main, [None, lanes])
-    sch.vectorize(lane)
-    if tail is not None:
-        sch.vectorize(tail)

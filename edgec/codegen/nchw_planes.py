@@ -60,7 +60,7 @@ def phase_planes(data, geometry: PlaneGeometry):
     def value(b, c, phase, row, col):
         if g.masked:  # pixel row * pitch + col - left of the input plane shifted by `top` rows
             flat = row * pitch + col - left - top * width
-            safe = _clamped(flat, height * width)
+            safe = clamped(flat, height * width)
             return tirx.Select(_opaque_equal(safe, flat),
                                data[b, c, safe // width, safe % width], te.const(0, data.dtype))
         y = row * sh + phase // g.phase_cols - above
@@ -72,7 +72,7 @@ def phase_planes(data, geometry: PlaneGeometry):
         # TVM's simplifier dropped the clamps from the load, which then read the row above
         # the first channel's plane and below the last one's (a segfault where the tensor
         # touched an unmapped page). Where the columns are known inside, it still folds away.
-        safe_y, safe_x = _clamped(y, height), _clamped(x, width)
+        safe_y, safe_x = clamped(y, height), clamped(x, width)
         return tirx.Select(tirx.all(safe_y == y, safe_x == x), data[b, c, safe_y, safe_x],
                            te.const(0, data.dtype))
 
@@ -101,7 +101,7 @@ def _opaque_equal(a, b):
     return tirx.bitwise_xor(a, b) == 0
 
 
-def _clamped(index, size: int):
+def clamped(index, size: int):
     return te.max(te.min(index, size - 1), 0)
 
 

@@ -26,7 +26,8 @@ import functools
 
 from tvm import relax, s_tir, te, tirx
 
-from edgec.codegen.generic_schedule import extent, root_blocks
+from edgec.codegen.generic_schedule import extent, root_blocks, vectorize_in_whole_vectors
+from edgec.codegen.nchw_planes import clamped
 from edgec.tvm_compat.llvm_target import vector_bytes
 
 _ROWS, _COLUMNS = "max_pool_rows", "max_pool_columns"
@@ -72,10 +73,6 @@ def _windows_hold_input(out: int, size: int, kernel: int, stride: int, before: i
     return before <= kernel - 1 and (out - 1) * stride - before <= size - 1
 
 
-def _clamped(index, size: int):
-    return te.max(te.min(index, size - 1), 0)
-
-
 def max_pool_by_rows(data, kernel, strides, padding, out_h: int, out_w: int):
     """Max pool of (N, C, H, W) data to (N, C, out_h, out_w): each output row's window rows
     reduced column by column (max_pool_rows), then its window columns (max_pool_columns).
@@ -85,17 +82,17 @@ def max_pool_by_rows(data, kernel, strides, padding, out_h: int, out_w: int):
     rows = te.compute(
         (n, channels, out_h, width),
         lambda b, c, y, x: functools.reduce(te.max, [
-            data[b, c, _clamped(y * sh + k - top, height), x] for k in range(kh)]),
+            data[b, c, clamped(y * sh + k - top, height), x] for k in range(kh)]),
         name=_ROWS)
-    first, end = interior_columns(width, kw, sw, left, out_w)
+    first, end = _interior_columns(width, kw, sw, left, out_w)
     return te.compute(
         (n, channels, out_h, out_w),
         lambda b, c, y, x: functools.reduce(te.max, [
-            rows[b, c, y, _clamped(x * sw + k - left, width)] for k in range(kw)]),
+            rows[b, c, y, clamped(x * sw + k - left, width)] for k in range(kw)]),
         name=_COLUMNS, attrs={"edgec_interior_columns": [first, end]})
 
 
-def interior_columns(width: int, kw: int, sw: int, left: int, out_w: int) -> tuple[int, int]:
+def _interior_columns(width: int, kw: int, sw: int, left: int, out_w: int) -> tuple[int, int]:
     """The output columns [first, end) whose window lies inside the input's columns."""
     first = min(out_w, -(-left // sw))
     end = max(first, min(out_w, (width - kw + left) // sw + 1))
@@ -104,10 +101,11 @@ def interior_columns(width: int, kw: int, sw: int, left: int, out_w: int) -> tup
 
 class RowPool:
     """Schedule of max_pool_by_rows: parallel over tasks of whole output rows; each row's
-    window rows reduced into a row buffer just before its columns are, both loops left to
-    LLVM's vectorizer (contiguous rows; the columns' stride-2 taps as interleaved groups:
-    wide loads and shuffles), the interior columns a loop of their own with no clamp.
-    Elementwise epilogues fused after the pool are inlined into its columns."""
+    window rows reduced into a row buffer just before its columns are, the row pass in
+    TVM's vectors, the columns left to LLVM's vectorizer (their stride-2 taps as
+    interleaved groups: wide loads and shuffles), the interior columns a loop of their own
+    with no clamp. Elementwise epilogues fused after the pool are inlined into its
+    columns."""
 
     def apply(self, func: tirx.PrimFunc, target, tunable: bool):
         if not isinstance(func, tirx.PrimFunc):
@@ -139,25 +137,11 @@ class RowPool:
                               [None, max(1, _LEAST_TASK_OUTPUTS // out_w)])
         sch.parallel(task)
         sch.compute_at(rows, row)
-        _vectorize_row(sch, sch.get_loops(rows)[-1], vector_bytes(target) // 4)
+        # The row pass in TVM's vectors: left to LLVM, a short row (U-Net's 32 columns) was
+        # unrolled and its vectorizer took the task's loop over rows instead, gathering each
+        # vector from 4 rows lane by lane (a 2x2 pool of 64 channels at 32x32: 0.011 ms
+        # against 0.003); a loop of vector code is one it leaves alone.
+        vectorize_in_whole_vectors(sch, sch.get_loops(rows)[-1], vector_bytes(target) // 4)
         lengths = [length for length in (first, end - first, out_w - end) if length]
         if len(lengths) > 1:
             sch.loop_partition(column, [*lengths[:-1], None])
-
-
-def _vectorize_row(sch: s_tir.Schedule, column, lanes: int) -> None:
-    """The row pass in whole vectors of `lanes` and one shorter vector for the rest. Left
-    to LLVM, a short row (U-Net's 32 columns) was unrolled and its vectorizer took the
-    task's loop over rows instead, gathering each vector from 4 rows lane by lane (a 2x2
-    pool of 64 channels at 32x32: 0.011 ms against 0.003); a loop of vector code is one it
-    leaves alone."""
-    width = extent(sch, column) or 1
-    whole = width - width % lanes
-    if whole == 0 or whole == width:
-        parts = [column]
-    else:
-        parts = sch.loop_partition(column, [whole, None])
-    if whole:
-        sch.vectorize(sch.split(parts[0], [None, lanes])[-1])
-    if len(parts) > 1 or not whole:
-        sch.vectorize(parts[-1])

@@ -280,8 +280,9 @@ class PackedConv:
         # 7x7 0.339 -> 0.286 (Ice Lake Xeon, 2 threads). sdot keeps the taps inside: the
         # rpi5 estimate of ResNet-18 INT8 went 53.2 -> 57.2 ms with them outside (its
         # 64-channel 56x56 convs 2.9 -> 4.1 ms), one 256-channel conv alone 3.07 -> 2.45.
-        channels_inside = kind == "vnni" and (extent(sch, kh) or 1) * (extent(sch, kw) or 1) > 1
-        reduced = (kh, kw, icc, ic4) if channels_inside else (icc, kh, kw, ic4)
+        taps_outside_channels = kind == "vnni" and (extent(sch, kh) or 1) * (
+            extent(sch, kw) or 1) > 1
+        reduced = (kh, kw, icc, ic4) if taps_outside_channels else (icc, kh, kw, ic4)
         sch.reorder(col_outer, *reduced, col_inner, lane_outer, lane_inner, ici)
         parallel_tasks(sch, conv, batch, chunk, row, rows_first)
         schedule_epilogue(sch, conv, epilogue, col_outer, unroll_tile=False)
