@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from tvm import te, tirx, topi
 
+from edgec.codegen.nchw_planes import clamped
+
 # The block attribute of a conv computed over its plane as one row (flat_conv2d_nhwc_int8).
 FLAT_PIXELS = "edgec_flat_pixels"
 
@@ -148,8 +150,7 @@ def _image_window(data, kernel_size, strides, padding, dilation, out_dtype):
 
     def tested(b, y, x, channel):
         row, col = y * sh + kh * dh - top, x * sw + kw * dw - left
-        safe_row = te.max(te.min(row, height - 1), 0)
-        safe_col = te.max(te.min(col, width - 1), 0)
+        safe_row, safe_col = clamped(row, height), clamped(col, width)
         return tirx.Select(tirx.all(safe_row == row, safe_col == col),
                            data[b, channel, safe_row, safe_col].astype(out_dtype),
                            te.const(0, out_dtype))
