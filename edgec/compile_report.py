@@ -78,12 +78,14 @@ def _tuning_line(stats: dict[str, Any]) -> str:
         line = "schedules: no tuning logs for this target; every task uses edgec's defaults"
     else:
         tuned, functions, confirmed = stats["tuned"], stats["functions"], stats["confirmed"]
-        rejected = stats.get("rejected", 0)
+        rejected, stale = stats.get("rejected", 0), stats.get("stale", 0)
         line = (f"schedules: {tuned - confirmed} functions from tuned records, {confirmed} on "
                 f"defaults that tuning confirmed, "
                 + (f"{rejected} on defaults because their records ran slower in the model, "
                    if rejected else "")
-                + f"{functions - tuned - rejected} untuned (edgec's defaults)")
+                + (f"{stale} on defaults because their records were tuned against an older "
+                   f"default (`edgec tune` measures the two), " if stale else "")
+                + f"{functions - tuned - rejected - stale} untuned (edgec's defaults)")
     here = stats.get("cpu")  # None for a board target: its records come from boards anyway
     others = {cpu: n for cpu, n in stats.get("from_cpu", {}).items() if here and cpu != here}
     if others:

@@ -258,6 +258,45 @@ def commit_plain_loops_record(logs: Path) -> None:
 
 
 @pytest.mark.slow
+def test_records_tuned_against_an_older_default_give_way_to_todays_default(tmp_path,
+                                                                          monkeypatch):
+    """A searched record beat the default of the edgec that tuned it; once edgec's default
+    changed, the two were never measured against each other (the shipped records of
+    2026-12-02 ran MobileNetV3-Small at 1.1 ms against 0.9 untuned on a Zen 4). A record
+    that claims 1 us for the heavy conv's plain loop nest is applied while the database
+    holds a measurement of today's default; with a new default (the same code, another
+    trace, as a new edgec would make) compile builds the default, says why, and still
+    matches ONNX Runtime."""
+    from edgec.codegen import schedules
+
+    logs = tmp_path / "logs"
+    model = light_then_heavy_model(tmp_path / "m.onnx")
+    seeded = run_cli("tune", str(model), "--trials", "1", "--tuning-logs", str(logs),
+                     "--no-model-check")
+    assert seeded.returncode == 0, seeded.stderr
+    commit_plain_loops_record(logs)
+    options = pipeline.CompileOptions(model=str(model), output=tmp_path / "m.so",
+                                      tuning_logs=logs)
+    applied = pipeline.compile_model(options).tuning
+    assert applied["tuned"] - applied["confirmed"] == 1 and applied["stale"] == 0, applied
+    real = schedules.schedule_function
+
+    def changed(func, target):
+        sch = real(func, target)
+        if sch is not None:
+            schedules.root_blocks(sch)
+        return sch
+
+    monkeypatch.setattr(schedules, "schedule_function", changed)
+    compiled = pipeline.compile_model(options)
+    assert compiled.tuning["stale"] == 1 and compiled.tuning["tuned"] == compiled.tuning[
+        "confirmed"], compiled.tuning
+    assert "1 on defaults because their records were tuned against an older default" in (
+        compiled.summary())
+    assert compiled.verify is not None and compiled.verify.ok, compiled.verify.summary()
+
+
+@pytest.mark.slow
 def test_a_spent_budget_stops_the_tune_cleanly_after_tuning_the_heaviest_task_first(tmp_path):
     """--budget stops after the batch that crosses it: exit 0, that batch in the database.
     That first batch went to the task whose measured default was slowest (its share of the

@@ -119,7 +119,8 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
     counting into `stats` the functions ("functions"), those scheduled from records
     ("tuned"), and of those, the ones whose record is edgec's default schedule, measured
     and kept by tuning ("confirmed"), and the ones left to edgec's defaults because their
-    record lost in the model ("rejected"); "searched" maps each function scheduled from a
+    record lost in the model ("rejected") or was never measured against today's default
+    ("stale": tuned with an older edgec); "searched" maps each function scheduled from a
     searched record to its workload key, "without_record" lists the functions no record
     covers. `rejected` overrides the databases' own verdicts
     (the in-model check builds with {}). None when there are no logs for the target."""
@@ -134,6 +135,18 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
 
     intrinsics.register_all()
 
+    def _measured_against(default, func) -> bool:
+        """Whether the first layer with records of func's workload (the one applied) holds
+        a measured record of its default schedule as edgec makes it today."""
+        from edgec.tvm_compat import pruned_database
+
+        for path in layers:
+            index = _cached(_INDEXED, path, pruned_database.workload_index)
+            held = pruned_database.has_record_of(func, default.trace, index)
+            if held is not None:
+                return held
+        return False
+
     def schedule(ir):
         tvm_target = target.tvm_target()
         before = {g.name_hint: f for g, f in ir.functions_items()
@@ -143,7 +156,7 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
         ir_before = ir
         ir = ms.apply_database(ir, database, tvm_target)
         tuned = [(g.name_hint, f) for g, f in ir.functions_items() if ms.is_scheduled(f)]
-        confirmed, searched, lost = 0, {}, []
+        confirmed, searched, lost, stale = 0, {}, [], []
         for name, func in tuned:
             with tvm_target:
                 default = schedule_function(before[name], tvm_target)
@@ -153,14 +166,20 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
             key = ms.workload_key(before[name])
             if key in rejected:  # slower in its model than the default: back to the default
                 lost.append(name)
+            elif default is not None and not _measured_against(default, before[name]):
+                # Tuned against an older default (edgec's defaults moved since): the record
+                # never competed with today's. Shipped records of 2026-12-02 ran
+                # MobileNetV3-Small at 1.1 ms against 0.9 untuned on a Zen 4, 2.1 against
+                # 1.3 on an Ice Lake (compare.py, x86_64-avx512-vnni).
+                stale.append(name)
             else:
                 searched[name] = key
-        for name in lost:
+        for name in lost + stale:
             ir.update_func(ir.get_global_var(name), before[name])  # lower gives it the default
-        tuned = [(name, func) for name, func in tuned if name not in lost]
-        scheduled = {name for name, _ in tuned} | set(lost)
+        tuned = [(name, func) for name, func in tuned if name not in lost + stale]
+        scheduled = {name for name, _ in tuned} | set(lost) | set(stale)
         stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
-                     rejected=len(lost), searched=searched,
+                     rejected=len(lost), stale=len(stale), searched=searched,
                      without_record=sorted(set(before) - scheduled),
                      layers=[str(p) for p in layers],
                      from_cpu=_records_by_cpu(ir_before, list(zip(layers, opened, strict=True)),
