@@ -261,8 +261,8 @@ def commit_plain_loops_record(logs: Path) -> None:
 def test_records_tuned_against_an_older_default_give_way_to_todays_default(tmp_path,
                                                                           monkeypatch):
     """A searched record beat the default of the edgec that tuned it; once edgec's default
-    changed, the two were never measured against each other (the shipped records of
-    2026-12-02 ran MobileNetV3-Small at 1.1 ms against 0.9 untuned on a Zen 4). A record
+    changed, the two were never measured against each other (the shipped NHWC records of
+    2026-12-02 ran MobileNetV2 at 3.3 ms against 3.0 untuned). A record
     that claims 1 us for the heavy conv's plain loop nest is applied while the database
     holds a measurement of today's default; with a new default (the same code, another
     trace, as a new edgec would make) compile builds the default, says why, and still

@@ -168,16 +168,17 @@ def database_schedule(target: Target, logs: str | Path | None, stats: dict[str, 
                 lost.append(name)
             elif default is not None and not _measured_against(default, before[name]):
                 # Tuned against an older default (edgec's defaults moved since): the record
-                # never competed with today's. Shipped records of 2026-12-02 ran
-                # MobileNetV3-Small at 1.1 ms against 0.9 untuned on a Zen 4, 2.1 against
-                # 1.3 on an Ice Lake (compare.py, x86_64-avx512-vnni).
+                # never competed with today's. Such records had pinned old schedules:
+                # MobileNetV2 3.3 ms against 3.0 untuned (shipped NHWC records, 2026-12-02),
+                # 11.6 against 10.8 on a Zen 1 (the Xeon's x86_64 records, 2026-12-05).
                 stale.append(name)
             else:
                 searched[name] = key
-        for name in lost + stale:
+        defaults = set(lost) | set(stale)
+        for name in defaults:
             ir.update_func(ir.get_global_var(name), before[name])  # lower gives it the default
-        tuned = [(name, func) for name, func in tuned if name not in lost + stale]
-        scheduled = {name for name, _ in tuned} | set(lost) | set(stale)
+        tuned = [(name, func) for name, func in tuned if name not in defaults]
+        scheduled = {name for name, _ in tuned} | defaults
         stats.update(functions=len(before), tuned=len(tuned), confirmed=confirmed,
                      rejected=len(lost), stale=len(stale), searched=searched,
                      without_record=sorted(set(before) - scheduled),
